@@ -1,0 +1,23 @@
+// The `ksr` command line.
+import { Command } from "commander";
+import { localCommand } from "./commands/local.js";
+import { runProgram } from "./run.js";
+import { version } from "./version.js";
+
+export function ksrProgram(): Command {
+  const program = new Command("ksr")
+    .description("kube-site-recovery: disaster recovery for Kubernetes")
+    .version(version);
+  program
+    .command("version")
+    .description("print the version")
+    .action(() => {
+      process.stdout.write(`ksr ${version}\n`);
+    });
+  program.addCommand(localCommand());
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  await runProgram(ksrProgram(), argv);
+}
