@@ -18,10 +18,23 @@ key="$(cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go" "$0" | s
 out="$cache_root/controlplane/kubernetes-$kube_version-etcd-$etcd_version-$key"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
-complete=1
-for b in "${binaries[@]}"; do [ -x "$out/$b" ] || complete=0; done
-if [ "$complete" = 1 ]; then
+built() {
+  for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
+}
+if built; then
   echo "control plane $kube_version / etcd $etcd_version already built" >&2
+  echo "$out"
+  exit 0
+fi
+
+# Concurrent callers (parallel test runs, `ksr local up` in two shells) wait for one build.
+mkdir -p "$cache_root/controlplane"
+exec 9>"$cache_root/controlplane/.build.lock"
+if ! flock -n 9; then
+  echo "another build of the control plane is running; waiting for it" >&2
+  flock 9
+fi
+if built; then
   echo "$out"
   exit 0
 fi
