@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl) and etcd from their Go modules into a cache directory
-# outside the repository. The directory name is a hash of the pins and of this
-# script, so a second run costs nothing and a changed pin rebuilds.
+# outside the repository. The directory name is a hash of the pins and of the
+# build recipe, so a second run costs nothing and a changed pin rebuilds.
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
 
@@ -14,7 +14,9 @@ kube_version="$(awk '$1=="k8s.io/kubernetes" {print $2; exit}' "$module/go.mod")
 etcd_version="$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' "$module/go.mod")"
 [ -n "$kube_version" ] && [ -n "$etcd_version" ] || { echo "build-controlplane: cannot read the pins from $module/go.mod" >&2; exit 1; }
 
-key="$(cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go" "$0" | sha256sum | cut -c1-12)"
+# Bump when the way the binaries are built (flags, ldflags, list) changes.
+recipe=1
+key="$( (echo "recipe $recipe"; cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go") | sha256sum | cut -c1-12)"
 out="$cache_root/controlplane/kubernetes-$kube_version-etcd-$etcd_version-$key"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
