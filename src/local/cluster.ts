@@ -167,6 +167,8 @@ function writeKubeconfigs(dir: string, server: string): void {
 
 interface ComponentSpec {
   name: string;
+  /** Components of one stage start together once every earlier stage is healthy. */
+  stage: number;
   args: string[];
   health: () => Promise<boolean>;
 }
@@ -182,6 +184,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
   return [
     {
       name: "etcd",
+      stage: 0,
       args: [
         "--name=ksr-local",
         `--data-dir=${join(dir, "etcd")}`,
@@ -198,6 +201,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
     },
     {
       name: "kube-apiserver",
+      stage: 1,
       args: [
         `--etcd-servers=${etcdUrl}`,
         `--bind-address=${loopback}`,
@@ -213,13 +217,18 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         `--service-account-key-file=${pki("sa.pub")}`,
         `--service-account-signing-key-file=${pki("sa.key")}`,
+        // The "kubernetes" Service cannot have loopback endpoints (validation rejects 127.0.0.0/8);
+        // local pods reach the apiserver through its loopback address instead (docs/local.md).
+        "--endpoint-reconciler-type=none",
         "--profiling=false",
         "--v=1",
       ],
       health: () => httpsOk(`https://${loopback}:${ports.apiServer}/readyz`, { ca, ...(admin ?? {}) }),
     },
     {
+      // The controller-manager and scheduler exit when the apiserver's RBAC bootstrap is unfinished.
       name: "kube-controller-manager",
+      stage: 2,
       args: [
         `--kubeconfig=${cmKubeconfig}`,
         `--authentication-kubeconfig=${cmKubeconfig}`,
@@ -242,6 +251,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
     },
     {
       name: "kube-scheduler",
+      stage: 2,
       args: [
         `--kubeconfig=${schedKubeconfig}`,
         `--authentication-kubeconfig=${schedKubeconfig}`,
@@ -313,6 +323,44 @@ async function waitHealthy(spec: ComponentSpec, record: ProcessRecord, deadline:
   }
 }
 
+function startComponent(
+  state: ClusterState,
+  spec: ComponentSpec,
+  progress: (message: string) => void,
+): [ComponentSpec, ProcessRecord] {
+  progress(`starting ${spec.name}`);
+  const record = spawnDetached({
+    name: spec.name,
+    command: join(state.binDir, spec.name),
+    args: spec.args,
+    logFile: join(state.dir, "logs", `${spec.name}.log`),
+  });
+  state.components = [...state.components.filter((c) => c.name !== spec.name), record];
+  writeClusterState(state);
+  return [spec, record];
+}
+
+/**
+ * Stops one component and starts it again with the same configuration, waiting
+ * until it is healthy. Tests use it to break watches the way a real apiserver
+ * restart does; returns the updated state.
+ */
+export async function restartComponent(
+  state: ClusterState,
+  name: string,
+  readyTimeoutMs = 60_000,
+): Promise<ClusterState> {
+  const spec = componentSpecs(state.dir, state.ports).find((candidate) => candidate.name === name);
+  const record = state.components.find((candidate) => candidate.name === name);
+  if (spec === undefined || record === undefined)
+    throw new Error(`no component named ${name} in the cluster at ${state.dir}`);
+  await stopProcess(record, 10_000);
+  const next: ClusterState = { ...state, components: [...state.components] };
+  const [, started] = startComponent(next, spec, () => undefined);
+  await waitHealthy(spec, started, Date.now() + readyTimeoutMs);
+  return next;
+}
+
 /** Starts the control plane (or fails with everything it started stopped again). */
 export async function up(options: UpOptions = {}): Promise<ClusterState> {
   const dir = resolve(options.dir ?? defaultClusterDir);
@@ -344,25 +392,12 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
     startedAt: new Date().toISOString(),
   };
   const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
-  const started: [ComponentSpec, ProcessRecord][] = [];
+  const specs = componentSpecs(dir, ports);
+  const stages = [...new Set(specs.map((spec) => spec.stage))].sort((a, b) => a - b);
   try {
-    for (const spec of componentSpecs(dir, ports)) {
-      progress(`starting ${spec.name}`);
-      const record = spawnDetached({
-        name: spec.name,
-        command: join(binDir, spec.name),
-        args: spec.args,
-        logFile: join(dir, "logs", `${spec.name}.log`),
-      });
-      started.push([spec, record]);
-      state.components.push(record);
-      writeClusterState(state);
-      // etcd must serve before the apiserver starts; the others retry on their own, so start them together.
-      if (spec.name === "etcd") await waitHealthy(spec, record, deadline);
-    }
-    for (const [spec, record] of started) {
-      progress(`waiting for ${spec.name}`);
-      await waitHealthy(spec, record, deadline);
+    for (const stage of stages) {
+      const started = specs.filter((spec) => spec.stage === stage).map((spec) => startComponent(state, spec, progress));
+      for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
     }
   } catch (error) {
     await stopComponents(state.components);

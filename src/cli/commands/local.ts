@@ -56,6 +56,8 @@ export function localCommand(): Command {
         return;
       }
       process.stdout.write(`kubeconfig: ${report.state.kubeconfig}\nserver:     ${report.state.server}\n`);
+      if (report.components.length === 0)
+        process.stdout.write(`not running; start it with: ksr local up --dir ${options.dir}\n`);
       for (const c of report.components)
         process.stdout.write(`${c.name.padEnd(24)} pid ${String(c.pid).padEnd(8)} ${c.detail}\n`);
       if (report.components.length === 0 || report.components.some((c) => !c.healthy)) process.exitCode = 1;
