@@ -5,13 +5,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CoreV1Api, Watch, type KubeConfig, type V1ConfigMap, type V1Status } from "@kubernetes/client-node";
+import { CoreV1Api, Watch, type KubeConfig, type V1ObjectMeta } from "@kubernetes/client-node";
 import { down, restartComponent, up, type ClusterState } from "../../src/local/cluster.js";
 import { kubeConfigFor, sharedCluster } from "../fixture/cluster.js";
 
+/** A watch event: a ConfigMap, or for ERROR events a Status with code and reason. */
 interface WatchEvent {
   type: string;
-  object: V1ConfigMap | V1Status;
+  object: { metadata?: V1ObjectMeta; code?: number; reason?: string };
 }
 
 /** Watches configmaps from resourceVersion until `done` accepts the events seen (or 20 s pass). */
@@ -28,7 +29,7 @@ async function watchConfigMaps(
   const request = await new Watch(kubeConfig).watch(
     "/api/v1/namespaces/default/configmaps",
     { resourceVersion },
-    (type: string, object: V1ConfigMap | V1Status) => {
+    (type: string, object: WatchEvent["object"]) => {
       events.push({ type, object });
       if (done(events)) finish();
     },
@@ -43,8 +44,7 @@ async function watchConfigMaps(
   return { events, error };
 }
 
-const names = (events: WatchEvent[]) =>
-  events.map((e) => `${e.type}:${(e.object as V1ConfigMap).metadata?.name ?? ""}`);
+const names = (events: WatchEvent[]) => events.map((e) => `${e.type}:${e.object.metadata?.name ?? ""}`);
 
 describe("list-then-watch across an apiserver restart", function () {
   this.timeout(120_000);
