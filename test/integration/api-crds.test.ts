@@ -1,0 +1,698 @@
+// The dr.ksr.io API on a real kube-apiserver: the CRDs establish, the examples
+// are accepted, bad input is rejected at admission with a message that names
+// the field and what is allowed, defaults appear, and kubectl teaches the API.
+import { deepStrictEqual, fail, match, ok, strictEqual } from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ApiException, ApiextensionsV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { group, version } from "../../src/api/common.js";
+import { crdName, kinds } from "../../src/api/crds.js";
+import { installCrds } from "../../src/api/install.js";
+import type { FailoverRun, ProtectedMachine, RecoveryPlan, ReplicationPolicy } from "../../src/api/types.js";
+import { packageRoot } from "../../src/util/package-root.js";
+import { useCluster } from "../fixture/cluster.js";
+
+const run = promisify(execFile);
+
+type Manifest = { apiVersion: string; kind: string; metadata: { name: string }; spec: Record<string, unknown> } & Record<
+  string,
+  unknown
+>;
+
+const pluralOf = (kind: string): string => {
+  const definition = kinds.find((candidate) => candidate.kind === kind);
+  if (definition === undefined) throw new Error(`unknown kind ${kind}`);
+  return definition.plural;
+};
+
+// Minimal valid objects; each invalid case breaks exactly one thing in a copy.
+const policy = (): Manifest => ({
+  apiVersion: `${group}/${version}`,
+  kind: "ReplicationPolicy",
+  metadata: { name: "policy" },
+  spec: {},
+});
+
+const machine = (): Manifest => ({
+  apiVersion: `${group}/${version}`,
+  kind: "ProtectedMachine",
+  metadata: { name: "db" },
+  spec: {
+    policyRef: { name: "policy" },
+    source: {
+      workloadRef: { kind: "StatefulSet", name: "db" },
+      quiesce: { pre: { http: { port: 8080 } } },
+    },
+    target: { site: "recovery", namespace: "db-recovery" },
+  },
+});
+
+const plan = (): Manifest => ({
+  apiVersion: `${group}/${version}`,
+  kind: "RecoveryPlan",
+  metadata: { name: "plan" },
+  spec: {
+    groups: [
+      { name: "database", machines: ["db"], preActions: [{ name: "confirm", manual: { instructions: "Check." } }] },
+      { name: "web", machines: ["web"], postActions: [{ name: "notify", webhook: { url: "https://hooks.example/x" } }] },
+    ],
+  },
+});
+
+const failoverRun = (type = "Test"): Manifest => ({
+  apiVersion: `${group}/${version}`,
+  kind: "FailoverRun",
+  metadata: { name: `run-${type.toLowerCase()}` },
+  spec: { planRef: { name: "plan" }, type },
+});
+
+interface InvalidCase {
+  readonly name: string;
+  readonly base: () => Manifest;
+  /** Changes the copy of base into something the API server must reject. */
+  readonly breakIt: (spec: Record<string, any>) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** The field the message must name, e.g. spec.recoveryPointRetention. */
+  readonly field: string;
+  /** Words of the message that say what is allowed. */
+  readonly allowed: string;
+}
+
+const invalidCases: readonly InvalidCase[] = [
+  // ReplicationPolicy
+  {
+    name: "retention that is not a duration",
+    base: policy,
+    breakIt: (s) => (s.recoveryPointRetention = "30 days"),
+    field: "spec.recoveryPointRetention",
+    allowed: "must be a duration such as 30s, 5m, 1h30m or 24h",
+  },
+  {
+    name: "retention over 30 days",
+    base: policy,
+    breakIt: (s) => (s.recoveryPointRetention = "721h"),
+    field: "spec.recoveryPointRetention",
+    allowed: "must be between 1h and 720h (30 days)",
+  },
+  {
+    name: "day units, which Go durations lack",
+    base: policy,
+    breakIt: (s) => (s.rpoThreshold = "1d"),
+    field: "spec.rpoThreshold",
+    allowed: "units: ms, s, m, h",
+  },
+  {
+    name: "crash-consistent points more often than every 30s",
+    base: policy,
+    breakIt: (s) => (s.crashConsistentFrequency = "10s"),
+    field: "spec.crashConsistentFrequency",
+    allowed: "must be between 30s and 1h",
+  },
+  {
+    name: "app-consistent frequency shorter than crash-consistent",
+    base: policy,
+    breakIt: (s) => Object.assign(s, { crashConsistentFrequency: "15m", appConsistentFrequency: "10m" }),
+    field: "spec.appConsistentFrequency",
+    allowed: "must not be shorter than crashConsistentFrequency",
+  },
+  {
+    name: "app-consistent frequency longer than retention",
+    base: policy,
+    breakIt: (s) => Object.assign(s, { appConsistentFrequency: "12h", recoveryPointRetention: "2h" }),
+    field: "spec.appConsistentFrequency",
+    allowed: "must not be longer than recoveryPointRetention",
+  },
+  {
+    name: "unknown capture mode",
+    base: policy,
+    breakIt: (s) => (s.capture = "Sometimes"),
+    field: "spec.capture",
+    allowed: 'supported values: "Continuous", "Interval"',
+  },
+  {
+    name: "sync interval Hyper-V does not offer",
+    base: policy,
+    breakIt: (s) => Object.assign(s, { capture: "Interval", syncInterval: "1m" }),
+    field: "spec.syncInterval",
+    allowed: 'supported values: "30s", "5m", "15m"',
+  },
+  {
+    name: "Interval capture without a sync interval",
+    base: policy,
+    breakIt: (s) => (s.capture = "Interval"),
+    field: "spec.syncInterval",
+    allowed: "required when capture is Interval: one of 30s, 5m, 15m",
+  },
+  {
+    name: "sync interval with Continuous capture",
+    base: policy,
+    breakIt: (s) => (s.syncInterval = "5m"),
+    field: "spec.syncInterval",
+    allowed: "applies only when capture is Interval",
+  },
+  {
+    name: "crash-consistent points between syncs",
+    base: policy,
+    breakIt: (s) => Object.assign(s, { capture: "Interval", syncInterval: "15m", crashConsistentFrequency: "5m" }),
+    field: "spec.crashConsistentFrequency",
+    allowed: "must not be shorter than syncInterval",
+  },
+  {
+    name: "unknown compression",
+    base: policy,
+    breakIt: (s) => (s.compression = "gzip"),
+    field: "spec.compression",
+    allowed: 'supported values: "zstd", "lz4", "none"',
+  },
+  {
+    name: "bandwidth limit that is not a quantity",
+    base: policy,
+    breakIt: (s) => (s.bandwidthLimit = "fast"),
+    field: "spec.bandwidthLimit",
+    allowed: "must be a positive quantity of bytes per second",
+  },
+  {
+    name: "zero bandwidth",
+    base: policy,
+    breakIt: (s) => (s.bandwidthLimit = "0"),
+    field: "spec.bandwidthLimit",
+    allowed: "must be a positive quantity",
+  },
+  {
+    name: "resync window at 25 o'clock",
+    base: policy,
+    breakIt: (s) => (s.resync = { window: { start: "25:00", end: "06:00" } }),
+    field: "spec.resync.window.start",
+    allowed: "HH:MM on a 24-hour clock",
+  },
+  {
+    name: "empty resync window",
+    base: policy,
+    breakIt: (s) => (s.resync = { window: { start: "06:00", end: "06:00" } }),
+    field: "spec.resync.window.end",
+    allowed: "start and end must differ",
+  },
+  {
+    name: "encryption key without a Secret name",
+    base: policy,
+    breakIt: (s) => (s.encryption = { keySecretRef: { key: "key" } }),
+    field: "spec.encryption.keySecretRef.name",
+    allowed: "Required value",
+  },
+  // ProtectedMachine
+  {
+    name: "workload of an unsupported kind",
+    base: machine,
+    breakIt: (s) => (s.source.workloadRef.kind = "DaemonSet"),
+    field: "spec.source.workloadRef.kind",
+    allowed: 'supported values: "StatefulSet", "Deployment", "Pod"',
+  },
+  {
+    name: "workload name that is not an object name",
+    base: machine,
+    breakIt: (s) => (s.source.workloadRef.name = "Data_Base"),
+    field: "spec.source.workloadRef.name",
+    allowed: "must be a Kubernetes object name (DNS-1123 subdomain)",
+  },
+  {
+    name: "hook with both exec and http",
+    base: machine,
+    breakIt: (s) => (s.source.quiesce.pre.exec = { container: "db", command: ["sync"] }),
+    field: "spec.source.quiesce.pre",
+    allowed: "set exactly one of exec, http",
+  },
+  {
+    name: "hook with neither exec nor http",
+    base: machine,
+    breakIt: (s) => (s.source.quiesce.pre = {}),
+    field: "spec.source.quiesce.pre",
+    allowed: "set exactly one of exec, http",
+  },
+  {
+    name: "hook port out of range",
+    base: machine,
+    breakIt: (s) => (s.source.quiesce.pre.http.port = 70000),
+    field: "spec.source.quiesce.pre.http.port",
+    allowed: "less than or equal to 65535",
+  },
+  {
+    name: "hook path that is not absolute",
+    base: machine,
+    breakIt: (s) => (s.source.quiesce.pre.http.path = "quiesce"),
+    field: "spec.source.quiesce.pre.http.path",
+    allowed: "must be an absolute path starting with '/'",
+  },
+  {
+    name: "quiesce timeout over 10 minutes",
+    base: machine,
+    breakIt: (s) => (s.source.quiesce.timeout = "20m"),
+    field: "spec.source.quiesce.timeout",
+    allowed: "must be between 1s and 10m",
+  },
+  {
+    name: "a volume listed twice",
+    base: machine,
+    breakIt: (s) => (s.source.volumes = ["data", "data"]),
+    field: "spec.source.volumes[1]",
+    allowed: "Duplicate value",
+  },
+  {
+    name: "site name with spaces and capitals",
+    base: machine,
+    breakIt: (s) => (s.target.site = "Recovery Site"),
+    field: "spec.target.site",
+    allowed: "must be a DNS-1123 label",
+  },
+  {
+    name: "no target",
+    base: machine,
+    breakIt: (s) => delete s.target,
+    field: "spec.target",
+    allowed: "Required value",
+  },
+  {
+    name: "consistency group name over 63 characters",
+    base: machine,
+    breakIt: (s) => (s.consistencyGroup = "g".repeat(64)),
+    field: "spec.consistencyGroup",
+    allowed: "may not be more than 63",
+  },
+  {
+    name: "resource override that is not a quantity",
+    base: machine,
+    breakIt: (s) =>
+      (s.target.overrides = { containers: [{ name: "db", resources: { requests: { cpu: "lots" } } }] }),
+    field: "spec.target.overrides.containers[0].resources.requests.cpu",
+    allowed: "must be a Kubernetes quantity",
+  },
+  {
+    name: "environment variable name starting with a digit",
+    base: machine,
+    breakIt: (s) => (s.target.overrides = { containers: [{ name: "db", env: [{ name: "1ST", value: "x" }] }] }),
+    field: "spec.target.overrides.containers[0].env[0].name",
+    allowed: "must be an environment variable name",
+  },
+  // RecoveryPlan
+  {
+    name: "no groups",
+    base: plan,
+    breakIt: (s) => (s.groups = []),
+    field: "spec.groups",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "two groups with one name",
+    base: plan,
+    breakIt: (s) => (s.groups[1].name = "database"),
+    field: "spec.groups",
+    allowed: "group names must be unique within a plan",
+  },
+  {
+    name: "a machine in two groups",
+    base: plan,
+    breakIt: (s) => s.groups[1].machines.push("db"),
+    field: "spec.groups",
+    allowed: "a machine may be in only one group of a plan",
+  },
+  {
+    name: "a group with neither machines nor actions",
+    base: plan,
+    breakIt: (s) => s.groups.push({ name: "empty" }),
+    field: "spec.groups[2].machines",
+    allowed: "a group needs at least one machine or action",
+  },
+  {
+    name: "an action of two kinds",
+    base: plan,
+    breakIt: (s) => (s.groups[0].preActions[0].wait = { duration: "10s" }),
+    field: "spec.groups[0].preActions[0]",
+    allowed: "set exactly one of script, manual, wait, traffic, webhook",
+  },
+  {
+    name: "an action of no kind",
+    base: plan,
+    breakIt: (s) => (s.groups[0].preActions[0] = { name: "nothing" }),
+    field: "spec.groups[0].preActions[0]",
+    allowed: "set exactly one of script, manual, wait, traffic, webhook",
+  },
+  {
+    name: "an action name used before and after",
+    base: plan,
+    breakIt: (s) => (s.groups[0].postActions = [{ name: "confirm", wait: { duration: "5s" } }]),
+    field: "spec.groups[0].postActions",
+    allowed: "action names must be unique within a group",
+  },
+  {
+    name: "a webhook that is not http(s)",
+    base: plan,
+    breakIt: (s) => (s.groups[1].postActions[0].webhook.url = "ftp://hooks.example/x"),
+    field: "spec.groups[1].postActions[0].webhook.url",
+    allowed: "must be an absolute http:// or https:// URL",
+  },
+  {
+    name: "a wait longer than an hour",
+    base: plan,
+    breakIt: (s) => (s.groups[1].postActions[0] = { name: "pause", wait: { duration: "2h" } }),
+    field: "spec.groups[1].postActions[0].wait.duration",
+    allowed: "must be between 1s and 1h",
+  },
+  {
+    name: "an action that runs on Reprotect",
+    base: plan,
+    breakIt: (s) => (s.groups[0].preActions[0].runOn = ["Reprotect"]),
+    field: "spec.groups[0].preActions[0].runOn[0]",
+    allowed: 'supported values: "Test", "Planned", "Unplanned"',
+  },
+  // FailoverRun
+  {
+    name: "a run on a plan and a machine at once",
+    base: failoverRun,
+    breakIt: (s) => (s.machineRef = { name: "db" }),
+    field: "spec",
+    allowed: "set exactly one of planRef, machineRef",
+  },
+  {
+    name: "a run of an unknown type",
+    base: failoverRun,
+    breakIt: (s) => (s.type = "Failback"),
+    field: "spec.type",
+    allowed: 'supported values: "Test", "Planned", "Unplanned", "Reprotect"',
+  },
+  {
+    name: "cleanup of a Planned run",
+    base: () => failoverRun("Planned"),
+    breakIt: (s) => (s.cleanup = true),
+    field: "spec.cleanup",
+    allowed: "cleanup applies only to Test runs",
+  },
+  {
+    name: "commit of a drill",
+    base: failoverRun,
+    breakIt: (s) => (s.commit = true),
+    field: "spec.commit",
+    allowed: "commit applies only to Planned and Unplanned runs",
+  },
+  {
+    name: "a recovery point for a Planned run",
+    base: () => failoverRun("Planned"),
+    breakIt: (s) => (s.recoveryPoint = { select: "Latest" }),
+    field: "spec.recoveryPoint",
+    allowed: "recoveryPoint applies only to Test and Unplanned runs",
+  },
+  {
+    name: "select Time without a time",
+    base: failoverRun,
+    breakIt: (s) => (s.recoveryPoint = { select: "Time" }),
+    field: "spec.recoveryPoint.time",
+    allowed: "time is required when select is Time",
+  },
+  {
+    name: "a recovery point id for a whole plan",
+    base: () => failoverRun("Unplanned"),
+    breakIt: (s) => (s.recoveryPoint = { select: "ID", id: "rp-42" }),
+    field: "spec.recoveryPoint.select",
+    allowed: "select ID needs machineRef",
+  },
+  {
+    name: "drill options on an Unplanned run",
+    base: () => failoverRun("Unplanned"),
+    breakIt: (s) => (s.drill = { isolation: "None" }),
+    field: "spec.drill",
+    allowed: "drill applies only to Test runs",
+  },
+  {
+    name: "an approval that does not name GROUP/ACTION",
+    base: failoverRun,
+    breakIt: (s) => (s.approvals = [{ step: "confirm", approvedBy: "alice" }]),
+    field: "spec.approvals[0].step",
+    allowed: "must be GROUP/ACTION",
+  },
+];
+
+function statusMessage(error: unknown): string {
+  if (!(error instanceof ApiException)) throw error;
+  const body: unknown = error.body;
+  const parsed = (typeof body === "string" ? JSON.parse(body) : body) as { message?: string };
+  return `${error.code}: ${parsed.message ?? JSON.stringify(body)}`;
+}
+
+describe("API: dr.ksr.io CRDs on a real API server", function () {
+  this.timeout(60_000);
+  const cluster = useCluster("api");
+  let kubectlCache: string;
+  let objects: CustomObjectsApi;
+
+  const kubectl = async (...args: string[]): Promise<string> => {
+    const { stdout } = await run(
+      join(cluster.state.binDir, "kubectl"),
+      ["--kubeconfig", cluster.state.kubeconfig, "--cache-dir", kubectlCache, ...args],
+      { maxBuffer: 16 * 1024 * 1024 },
+    );
+    return stdout;
+  };
+
+  const request = (manifest: Manifest) => ({
+    group,
+    version,
+    namespace: cluster.namespace,
+    plural: pluralOf(manifest.kind),
+  });
+
+  const dryRunCreate = (manifest: Manifest) =>
+    objects.createNamespacedCustomObject({ ...request(manifest), body: manifest, dryRun: "All" });
+
+  const create = async <T>(manifest: Manifest): Promise<T> =>
+    (await objects.createNamespacedCustomObject({ ...request(manifest), body: manifest })) as T;
+
+  const replace = (manifest: Manifest) =>
+    objects.replaceNamespacedCustomObject({ ...request(manifest), name: manifest.metadata.name, body: manifest });
+
+  before(async () => {
+    kubectlCache = mkdtempSync(join(tmpdir(), "ksr-api-kubectl-"));
+    await installCrds(cluster.kubeConfig);
+    objects = cluster.kubeConfig.makeApiClient(CustomObjectsApi);
+  });
+  after(() => {
+    rmSync(kubectlCache, { recursive: true, force: true });
+  });
+
+  it("establishes the four CRDs, and installing again changes nothing", async () => {
+    await installCrds(cluster.kubeConfig);
+    const api = cluster.kubeConfig.makeApiClient(ApiextensionsV1Api);
+    for (const definition of kinds) {
+      const crd = await api.readCustomResourceDefinition({ name: crdName(definition) });
+      ok(crd.status?.conditions?.some((c) => c.type === "Established" && c.status === "True"), definition.kind);
+      deepStrictEqual(crd.spec.names.categories, ["dr"]);
+    }
+  });
+
+  it("`kubectl apply -f crds/` is accepted as is", async () => {
+    const output = await kubectl("apply", "--server-side", "--force-conflicts", "-f", join(packageRoot, "crds"));
+    strictEqual(output.trim().split("\n").length, kinds.length, output);
+  });
+
+  it("accepts every example with --dry-run=server", async () => {
+    const examples = join(packageRoot, "examples");
+    const output = await kubectl(
+      "apply",
+      "--dry-run=server",
+      "-n",
+      cluster.namespace,
+      "-f",
+      examples,
+      "-f",
+      join(examples, "runs"),
+    );
+    const lines = output.trim().split("\n");
+    for (const line of lines) match(line, /\(server dry run\)$/);
+    for (const kind of ["replicationpolicy", "protectedmachine", "recoveryplan", "failoverrun"])
+      ok(lines.some((line) => line.startsWith(`${kind}.${group}/`)), `${kind} in:\n${output}`);
+    strictEqual(lines.filter((line) => line.startsWith(`failoverrun.${group}/`)).length, readdirSync(join(examples, "runs")).length);
+  });
+
+  describe("rejects invalid manifests with a message naming the field and what is allowed", () => {
+    it("accepts the valid bases the cases start from", async () => {
+      for (const base of [policy(), machine(), plan(), failoverRun(), failoverRun("Planned"), failoverRun("Unplanned")])
+        await dryRunCreate(base);
+    });
+    for (const invalid of invalidCases) {
+      it(invalid.name, async () => {
+        const manifest = invalid.base();
+        invalid.breakIt(manifest.spec);
+        const message = await dryRunCreate(manifest).then(
+          () => fail(`the API server accepted ${JSON.stringify(manifest.spec)}`),
+          statusMessage,
+        );
+        ok(message.startsWith("422:"), message);
+        ok(message.includes(`${invalid.field}:`), `expected the field ${invalid.field} in: ${message}`);
+        ok(message.includes(invalid.allowed), `expected "${invalid.allowed}" in: ${message}`);
+      });
+    }
+  });
+
+  describe("immutability and one-way fields (transition rules)", () => {
+    const rejectsUpdate = async (manifest: Manifest, field: string, allowed: string) => {
+      const message = await replace(manifest).then(() => fail("the update was accepted"), statusMessage);
+      ok(message.includes(`${field}:`) && message.includes(allowed), message);
+    };
+    const stored = async (manifest: Manifest): Promise<Manifest> =>
+      (await objects.getNamespacedCustomObject({ ...request(manifest), name: manifest.metadata.name })) as Manifest;
+
+    it("a FailoverRun's type and target cannot change; approvals only grow; commit cannot be undone", async () => {
+      const planned = await create<Manifest>({
+        ...failoverRun("Planned"),
+        spec: { ...failoverRun("Planned").spec, approvals: [{ step: "database/confirm", approvedBy: "alice" }] },
+      });
+      await rejectsUpdate({ ...planned, spec: { ...planned.spec, type: "Unplanned" } }, "spec.type", "immutable");
+      await rejectsUpdate({ ...planned, spec: { ...planned.spec, planRef: { name: "other" } } }, "spec.planRef", "immutable");
+      await rejectsUpdate({ ...planned, spec: { ...planned.spec, approvals: [] } }, "spec.approvals", "can only be added");
+      // Allowed changes: a new approval, then commit.
+      const approved = (await replace({
+        ...planned,
+        spec: {
+          ...planned.spec,
+          approvals: [...(planned.spec.approvals as unknown[]), { step: "web/announce", approvedBy: "bob" }],
+        },
+      })) as Manifest;
+      const committed = (await replace({ ...approved, spec: { ...approved.spec, commit: true } })) as Manifest;
+      await rejectsUpdate({ ...committed, spec: { ...committed.spec, commit: false } }, "spec.commit", "cannot be set back");
+      strictEqual((await stored(planned)).spec.commit, true);
+    });
+
+    it("a drill's cleanup cannot be undone", async () => {
+      const drill = await create<Manifest>({ ...failoverRun("Test"), spec: { ...failoverRun().spec, cleanup: true } });
+      await rejectsUpdate({ ...drill, spec: { ...drill.spec, cleanup: false } }, "spec.cleanup", "cannot be set back");
+    });
+
+    it("a ProtectedMachine's workload and target site, namespace and storage class cannot change", async () => {
+      const stored = await create<Manifest>(machine());
+      const spec = stored.spec as { source: Record<string, unknown>; target: Record<string, unknown> };
+      const withSource = (source: Record<string, unknown>) => ({ ...stored, spec: { ...spec, source } });
+      const withTarget = (target: Record<string, unknown>) => ({ ...stored, spec: { ...spec, target } });
+      await rejectsUpdate(
+        withSource({ ...spec.source, workloadRef: { kind: "StatefulSet", name: "other" } }),
+        "spec.source.workloadRef",
+        "immutable",
+      );
+      await rejectsUpdate(withTarget({ ...spec.target, site: "elsewhere" }), "spec.target.site", "immutable");
+      await rejectsUpdate(withTarget({ ...spec.target, namespace: "other" }), "spec.target.namespace", "immutable");
+      await rejectsUpdate(
+        withTarget({ ...spec.target, storageClassName: "fast" }),
+        "spec.target.storageClassName",
+        "immutable",
+      );
+      // Overrides, pausing and the policy may change.
+      await replace({ ...withTarget({ ...spec.target, overrides: { replicas: 1 } }), spec: { ...spec, paused: true } });
+    });
+
+    it("a policy's encryption cannot be added, changed or removed", async () => {
+      const encrypted = await create<Manifest>({
+        ...policy(),
+        metadata: { name: "encrypted" },
+        spec: { encryption: { keySecretRef: { name: "dr-key" } } },
+      });
+      await rejectsUpdate(
+        { ...encrypted, spec: { ...encrypted.spec, encryption: { keySecretRef: { name: "new-key" } } } },
+        "spec.encryption",
+        "immutable",
+      );
+      const { encryption: _removed, ...withoutEncryption } = encrypted.spec;
+      await rejectsUpdate({ ...encrypted, spec: withoutEncryption }, "spec.encryption", "immutable");
+    });
+  });
+
+  it("fills in defaults on created objects", async () => {
+    const createdPolicy = await create<ReplicationPolicy>({ ...policy(), metadata: { name: "defaults" } });
+    deepStrictEqual(createdPolicy.spec, {
+      rpoThreshold: "15m",
+      recoveryPointRetention: "24h",
+      crashConsistentFrequency: "5m",
+      capture: "Continuous",
+      compression: "zstd",
+      resync: { mode: "Automatic" },
+    });
+
+    const createdMachine = await create<ProtectedMachine>({ ...machine(), metadata: { name: "defaults" } });
+    strictEqual(createdMachine.spec.paused, false);
+    const quiesce = createdMachine.spec.source.quiesce;
+    deepStrictEqual(
+      { timeout: quiesce?.timeout, onFailure: quiesce?.onFailure, http: quiesce?.pre.http },
+      { timeout: "30s", onFailure: "TakeCrashConsistent", http: { port: 8080, path: "/", scheme: "HTTP", method: "POST" } },
+    );
+
+    const createdPlan = await create<RecoveryPlan>({ ...plan(), metadata: { name: "defaults" } });
+    const confirm = createdPlan.spec.groups[0]?.preActions?.[0];
+    deepStrictEqual([confirm?.runOn, confirm?.onFailure], [["Test", "Planned", "Unplanned"], "Abort"]);
+    strictEqual(createdPlan.spec.groups[1]?.postActions?.[0]?.webhook?.method, "POST");
+
+    const drill = await create<FailoverRun>({
+      ...failoverRun("Test"),
+      metadata: { name: "defaults-drill" },
+      spec: { ...failoverRun("Test").spec, recoveryPoint: {}, drill: {} },
+    });
+    deepStrictEqual(
+      [drill.spec.commit, drill.spec.cleanup, drill.spec.recoveryPoint?.select, drill.spec.drill?.isolation],
+      [false, false, "LatestProcessed", "Isolated"],
+    );
+    const unplanned = await create<FailoverRun>({
+      ...failoverRun("Unplanned"),
+      metadata: { name: "defaults-unplanned" },
+      spec: { ...failoverRun("Unplanned").spec, unplanned: {} },
+    });
+    strictEqual(unplanned.spec.unplanned?.shutDownSource, true);
+  });
+
+  it("`kubectl explain protectedmachine.spec.source` prints the descriptions", async () => {
+    // The aggregated OpenAPI document picks new CRDs up a moment after they are Established.
+    const deadline = Date.now() + 30_000;
+    let output = "";
+    for (;;) {
+      output = await kubectl("explain", "protectedmachine.spec.source").catch((error: unknown) => String(error));
+      if (output.includes("FIELD: source") || Date.now() > deadline) break;
+      await sleep(250);
+    }
+    match(output, /The workload to protect and how to quiesce it\./);
+    match(output, /workloadRef\s+<Object> -required-/);
+    match(output, /Hooks that make the application's data consistent on disk/);
+    match(output, /volumeClaimTemplate names/);
+  });
+
+  it("`kubectl get dr` lists every kind, and get shows the status columns an operator asks for", async () => {
+    for (const base of [policy(), machine(), plan(), failoverRun()])
+      await create({ ...base, metadata: { name: "listed" } });
+    const listed = await kubectl("get", "dr", "-n", cluster.namespace, "-o", "name");
+    for (const definition of kinds)
+      ok(listed.includes(`${definition.singular}.${group}/listed\n`), `${definition.kind} in:\n${listed}`);
+
+    const pm = await create<Manifest>({ ...machine(), metadata: { name: "columns" } });
+    await objects.replaceNamespacedCustomObjectStatus({
+      ...request(pm),
+      name: "columns",
+      body: {
+        ...pm,
+        status: {
+          phase: "Protected",
+          health: "Warning",
+          rpo: "42s",
+          recoveryPoints: { latest: { id: "rp-7", time: new Date().toISOString(), consistency: "AppConsistent" }, count: 7 },
+        },
+      },
+    });
+    const machines = await kubectl("get", "pm", "columns", "-n", cluster.namespace);
+    match(machines, /^NAME\s+PHASE\s+HEALTH\s+RPO\s+LATEST-POINT\s+AGE\n/);
+    match(machines, /^columns\s+Protected\s+Warning\s+42s\s+\d+s\s+\d+s$/m);
+
+    const fr = await create<Manifest>({ ...failoverRun("Planned"), metadata: { name: "columns" } });
+    await objects.replaceNamespacedCustomObjectStatus({
+      ...request(fr),
+      name: "columns",
+      body: { ...fr, status: { phase: "Running", currentStep: "database/recover/db", rto: "1m12s" } },
+    });
+    const runs = await kubectl("get", "fr", "columns", "-n", cluster.namespace);
+    match(runs, /^NAME\s+PLAN\s+TYPE\s+PHASE\s+STEP\s+RTO\s+AGE\n/);
+    match(runs, /^columns\s+plan\s+Planned\s+Running\s+database\/recover\/db\s+1m12s\s+\d+s$/m);
+  });
+});
