@@ -35,12 +35,9 @@ async function createOrReplace(api: ApiextensionsV1Api, body: V1CustomResourceDe
       throw error;
     });
     try {
+      if (body.metadata !== undefined) body.metadata.resourceVersion = existing?.metadata?.resourceVersion;
       if (existing === undefined) await api.createCustomResourceDefinition({ body });
-      else
-        await api.replaceCustomResourceDefinition({
-          name,
-          body: { ...body, metadata: { ...body.metadata, resourceVersion: existing.metadata?.resourceVersion } },
-        });
+      else await api.replaceCustomResourceDefinition({ name, body });
       return;
     } catch (error) {
       // Someone else created or updated it between our read and write: read again.

@@ -6,12 +6,15 @@ import { array, integer, object, required, string, type Rule } from "./schema.js
 
 const durationGuard = (fields: readonly string[]) => fields.map(isDuration).join(" && ");
 
-/** `a <= b` between two duration fields, skipped while either is malformed (its own rule reports that). */
-function notLongerThan(shorter: string, longer: string, message: string, whenPresent = shorter): Rule {
+/**
+ * `shorter <= longer` between two duration fields, reported on the field the
+ * message is about; skipped while either is absent or malformed (its own rule reports that).
+ */
+function notLongerThan(shorter: string, longer: string, reportOn: string, message: string): Rule {
   return {
-    rule: `!has(self.${whenPresent}) || !(${durationGuard([shorter, longer])}) || duration(self.${shorter}) <= duration(self.${longer})`,
+    rule: `!has(self.${shorter}) || !has(self.${longer}) || !(${durationGuard([shorter, longer])}) || duration(self.${shorter}) <= duration(self.${longer})`,
     message,
-    fieldPath: `.${shorter}`,
+    fieldPath: `.${reportOn}`,
   };
 }
 
@@ -163,17 +166,19 @@ const spec = object({
     notLongerThan(
       "crashConsistentFrequency",
       "recoveryPointRetention",
+      "crashConsistentFrequency",
       "crashConsistentFrequency must not be longer than recoveryPointRetention",
     ),
     notLongerThan(
       "crashConsistentFrequency",
       "appConsistentFrequency",
-      "appConsistentFrequency must not be shorter than crashConsistentFrequency",
       "appConsistentFrequency",
+      "appConsistentFrequency must not be shorter than crashConsistentFrequency",
     ),
     notLongerThan(
       "appConsistentFrequency",
       "recoveryPointRetention",
+      "appConsistentFrequency",
       "appConsistentFrequency must not be longer than recoveryPointRetention",
     ),
     {

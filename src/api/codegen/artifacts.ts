@@ -65,10 +65,7 @@ export async function generateArtifacts(root: string): Promise<Artifact[]> {
       `# ${generatedNotice}\n${stringify(customResourceDefinition(definition), { lineWidth: 0 })}`,
     ),
   );
-  return Promise.all([
-    ...crds,
-    formatted(root, "src/api/types.ts", renderTypes(kinds)),
-    // Markdown stays as printed: prettier would pad the tables to the widest cell.
-    { path: "docs/api.md", content: renderApiReference(kinds, exampleReader(root)) },
-  ]);
+  const formattedFiles = await Promise.all([...crds, formatted(root, "src/api/types.ts", renderTypes(kinds))]);
+  // Markdown stays as printed: prettier would pad the tables to the widest cell.
+  return [...formattedFiles, { path: "docs/api.md", content: renderApiReference(kinds, exampleReader(root)) }];
 }
