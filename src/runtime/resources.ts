@@ -1,0 +1,40 @@
+// Resource types of built-in kinds the project's controllers use. Kinds from
+// src/api declare theirs next to their types.
+import { resourceType, type KubeObject } from "./objects.js";
+
+export interface ConfigMap extends KubeObject {
+  data?: Record<string, string>;
+  binaryData?: Record<string, string>;
+}
+
+export interface Secret extends KubeObject {
+  type?: string;
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
+}
+
+export interface Namespace extends KubeObject {
+  status?: { phase?: string };
+}
+
+export const configMaps = resourceType<ConfigMap>({
+  group: "",
+  version: "v1",
+  kind: "ConfigMap",
+  plural: "configmaps",
+  namespaced: true,
+});
+export const secrets = resourceType<Secret>({
+  group: "",
+  version: "v1",
+  kind: "Secret",
+  plural: "secrets",
+  namespaced: true,
+});
+export const namespaces = resourceType<Namespace>({
+  group: "",
+  version: "v1",
+  kind: "Namespace",
+  plural: "namespaces",
+  namespaced: false,
+});
