@@ -212,6 +212,8 @@ export class KubeClient {
     const options = await this.requestOptions(raw);
     options.agent = this.sharedAgent(options);
     const payload = raw.body === undefined ? undefined : JSON.stringify(raw.body);
+    // Node frames DELETE bodies neither chunked nor with a length unless told: the server would read the body as the next request.
+    if (payload !== undefined) options.headers = { ...options.headers, "content-length": Buffer.byteLength(payload) };
     const { statusCode, body } = await sendRequest(options, payload, this.requestTimeoutMs);
     if (statusCode < 200 || statusCode >= 300) throw apiErrorFrom(statusCode, body, `${raw.method} ${raw.path}`);
     return JSON.parse(body) as T;
