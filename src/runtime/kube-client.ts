@@ -209,17 +209,15 @@ export class KubeClient {
   }
 
   private async json<T>(raw: RawRequest): Promise<T> {
-    const options = await this.requestOptions(raw);
-    options.agent = this.sharedAgent(options);
     const payload = raw.body === undefined ? undefined : JSON.stringify(raw.body);
-    // Node frames DELETE bodies neither chunked nor with a length unless told: the server would read the body as the next request.
-    if (payload !== undefined) options.headers = { ...options.headers, "content-length": Buffer.byteLength(payload) };
+    const options = await this.requestOptions(raw, payload);
+    options.agent = this.sharedAgent(options);
     const { statusCode, body } = await sendRequest(options, payload, this.requestTimeoutMs);
     if (statusCode < 200 || statusCode >= 300) throw apiErrorFrom(statusCode, body, `${raw.method} ${raw.path}`);
     return JSON.parse(body) as T;
   }
 
-  private async requestOptions(raw: RawRequest): Promise<RequestOptions> {
+  private async requestOptions(raw: RawRequest, payload?: string): Promise<RequestOptions> {
     const options: RequestOptions = {};
     // Applied per request: token files and exec credentials can change while the operator runs.
     await this.kubeConfig.applyToHTTPSOptions(options);
@@ -234,9 +232,11 @@ export class KubeClient {
       // applyToHTTPSOptions only ever sets a header object (Authorization and the like).
       ...(options.headers as OutgoingHttpHeaders | undefined),
       accept: "application/json",
-      ...(raw.contentType !== undefined || raw.body !== undefined
-        ? { "content-type": raw.contentType ?? "application/json" }
-        : {}),
+      // An explicit length: Node frames a DELETE body neither chunked nor with a length by itself, and
+      // the API server would then read that body as the next request on the connection.
+      ...(payload === undefined
+        ? {}
+        : { "content-type": raw.contentType ?? "application/json", "content-length": Buffer.byteLength(payload) }),
     };
     return options;
   }

@@ -71,7 +71,7 @@ describe("runtime: sample controller on a real API server", function () {
     const after = await client.get(mirrors, "alpha", ns);
     assert.equal(after?.status?.copiedKeys, 2);
     assert.equal(
-      findCondition(after?.status?.conditions, "Ready")?.lastTransitionTime,
+      findCondition(after.status.conditions, "Ready")?.lastTransitionTime,
       firstReady?.lastTransitionTime,
       "Ready stayed True, so its transition time stays",
     );
@@ -132,9 +132,9 @@ describe("runtime: sample controller on a real API server", function () {
     await waitFor("eight failed attempts", () => attempts.length >= 8);
     const intervals = attempts.slice(1).map((at, i) => at - attempts[i]!);
     // Per-key back-off is 5 ms · 2^failures; each interval is at least that, and the later ones clearly grow.
-    intervals.forEach((interval, failures) =>
-      assert.ok(interval >= 5 * 2 ** failures, `interval ${failures}: ${interval} ms`),
-    );
+    for (const [failures, interval] of intervals.entries()) {
+      assert.ok(interval >= 5 * 2 ** failures, `interval ${failures}: ${interval} ms`);
+    }
     for (let i = 4; i < intervals.length; i++)
       assert.ok(intervals[i]! > intervals[i - 1]!, `intervals ${intervals.map(Math.round).join(", ")} ms`);
 

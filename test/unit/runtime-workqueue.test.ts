@@ -10,9 +10,11 @@ function newQueue(rateLimit: RateLimitPolicy = relaxedBudget) {
   return { clock, queue: new WorkQueue({ clock, rateLimit }) };
 }
 
-/** Resolves to the key get() hands out, or "pending" if it is still waiting after the event loop settles. */
-async function poll(promise: Promise<string | undefined>): Promise<string | undefined | "pending"> {
-  let result: string | undefined | "pending" = "pending";
+const pending = Symbol("pending");
+
+/** Resolves to the key get() hands out, or `pending` if it is still waiting after the event loop settles. */
+async function poll(promise: Promise<string | undefined>): Promise<string | undefined | typeof pending> {
+  let result: string | undefined | typeof pending = pending;
   void promise.then((key) => (result = key));
   await flushPromises();
   return result;
@@ -24,7 +26,7 @@ describe("runtime/workqueue", () => {
     for (const key of ["a", "b", "a", "c", "b"]) queue.add(key);
     assert.equal(queue.length, 3);
     assert.deepEqual([await queue.get(), await queue.get(), await queue.get()], ["a", "b", "c"]);
-    assert.equal(await poll(queue.get()), "pending");
+    assert.equal(await poll(queue.get()), pending);
   });
 
   it("never hands out a key being processed; re-adds meanwhile run exactly once afterwards", async () => {
@@ -34,12 +36,12 @@ describe("runtime/workqueue", () => {
     queue.add("a");
     queue.add("a");
     const second = queue.get();
-    assert.equal(await poll(second), "pending", "a is in flight, so nobody else may get it");
+    assert.equal(await poll(second), pending, "a is in flight, so nobody else may get it");
     queue.done("a");
     assert.equal(await poll(second), "a");
     queue.done("a");
     assert.equal(first, "a");
-    assert.equal(await poll(queue.get()), "pending", "the two re-adds collapsed into one run");
+    assert.equal(await poll(queue.get()), pending, "the two re-adds collapsed into one run");
   });
 
   it("gives concurrent workers different keys", async () => {
@@ -151,8 +153,8 @@ describe("runtime/workqueue", () => {
         const owed = new Set<string>();
         const take = async (w: number) => {
           const got = await poll(queue.get());
-          assert.notEqual(got, "pending", "a key was owed but the queue handed out nothing");
-          if (got === undefined || got === "pending") return;
+          assert.notEqual(got, pending, "a key was owed but the queue handed out nothing");
+          if (got === undefined || got === pending) return;
           assert.ok(!holding.includes(got), `${got} handed to two workers`);
           holding[w] = got;
           owed.delete(got);
