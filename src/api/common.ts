@@ -15,6 +15,18 @@ export const group = "dr.ksr.io";
 export const version = "v1alpha1";
 export const apiVersion = `${group}/${version}`;
 
+/** FailoverRun types; RecoveryPlan actions choose among them. */
+export const runTypes = ["Test", "Planned", "Unplanned", "Reprotect"] as const;
+export const runPhases = [
+  "Pending",
+  "Running",
+  "WaitingForApproval",
+  "Succeeded",
+  "Failed",
+  "Committed",
+  "CleanedUp",
+] as const;
+
 // Go-style durations restricted to the units that make sense for DR timing.
 const durationPattern = "^([0-9]+(ms|s|m|h))+$";
 
@@ -140,7 +152,11 @@ export const conditions: ArrayNode = array({
         string({ description: "Type of condition in CamelCase, e.g. Ready, Valid, Degraded.", maxLength: 316 }),
       ),
       status: required(
-        string({ description: "Status of the condition.", enum: ["True", "False", "Unknown"] as const }),
+        string({
+          typeName: "ConditionStatus",
+          description: "Status of the condition.",
+          enum: ["True", "False", "Unknown"] as const,
+        }),
       ),
       reason: required(
         string({

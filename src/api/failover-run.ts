@@ -9,10 +9,11 @@ import {
   immutableOptional,
   localReference,
   observedGeneration,
+  runPhases,
+  runTypes,
   timestamp,
 } from "./common.js";
 import { ageColumn, type KindDefinition } from "./kind.js";
-import { runTypes } from "./recovery-plan.js";
 import { array, boolean, integer, object, required, string, type Rule } from "./schema.js";
 
 const recoveryPoint = object({
@@ -23,6 +24,7 @@ const recoveryPoint = object({
     select: string({
       description:
         "Latest: apply every pending change first, then recover (lowest data loss, longer RTO). LatestProcessed: the newest point already applied at the recovery site (lowest RTO). LatestAppConsistent: the newest app-consistent point. Time: the newest point at or before time. ID: the point with that id (single-machine runs only).",
+      typeName: "RecoveryPointSelection",
       enum: ["Latest", "LatestProcessed", "LatestAppConsistent", "Time", "ID"] as const,
       default: "LatestProcessed",
     }),
@@ -98,6 +100,7 @@ const spec = object({
       string({
         description:
           "Test: a drill into an isolated namespace while replication continues; end it with cleanup. Planned: stop the source, replicate everything, recover without data loss. Unplanned: recover from the recovery site's journal when the source is lost. Reprotect: after a failover, replicate back from the recovery site to the original one (failback is then a Planned run).",
+        typeName: "FailoverRunType",
         enum: runTypes,
         rules: [immutable("spec.type")],
       }),
@@ -207,6 +210,7 @@ const stepStatus = object({
     ),
     action: required(
       string({
+        typeName: "StepAction",
         description: "What the step does.",
         enum: [
           "Validate",
@@ -229,6 +233,7 @@ const stepStatus = object({
     phase: required(
       string({
         description: "Progress of the step.",
+        typeName: "StepPhase",
         enum: ["Pending", "Running", "WaitingForApproval", "Succeeded", "Failed", "Skipped"] as const,
       }),
     ),
@@ -247,7 +252,11 @@ const usedPoint = object({
     id: required(string({ description: "Recovery point id.", maxLength: 128 })),
     time: required(timestamp("When the point was taken.")),
     consistency: required(
-      string({ description: "Its consistency.", enum: ["CrashConsistent", "AppConsistent"] as const }),
+      string({
+        typeName: "PointConsistency",
+        description: "Its consistency.",
+        enum: ["CrashConsistent", "AppConsistent"] as const,
+      }),
     ),
   },
 });
@@ -261,7 +270,8 @@ const status = object({
     observedGeneration,
     phase: string({
       description: "Overall phase.",
-      enum: ["Pending", "Running", "WaitingForApproval", "Succeeded", "Failed", "Committed", "CleanedUp"] as const,
+      typeName: "FailoverRunPhase",
+      enum: runPhases,
     }),
     currentStep: string({ description: "Name of the step in progress.", maxLength: 512 }),
     sourceSite: string({ description: "Site recovered from.", maxLength: 63 }),

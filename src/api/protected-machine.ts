@@ -92,6 +92,7 @@ const source = object({
           kind: required(
             string({
               description: "Kind of the workload (group apps for StatefulSet and Deployment, core for Pod).",
+              typeName: "WorkloadKind",
               enum: ["StatefulSet", "Deployment", "Pod"] as const,
             }),
           ),
@@ -257,6 +258,7 @@ const recoveryPointRef = (description: string) =>
       consistency: required(
         string({
           description: "The consistency the point really has.",
+          typeName: "PointConsistency",
           enum: ["CrashConsistent", "AppConsistent"] as const,
         }),
       ),
@@ -274,6 +276,7 @@ const volumeStatus = object({
     replicaClaimName: string({ description: "Replica PersistentVolumeClaim in the recovery site.", maxLength: 253 }),
     captureMode: string({
       description: "tree: Filesystem volume tracked by file events; block: periodic block hash scan.",
+      typeName: "VolumeCaptureMode",
       enum: ["tree", "block"] as const,
     }),
     capacityBytes: bytes("Size of the source volume."),
@@ -289,6 +292,7 @@ const status = object({
   properties: {
     observedGeneration,
     phase: string({
+      typeName: "ProtectedMachinePhase",
       description: "Lifecycle phase of protection.",
       enum: [
         "Enabling",
@@ -303,6 +307,7 @@ const status = object({
     }),
     health: string({
       description: "Healthy; Warning (e.g. RPO above the threshold); Critical (e.g. RPO above twice the threshold).",
+      typeName: "MachineHealth",
       enum: ["Healthy", "Warning", "Critical"] as const,
     }),
     rpo: string({

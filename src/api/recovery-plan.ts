@@ -9,12 +9,13 @@ import {
   nameList,
   objectName,
   observedGeneration,
+  runPhases,
+  runTypes,
   timestamp,
 } from "./common.js";
 import { ageColumn, type KindDefinition } from "./kind.js";
 import { array, integer, object, opaqueObject, required, string, type Rule } from "./schema.js";
 
-export const runTypes = ["Test", "Planned", "Unplanned", "Reprotect"] as const;
 const failoverTypes = runTypes.filter((type) => type !== "Reprotect");
 
 const scriptAction = object({
@@ -222,8 +223,8 @@ const status = object({
       description: "The most recent FailoverRun of this plan.",
       properties: {
         name: required(string({ description: "FailoverRun name.", maxLength: 253 })),
-        type: string({ description: "Its type.", enum: runTypes }),
-        phase: string({ description: "Its phase.", maxLength: 64 }),
+        type: string({ typeName: "FailoverRunType", description: "Its type.", enum: runTypes }),
+        phase: string({ typeName: "FailoverRunPhase", description: "Its phase.", enum: runPhases }),
         completionTime: timestamp("When it finished."),
       },
     }),

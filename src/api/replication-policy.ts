@@ -95,6 +95,7 @@ const spec = object({
     capture: string({
       description:
         "Continuous: changes stream as they happen. Interval: changes are collected and shipped every syncInterval (like Hyper-V Replica), which costs RPO but saves bandwidth on busy volumes.",
+      typeName: "Capture",
       enum: ["Continuous", "Interval"] as const,
       default: "Continuous",
     }),
@@ -104,6 +105,7 @@ const spec = object({
     }),
     compression: string({
       description: "Compression of changes between the agent, the process server and the master target.",
+      typeName: "Compression",
       enum: ["zstd", "lz4", "none"] as const,
       default: "zstd",
     }),

@@ -37,6 +37,12 @@ export interface FailoverRun {
   status?: FailoverRunStatus;
 }
 
+/** Continuous: changes stream as they happen. Interval: changes are collected and shipped every syncInterval (like Hyper-V Replica), which costs RPO but saves bandwidth on busy volumes. */
+export type Capture = "Continuous" | "Interval";
+
+/** Compression of changes between the agent, the process server and the master target. */
+export type Compression = "zstd" | "lz4" | "none";
+
 /** A Secret in the policy's namespace holding the 32-byte key. */
 export interface SecretKeyReference {
   /** Name of the Secret. */
@@ -82,11 +88,11 @@ export interface ReplicationPolicySpec {
   /** How often an app-consistent recovery point is taken by running the machine's quiesce hooks (spec.source.quiesce of each ProtectedMachine). Absent: off, only crash-consistent points are taken. The controller reports machines without hooks (condition AppConsistencyUnavailable) because the hooks live on the machine, not here. A duration from 5m to 12h. */
   appConsistentFrequency?: string;
   /** Continuous: changes stream as they happen. Interval: changes are collected and shipped every syncInterval (like Hyper-V Replica), which costs RPO but saves bandwidth on busy volumes. */
-  capture: "Continuous" | "Interval";
+  capture: Capture;
   /** How often changes are shipped when capture is Interval. Required then, forbidden otherwise. */
   syncInterval?: "30s" | "5m" | "15m";
   /** Compression of changes between the agent, the process server and the master target. */
-  compression: "zstd" | "lz4" | "none";
+  compression: Compression;
   /** Encryption at rest of cached and journalled data with AES-256-GCM under the customer's key. Absent: data at rest is not encrypted (it is always encrypted in transit by mutual TLS). Immutable: data already written is encrypted with this key. */
   encryption?: EncryptionSpec;
   /** Upper bound on replication traffic per machine, in bytes per second, as a Kubernetes quantity (e.g. 50Mi). Absent: unlimited. */
@@ -95,12 +101,15 @@ export interface ReplicationPolicySpec {
   resync: ResyncSpec;
 }
 
+/** Status of the condition. */
+export type ConditionStatus = "True" | "False" | "Unknown";
+
 /** One aspect of the object's current state. */
 export interface Condition {
   /** Type of condition in CamelCase, e.g. Ready, Valid, Degraded. */
   type: string;
   /** Status of the condition. */
-  status: "True" | "False" | "Unknown";
+  status: ConditionStatus;
   /** Programmatic identifier for the last transition, in CamelCase. */
   reason: string;
   /** Human-readable details about the last transition. */
@@ -127,10 +136,13 @@ export interface PolicyReference {
   name: string;
 }
 
+/** Kind of the workload (group apps for StatefulSet and Deployment, core for Pod). */
+export type WorkloadKind = "StatefulSet" | "Deployment" | "Pod";
+
 /** The workload in the machine's namespace whose volumes are replicated. Immutable: protect another workload with another ProtectedMachine. */
 export interface WorkloadReference {
   /** Kind of the workload (group apps for StatefulSet and Deployment, core for Pod). */
-  kind: "StatefulSet" | "Deployment" | "Pod";
+  kind: WorkloadKind;
   /** Name of the workload. */
   name: string;
 }
@@ -255,6 +267,20 @@ export interface ProtectedMachineSpec {
   paused: boolean;
 }
 
+/** Lifecycle phase of protection. */
+export type ProtectedMachinePhase =
+  | "Enabling"
+  | "InitialReplication"
+  | "Protected"
+  | "Resynchronizing"
+  | "Paused"
+  | "FailedOver"
+  | "Reprotecting"
+  | "Error";
+
+/** Healthy; Warning (e.g. RPO above the threshold); Critical (e.g. RPO above twice the threshold). */
+export type MachineHealth = "Healthy" | "Warning" | "Critical";
+
 /** Progress of the first full copy. */
 export interface InitialReplicationStatus {
   /** Percent copied. */
@@ -269,6 +295,9 @@ export interface InitialReplicationStatus {
   completionTime?: string;
 }
 
+/** The consistency the point really has. */
+export type PointConsistency = "CrashConsistent" | "AppConsistent";
+
 /** The newest point. */
 export interface RecoveryPointReference {
   /** Identifier, usable in a FailoverRun's recoveryPoint.id. */
@@ -276,7 +305,7 @@ export interface RecoveryPointReference {
   /** When the point was taken (source clock). */
   time: string;
   /** The consistency the point really has. */
-  consistency: "CrashConsistent" | "AppConsistent";
+  consistency: PointConsistency;
 }
 
 /** The recovery points kept in the journal. */
@@ -291,6 +320,9 @@ export interface RecoveryPointSummary {
   count?: number;
 }
 
+/** tree: Filesystem volume tracked by file events; block: periodic block hash scan. */
+export type VolumeCaptureMode = "tree" | "block";
+
 /** Replication figures of one volume. */
 export interface VolumeStatus {
   /** Volume name in the workload's pod template. */
@@ -300,7 +332,7 @@ export interface VolumeStatus {
   /** Replica PersistentVolumeClaim in the recovery site. */
   replicaClaimName?: string;
   /** tree: Filesystem volume tracked by file events; block: periodic block hash scan. */
-  captureMode?: "tree" | "block";
+  captureMode?: VolumeCaptureMode;
   /** Size of the source volume. */
   capacityBytes?: number;
   /** Changes captured but not yet applied at the recovery site. */
@@ -316,17 +348,9 @@ export interface ProtectedMachineStatus {
   /** The metadata.generation most recently acted on by the controller. */
   observedGeneration?: number;
   /** Lifecycle phase of protection. */
-  phase?:
-    | "Enabling"
-    | "InitialReplication"
-    | "Protected"
-    | "Resynchronizing"
-    | "Paused"
-    | "FailedOver"
-    | "Reprotecting"
-    | "Error";
+  phase?: ProtectedMachinePhase;
   /** Healthy; Warning (e.g. RPO above the threshold); Critical (e.g. RPO above twice the threshold). */
-  health?: "Healthy" | "Warning" | "Critical";
+  health?: MachineHealth;
   /** Current recovery point objective: age of the newest change applied at the recovery site, e.g. 42s. */
   rpo?: string;
   /** Site where the workload currently runs; replication goes from it to the other site. */
@@ -443,14 +467,21 @@ export interface UnreadyMachine {
   reason: string;
 }
 
+/** Its type. */
+export type FailoverRunType = "Test" | "Planned" | "Unplanned" | "Reprotect";
+
+/** Its phase. */
+export type FailoverRunPhase =
+  "Pending" | "Running" | "WaitingForApproval" | "Succeeded" | "Failed" | "Committed" | "CleanedUp";
+
 /** The most recent FailoverRun of this plan. */
 export interface LastRunSummary {
   /** FailoverRun name. */
   name: string;
   /** Its type. */
-  type?: "Test" | "Planned" | "Unplanned" | "Reprotect";
+  type?: FailoverRunType;
   /** Its phase. */
-  phase?: string;
+  phase?: FailoverRunPhase;
   /** When it finished. */
   completionTime?: string;
 }
@@ -483,10 +514,13 @@ export interface MachineReference {
   name: string;
 }
 
+/** Latest: apply every pending change first, then recover (lowest data loss, longer RTO). LatestProcessed: the newest point already applied at the recovery site (lowest RTO). LatestAppConsistent: the newest app-consistent point. Time: the newest point at or before time. ID: the point with that id (single-machine runs only). */
+export type RecoveryPointSelection = "Latest" | "LatestProcessed" | "LatestAppConsistent" | "Time" | "ID";
+
 /** Which recovery point to recover each machine to. Only for Test and Unplanned runs: a Planned run first replicates every pending change (no data loss) and Reprotect recovers nothing. Absent: LatestProcessed. */
 export interface RecoveryPointSelector {
   /** Latest: apply every pending change first, then recover (lowest data loss, longer RTO). LatestProcessed: the newest point already applied at the recovery site (lowest RTO). LatestAppConsistent: the newest app-consistent point. Time: the newest point at or before time. ID: the point with that id (single-machine runs only). */
-  select: "Latest" | "LatestProcessed" | "LatestAppConsistent" | "Time" | "ID";
+  select: RecoveryPointSelection;
   /** With select: Time, recover to the newest point at or before this instant (RFC 3339). */
   time?: string;
   /** With select: ID, the recovery point id (see the ProtectedMachine's status.recoveryPoints). */
@@ -526,7 +560,7 @@ export interface FailoverRunSpec {
   /** A single ProtectedMachine to run on, without a plan. Set this or planRef. */
   machineRef?: MachineReference;
   /** Test: a drill into an isolated namespace while replication continues; end it with cleanup. Planned: stop the source, replicate everything, recover without data loss. Unplanned: recover from the recovery site's journal when the source is lost. Reprotect: after a failover, replicate back from the recovery site to the original one (failback is then a Planned run). */
-  type: "Test" | "Planned" | "Unplanned" | "Reprotect";
+  type: FailoverRunType;
   /** Which recovery point to recover each machine to. Only for Test and Unplanned runs: a Planned run first replicates every pending change (no data loss) and Reprotect recovers nothing. Absent: LatestProcessed. */
   recoveryPoint?: RecoveryPointSelector;
   /** Options of a Test run. */
@@ -543,30 +577,36 @@ export interface FailoverRunSpec {
   notes?: string;
 }
 
+/** What the step does. */
+export type StepAction =
+  | "Validate"
+  | "ShutDownSource"
+  | "FinalSync"
+  | "Recover"
+  | "Script"
+  | "Manual"
+  | "Wait"
+  | "Traffic"
+  | "Webhook"
+  | "Commit"
+  | "Cleanup"
+  | "Reverse";
+
+/** Progress of the step. */
+export type StepPhase = "Pending" | "Running" | "WaitingForApproval" | "Succeeded" | "Failed" | "Skipped";
+
 /** One step of the run. A step recorded as Succeeded is never run again. */
 export interface StepStatus {
   /** Unique step name, e.g. database/pre/confirm-dns or database/recover/postgres. */
   name: string;
   /** What the step does. */
-  action:
-    | "Validate"
-    | "ShutDownSource"
-    | "FinalSync"
-    | "Recover"
-    | "Script"
-    | "Manual"
-    | "Wait"
-    | "Traffic"
-    | "Webhook"
-    | "Commit"
-    | "Cleanup"
-    | "Reverse";
+  action: StepAction;
   /** Plan group the step belongs to. */
   group?: string;
   /** Machine the step acts on. */
   machine?: string;
   /** Progress of the step. */
-  phase: "Pending" | "Running" | "WaitingForApproval" | "Succeeded" | "Failed" | "Skipped";
+  phase: StepPhase;
   /** When the step started. */
   startTime?: string;
   /** When the step ended. */
@@ -586,7 +626,7 @@ export interface UsedRecoveryPoint {
   /** When the point was taken. */
   time: string;
   /** Its consistency. */
-  consistency: "CrashConsistent" | "AppConsistent";
+  consistency: PointConsistency;
 }
 
 /** Progress and results of the run. */
@@ -594,7 +634,7 @@ export interface FailoverRunStatus {
   /** The metadata.generation most recently acted on by the controller. */
   observedGeneration?: number;
   /** Overall phase. */
-  phase?: "Pending" | "Running" | "WaitingForApproval" | "Succeeded" | "Failed" | "Committed" | "CleanedUp";
+  phase?: FailoverRunPhase;
   /** Name of the step in progress. */
   currentStep?: string;
   /** Site recovered from. */

@@ -508,9 +508,16 @@ describe("API: dr.ksr.io CRDs on a real API server", function () {
     }
   });
 
-  it("`kubectl apply -f crds/` is accepted as is", async () => {
-    const output = await kubectl("apply", "--server-side", "--force-conflicts", "-f", join(packageRoot, "crds"));
-    strictEqual(output.trim().split("\n").length, kinds.length, output);
+  it("`kubectl apply -f crds/` establishes all four CRDs", async () => {
+    const applied = await kubectl("apply", "-f", join(packageRoot, "crds"));
+    strictEqual(applied.trim().split("\n").length, kinds.length, applied);
+    const established = await kubectl(
+      "wait",
+      "--for=condition=Established",
+      "--timeout=30s",
+      ...kinds.map((definition) => `crd/${crdName(definition)}`),
+    );
+    strictEqual(established.match(/condition met/g)?.length, kinds.length, established);
   });
 
   it("accepts every example with --dry-run=server", async () => {
