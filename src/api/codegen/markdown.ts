@@ -132,6 +132,7 @@ export function renderApiReference(
     "- every machine of a plan exists in the namespace and is protected (plan condition `Valid`, `status.unreadyMachines`);",
     "- a traffic action's machine belongs to the plan; a script action's Job template is a valid Job (plan condition `Valid`);",
     "- machines of one consistency group share one policy and number at most 16 (machine condition `Ready`);",
+    "- a machine's `target.site` differs from the site its workload runs in, and the referenced policy and workload exist (machine condition `Ready`);",
     "- an approval names a manual action of the plan; the encryption key Secret holds exactly 32 bytes.",
     "",
     ...kinds.map((definition) => kindSection(definition, exampleFor(definition))),
