@@ -693,6 +693,24 @@ describe("API: dr.ksr.io CRDs on a real API server", function () {
     strictEqual(unplanned.spec.unplanned?.shutDownSource, true);
   });
 
+  it("keeps status in its subresource: create drops it, status writes leave spec and generation alone", async () => {
+    const created = await create<ProtectedMachine>({
+      ...machine(),
+      metadata: { name: "status-split" },
+      status: { phase: "Protected" },
+    });
+    strictEqual(created.status, undefined);
+    const written = (await objects.replaceNamespacedCustomObjectStatus({
+      ...request(machine()),
+      name: "status-split",
+      body: { ...created, spec: { ...created.spec, paused: true }, status: { phase: "Error", health: "Critical" } },
+    })) as ProtectedMachine;
+    deepStrictEqual(
+      [written.status?.phase, written.spec.paused, written.metadata.generation],
+      ["Error", false, created.metadata.generation],
+    );
+  });
+
   it("`kubectl explain protectedmachine.spec.source` prints the descriptions", async () => {
     // The aggregated OpenAPI document picks new CRDs up a moment after they are Established.
     const output = await eventually("kubectl explain to know ProtectedMachine", async () => {
