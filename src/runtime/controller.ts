@@ -53,8 +53,6 @@ export const predicates = {
     event.type !== "update" || event.old?.metadata.generation !== event.object.metadata.generation,
   labelsChanged: <T extends KubeObject>(event: WatchedEvent<T>): boolean =>
     event.type !== "update" || !sameRecord(event.old?.metadata.labels, event.object.metadata.labels),
-  annotationsChanged: <T extends KubeObject>(event: WatchedEvent<T>): boolean =>
-    event.type !== "update" || !sameRecord(event.old?.metadata.annotations, event.object.metadata.annotations),
   /** Passes an event when any of the given predicates does. */
   any:
     <T>(...options: Predicate<T>[]): Predicate<T> =>
@@ -137,7 +135,9 @@ export class Controller {
         enqueue({ type: "add", object });
       },
       onUpdate: (old, object) => {
-        enqueue({ type: "update", object, old });
+        // A resync (same object twice) bypasses predicates: it exists to redo work that events alone missed.
+        if (old === object) for (const ref of source.map(object)) queue.add(objectKey(ref));
+        else enqueue({ type: "update", object, old });
       },
       onDelete: (object) => {
         enqueue({ type: "delete", object });

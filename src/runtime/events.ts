@@ -69,6 +69,7 @@ export function microTime(time: number): string {
 
 export class EventRecorder {
   private readonly series = new Map<string, Series>();
+  private readonly inFlight = new Set<Promise<void>>();
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly seriesWindowMs: number;
@@ -85,7 +86,19 @@ export class EventRecorder {
   }
 
   /** Records an event about regarding. Never rejects: failing to record an event must not fail a reconcile. */
-  async record(regarding: KubeObject, event: EventRecord): Promise<void> {
+  record(regarding: KubeObject, event: EventRecord): Promise<void> {
+    const writing = this.write(regarding, event);
+    this.inFlight.add(writing);
+    void writing.finally(() => this.inFlight.delete(writing));
+    return writing;
+  }
+
+  /** Waits for every write started so far (before shutting the client down). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.inFlight]);
+  }
+
+  private async write(regarding: KubeObject, event: EventRecord): Promise<void> {
     if (!identifierPattern.test(event.reason) || !identifierPattern.test(event.action)) {
       this.log.error({ reason: event.reason, action: event.action }, "event reason and action must be CamelCase");
       return;

@@ -140,6 +140,7 @@ export class Manager {
       await this.elector?.release();
     }
     await this.cache.stop();
+    await this.events.flush();
     await this.health.close();
     this.client.close();
     this.log.info({ reason }, "manager stopped");

@@ -72,8 +72,3 @@ export function deepFreeze<T>(value: T): T {
   }
   return value;
 }
-
-/** A mutable deep copy of an object, for example of one read from a cache. */
-export function cloneObject<T>(value: T): T {
-  return structuredClone(value);
-}

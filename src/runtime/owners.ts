@@ -18,25 +18,3 @@ export function controllerOf(object: KubeObject): OwnerReference | undefined {
 export function isControlledBy(object: KubeObject, owner: KubeObject): boolean {
   return controllerOf(object)?.uid === owner.metadata.uid;
 }
-
-/**
- * Returns a copy of object's metadata.ownerReferences with owner as its controller.
- * Refuses what the API server would reject or garbage-collect wrongly: a second
- * controller, or an owner in another namespace.
- */
-export function withControllerReference(object: KubeObject, owner: KubeObject): OwnerReference[] {
-  const ownerNamespace = owner.metadata.namespace;
-  if (ownerNamespace !== undefined && ownerNamespace !== object.metadata.namespace) {
-    throw new Error(
-      `${object.metadata.name} in namespace ${object.metadata.namespace ?? "(cluster)"} cannot be owned by ` +
-        `${owner.metadata.name} in namespace ${ownerNamespace}: owner references do not cross namespaces`,
-    );
-  }
-  const reference = controllerReference(owner);
-  const existing = controllerOf(object);
-  if (existing !== undefined && existing.uid !== reference.uid) {
-    throw new Error(`${object.metadata.name} is already controlled by ${existing.kind} ${existing.name}`);
-  }
-  const others = (object.metadata.ownerReferences ?? []).filter((ref) => ref.uid !== reference.uid);
-  return [...others, reference];
-}

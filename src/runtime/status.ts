@@ -22,11 +22,11 @@ export interface WriteResult<T> {
  * subresource when it differs. On a conflict, the object is read again and the
  * status recomputed from the fresh copy.
  */
-export async function updateStatus<S, T extends WithStatus<S>>(
+export async function updateStatus<T extends WithStatus<unknown>>(
   client: KubeClient,
   type: ResourceType<T>,
   object: T,
-  computeStatus: (current: T) => S,
+  computeStatus: (current: T) => NonNullable<T["status"]>,
 ): Promise<WriteResult<T>> {
   return retryOnConflict(client, type, object, async (current) => {
     const status = computeStatus(current);

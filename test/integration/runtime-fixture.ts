@@ -3,6 +3,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import {
+  createLogger,
   isAlreadyExists,
   KubeClient,
   Manager,
@@ -95,6 +96,7 @@ export function testManager(kubeConfig: KubeConfig, options: Partial<ManagerOpti
   return new Manager({
     name: "runtime-test",
     kubeConfig,
+    logger: createLogger({ name: "runtime-test", level: process.env.KSR_LOG_LEVEL ?? "warn" }),
     cache: { backoff: { initialMs: 100, maxMs: 2000, jitter: 0.5 }, ...options.cache },
     ...options,
   });

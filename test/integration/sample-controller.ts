@@ -40,10 +40,11 @@ export const mirrors = resourceType<Mirror>({
 const finalizer = "runtime-test.ksr.io/delete-copy-first";
 export const copyName = (mirrorName: string) => `${mirrorName}-mirror`;
 
-export function newMirrorReconciler(manager: Manager): Reconciler {
+/** namespace: watch only that namespace (default: all). */
+export function newMirrorReconciler(manager: Manager, namespace?: string): Reconciler {
   const { client, events } = manager;
-  const mirrorCache = manager.cache.informer(mirrors);
-  const copyCache = manager.cache.informer(configMaps);
+  const mirrorCache = manager.cache.informer(mirrors, { namespace });
+  const copyCache = manager.cache.informer(configMaps, { namespace });
 
   const recordStatus = async (mirror: Mirror, ready: ConditionUpdate, copiedKeys?: number) => {
     await updateStatus(client, mirrors, mirror, (current) => ({
@@ -118,13 +119,17 @@ function sameData(a: Record<string, string> | undefined, b: Record<string, strin
 }
 
 /** Wires the controller: Mirrors (spec changes only) and the ConfigMaps they own. */
-export function addMirrorController(manager: Manager, options: { concurrency?: number; reconciler?: Reconciler } = {}) {
+export function addMirrorController(
+  manager: Manager,
+  options: { concurrency?: number; reconciler?: Reconciler; namespace?: string } = {},
+) {
   return manager
     .controller("mirror")
     .for(mirrors, {
+      scope: { namespace: options.namespace },
       predicates: [predicates.any(predicates.generationChanged, (event) => isBeingDeleted(event.object))],
     })
     .owns(configMaps)
     .withConcurrency(options.concurrency ?? 2)
-    .complete(options.reconciler ?? newMirrorReconciler(manager));
+    .complete(options.reconciler ?? newMirrorReconciler(manager, options.namespace));
 }
