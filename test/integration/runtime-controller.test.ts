@@ -51,7 +51,7 @@ describe("runtime: sample controller on a real API server", function () {
       logger: pino({ level: "info" }, logs.stream),
       health: { port: 0, host: "127.0.0.1" },
     });
-    addMirrorController(manager);
+    addMirrorController(manager, { namespace: cluster.namespace });
     await manager.start();
     const { client } = manager;
     const ns = cluster.namespace;
@@ -114,12 +114,12 @@ describe("runtime: sample controller on a real API server", function () {
   it("backs off a reconcile that keeps failing (intervals grow), aggregates its warnings, and recovers", async () => {
     manager = testManager(cluster.kubeConfig);
     const attempts: number[] = [];
-    const sample = newMirrorReconciler(manager);
+    const sample = newMirrorReconciler(manager, cluster.namespace);
     const timed: Reconciler = (request, context) => {
       if (request.name === "blocked") attempts.push(performance.now());
       return sample(request, context);
     };
-    addMirrorController(manager, { reconciler: timed });
+    addMirrorController(manager, { reconciler: timed, namespace: cluster.namespace });
     await manager.start();
     const { client } = manager;
     const ns = cluster.namespace;
@@ -157,6 +157,7 @@ describe("runtime: sample controller on a real API server", function () {
     manager = testManager(cluster.kubeConfig);
     let attempts = 0;
     addMirrorController(manager, {
+      namespace: cluster.namespace,
       reconciler: ({ name }) => {
         if (name !== "terminal") return Promise.resolve(undefined);
         attempts++;

@@ -91,12 +91,12 @@ export function mirror(namespace: string, name: string, data: Record<string, str
   };
 }
 
-/** A manager for tests: fast informer back-off, logs at warn (KSR_LOG_LEVEL=debug for everything). */
+/** A manager for tests: fast informer back-off, silent unless KSR_LOG_LEVEL is set (e.g. KSR_LOG_LEVEL=debug). */
 export function testManager(kubeConfig: KubeConfig, options: Partial<ManagerOptions> = {}): Manager {
   return new Manager({
     name: "runtime-test",
     kubeConfig,
-    logger: createLogger({ name: "runtime-test", level: process.env.KSR_LOG_LEVEL ?? "warn" }),
+    logger: createLogger({ name: "runtime-test", level: process.env.KSR_LOG_LEVEL ?? "silent" }),
     cache: { backoff: { initialMs: 100, maxMs: 2000, jitter: 0.5 }, ...options.cache },
     ...options,
   });

@@ -32,12 +32,12 @@ describe("runtime: leader election on a Lease", function () {
       leaderElection: { leaseName, leaseNamespace: cluster.namespace, identity, ...timing },
     });
     const reconciled: string[] = [];
-    const sample = newMirrorReconciler(manager);
+    const sample = newMirrorReconciler(manager, cluster.namespace);
     const counting: Reconciler = (request, context) => {
       reconciled.push(request.name);
       return sample(request, context);
     };
-    addMirrorController(manager, { reconciler: counting });
+    addMirrorController(manager, { reconciler: counting, namespace: cluster.namespace });
     managers.push(manager);
     return { manager, reconciled };
   }

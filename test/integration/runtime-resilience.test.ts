@@ -75,9 +75,9 @@ describe("runtime: informer resilience on a real API server", function () {
           (type as ResourceType<KubeObject>) === mirrors ? expireFirstWatch(real) : real,
       },
     });
-    addMirrorController(manager);
+    addMirrorController(manager, { namespace: cluster.namespace });
     await manager.start();
-    const informer = manager.cache.informer(mirrors);
+    const informer = manager.cache.informer(mirrors, { namespace: cluster.namespace });
     await informer.waitForSync();
 
     // Created after the list: only a watch (or a relist) can reveal it.
@@ -94,7 +94,7 @@ describe("runtime: informer resilience on a real API server", function () {
     const proxied = throughPort(cluster.kubeConfig, proxy.port);
     const stallTimeoutMs = 3000;
     manager = testManager(proxied, { cache: { stallTimeoutMs }, client: { requestTimeoutMs: 3000 } });
-    addMirrorController(manager);
+    addMirrorController(manager, { namespace: cluster.namespace });
     const blindClient = new KubeClient(proxied);
     const blind = new Informer({
       name: "without-watchdog",
@@ -110,7 +110,7 @@ describe("runtime: informer resilience on a real API server", function () {
         "the blind informer to see before-stall",
         () => blind.get("before-stall", cluster.namespace) !== undefined,
       );
-      const informer = manager.cache.informer(mirrors);
+      const informer = manager.cache.informer(mirrors, { namespace: cluster.namespace });
       const stallsBefore = informer.stats.stalls;
 
       assert.ok(proxy.freezeOpenConnections() >= 2, "the watches go through the proxy");
