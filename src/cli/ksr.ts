@@ -1,6 +1,8 @@
 // The `ksr` command line.
 import { Command } from "commander";
 import { localCommand } from "./commands/local.js";
+import { replicateCommand } from "./commands/replicate.js";
+import { replicatorCommand } from "./commands/replicator.js";
 import { runProgram } from "./run.js";
 import { version } from "./version.js";
 
@@ -15,6 +17,8 @@ export function ksrProgram(): Command {
       process.stdout.write(`ksr ${version}\n`);
     });
   program.addCommand(localCommand());
+  program.addCommand(replicatorCommand());
+  program.addCommand(replicateCommand());
   return program;
 }
 

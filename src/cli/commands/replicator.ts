@@ -1,0 +1,201 @@
+// `ksr replicator agent|process-server|master-target`: the three programs of the data path.
+// Servers print one JSON line {"listening": port} on stdout once they accept connections.
+import { resolve } from "node:path";
+import { Command, Option } from "commander";
+import { Agent } from "../../replicator/agent/agent.js";
+import { parseCompression, readEncryptionKey } from "../../replicator/frame-codec.js";
+import { startMasterTarget, type ReplicaSpec } from "../../replicator/master-target/server.js";
+import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
+import { startProcessServer } from "../../replicator/process-server/server.js";
+import type { RunningServer } from "../../replicator/grpc-util.js";
+import type { TlsFiles } from "../../replicator/tls.js";
+
+interface TlsOptions {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+function withTls(command: Command): Command {
+  return command
+    .requiredOption("--ca <file>", "PEM CA certificate that issued every peer's certificate")
+    .requiredOption("--cert <file>", "PEM certificate of this program")
+    .requiredOption("--key <file>", "PEM private key of this program");
+}
+
+function tlsFiles(options: TlsOptions): TlsFiles {
+  return { ca: resolve(options.ca), cert: resolve(options.cert), key: resolve(options.key) };
+}
+
+const stderrLog = {
+  info: (message: string) => process.stderr.write(`${message}\n`),
+  warn: (message: string) => process.stderr.write(`warning: ${message}\n`),
+};
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function parseReplicaFlag(value: string, kind: ReplicaSpec["kind"], flag: string): ReplicaSpec {
+  const separator = value.indexOf("=");
+  if (separator <= 0 || separator === value.length - 1) throw new Error(`${flag} "${value}": expected MACHINE_ID=PATH`);
+  return { machineId: value.slice(0, separator), kind, path: resolve(value.slice(separator + 1)) };
+}
+
+function parseSeconds(value: string, flag: string): number {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0)
+    throw new Error(`${flag}: "${value}" is not a positive number of seconds`);
+  return seconds;
+}
+
+/** Keeps a server until SIGTERM/SIGINT, then closes it gracefully. */
+async function serveUntilSignalled(server: RunningServer): Promise<void> {
+  process.stdout.write(`${JSON.stringify({ listening: server.port })}\n`);
+  await new Promise<void>((done) => {
+    const stop = () => {
+      void server.close().then(done);
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+}
+
+function masterTargetCommand(): Command {
+  return withTls(new Command("master-target"))
+    .description("apply replicated changes to replica directories or images, durably and in order")
+    .requiredOption("--listen <address>", "host:port to serve on (port 0 picks a free one)")
+    .requiredOption("--encryption-key <file>", "AES-256 key shared with the process server (32 bytes, hex or base64)")
+    .requiredOption("--state <dir>", "directory for the applied sequence numbers")
+    .option("--replica <id=dir>", "a tree replica: machine id and directory (repeatable)", collect, [])
+    .option("--block-replica <id=image>", "a block replica: machine id and image file (repeatable)", collect, [])
+    .action(
+      async (
+        options: TlsOptions & {
+          listen: string;
+          encryptionKey: string;
+          state: string;
+          replica: string[];
+          blockReplica: string[];
+        },
+      ) => {
+        const replicas = [
+          ...options.replica.map((value) => parseReplicaFlag(value, "tree", "--replica")),
+          ...options.blockReplica.map((value) => parseReplicaFlag(value, "block", "--block-replica")),
+        ];
+        if (replicas.length === 0) throw new Error("give at least one --replica or --block-replica");
+        const server = await startMasterTarget({
+          listen: options.listen,
+          tls: tlsFiles(options),
+          encryptionKey: await readEncryptionKey(options.encryptionKey),
+          stateDir: resolve(options.state),
+          replicas,
+        });
+        await serveUntilSignalled(server);
+      },
+    );
+}
+
+function processServerCommand(): Command {
+  return withTls(new Command("process-server"))
+    .description("cache agents' changes durably, compress and encrypt them, forward them to a master target")
+    .requiredOption("--listen <address>", "host:port to serve on (port 0 picks a free one)")
+    .requiredOption(
+      "--encryption-key <file>",
+      "AES-256 key (32 bytes, hex or base64); the cache at rest is encrypted with it",
+    )
+    .requiredOption("--cache <dir>", "directory of the durable cache")
+    .requiredOption("--master-target <address>", "host:port of the master target")
+    .addOption(
+      new Option("--compression <codec>", "frame compression").choices(["zstd", "lz4", "none"]).default("zstd"),
+    )
+    .option("--cache-limit <size>", "per machine; beyond it the cache is dropped and the machine resyncs", "10Gi")
+    .option("--bandwidth-limit <size>", "per machine, bytes per second towards the master target (0 = unlimited)", "0")
+    .action(
+      async (
+        options: TlsOptions & {
+          listen: string;
+          encryptionKey: string;
+          cache: string;
+          masterTarget: string;
+          compression: string;
+          cacheLimit: string;
+          bandwidthLimit: string;
+        },
+      ) => {
+        const server = await startProcessServer({
+          listen: options.listen,
+          tls: tlsFiles(options),
+          encryptionKey: await readEncryptionKey(options.encryptionKey),
+          cacheDir: resolve(options.cache),
+          masterTarget: options.masterTarget,
+          compression: parseCompression(options.compression),
+          cacheLimitBytes: parseByteSize(options.cacheLimit, "--cache-limit"),
+          bandwidthBytesPerSecond: parseByteSize(options.bandwidthLimit, "--bandwidth-limit"),
+          log: stderrLog,
+        });
+        await serveUntilSignalled(server);
+      },
+    );
+}
+
+function agentCommand(): Command {
+  return withTls(new Command("agent"))
+    .description("capture a volume's changes and stream them to a process server")
+    .requiredOption("--machine <id>", "machine id (the certificate's common name must be ksr-agent:<id>)")
+    .addOption(
+      new Option("--mode <mode>", "tree: a directory; block: an image file").choices(["tree", "block"]).default("tree"),
+    )
+    .requiredOption("--source <path>", "directory (tree) or image file (block) to replicate")
+    .requiredOption("--state <dir>", "directory for the agent's manifest")
+    .requiredOption("--process-server <address>", "host:port of the process server")
+    .option("--once", "exit once the initial replication is durable at the master target")
+    .option("--scan-interval <seconds>", "verifying scan period (tree) or hash scan period (block)", "60")
+    .option("--progress", "print progress as JSON lines on stdout")
+    .action(
+      async (
+        options: TlsOptions & {
+          machine: string;
+          mode: "tree" | "block";
+          source: string;
+          state: string;
+          processServer: string;
+          once?: boolean;
+          scanInterval: string;
+          progress?: boolean;
+        },
+      ) => {
+        const agent = await Agent.create({
+          machineId: options.machine,
+          mode: options.mode,
+          source: resolve(options.source),
+          stateDir: resolve(options.state),
+          processServer: options.processServer,
+          tls: tlsFiles(options),
+          once: options.once === true,
+          scanIntervalMs: parseSeconds(options.scanInterval, "--scan-interval") * 1000,
+          log: stderrLog,
+          progress:
+            options.progress === true
+              ? (progress) => process.stdout.write(`${JSON.stringify({ progress })}\n`)
+              : undefined,
+        });
+        process.once("SIGTERM", () => {
+          agent.stop();
+        });
+        process.once("SIGINT", () => {
+          agent.stop();
+        });
+        const summary = await agent.run();
+        process.stdout.write(`${JSON.stringify({ summary })}\n`);
+      },
+    );
+}
+
+export function replicatorCommand(): Command {
+  return new Command("replicator")
+    .description("the replication data path: agent, process server and master target")
+    .addCommand(agentCommand())
+    .addCommand(processServerCommand())
+    .addCommand(masterTargetCommand());
+}

@@ -1,0 +1,178 @@
+// The agent's picture of the replica: per entry its kind, mode, size, link target and block
+// hashes, plus the stat identity that lets a scan skip unchanged files. Persisted with the
+// seq it corresponds to, and only once the process server acknowledged that seq.
+import { open, readFile, rename } from "node:fs/promises";
+import { dirname } from "node:path";
+import type { BigIntStats } from "node:fs";
+import { EntryKind, type ManifestEntry } from "../../gen/ksr/replication/v1/replication.js";
+import { BlockHashes, blockSize } from "../block-hash.js";
+import { fsyncDirectory } from "../durable-fs.js";
+
+export interface ManifestRecord {
+  kind: EntryKind;
+  mode: number;
+  size: number;
+  linkTarget: string;
+  hashes: BlockHashes;
+  /** Stat identity when the record was taken from the source; empty when it came from a replica. */
+  identity: string;
+  ino: string;
+}
+
+interface PersistedManifest {
+  version: number;
+  machineId: string;
+  seq: number;
+  entries: [
+    path: string,
+    kind: EntryKind,
+    mode: number,
+    size: number,
+    linkTarget: string,
+    hashes: string,
+    identity: string,
+    ino: string,
+  ][];
+}
+
+/** Changes when the content or metadata of a file could have changed. */
+export function statIdentity(stats: BigIntStats): string {
+  return `${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}:${stats.mode}`;
+}
+
+export class Manifest {
+  readonly entries = new Map<string, ManifestRecord>();
+  private readonly byIno = new Map<string, Set<string>>();
+
+  constructor(
+    readonly machineId: string,
+    public seq = 0,
+  ) {}
+
+  get(path: string): ManifestRecord | undefined {
+    return this.entries.get(path);
+  }
+
+  set(path: string, record: ManifestRecord): void {
+    this.unindex(path);
+    this.entries.set(path, record);
+    if (record.ino !== "") {
+      let paths = this.byIno.get(record.ino);
+      if (paths === undefined) this.byIno.set(record.ino, (paths = new Set()));
+      paths.add(path);
+    }
+  }
+
+  /** Removes path and everything below it; returns the removed paths. */
+  deleteTree(path: string): void {
+    for (const candidate of [...this.entries.keys()]) {
+      if (candidate === path || candidate.startsWith(`${path}/`)) {
+        this.unindex(candidate);
+        this.entries.delete(candidate);
+      }
+    }
+  }
+
+  /** Moves path and everything below it to a new path. */
+  moveTree(from: string, to: string): void {
+    this.deleteTree(to);
+    for (const [candidate, record] of [...this.entries]) {
+      if (candidate !== from && !candidate.startsWith(`${from}/`)) continue;
+      this.unindex(candidate);
+      this.entries.delete(candidate);
+      this.set(to + candidate.slice(from.length), record);
+    }
+  }
+
+  /** Takes over another manifest's entries (after a resync read the replica's). */
+  replaceWith(other: Manifest): void {
+    this.entries.clear();
+    this.byIno.clear();
+    for (const [path, record] of other.entries) this.set(path, record);
+  }
+
+  pathsWithIno(ino: string): string[] {
+    return [...(this.byIno.get(ino) ?? [])];
+  }
+
+  private unindex(path: string): void {
+    const previous = this.entries.get(path);
+    if (previous === undefined || previous.ino === "") return;
+    const paths = this.byIno.get(previous.ino);
+    paths?.delete(path);
+    if (paths?.size === 0) this.byIno.delete(previous.ino);
+  }
+
+  /** Writes atomically (temporary file, fsync, rename, fsync of the directory). */
+  async save(file: string): Promise<void> {
+    const persisted: PersistedManifest = {
+      version: 1,
+      machineId: this.machineId,
+      seq: this.seq,
+      entries: [...this.entries].map(([path, r]) => [
+        path,
+        r.kind,
+        r.mode,
+        r.size,
+        r.linkTarget,
+        r.hashes.packed().toString("base64"),
+        r.identity,
+        r.ino,
+      ]),
+    };
+    const temporary = `${file}.tmp`;
+    const handle = await open(temporary, "w", 0o600);
+    try {
+      await handle.writeFile(JSON.stringify(persisted));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, file);
+    await fsyncDirectory(dirname(file));
+  }
+
+  static async load(file: string, machineId: string): Promise<Manifest> {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return new Manifest(machineId);
+      throw error;
+    }
+    const persisted = JSON.parse(text) as PersistedManifest;
+    if (persisted.version !== 1 || persisted.machineId !== machineId)
+      throw new Error(`${file} is not a manifest of machine "${machineId}"; move it away to start over`);
+    const manifest = new Manifest(machineId, persisted.seq);
+    for (const [path, kind, mode, size, linkTarget, hashes, identity, ino] of persisted.entries)
+      manifest.set(path, {
+        kind,
+        mode,
+        size,
+        linkTarget,
+        hashes: new BlockHashes(Buffer.from(hashes, "base64")),
+        identity,
+        ino,
+      });
+    return manifest;
+  }
+
+  /** A manifest describing a replica as the master target reported it (no stat identities). */
+  static fromReplica(machineId: string, entries: readonly ManifestEntry[]): Manifest {
+    const manifest = new Manifest(machineId);
+    for (const entry of entries) {
+      if (entry.blockSize !== 0 && entry.blockSize !== blockSize)
+        throw new Error(`the replica uses ${entry.blockSize}-byte blocks, this agent ${blockSize}`);
+      manifest.set(entry.path, {
+        kind: entry.kind,
+        mode: entry.mode,
+        size: entry.size,
+        linkTarget: entry.linkTarget,
+        hashes: new BlockHashes(entry.blockHashes),
+        identity: "",
+        ino: "",
+      });
+    }
+    return manifest;
+  }
+}

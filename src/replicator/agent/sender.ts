@@ -1,0 +1,176 @@
+// Numbers changes, packs them into batches and pushes them to the process server with a window
+// of unacknowledged bytes (backpressure). Unacknowledged batches are kept so a reconnect can
+// resend them; when the process server cannot continue the sequence, a resync is needed.
+import { Metadata, type ClientDuplexStream } from "@grpc/grpc-js";
+import {
+  ChangeBatch,
+  type Change,
+  type IngestClient,
+  type OpenReply,
+  type PushAck,
+  type PushRequest,
+} from "../../gen/ksr/replication/v1/replication.js";
+import { unaryCall } from "../grpc-util.js";
+import { batchFormatVersion } from "../master-target/machine-applier.js";
+import { Signal } from "../signal.js";
+
+const batchBytesTarget = 4 * 1024 * 1024;
+const batchChangesLimit = 8192;
+const windowBytes = 64 * 1024 * 1024;
+
+export class ResyncNeeded extends Error {
+  constructor(reason: string) {
+    super(`resync needed: ${reason}`);
+    this.name = "ResyncNeeded";
+  }
+}
+
+type Operation = NonNullable<Change["op"]>;
+
+interface Unacked {
+  request: PushRequest;
+}
+
+export class ChangeSender {
+  private pending: Change[] = [];
+  private pendingBytes = 0;
+  private unacked: Unacked[] = [];
+  private stream: ClientDuplexStream<PushRequest, PushAck> | undefined;
+  private streamError: Error | undefined;
+  private resyncOrdered = false;
+  private markNextAsResync = false;
+  private readonly acked = new Signal();
+  /** Bytes of change payloads pushed, for progress and the benchmark. */
+  bytesPushed = 0;
+  ackedSeq: number;
+
+  constructor(
+    private readonly client: IngestClient,
+    readonly machineId: string,
+    private nextSeq: number,
+  ) {
+    this.ackedSeq = nextSeq - 1;
+  }
+
+  get lastSeq(): number {
+    return this.nextSeq - 1;
+  }
+
+  open(): Promise<OpenReply> {
+    return unaryCall(
+      (request, callback) => this.client.open(request, new Metadata(), { deadline: Date.now() + 10_000 }, callback),
+      { machineId: this.machineId },
+    );
+  }
+
+  /** Starts a resync: numbering continues at `nextSeq` and the first batch says it may follow a gap. */
+  beginResync(nextSeq: number): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.unacked = [];
+    this.nextSeq = nextSeq;
+    this.ackedSeq = nextSeq - 1;
+    this.resyncOrdered = false;
+    this.markNextAsResync = true;
+  }
+
+  async emit(op: Operation): Promise<void> {
+    if (this.resyncOrdered) throw new ResyncNeeded("the process server dropped changes");
+    this.pending.push({ seq: this.nextSeq++, op });
+    this.pendingBytes += op.$case === "write" ? op.value.data.length + 64 : 64;
+    if (this.pendingBytes >= batchBytesTarget || this.pending.length >= batchChangesLimit) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const changes = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const batch = Buffer.from(
+      ChangeBatch.encode({ formatVersion: batchFormatVersion, machineId: this.machineId, changes }).finish(),
+    );
+    const request: PushRequest = {
+      machineId: this.machineId,
+      firstSeq: changes[0]?.seq ?? 0,
+      lastSeq: changes.at(-1)?.seq ?? 0,
+      batch,
+      resync: this.markNextAsResync,
+    };
+    this.markNextAsResync = false;
+    this.unacked.push({ request });
+    this.bytesPushed += batch.length;
+    if (!(await this.connected())) this.stream?.write(request);
+    while (this.unackedBytes() > windowBytes) await this.waitForAcks();
+  }
+
+  /** Resolves once every change emitted so far is durable at the process server. */
+  async drain(): Promise<void> {
+    await this.flush();
+    while (this.unacked.length > 0) await this.waitForAcks();
+  }
+
+  close(): void {
+    this.stream?.end();
+    this.stream = undefined;
+  }
+
+  private unackedBytes(): number {
+    return this.unacked.reduce((sum, item) => sum + item.request.batch.length, 0);
+  }
+
+  private async waitForAcks(): Promise<void> {
+    if (this.resyncOrdered) throw new ResyncNeeded("the process server dropped changes");
+    if (this.streamError !== undefined) {
+      await this.connected();
+      return;
+    }
+    await this.acked.wait(1000);
+  }
+
+  /**
+   * Ensures a push stream. After a broken one (or none yet), opens a new one and resends every
+   * unacknowledged batch the process server does not have; returns true when it did so.
+   */
+  private async connected(): Promise<boolean> {
+    if (this.stream !== undefined && this.streamError === undefined) return false;
+    this.stream = undefined;
+    const reply = await this.open();
+    if (reply.resyncRequired) throw new ResyncNeeded("the process server requires it");
+    this.unacked = this.unacked.filter((item) => item.request.lastSeq > reply.durableSeq);
+    const first = this.unacked[0]?.request;
+    const continues =
+      first === undefined
+        ? reply.durableSeq === this.lastSeqPushed()
+        : first.firstSeq === reply.durableSeq + 1 || first.resync;
+    if (!continues)
+      throw new ResyncNeeded(
+        `the process server has seq ${reply.durableSeq}, this agent sent up to ${this.lastSeqPushed()}`,
+      );
+    this.ackedSeq = Math.max(this.ackedSeq, reply.durableSeq);
+    this.streamError = undefined;
+    const stream = this.client.push();
+    stream.on("data", (ack: PushAck) => {
+      if (ack.resyncRequired) this.resyncOrdered = true;
+      else {
+        this.ackedSeq = Math.max(this.ackedSeq, ack.durableSeq);
+        this.unacked = this.unacked.filter((item) => item.request.lastSeq > ack.durableSeq);
+      }
+      this.acked.notify();
+    });
+    stream.on("error", (error: Error) => {
+      this.streamError = error;
+      this.acked.notify();
+    });
+    stream.on("end", () => {
+      this.streamError ??= new Error("the process server closed the push stream");
+      this.acked.notify();
+    });
+    this.stream = stream;
+    for (const item of this.unacked) stream.write(item.request);
+    return true;
+  }
+
+  private lastSeqPushed(): number {
+    return this.unacked.at(-1)?.request.lastSeq ?? this.ackedSeq;
+  }
+}

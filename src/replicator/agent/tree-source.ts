@@ -1,0 +1,222 @@
+// Turns the difference between a source directory and the manifest (the replica as the agent
+// knows it) into changes: only changed 64 KiB blocks, plus metadata operations. Renames and
+// hard links are recognised by inode so their content is not sent again.
+import { open, readdir, readlink } from "node:fs/promises";
+import type { BigIntStats } from "node:fs";
+import { join } from "node:path";
+import { EntryKind } from "../../gen/ksr/replication/v1/replication.js";
+import { BlockHashes, blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
+import { forEachBlock } from "../durable-fs.js";
+import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
+import { wireParent } from "../wire-path.js";
+import { statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
+import type { ChangeSender } from "./sender.js";
+
+export class TreeSource {
+  constructor(
+    readonly root: string,
+    private readonly manifest: Manifest,
+    private readonly sender: ChangeSender,
+  ) {}
+
+  /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
+  async fullScan(): Promise<void> {
+    const seen = new Set<string>();
+    for await (const { path, stats } of walkTree(this.root)) {
+      if (entryKind(stats) === EntryKind.ENTRY_KIND_UNSPECIFIED) continue;
+      seen.add(path);
+      await this.reconcile(path, stats, { recurse: false, detectMoves: true });
+    }
+    const gone = [...this.manifest.entries.keys()].filter((path) => !seen.has(path)).sort();
+    for (const path of gone) {
+      if (this.manifest.get(path) === undefined) continue; // its directory was removed already
+      await this.sender.emit({ $case: "remove", value: { path } });
+      this.manifest.deleteTree(path);
+    }
+  }
+
+  /** Brings the given paths (from change notifications) up to date; new directories are scanned whole. */
+  async syncPaths(paths: Iterable<string>): Promise<void> {
+    const looked = await Promise.all(
+      [...new Set(paths)].sort().map(async (path) => ({ path, stats: await lstatIfExists(join(this.root, path)) })),
+    );
+    // Present entries first so a rename's new name is seen while its old one is still in the manifest.
+    for (const { path, stats } of looked) if (stats !== undefined) await this.syncOne(path, stats);
+    for (const { path, stats } of looked) if (stats === undefined) await this.syncOne(path, undefined);
+  }
+
+  private async syncOne(path: string, stats: BigIntStats | undefined): Promise<void> {
+    const parent = wireParent(path);
+    if (parent !== "" && this.manifest.get(parent)?.kind !== EntryKind.ENTRY_KIND_DIRECTORY) {
+      const parentStats = await lstatIfExists(join(this.root, parent));
+      if (parentStats === undefined || !parentStats.isDirectory()) {
+        if (this.manifest.get(path) !== undefined) await this.remove(path);
+        return;
+      }
+      await this.syncOne(parent, parentStats); // scans the new parent whole, this path included
+      return;
+    }
+    if (stats === undefined || entryKind(stats) === EntryKind.ENTRY_KIND_UNSPECIFIED) {
+      if (this.manifest.get(path) !== undefined) await this.remove(path);
+      return;
+    }
+    await this.reconcile(path, stats, { recurse: true, detectMoves: true });
+  }
+
+  private async remove(path: string): Promise<void> {
+    await this.sender.emit({ $case: "remove", value: { path } });
+    this.manifest.deleteTree(path);
+  }
+
+  private async reconcile(
+    path: string,
+    stats: BigIntStats,
+    how: { recurse: boolean; detectMoves: boolean },
+  ): Promise<void> {
+    const kind = entryKind(stats);
+    let old = this.manifest.get(path);
+    if (old !== undefined && old.kind !== kind) {
+      await this.remove(path);
+      old = undefined;
+    }
+    if (old === undefined && how.detectMoves) old = await this.movedOrLinked(path, stats);
+    if (kind === EntryKind.ENTRY_KIND_DIRECTORY) await this.reconcileDirectory(path, stats, old, how.recurse);
+    else if (kind === EntryKind.ENTRY_KIND_SYMLINK) await this.reconcileSymlink(path, stats, old);
+    else await this.reconcileFile(path, stats, old);
+  }
+
+  /** A new name for an inode the manifest knows: a rename (old name gone) or a hard link (still there). */
+  private async movedOrLinked(path: string, stats: BigIntStats): Promise<ManifestRecord | undefined> {
+    const ino = String(stats.ino);
+    for (const candidate of this.manifest.pathsWithIno(ino)) {
+      const record = this.manifest.get(candidate);
+      if (record === undefined || record.kind !== entryKind(stats)) continue;
+      const now = await lstatIfExists(join(this.root, candidate));
+      if (now === undefined || String(now.ino) !== ino) {
+        if (path.startsWith(`${candidate}/`)) continue;
+        await this.sender.emit({ $case: "rename", value: { from: candidate, to: path } });
+        this.manifest.moveTree(candidate, path);
+        return this.manifest.get(path);
+      }
+      if (record.kind === EntryKind.ENTRY_KIND_FILE && stats.nlink > 1n) {
+        await this.sender.emit({ $case: "hardLink", value: { path, existing: candidate } });
+        this.manifest.set(path, record);
+        return record;
+      }
+    }
+    return undefined;
+  }
+
+  private async reconcileDirectory(
+    path: string,
+    stats: BigIntStats,
+    old: ManifestRecord | undefined,
+    recurse: boolean,
+  ): Promise<void> {
+    const mode = permissionMode(stats);
+    if (old === undefined)
+      await this.sender.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode } });
+    else if (old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
+    const known = old !== undefined;
+    this.manifest.set(path, {
+      kind: EntryKind.ENTRY_KIND_DIRECTORY,
+      mode,
+      size: 0,
+      linkTarget: "",
+      hashes: new BlockHashes(),
+      identity: statIdentity(stats),
+      ino: String(stats.ino),
+    });
+    if (!recurse) return;
+    // A directory that is new (or just moved here) may hold entries no notification reported.
+    const names = await readdir(join(this.root, path)).catch(() => [] as string[]);
+    const present = new Set(names.map((name) => `${path}/${name}`));
+    if (known) {
+      for (const child of [...this.manifest.entries.keys()]) {
+        if (wireParent(child) === path && !present.has(child) && this.manifest.get(child) !== undefined)
+          await this.remove(child);
+      }
+    }
+    for (const child of [...present].sort()) {
+      const childStats = await lstatIfExists(join(this.root, child));
+      if (childStats !== undefined && entryKind(childStats) !== EntryKind.ENTRY_KIND_UNSPECIFIED)
+        await this.reconcile(child, childStats, { recurse: true, detectMoves: false });
+    }
+  }
+
+  private async reconcileSymlink(path: string, stats: BigIntStats, old: ManifestRecord | undefined): Promise<void> {
+    const target = await readlink(join(this.root, path)).catch(() => undefined);
+    if (target === undefined) return; // vanished; its removal event follows
+    if (old?.linkTarget !== target) await this.sender.emit({ $case: "symlink", value: { path, target } });
+    this.manifest.set(path, {
+      kind: EntryKind.ENTRY_KIND_SYMLINK,
+      mode: permissionMode(stats),
+      size: 0,
+      linkTarget: target,
+      hashes: new BlockHashes(),
+      identity: statIdentity(stats),
+      ino: String(stats.ino),
+    });
+  }
+
+  private async reconcileFile(path: string, stats: BigIntStats, old: ManifestRecord | undefined): Promise<void> {
+    const identity = statIdentity(stats);
+    if (old !== undefined && old.identity === identity) return;
+    const mode = permissionMode(stats);
+    const size = Number(stats.size);
+    if (old === undefined)
+      await this.sender.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode } });
+    const record: ManifestRecord = old ?? {
+      kind: EntryKind.ENTRY_KIND_FILE,
+      mode,
+      size: 0,
+      linkTarget: "",
+      hashes: new BlockHashes(),
+      identity: "",
+      ino: "",
+    };
+    if (record.size !== size) await this.sender.emit({ $case: "truncate", value: { path, size } });
+    await sendChangedBlocks(join(this.root, path), path, size, record, this.sender);
+    if (old !== undefined && old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
+    record.mode = mode;
+    record.size = size;
+    record.identity = identity;
+    record.ino = String(stats.ino);
+    this.manifest.set(path, record);
+  }
+}
+
+/** Reads the file once; blocks whose hash differs from the record are sent, zeros as zero ranges. */
+export async function sendChangedBlocks(
+  file: string,
+  path: string,
+  size: number,
+  record: ManifestRecord,
+  sender: ChangeSender,
+): Promise<void> {
+  const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
+  let handle;
+  try {
+    handle = await open(file, "r");
+  } catch {
+    return; // vanished or unreadable now; a later notification or scan catches up
+  }
+  try {
+    await forEachBlock(handle, size, blockSize, async (index, block) => {
+      const hash = hashBlock(block);
+      if (record.hashes.get(index) === hash && index < knownBlocks) return;
+      record.hashes.set(index, hash);
+      const offset = index * blockSize;
+      if (isZeroBlock(block)) {
+        // Beyond the old end the truncate already left a hole; inside it, zeros must be written.
+        if (index >= knownBlocks) return;
+        await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
+        return;
+      }
+      await sender.emit({ $case: "write", value: { path, offset, data: Buffer.from(block) } });
+    });
+  } finally {
+    await handle.close();
+  }
+  record.hashes.truncate(blockCount(size));
+}

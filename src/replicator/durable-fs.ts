@@ -1,0 +1,34 @@
+// Small filesystem helpers whose point is durability or not following links.
+import { constants } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+
+/** fsync a directory so entries created, renamed or removed in it survive a crash. */
+export async function fsyncDirectory(path: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+const readChunkBytes = 4 * 1024 * 1024;
+
+/** Calls back with consecutive blocks of a file (the last may be short); reads in large chunks. */
+export async function forEachBlock(
+  handle: FileHandle,
+  size: number,
+  blockBytes: number,
+  onBlock: (index: number, block: Buffer) => void | Promise<void>,
+): Promise<void> {
+  const chunkBytes = Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
+  const chunk = Buffer.allocUnsafe(chunkBytes);
+  for (let offset = 0; offset < size; offset += chunkBytes) {
+    const wanted = Math.min(chunkBytes, size - offset);
+    const { bytesRead } = await handle.read(chunk, 0, wanted, offset);
+    for (let start = 0; start < bytesRead; start += blockBytes) {
+      await onBlock((offset + start) / blockBytes, chunk.subarray(start, Math.min(start + blockBytes, bytesRead)));
+    }
+    if (bytesRead < wanted) return; // the file shrank while being read; a later event covers it
+  }
+}

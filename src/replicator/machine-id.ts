@@ -1,0 +1,8 @@
+// Machine ids name cache directories and certificates, so they are kept to a safe alphabet.
+const machineIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkMachineId(machineId: string): string {
+  if (!machineIdPattern.test(machineId))
+    throw new Error(`machine id "${machineId}" must be 1-128 letters, digits, '.', '_' or '-', starting alphanumeric`);
+  return machineId;
+}

@@ -1,0 +1,140 @@
+// One machine's replica at the master target: opens sealed frames, checks them completely,
+// applies the changes not yet applied in sequence order and persists the applied seq only
+// after the replica (and its journal) are durable.
+import { ChangeBatch, type Change, type Frame } from "../../gen/ksr/replication/v1/replication.js";
+import { DurableCounter } from "../durable-counter.js";
+import { decompress, open as openSealed } from "../frame-codec.js";
+import { ApplyError, needsBarrier, type Replica } from "./replica.js";
+import type { ChangeJournal } from "./change-journal.js";
+
+export const batchFormatVersion = 1;
+const maxChangesPerFrame = 1_000_000;
+
+export class FrameRejected extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FrameRejected";
+  }
+}
+
+export class MachineApplier {
+  private lock: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly machineId: string,
+    readonly replica: Replica,
+    private readonly journal: ChangeJournal,
+    private readonly applied: DurableCounter,
+    private readonly key: Buffer,
+  ) {}
+
+  get appliedSeq(): number {
+    return this.applied.value;
+  }
+
+  /** Runs work alone on this machine (applies, manifests and shutdown never interleave). */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.lock.then(work, work);
+    this.lock = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Applies frames (already received, in order) and makes them durable once for all of them. */
+  applyFrames(frames: readonly Frame[]): Promise<number> {
+    return this.exclusive(async () => {
+      try {
+        for (const frame of frames) await this.applyFrame(frame);
+      } catch (error) {
+        this.pendingSeq = this.applied.value; // what was applied of a failed frame is replayed next time
+        throw error;
+      }
+      await this.commit(this.pendingSeq);
+      return this.applied.value;
+    });
+  }
+
+  private pendingSeq = 0;
+
+  private async applyFrame(frame: Frame): Promise<void> {
+    const applied = Math.max(this.applied.value, this.pendingSeq);
+    const changes = this.openFrame(frame, applied);
+    if (changes === undefined) return;
+    for (const change of changes) this.replica.validate(change);
+    for (const change of changes) {
+      if (change.seq <= applied) continue;
+      if (needsBarrier(change)) {
+        await this.commit(change.seq - 1);
+        await this.replica.apply(change);
+        await this.commit(change.seq);
+      } else {
+        await this.replica.apply(change);
+      }
+      this.pendingSeq = change.seq;
+    }
+  }
+
+  /** Returns the frame's changes, or undefined when all of them were applied already. */
+  private openFrame(frame: Frame, applied: number): Change[] | undefined {
+    const { firstSeq, lastSeq } = frame;
+    if (frame.machineId !== this.machineId)
+      throw new FrameRejected(`frame for machine "${frame.machineId}" sent on the stream of "${this.machineId}"`);
+    if (
+      !Number.isSafeInteger(firstSeq) ||
+      firstSeq < 1 ||
+      lastSeq < firstSeq ||
+      lastSeq - firstSeq >= maxChangesPerFrame
+    )
+      throw new FrameRejected(`frame has an invalid sequence range ${firstSeq}..${lastSeq}`);
+    if (lastSeq <= applied) return undefined;
+    if (firstSeq > applied + 1 && !frame.afterGap)
+      throw new FrameRejected(
+        `out of order: frame starts at seq ${firstSeq}, the replica needs seq ${applied + 1} next`,
+      );
+    const header = {
+      machineId: frame.machineId,
+      firstSeq,
+      lastSeq,
+      codec: frame.codec,
+      uncompressedSize: frame.uncompressedSize,
+    };
+    let batch: ChangeBatch;
+    try {
+      batch = ChangeBatch.decode(
+        decompress(frame.codec, openSealed(this.key, header, frame.sealed), frame.uncompressedSize),
+      );
+    } catch (error) {
+      throw new FrameRejected(`frame ${firstSeq}..${lastSeq} is unreadable: ${(error as Error).message}`);
+    }
+    if (batch.formatVersion !== batchFormatVersion)
+      throw new FrameRejected(
+        `batch format ${batch.formatVersion} is not supported (this master target reads ${batchFormatVersion})`,
+      );
+    if (batch.machineId !== this.machineId) throw new FrameRejected(`batch names machine "${batch.machineId}"`);
+    if (batch.changes.length !== lastSeq - firstSeq + 1)
+      throw new FrameRejected(`frame ${firstSeq}..${lastSeq} holds ${batch.changes.length} changes`);
+    batch.changes.forEach((change, index) => {
+      if (change.seq !== firstSeq + index)
+        throw new FrameRejected(`change ${index} of frame ${firstSeq}..${lastSeq} has seq ${change.seq}`);
+    });
+    if (firstSeq > applied + 1) this.pendingSeq = firstSeq - 1; // the gap was ordered by a resync
+    return batch.changes;
+  }
+
+  private async commit(seq: number): Promise<void> {
+    await this.replica.sync();
+    await this.journal.sync();
+    if (seq > this.applied.value) await this.applied.set(seq);
+    this.pendingSeq = this.applied.value;
+  }
+
+  close(): Promise<void> {
+    return this.exclusive(async () => {
+      await this.replica.close();
+      await this.applied.close();
+    });
+  }
+}
+
+export function isRejection(error: unknown): boolean {
+  return error instanceof FrameRejected || error instanceof ApplyError;
+}

@@ -1,0 +1,175 @@
+// The master target: serves Apply to process servers and writes replicas.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { type ServerDuplexStream, type ServerWritableStream } from "@grpc/grpc-js";
+import {
+  ApplyService,
+  type ApplyAck,
+  type ApplyServer,
+  type Frame,
+  type ManifestEntry,
+  type ManifestRequest,
+} from "../../gen/ksr/replication/v1/replication.js";
+import { loadBlockHasher } from "../block-hash.js";
+import { DurableCounter } from "../durable-counter.js";
+import { checkMachineId } from "../machine-id.js";
+import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
+import { processServerCommonName, requirePeer, serverCredentials, type TlsFiles } from "../tls.js";
+import { describeEntry, describeImage, walkTree } from "../tree-walk.js";
+import { noJournal, type ChangeJournal } from "./change-journal.js";
+import { isRejection, MachineApplier } from "./machine-applier.js";
+import { BlockReplica, TreeReplica, type Replica } from "./replica.js";
+
+export interface ReplicaSpec {
+  machineId: string;
+  kind: "tree" | "block";
+  path: string;
+}
+
+export interface MasterTargetOptions {
+  listen: string;
+  tls: TlsFiles;
+  encryptionKey: Buffer;
+  stateDir: string;
+  replicas: readonly ReplicaSpec[];
+  journalFor?: (spec: ReplicaSpec) => ChangeJournal;
+}
+
+async function openMachine(options: MasterTargetOptions, spec: ReplicaSpec): Promise<MachineApplier> {
+  const journal = options.journalFor?.(spec) ?? noJournal;
+  let replica: Replica;
+  if (spec.kind === "tree") {
+    await mkdir(spec.path, { recursive: true });
+    replica = new TreeReplica(spec.path, journal);
+  } else {
+    replica = new BlockReplica(spec.path, journal);
+  }
+  const counter = await DurableCounter.open(join(options.stateDir, `${spec.machineId}.applied`));
+  return new MachineApplier(spec.machineId, replica, journal, counter, options.encryptionKey);
+}
+
+export async function startMasterTarget(options: MasterTargetOptions): Promise<RunningServer> {
+  await loadBlockHasher();
+  await mkdir(options.stateDir, { recursive: true });
+  const machines = new Map<string, MachineApplier>();
+  for (const spec of options.replicas) machines.set(checkMachineId(spec.machineId), await openMachine(options, spec));
+
+  const machine = (machineId: string): MachineApplier => {
+    const found = machines.get(machineId);
+    if (found === undefined) throw new UnknownMachine(machineId);
+    return found;
+  };
+  const fail = (call: { emit(event: "error", error: unknown): boolean }, error: unknown) => {
+    call.emit(
+      "error",
+      toStatus(error, (e) => isRejection(e) || e instanceof UnknownMachine),
+    );
+  };
+
+  const implementation: ApplyServer = {
+    status(call, callback) {
+      try {
+        requirePeer(call, [processServerCommonName]);
+        const found = machine(call.request.machineId);
+        callback(null, { machineId: found.machineId, appliedSeq: found.appliedSeq, replicaKind: found.replica.kind });
+      } catch (error) {
+        callback(
+          toStatus(error, (e) => e instanceof UnknownMachine),
+          null,
+        );
+      }
+    },
+    apply(call) {
+      try {
+        requirePeer(call, [processServerCommonName]);
+      } catch (error) {
+        fail(call, error);
+        return;
+      }
+      serveApplyStream(call, machine).catch((error: unknown) => {
+        fail(call, error);
+      });
+    },
+    manifest(call) {
+      streamManifest(call, machine).catch((error: unknown) => {
+        fail(call, error);
+      });
+    },
+  };
+  const { server, port } = await startServer(options.listen, await serverCredentials(options.tls), [
+    [ApplyService, implementation],
+  ]);
+  return {
+    port,
+    async close() {
+      await shutdownServer(server);
+      for (const applier of machines.values()) await applier.close();
+    },
+  };
+}
+
+class UnknownMachine extends Error {
+  constructor(machineId: string) {
+    super(`this master target holds no replica for machine "${machineId}"`);
+    this.name = "UnknownMachine";
+  }
+}
+
+/** Applies frames as they arrive; whatever queued up while the last group was made durable goes in one commit. */
+async function serveApplyStream(
+  call: ServerDuplexStream<Frame, ApplyAck>,
+  machine: (machineId: string) => MachineApplier,
+): Promise<void> {
+  const queued: Frame[] = [];
+  let wake: (() => void) | undefined;
+  const stream = { ended: false };
+  call.on("data", (frame: Frame) => {
+    queued.push(frame);
+    wake?.();
+  });
+  call.on("end", () => {
+    stream.ended = true;
+    wake?.();
+  });
+  call.on("cancelled", () => {
+    stream.ended = true;
+    wake?.();
+  });
+  for (;;) {
+    if (queued.length === 0) {
+      if (stream.ended) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+      continue;
+    }
+    const group = queued.splice(0, queued.length);
+    const applier = machine(group[0]?.machineId ?? "");
+    if (group.some((frame) => frame.machineId !== applier.machineId))
+      throw new UnknownMachine("(several machines on one apply stream)");
+    const appliedSeq = await applier.applyFrames(group);
+    if (!call.cancelled) call.write({ machineId: applier.machineId, appliedSeq });
+  }
+  call.end();
+}
+
+async function streamManifest(
+  call: ServerWritableStream<ManifestRequest, ManifestEntry>,
+  machine: (machineId: string) => MachineApplier,
+): Promise<void> {
+  requirePeer(call, [processServerCommonName]);
+  const applier = machine(call.request.machineId);
+  await applier.exclusive(async () => {
+    await applier.replica.sync();
+    if (applier.replica.kind === "block") {
+      call.write(await describeImage(applier.replica.root));
+    } else {
+      for await (const entry of walkTree(applier.replica.root)) {
+        const described = await describeEntry(applier.replica.root, entry);
+        if (described !== undefined && !call.write(described))
+          await new Promise((resolve) => call.once("drain", resolve));
+        if (call.cancelled) return;
+      }
+    }
+  });
+  call.end();
+}

@@ -1,0 +1,293 @@
+// The process server: accepts agents' changes, makes them durable in its cache before
+// acknowledging, seals them (compression + AES-256-GCM) and forwards them to the master target.
+import { mkdir, readdir } from "node:fs/promises";
+import type { ServerDuplexStream, ServerWritableStream } from "@grpc/grpc-js";
+import {
+  ApplyClient,
+  ChangeBatch,
+  ControlService,
+  IngestService,
+  type ControlServer,
+  type Frame,
+  type IngestServer,
+  type ManifestEntry,
+  type ManifestRequest,
+  type OpenReply,
+  type PushAck,
+  type PushRequest,
+} from "../../gen/ksr/replication/v1/replication.js";
+import { loadBlockHasher } from "../block-hash.js";
+import { codecFor, compress, maxBatchBytes, seal, type CompressionName } from "../frame-codec.js";
+import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
+import { checkMachineId } from "../machine-id.js";
+import { batchFormatVersion } from "../master-target/machine-applier.js";
+import {
+  agentCommonName,
+  clientCredentials,
+  grpcOptions,
+  operatorCommonName,
+  requirePeer,
+  serverCredentials,
+  type TlsFiles,
+} from "../tls.js";
+import { BandwidthLimit } from "./bandwidth.js";
+import { GroupCommitter } from "./frame-cache.js";
+import { Forwarder, type ForwarderLog } from "./forwarder.js";
+import { MachineState } from "./machine-state.js";
+
+export interface ProcessServerOptions {
+  listen: string;
+  tls: TlsFiles;
+  encryptionKey: Buffer;
+  cacheDir: string;
+  masterTarget: string;
+  compression: CompressionName;
+  /** Per machine: above it the cache is dropped and the machine resyncs. */
+  cacheLimitBytes: number;
+  /** Per machine, towards the master target; 0 = unlimited. */
+  bandwidthBytesPerSecond: number;
+  log: ForwarderLog;
+}
+
+/** Agents are paused (HTTP/2 flow control) while this much of their data awaits fsync. */
+const backpressureBytes = 32 * 1024 * 1024;
+
+export class PushRejected extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PushRejected";
+  }
+}
+
+export async function startProcessServer(options: ProcessServerOptions): Promise<RunningServer> {
+  await loadBlockHasher();
+  await mkdir(options.cacheDir, { recursive: true });
+  const committer = new GroupCommitter();
+  const applyClient = new ApplyClient(options.masterTarget, await clientCredentials(options.tls), grpcOptions);
+  const machines = new Map<string, Promise<MachineState>>();
+  const forwarders: Forwarder[] = [];
+
+  const machine = (machineId: string): Promise<MachineState> => {
+    let opened = machines.get(machineId);
+    if (opened === undefined) {
+      opened = MachineState.open(options.cacheDir, checkMachineId(machineId), committer).then((state) => {
+        const forwarder = new Forwarder(
+          state,
+          applyClient,
+          new BandwidthLimit(options.bandwidthBytesPerSecond),
+          options.log,
+        );
+        forwarders.push(forwarder);
+        forwarder.start();
+        return state;
+      });
+      machines.set(machineId, opened);
+    }
+    return opened;
+  };
+  for (const name of await readdir(options.cacheDir)) await machine(name); // resume forwarding what survived a restart
+
+  const ingest: IngestServer = {
+    open(call, callback) {
+      (async (): Promise<OpenReply> => {
+        requirePeer(call, [agentCommonName(call.request.machineId)]);
+        const state = await machine(call.request.machineId);
+        return {
+          durableSeq: state.cache.durableSeq,
+          appliedSeq: state.appliedSeq ?? 0,
+          masterTargetReachable: state.masterTargetReachable,
+          resyncRequired: state.needsResync,
+          pendingFrames: state.cache.frameCount,
+        };
+      })().then(
+        (reply) => {
+          callback(null, reply);
+        },
+        (error: unknown) => {
+          callback(toStatus(error, isInvalid), null);
+        },
+      );
+    },
+    push(call) {
+      servePush(call, machine, options);
+    },
+    replicaManifest(call) {
+      relayManifest(call, applyClient);
+    },
+  };
+  const control: ControlServer = {
+    status(call, callback) {
+      (async () => {
+        requirePeer(call, [operatorCommonName]);
+        const state = await machine(call.request.machineId);
+        return {
+          machineId: state.machineId,
+          durableSeq: state.cache.durableSeq,
+          appliedSeq: state.appliedSeq ?? 0,
+          cachedBytes: state.cache.bytes,
+          resyncRequired: state.needsResync,
+          masterTargetReachable: state.masterTargetReachable,
+        };
+      })().then(
+        (reply) => {
+          callback(null, reply);
+        },
+        (error: unknown) => {
+          callback(toStatus(error, isInvalid), null);
+        },
+      );
+    },
+    requestResync(call, callback) {
+      (async () => {
+        requirePeer(call, [operatorCommonName]);
+        await (await machine(call.request.machineId)).dropForResync();
+        return { accepted: true };
+      })().then(
+        (reply) => {
+          callback(null, reply);
+        },
+        (error: unknown) => {
+          callback(toStatus(error, isInvalid), null);
+        },
+      );
+    },
+  };
+  const { server, port } = await startServer(options.listen, await serverCredentials(options.tls), [
+    [IngestService, ingest],
+    [ControlService, control],
+  ]);
+  return {
+    port,
+    async close() {
+      await shutdownServer(server);
+      for (const forwarder of forwarders) await forwarder.stop();
+      applyClient.close();
+      for (const state of machines.values()) await (await state).close();
+    },
+  };
+}
+
+function isInvalid(error: unknown): boolean {
+  return error instanceof PushRejected || (error instanceof Error && error.message.startsWith("machine id"));
+}
+
+/** Checks a push completely before anything is cached: machine, sizes, sequence and the batch inside. */
+function checkPush(request: PushRequest, state: MachineState): void {
+  if (request.machineId !== state.machineId)
+    throw new PushRejected(`push for machine "${request.machineId}" on the stream of "${state.machineId}"`);
+  if (request.batch.length > maxBatchBytes)
+    throw new PushRejected(`batch of ${request.batch.length} bytes is over ${maxBatchBytes}`);
+  const accepted = state.cache.lastAcceptedSeq;
+  const { firstSeq, lastSeq } = request;
+  if (!Number.isSafeInteger(firstSeq) || firstSeq < 1 || lastSeq < firstSeq)
+    throw new PushRejected(`invalid sequence range ${firstSeq}..${lastSeq}`);
+  if (firstSeq !== accepted + 1 && !(request.resync && firstSeq > accepted))
+    throw new PushRejected(`out of order: batch starts at seq ${firstSeq}, expected ${accepted + 1}`);
+  let batch: ChangeBatch;
+  try {
+    batch = ChangeBatch.decode(request.batch);
+  } catch (error) {
+    throw new PushRejected(`batch ${firstSeq}..${lastSeq} is not a valid ChangeBatch: ${(error as Error).message}`);
+  }
+  if (batch.formatVersion !== batchFormatVersion)
+    throw new PushRejected(`batch format ${batch.formatVersion} is not supported`);
+  if (batch.machineId !== state.machineId) throw new PushRejected(`batch names machine "${batch.machineId}"`);
+  if (
+    batch.changes.length !== lastSeq - firstSeq + 1 ||
+    batch.changes.some((change, index) => change.seq !== firstSeq + index)
+  )
+    throw new PushRejected(`batch ${firstSeq}..${lastSeq} does not hold exactly those seqs in order`);
+}
+
+function sealBatch(request: PushRequest, options: ProcessServerOptions): Frame {
+  const codec = codecFor(options.compression);
+  const header = {
+    machineId: request.machineId,
+    firstSeq: request.firstSeq,
+    lastSeq: request.lastSeq,
+    codec,
+    uncompressedSize: request.batch.length,
+  };
+  return { ...header, afterGap: false, sealed: seal(options.encryptionKey, header, compress(codec, request.batch)) };
+}
+
+function servePush(
+  call: ServerDuplexStream<PushRequest, PushAck>,
+  machine: (machineId: string) => Promise<MachineState>,
+  options: ProcessServerOptions,
+): void {
+  let queue: Promise<void> = Promise.resolve();
+  let acks: Promise<void> = Promise.resolve();
+  let failed = false;
+  const fail = (error: unknown) => {
+    if (failed) return;
+    failed = true;
+    call.emit("error", toStatus(error, isInvalid));
+  };
+  const handle = async (request: PushRequest): Promise<void> => {
+    requirePeer(call, [agentCommonName(request.machineId)]);
+    const state = await machine(request.machineId);
+    if (state.needsResync && !request.resync) {
+      acks = acks.then(() => {
+        call.write({ durableSeq: state.cache.durableSeq, resyncRequired: true });
+      });
+      return;
+    }
+    checkPush(request, state);
+    if (state.cache.bytes + request.batch.length > options.cacheLimitBytes) {
+      options.log.warn(
+        `cache of ${state.machineId} is over its limit of ${options.cacheLimitBytes} bytes; ordering a resync`,
+      );
+      await state.dropForResync();
+      acks = acks.then(() => {
+        call.write({ durableSeq: state.cache.durableSeq, resyncRequired: true });
+      });
+      return;
+    }
+    if (request.firstSeq > state.cache.lastAcceptedSeq + 1) await state.gapAt.set(request.firstSeq);
+    const frame = sealBatch(request, options);
+    const { durable } = await state.cache.append(frame);
+    state.uncommittedBytes += frame.sealed.length;
+    if (state.uncommittedBytes > backpressureBytes) call.pause();
+    const settled = durable.then(async () => {
+      state.uncommittedBytes -= frame.sealed.length;
+      if (state.uncommittedBytes <= backpressureBytes) call.resume();
+      if (request.resync) await state.resyncRequired.set(0);
+      state.changed.notify();
+    });
+    state.lastDurable = settled;
+    acks = acks
+      .then(() => settled)
+      .then(() => {
+        if (!call.cancelled) call.write({ durableSeq: frame.lastSeq, resyncRequired: false });
+      });
+    acks.catch(fail);
+  };
+  call.on("data", (request: PushRequest) => {
+    queue = queue.then(() => (failed ? undefined : handle(request))).catch(fail);
+  });
+  call.on("end", () => {
+    void queue.then(() => acks).then(() => call.end(), fail);
+  });
+}
+
+function relayManifest(call: ServerWritableStream<ManifestRequest, ManifestEntry>, client: ApplyClient): void {
+  try {
+    requirePeer(call, [agentCommonName(call.request.machineId)]);
+  } catch (error) {
+    call.emit("error", toStatus(error, isInvalid));
+    return;
+  }
+  const upstream = client.manifest({ machineId: call.request.machineId });
+  upstream.on("data", (entry: ManifestEntry) => {
+    if (!call.write(entry)) {
+      upstream.pause();
+      call.once("drain", () => upstream.resume());
+    }
+  });
+  upstream.on("end", () => call.end());
+  upstream.on("error", (error) => call.emit("error", error));
+  call.on("cancelled", () => {
+    upstream.cancel();
+  });
+}
