@@ -4,7 +4,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { compressSync as lz4Compress, uncompressSync as lz4Decompress } from "lz4-napi";
 import { compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi";
-import { Codec } from "../gen/ksr/replication/v1/replication.js";
+import { Codec, type Frame } from "../gen/ksr/replication/v1/replication.js";
 
 export type CompressionName = "zstd" | "lz4" | "none";
 export const compressionNames: readonly CompressionName[] = ["zstd", "lz4", "none"];
@@ -112,4 +112,16 @@ export async function readEncryptionKey(file: string): Promise<Buffer> {
   const decoded = Buffer.from(text, "base64");
   if (decoded.length === encryptionKeyBytes && /^[A-Za-z0-9+/=]+$/.test(text)) return decoded;
   throw new Error(`${file}: an encryption key must be 32 raw bytes, 64 hex characters or base64 of 32 bytes`);
+}
+
+/** Compresses and seals an encoded ChangeBatch into the frame that is cached and forwarded. */
+export function sealFrame(
+  key: Buffer,
+  codec: Codec,
+  range: { machineId: string; firstSeq: number; lastSeq: number },
+  encodedBatch: Buffer,
+): Frame {
+  const { machineId, firstSeq, lastSeq } = range;
+  const header = { machineId, firstSeq, lastSeq, codec, uncompressedSize: encodedBatch.length };
+  return { ...header, afterGap: false, sealed: seal(key, header, compress(codec, encodedBatch)) };
 }

@@ -68,6 +68,9 @@ export const grpcOptions = {
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.max_pings_without_data": 0,
   "grpc-node.max_session_memory": 256,
+  // Reconnect quickly after a peer restarts (the default backoff grows to two minutes).
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 2000,
 } as const;
 
 /** Writes a throwaway CA and one identity per name for loopback use (`ksr replicate`, tests). */

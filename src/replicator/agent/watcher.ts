@@ -1,32 +1,27 @@
-// Change notifications for a source tree (inotify through fs.watch). Notifications only say
-// where to look; when they cannot be trusted (watcher error, unnamed event) a full scan is due.
-import { watch, type FSWatcher } from "node:fs";
+// Change notifications for a source tree: one inotify watch (fs.watch) per directory. Node 20's
+// recursive fs.watch on Linux silently stops reporting in trees holding symlinks, so the
+// recursion is ours. Notifications only say where to look; when they cannot be trusted
+// (a watch failed, an unnamed event) the next round runs a full verifying scan.
+import { lstatSync, readdirSync, watch, type FSWatcher } from "node:fs";
+import { join } from "node:path";
 import { Signal } from "../signal.js";
-import { toWirePath } from "../wire-path.js";
+
+interface DirectoryWatch {
+  watcher: FSWatcher;
+  ino: number;
+}
 
 export class TreeWatcher {
-  private watcher: FSWatcher | undefined;
+  private readonly watches = new Map<string, DirectoryWatch>();
   private dirty = new Set<string>();
   /** True when events may have been lost: the next round must scan everything. */
-  overflowed = false;
+  private overflowed = false;
   readonly changed = new Signal();
 
   constructor(private readonly root: string) {}
 
   start(): void {
-    this.watcher = watch(this.root, { recursive: true }, (_event, name) => {
-      if (name === null) this.overflowed = true;
-      else this.dirty.add(toWirePath(name));
-      this.changed.notify();
-    });
-    this.watcher.on("error", () => {
-      this.overflowed = true;
-      this.watcher?.close();
-      this.changed.notify();
-      setTimeout(() => {
-        this.restart();
-      }, 1000);
-    });
+    this.watchTree("");
   }
 
   /** Takes the paths reported since the last call. */
@@ -42,16 +37,76 @@ export class TreeWatcher {
   }
 
   close(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
+    for (const { watcher } of this.watches.values()) watcher.close();
+    this.watches.clear();
   }
 
-  private restart(): void {
-    if (this.watcher === undefined) return;
+  private lost(): void {
+    this.overflowed = true;
+    this.changed.notify();
+  }
+
+  private watchTree(relative: string): void {
+    const absolute = relative === "" ? this.root : join(this.root, relative);
+    let ino: number;
     try {
-      this.start();
+      const stats = lstatSync(absolute);
+      if (!stats.isDirectory()) return;
+      ino = stats.ino;
     } catch {
-      this.overflowed = true;
+      return;
     }
+    if (this.watches.get(relative)?.ino === ino) return;
+    this.unwatchTree(relative);
+    try {
+      const watcher = watch(absolute, (_event, name) => {
+        this.onEvent(relative, name);
+      });
+      watcher.on("error", () => {
+        this.unwatchTree(relative);
+        this.lost();
+      });
+      this.watches.set(relative, { watcher, ino });
+    } catch {
+      this.lost();
+      return;
+    }
+    let children: string[] = [];
+    try {
+      children = readdirSync(absolute, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => entry.name);
+    } catch {
+      this.lost();
+    }
+    for (const child of children) this.watchTree(relative === "" ? child : `${relative}/${child}`);
+  }
+
+  private unwatchTree(relative: string): void {
+    for (const [path, { watcher }] of this.watches) {
+      if (relative !== "" && path !== relative && !path.startsWith(`${relative}/`)) continue;
+      if (relative === "" && path !== "") continue;
+      watcher.close();
+      this.watches.delete(path);
+    }
+  }
+
+  private onEvent(directory: string, name: string | Buffer | null): void {
+    if (name === null) {
+      this.lost();
+      return;
+    }
+    const path = directory === "" ? String(name) : `${directory}/${String(name)}`;
+    this.dirty.add(path);
+    // A new, replaced or renamed-in directory gets (re)watched; a vanished one loses its watches.
+    this.watchTree(path);
+    if (this.watches.has(path)) {
+      try {
+        if (!lstatSync(join(this.root, path)).isDirectory()) this.unwatchTree(path);
+      } catch {
+        this.unwatchTree(path);
+      }
+    }
+    this.changed.notify();
   }
 }

@@ -104,8 +104,9 @@ export class MachineCache {
     return this.committedSeq;
   }
 
+  /** Bytes of frames the master target has not applied yet. */
   get bytes(): number {
-    return this.segments.reduce((sum, segment) => sum + segment.size, 0);
+    return this.frames.reduce((sum, frame) => sum + frame.length, 0);
   }
 
   get frameCount(): number {

@@ -8,7 +8,6 @@ import {
   ControlService,
   IngestService,
   type ControlServer,
-  type Frame,
   type IngestServer,
   type ManifestEntry,
   type ManifestRequest,
@@ -17,7 +16,7 @@ import {
   type PushRequest,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../block-hash.js";
-import { codecFor, compress, maxBatchBytes, seal, type CompressionName } from "../frame-codec.js";
+import { codecFor, maxBatchBytes, sealFrame, type CompressionName } from "../frame-codec.js";
 import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
 import { checkMachineId } from "../machine-id.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
@@ -167,6 +166,11 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
   };
 }
 
+/** Read through a function: the forwarder flips it while the push loop awaits. */
+function isReachable(state: MachineState): boolean {
+  return state.masterTargetReachable;
+}
+
 function isInvalid(error: unknown): boolean {
   return error instanceof PushRejected || (error instanceof Error && error.message.startsWith("machine id"));
 }
@@ -199,18 +203,6 @@ function checkPush(request: PushRequest, state: MachineState): void {
     throw new PushRejected(`batch ${firstSeq}..${lastSeq} does not hold exactly those seqs in order`);
 }
 
-function sealBatch(request: PushRequest, options: ProcessServerOptions): Frame {
-  const codec = codecFor(options.compression);
-  const header = {
-    machineId: request.machineId,
-    firstSeq: request.firstSeq,
-    lastSeq: request.lastSeq,
-    codec,
-    uncompressedSize: request.batch.length,
-  };
-  return { ...header, afterGap: false, sealed: seal(options.encryptionKey, header, compress(codec, request.batch)) };
-}
-
 function servePush(
   call: ServerDuplexStream<PushRequest, PushAck>,
   machine: (machineId: string) => Promise<MachineState>,
@@ -234,7 +226,15 @@ function servePush(
       return;
     }
     checkPush(request, state);
-    if (state.cache.bytes + request.batch.length > options.cacheLimitBytes) {
+    // While the master target drains the cache, agents wait (backpressure); only an outage drops it.
+    // An empty cache always takes one batch, however large, so progress is possible.
+    const overLimit = () => state.cache.bytes > 0 && state.cache.bytes + request.batch.length > options.cacheLimitBytes;
+    if (overLimit() && state.masterTargetReachable) {
+      call.pause();
+      while (overLimit() && isReachable(state)) await state.changed.wait(1000);
+      call.resume();
+    }
+    if (overLimit()) {
       options.log.warn(
         `cache of ${state.machineId} is over its limit of ${options.cacheLimitBytes} bytes; ordering a resync`,
       );
@@ -245,7 +245,7 @@ function servePush(
       return;
     }
     if (request.firstSeq > state.cache.lastAcceptedSeq + 1) await state.gapAt.set(request.firstSeq);
-    const frame = sealBatch(request, options);
+    const frame = sealFrame(options.encryptionKey, codecFor(options.compression), request, request.batch);
     const { durable } = await state.cache.append(frame);
     state.uncommittedBytes += frame.sealed.length;
     if (state.uncommittedBytes > backpressureBytes) call.pause();

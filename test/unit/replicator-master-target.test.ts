@@ -1,0 +1,220 @@
+// The master target's apply path on real files: in-order idempotent apply, and hostile or
+// malformed frames rejected without changing the replica.
+import { strict as assert } from "node:assert";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  ChangeBatch,
+  Codec,
+  EntryKind,
+  type Change,
+  type Frame,
+} from "../../src/gen/ksr/replication/v1/replication.js";
+import { loadBlockHasher } from "../../src/replicator/block-hash.js";
+import { DurableCounter } from "../../src/replicator/durable-counter.js";
+import { sealFrame } from "../../src/replicator/frame-codec.js";
+import { noJournal, type ChangeJournal } from "../../src/replicator/master-target/change-journal.js";
+import { batchFormatVersion, MachineApplier } from "../../src/replicator/master-target/machine-applier.js";
+import { BlockReplica, TreeReplica } from "../../src/replicator/master-target/replica.js";
+import { describeTree } from "../fixture/tree-compare.js";
+
+type Op = NonNullable<Change["op"]>;
+const machineId = "m1";
+const key = randomBytes(32);
+
+function frame(
+  firstSeq: number,
+  ops: Op[],
+  options: { machine?: string; sealKey?: Buffer; codec?: Codec } = {},
+): Frame {
+  const changes = ops.map((op, index) => ({ seq: firstSeq + index, op }));
+  const batch = Buffer.from(
+    ChangeBatch.encode({
+      formatVersion: batchFormatVersion,
+      machineId: options.machine ?? machineId,
+      changes,
+    }).finish(),
+  );
+  return sealFrame(
+    options.sealKey ?? key,
+    options.codec ?? Codec.CODEC_ZSTD,
+    { machineId: options.machine ?? machineId, firstSeq, lastSeq: firstSeq + ops.length - 1 },
+    batch,
+  );
+}
+
+const file = (path: string, mode = 0o644): Op => ({
+  $case: "make",
+  value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode },
+});
+const dir = (path: string): Op => ({
+  $case: "make",
+  value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode: 0o755 },
+});
+const write = (path: string, offset: number, text: string): Op => ({
+  $case: "write",
+  value: { path, offset, data: Buffer.from(text) },
+});
+
+describe("replicator master target apply", function () {
+  let work: string;
+  let replicaRoot: string;
+  let applier: MachineApplier;
+
+  async function openApplier(journal: ChangeJournal = noJournal): Promise<MachineApplier> {
+    const counter = await DurableCounter.open(join(work, "applied"));
+    return new MachineApplier(machineId, new TreeReplica(replicaRoot, journal), journal, counter, key);
+  }
+
+  before(loadBlockHasher);
+  beforeEach(async () => {
+    work = await mkdtemp(join(tmpdir(), "ksr-mt-"));
+    replicaRoot = join(work, "replica");
+    await mkdir(replicaRoot);
+    applier = await openApplier();
+  });
+  afterEach(async () => {
+    await applier.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("applies in order, persists the applied seq, and treats a replayed frame as a no-op", async () => {
+    const first = frame(1, [
+      dir("d"),
+      file("d/f", 0o600),
+      write("d/f", 0, "hello"),
+      { $case: "truncate", value: { path: "d/f", size: 8 } },
+    ]);
+    assert.equal(await applier.applyFrames([first]), 4);
+    await writeFile(join(replicaRoot, "d/f"), "changed locally"); // a replay must not rewrite it
+    assert.equal(await applier.applyFrames([first]), 4);
+    assert.equal(await readFile(join(replicaRoot, "d/f"), "utf8"), "changed locally");
+    await applier.close();
+    applier = await openApplier();
+    assert.equal(applier.appliedSeq, 4, "the applied seq survives a restart");
+  });
+
+  it("applies only the unapplied tail of a frame that overlaps the applied seq", async () => {
+    await applier.applyFrames([frame(1, [file("f"), write("f", 0, "aaaa")])]);
+    await applier.applyFrames([frame(2, [write("f", 0, "bbbb"), write("f", 1, "c")])]);
+    // seq 2 was applied already (as "aaaa"), so only seq 3 of the second frame takes effect.
+    assert.equal(await readFile(join(replicaRoot, "f"), "utf8"), "acaa");
+    assert.equal(applier.appliedSeq, 3);
+  });
+
+  it("renames, hard links, symlinks, modes and removals", async () => {
+    await applier.applyFrames([
+      frame(1, [
+        dir("a"),
+        file("a/x"),
+        write("a/x", 0, "x"),
+        { $case: "rename", value: { from: "a", to: "b" } },
+        { $case: "hardLink", value: { path: "b/y", existing: "b/x" } },
+        { $case: "symlink", value: { path: "s", target: "b/x" } },
+        { $case: "setMode", value: { path: "b/x", mode: 0o600 } },
+        file("gone"),
+        { $case: "remove", value: { path: "gone" } },
+      ]),
+    ]);
+    const tree = await describeTree(replicaRoot);
+    assert.deepEqual([...tree.keys()], ["b", "b/x", "b/y", "s"]);
+    assert.match(tree.get("b/y") ?? "", /^file 600 1 .* link b\/x$/);
+    assert.equal(tree.get("s"), "symlink -> b/x");
+  });
+
+  it("tells the journal about every change before it is applied", async () => {
+    await applier.close();
+    const seen: number[] = [];
+    applier = await openApplier({
+      beforeChange: (change) => {
+        seen.push(change.seq);
+        return Promise.resolve();
+      },
+      sync: () => Promise.resolve(),
+    });
+    await applier.applyFrames([
+      frame(1, [
+        file("f"),
+        {
+          $case: "marker",
+          value: { id: "p1", consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs: 1, consistencyGroup: "" },
+        },
+      ]),
+    ]);
+    assert.deepEqual(seen, [1, 2]);
+  });
+
+  const hostile: [string, () => Frame, RegExp][] = [
+    ["path traversal", () => frame(1, [file("../escape")]), /'\.\.' components/],
+    ["an absolute path", () => frame(1, [file("/tmp/escape")]), /absolute/],
+    ["a NUL byte", () => frame(1, [file("a\0b")]), /NUL/],
+    ["a huge offset", () => frame(1, [file("f"), write("f", 2 ** 52, "x")]), /beyond/],
+    [
+      "a huge zero range",
+      () => frame(1, [file("f"), { $case: "zero", value: { path: "f", offset: 0, length: 2 ** 51 } }]),
+      /beyond/,
+    ],
+    ["mode bits outside 0o7777", () => frame(1, [file("f", 0o170000)]), /mode/],
+    ["an out-of-order sequence", () => frame(5, [file("f")]), /out of order/],
+    ["the wrong machine id", () => frame(1, [file("f")], { machine: "other" }), /machine "other"/],
+    ["the wrong key", () => frame(1, [file("f")], { sealKey: randomBytes(32) }), /authentication/],
+    ["a tampered payload", () => tamper(frame(1, [file("f")])), /authentication/],
+    ["a lying size", () => ({ ...frame(1, [file("f")]), uncompressedSize: 2 ** 31 }), /authentication|limit/],
+    ["a lying sequence range", () => ({ ...frame(1, [file("f"), file("g")]), lastSeq: 5 }), /authentication/],
+    ["an empty operation", () => frame(1, [undefined as unknown as Op]), /no operation/],
+  ];
+  for (const [name, make, reason] of hostile) {
+    it(`rejects a frame with ${name} and changes nothing`, async () => {
+      await writeFile(join(replicaRoot, "keep"), "untouched");
+      const before = await describeTree(replicaRoot);
+      await assert.rejects(applier.applyFrames([make()]), reason);
+      assert.deepEqual(await describeTree(replicaRoot), before);
+      assert.equal(applier.appliedSeq, 0);
+    });
+  }
+
+  it("never writes through a symlink planted in the replica", async () => {
+    const outside = join(work, "outside");
+    await mkdir(outside);
+    await symlink(outside, join(replicaRoot, "link"));
+    await symlink(join(outside, "file"), join(replicaRoot, "filelink"));
+    await assert.rejects(applier.applyFrames([frame(1, [file("link/evil")])]), /symlink/);
+    await assert.rejects(applier.applyFrames([frame(1, [write("filelink", 0, "evil")])]), /symlink/);
+    await assert.rejects(
+      applier.applyFrames([frame(1, [{ $case: "truncate", value: { path: "filelink", size: 0 } }])]),
+      /symlink/,
+    );
+    assert.deepEqual([...(await describeTree(outside)).keys()], []);
+  });
+
+  it("block replicas take writes, zero ranges and size changes only", async () => {
+    const image = join(work, "disk.img");
+    const block = new BlockReplica(image, noJournal);
+    const blockApplier = new MachineApplier(
+      machineId,
+      block,
+      noJournal,
+      await DurableCounter.open(join(work, "block.applied")),
+      key,
+    );
+    await blockApplier.applyFrames([
+      frame(1, [
+        { $case: "truncate", value: { path: "", size: 1024 } },
+        { $case: "write", value: { path: "", offset: 10, data: Buffer.from("abc") } },
+      ]),
+    ]);
+    const content = await readFile(image);
+    assert.equal(content.length, 1024);
+    assert.equal(content.subarray(10, 13).toString(), "abc");
+    await assert.rejects(blockApplier.applyFrames([frame(3, [file("f")])]), /block replicas take no paths/);
+    await blockApplier.close();
+  });
+});
+
+function tamper(sealed: Frame): Frame {
+  const bytes = Buffer.from(sealed.sealed);
+  bytes[20] = (bytes[20] ?? 0) ^ 0xff;
+  return { ...sealed, sealed: bytes };
+}
