@@ -207,7 +207,7 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
     try {
       for (let i = 0; i < 6; i++) await writeFile(join(pipeline.source, `outage-${i}.bin`), randomBytes(1024 * 1024));
       await converge(
-        async () => (pipeline.warnings.some((w) => w.includes("over its limit")) ? "" : "waiting"),
+        () => Promise.resolve(pipeline.warnings.some((w) => w.includes("over its limit")) ? "" : "waiting"),
         20_000,
       );
       assert.ok(

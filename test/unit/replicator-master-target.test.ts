@@ -8,6 +8,7 @@ import { join } from "node:path";
 import {
   ChangeBatch,
   Codec,
+  Consistency,
   EntryKind,
   type Change,
   type Frame,
