@@ -31,7 +31,12 @@ export const config = tseslint.config(
       ],
     },
   },
-  { files: ["*.js", "bin/*.js"], ...tseslint.configs.disableTypeChecked },
+  { files: ["*.js", "bin/*.js", "**/*.cjs"], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ["**/*.cjs"],
+    languageOptions: { sourceType: "commonjs", globals: { require: "readonly", module: "writable", process: "readonly" } },
+    rules: { "@typescript-eslint/no-require-imports": "off" },
+  },
   { files: ["bin/*.js"], languageOptions: { globals: { process: "readonly" } } },
 );
 
