@@ -1,0 +1,273 @@
+// `npm run bench -- replication`: the data path against rsync on the same data in the same run.
+// KSR_BENCH_SCALE (default 1) shrinks the data set; KSR_BENCH_LAG_SECONDS (default 60) the load test.
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LocalPipeline, type PipelineOptions } from "../src/replicator/local-pipeline.js";
+
+interface ScenarioResult {
+  scenario: string;
+  bytes: number;
+  seconds: number;
+  baseline: string;
+  baselineSeconds: number;
+  ratio: number;
+  [extra: string]: string | number;
+}
+
+const mib = 1024 * 1024;
+const blockBytes = 64 * 1024;
+
+/** 60% compressible text, 40% random, like the issue's data set. */
+function mixedContent(size: number): Buffer {
+  const text = Buffer.from(
+    "kube-site-recovery replicates volumes block by block; ".repeat(Math.ceil((size * 0.6) / 54) + 1),
+  );
+  return Buffer.concat([text.subarray(0, Math.floor(size * 0.6)), randomBytes(size - Math.floor(size * 0.6))]);
+}
+
+async function makeTree(root: string, scale: number): Promise<{ bytes: number; small: string[] }> {
+  await mkdir(join(root, "small"), { recursive: true });
+  const bigSize = Math.floor(512 * mib * scale);
+  const big = await open(join(root, "big.bin"), "w");
+  for (let offset = 0; offset < bigSize; offset += 16 * mib) {
+    const chunk = mixedContent(Math.min(16 * mib, bigSize - offset));
+    await big.write(chunk, 0, chunk.length, offset);
+  }
+  await big.close();
+  let bytes = bigSize;
+  const small: string[] = [];
+  const count = Math.max(10, Math.floor(1000 * scale));
+  for (let i = 0; i < count; i++) {
+    const size = 128 * 1024 + Math.floor(Math.random() * (896 * 1024));
+    const name = `small/file-${String(i).padStart(4, "0")}.dat`;
+    await writeFile(join(root, name), mixedContent(size));
+    small.push(name);
+    bytes += size;
+  }
+  return { bytes, small };
+}
+
+function timed<T>(work: () => T): { value: T; seconds: number } {
+  const started = process.hrtime.bigint();
+  const value = work();
+  return { value, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function timedAsync<T>(work: () => Promise<T>): Promise<{ value: T; seconds: number }> {
+  const started = process.hrtime.bigint();
+  const value = await work();
+  return { value, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+function rsync(args: string[]): void {
+  execFileSync("rsync", args, { stdio: "inherit" });
+  execFileSync("sync");
+}
+
+async function changeBlocks(root: string, small: string[], bigSize: number): Promise<number> {
+  const big = await open(join(root, "big.bin"), "r+");
+  const blocks = Math.floor(bigSize / blockBytes);
+  const chosen = new Set<number>();
+  while (chosen.size < Math.max(1, Math.floor(blocks / 100))) chosen.add(Math.floor(Math.random() * blocks));
+  for (const block of chosen) await big.write(randomBytes(blockBytes), 0, blockBytes, block * blockBytes);
+  await big.close();
+  for (const name of small.slice(0, 10)) {
+    const handle = await open(join(root, name), "r+");
+    await handle.write(randomBytes(blockBytes), 0, blockBytes, 0);
+    await handle.close();
+  }
+  return (chosen.size + 10) * blockBytes;
+}
+
+async function runOnce(options: PipelineOptions): Promise<{ seconds: number; bytesPushed: number }> {
+  const pipeline = await LocalPipeline.create(options);
+  try {
+    const { value, seconds } = await timedAsync(async () => {
+      await pipeline.startAll();
+      return pipeline.agentExit();
+    });
+    return { seconds, bytesPushed: value.bytesPushed };
+  } finally {
+    await pipeline.stopAll();
+  }
+}
+
+/** p-th percentile of sorted values. */
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+async function lagUnderLoad(
+  work: string,
+  seconds: number,
+): Promise<{ p50: number; p99: number; samples: number; written: number }> {
+  const source = join(work, "lag-source");
+  const target = join(work, "lag-target");
+  await mkdir(source, { recursive: true });
+  const files = 100;
+  const fileSize = 4 * mib;
+  for (let i = 0; i < files; i++) await writeFile(join(source, `f${i}`), Buffer.alloc(fileSize));
+  const pipeline = await LocalPipeline.create({
+    source,
+    target,
+    work: join(work, "lag-work"),
+    once: false,
+    logDir: work,
+  });
+  await pipeline.startAll();
+  const lags: number[] = [];
+  const pending: { file: string; offset: number; data: Buffer; at: number }[] = [];
+  let written = 0;
+  try {
+    // Wait for the initial copy.
+    for (;;) {
+      try {
+        const probe = await open(join(target, `f${files - 1}`), "r");
+        const size = (await probe.stat()).size;
+        await probe.close();
+        if (size === fileSize) break;
+      } catch {
+        // not there yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const end = Date.now() + seconds * 1000;
+    const perTick = (20 * 1e6) / 20; // 20 MB/s in 50 ms ticks
+    let nextSample = 0;
+    const poller = setInterval(() => {
+      void (async () => {
+        for (const sample of [...pending]) {
+          const handle = await open(join(target, sample.file), "r").catch(() => undefined);
+          if (handle === undefined) continue;
+          const read = Buffer.alloc(sample.data.length);
+          await handle.read(read, 0, read.length, sample.offset);
+          await handle.close();
+          if (read.equals(sample.data)) {
+            lags.push((Date.now() - sample.at) / 1000);
+            pending.splice(pending.indexOf(sample), 1);
+          }
+        }
+      })();
+    }, 20);
+    while (Date.now() < end) {
+      const tickStart = Date.now();
+      let tickBytes = 0;
+      while (tickBytes < perTick) {
+        const size = 4096 + Math.floor(Math.random() * (60 * 1024));
+        const file = `f${Math.floor(Math.random() * files)}`;
+        const offset = Math.floor(Math.random() * (fileSize - size));
+        const data = randomBytes(size);
+        const handle = await open(join(source, file), "r+");
+        await handle.write(data, 0, size, offset);
+        await handle.close();
+        if (Date.now() >= nextSample) {
+          pending.push({ file, offset, data, at: Date.now() });
+          nextSample = Date.now() + 100;
+        }
+        tickBytes += size;
+        written += size;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 50 - (Date.now() - tickStart))));
+    }
+    const drainUntil = Date.now() + 30_000;
+    while (pending.length > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 50));
+    clearInterval(poller);
+  } finally {
+    await pipeline.stopAll();
+  }
+  lags.sort((a, b) => a - b);
+  return { p50: percentile(lags, 50), p99: percentile(lags, 99), samples: lags.length, written };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const scale = Number(process.env.KSR_BENCH_SCALE ?? "1");
+  const lagSeconds = Number(process.env.KSR_BENCH_LAG_SECONDS ?? "60");
+  const work = await mkdtemp(join(tmpdir(), "ksr-bench-replication-"));
+  const results: ScenarioResult[] = [];
+  try {
+    const source = join(work, "source");
+    const { bytes, small } = await makeTree(source, scale);
+    execFileSync("sync");
+
+    const rsyncInitial = timed(() => {
+      rsync(["-a", `${source}/`, join(work, "rsync-target")]);
+    });
+    const ours = await runOnce({
+      source,
+      target: join(work, "target"),
+      work: join(work, "pipeline"),
+      once: true,
+      logDir: work,
+    });
+    results.push({
+      scenario: "initial",
+      bytes,
+      seconds: ours.seconds,
+      baseline: "rsync -a + sync",
+      baselineSeconds: rsyncInitial.seconds,
+      ratio: rsyncInitial.seconds / ours.seconds,
+      bytesPushed: ours.bytesPushed,
+    });
+
+    const changed = await changeBlocks(source, small, Math.floor(512 * mib * scale));
+    execFileSync("sync");
+    const oursIncremental = await runOnce({
+      source,
+      target: join(work, "target"),
+      work: join(work, "pipeline"),
+      once: true,
+      logDir: work,
+    });
+    const rsyncIncremental = timed(() => {
+      rsync(["-a", "--no-whole-file", "--inplace", `${source}/`, join(work, "rsync-target")]);
+    });
+    results.push({
+      scenario: "incremental",
+      bytes: changed,
+      seconds: oursIncremental.seconds,
+      baseline: "rsync -a --no-whole-file --inplace + sync",
+      baselineSeconds: rsyncIncremental.seconds,
+      ratio: rsyncIncremental.seconds / oursIncremental.seconds,
+      wireBytes: oursIncremental.bytesPushed,
+      wireBytesPerChangedByte: oursIncremental.bytesPushed / changed,
+    });
+
+    if (lagSeconds > 0 && !args.includes("--no-lag")) {
+      const lag = await lagUnderLoad(work, lagSeconds);
+      results.push({
+        scenario: "lag-under-load",
+        bytes: lag.written,
+        seconds: lag.p99,
+        baseline: "none (p99 lag; goal <= 2 s)",
+        baselineSeconds: 2,
+        ratio: 2 / lag.p99,
+        p50Seconds: lag.p50,
+        p99Seconds: lag.p99,
+        samples: lag.samples,
+      });
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  await mkdir("bench/results", { recursive: true });
+  await writeFile("bench/results/replication.json", `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(
+    "scenario         bytes          seconds  baseline                                   baseline s  ratio\n",
+  );
+  for (const r of results)
+    process.stdout.write(
+      `${r.scenario.padEnd(16)} ${String(r.bytes).padEnd(14)} ${r.seconds.toFixed(2).padStart(7)}  ${r.baseline.padEnd(42)} ${r.baselineSeconds.toFixed(2).padStart(10)}  ${r.ratio.toFixed(2)}\n`,
+    );
+  for (const r of results) {
+    const extras = Object.entries(r).filter(
+      ([key]) => !["scenario", "bytes", "seconds", "baseline", "baselineSeconds", "ratio"].includes(key),
+    );
+    if (extras.length > 0)
+      process.stdout.write(
+        `${r.scenario}: ${extras.map(([k, v]) => `${k}=${typeof v === "number" ? v.toFixed(3) : v}`).join(" ")}\n`,
+      );
+  }
+}
