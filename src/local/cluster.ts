@@ -197,7 +197,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         "--watch-progress-notify-interval=5s",
         "--log-level=warn",
       ],
-      health: () => httpOk(`${etcdUrl}/health`),
+      health: () => probe(`${etcdUrl}/health`),
     },
     {
       name: "kube-apiserver",
@@ -223,7 +223,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         "--profiling=false",
         "--v=1",
       ],
-      health: () => httpsOk(`https://${loopback}:${ports.apiServer}/readyz`, { ca, ...(admin ?? {}) }),
+      health: () => probe(`https://${loopback}:${ports.apiServer}/readyz`, { ca, ...(admin ?? {}) }),
     },
     {
       // The controller-manager and scheduler exit when the apiserver's RBAC bootstrap is unfinished.
@@ -247,7 +247,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         "--profiling=false",
         "--v=1",
       ],
-      health: () => httpsOk(`https://${loopback}:${ports.controllerManager}/healthz`, { insecure: true }),
+      health: () => probe(`https://${loopback}:${ports.controllerManager}/healthz`, { insecure: true }),
     },
     {
       name: "kube-scheduler",
@@ -262,33 +262,24 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         "--profiling=false",
         "--v=1",
       ],
-      health: () => httpsOk(`https://${loopback}:${ports.scheduler}/healthz`, { insecure: true }),
+      health: () => probe(`https://${loopback}:${ports.scheduler}/healthz`, { insecure: true }),
     },
   ];
 }
 
-function httpOk(url: string): Promise<boolean> {
-  return new Promise((resolvePromise) => {
-    const req = httpRequest(url, { timeout: 2000 }, (res) => {
-      res.resume();
-      resolvePromise(res.statusCode === 200);
-    });
-    req.on("error", () => {
-      resolvePromise(false);
-    });
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
+interface ProbeTls {
+  ca?: Buffer;
+  cert?: string;
+  key?: string;
+  /** The controller-manager and scheduler serve self-signed certificates; we only ask them for /healthz. */
+  insecure?: boolean;
 }
 
-/**
- * Health probes: the apiserver is checked with the cluster CA and the admin
- * identity; the controller-manager and scheduler serve self-signed
- * certificates on loopback, which we only ask for /healthz.
- */
-function httpsOk(url: string, tls: { ca?: Buffer; cert?: string; key?: string; insecure?: boolean }): Promise<boolean> {
+/** True when url answers 200 within two seconds; HTTPS uses the given CA and client identity. */
+function probe(url: string, tls: ProbeTls = {}): Promise<boolean> {
+  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
   return new Promise((resolvePromise) => {
-    const req = httpsRequest(
+    const req = request(
       url,
       { timeout: 2000, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.insecure !== true },
       (res) => {
