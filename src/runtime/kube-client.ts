@@ -205,7 +205,7 @@ export class KubeClient {
       path: resourcePath(type, options.namespace),
       query,
     });
-    return startWatch(requestOptions, onEvent);
+    return startWatch(requestOptions, onEvent, this.requestTimeoutMs);
   }
 
   private async json<T>(raw: RawRequest): Promise<T> {
@@ -301,7 +301,15 @@ function sendRequest(
   });
 }
 
-function startWatch(options: RequestOptions, onEvent: (event: WatchEvent) => void): Promise<WatchHandle> {
+/**
+ * Until the response headers arrive, the request timeout applies; afterwards a
+ * quiet stream is normal and the informer's stall watchdog judges it.
+ */
+function startWatch(
+  options: RequestOptions,
+  onEvent: (event: WatchEvent) => void,
+  responseTimeoutMs: number,
+): Promise<WatchHandle> {
   return new Promise((resolveHandle, rejectHandle) => {
     let settle: (end: WatchEnd) => void = () => undefined;
     const ended = new Promise<WatchEnd>((resolve) => (settle = resolve));
@@ -313,6 +321,7 @@ function startWatch(options: RequestOptions, onEvent: (event: WatchEvent) => voi
       settle(end);
     };
     const req = request(options, (res) => {
+      req.setTimeout(0);
       if (res.statusCode !== 200) {
         readAll(res, (body) => {
           rejectHandle(apiErrorFrom(res.statusCode ?? 0, body, `watch ${options.path ?? ""}`));
@@ -328,6 +337,9 @@ function startWatch(options: RequestOptions, onEvent: (event: WatchEvent) => voi
       });
       streamEvents(res, onEvent, finish, () => !finished);
     });
+    req.setTimeout(responseTimeoutMs, () =>
+      req.destroy(new Error(`no answer to the watch request within ${responseTimeoutMs} ms`)),
+    );
     req.on("error", (error) => {
       rejectHandle(error);
       finish({ kind: "error", error });

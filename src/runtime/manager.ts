@@ -88,8 +88,9 @@ export class Manager {
     });
   }
 
+  /** True while this manager's controllers may run. */
   get isLeader(): boolean {
-    return this.elector?.isLeader ?? this.lifecycle !== undefined;
+    return this.elector?.isLeader ?? (this.lifecycle !== undefined && this.stopping === undefined);
   }
 
   /** Where /metrics, /healthz and /readyz are served (when options.health is set). */

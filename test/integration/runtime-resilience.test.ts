@@ -127,4 +127,25 @@ describe("runtime: informer resilience on a real API server", function () {
       await proxy.close();
     }
   });
+
+  it("gives up on a list or watch request that the server never answers", async () => {
+    const server = new URL(cluster.kubeConfig.getCurrentCluster()!.server);
+    const proxy = await FreezingProxy.start({ host: server.hostname, port: Number(server.port) });
+    const client = new KubeClient(throughPort(cluster.kubeConfig, proxy.port), { requestTimeoutMs: 500 });
+    try {
+      proxy.freezeNewConnections = true;
+      await assert.rejects(
+        client.list(mirrors, { namespace: cluster.namespace }),
+        /no answer from the API server within 500 ms/,
+      );
+      const watch = { namespace: cluster.namespace, resourceVersion: "", allowBookmarks: true, timeoutSeconds: 60 };
+      await assert.rejects(
+        client.watch(mirrors, watch, () => undefined),
+        /no answer to the watch request within 500 ms/,
+      );
+    } finally {
+      client.close();
+      await proxy.close();
+    }
+  });
 });

@@ -11,6 +11,8 @@ interface Pair {
 
 export class FreezingProxy {
   private readonly pairs = new Set<Pair>();
+  /** While set, new connections are accepted and then never forwarded. */
+  freezeNewConnections = false;
 
   private constructor(private readonly server: Server) {}
 
@@ -66,6 +68,10 @@ export class FreezingProxy {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
+    if (this.freezeNewConnections) {
+      client.pause();
+      return;
+    }
     client.pipe(upstream);
     upstream.pipe(client);
   }
