@@ -12,6 +12,8 @@ import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair }
 import { resolveControlPlaneBinaries } from "./binaries.js";
 import { renderKubeconfig } from "./kubeconfig.js";
 import { assertPortFree, freePort, loopback } from "./ports.js";
+import { nodeAgentComponent } from "./node/component.js";
+import { stopPodProcesses } from "./node/containment.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -390,13 +392,25 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
       const started = specs.filter((spec) => spec.stage === stage).map((spec) => startComponent(state, spec, progress));
       for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
     }
+    await startNodeAgent(state, deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
+    await stopPodProcesses(dir);
     writeClusterState({ ...state, components: [] });
     throw error;
   }
   progress("ready");
   return state;
+}
+
+/** The local node (src/local/node) runs pods once the control plane serves. */
+async function startNodeAgent(state: ClusterState, deadline: number, progress: (message: string) => void): Promise<void> {
+  const spec = nodeAgentComponent(state.dir);
+  progress(`starting ${spec.name}`);
+  const record = spawnDetached({ ...spec, logFile: join(state.dir, "logs", `${spec.name}.log`) });
+  state.components.push(record);
+  writeClusterState(state);
+  await waitHealthy(spec, record, deadline);
 }
 
 async function stopComponents(components: ProcessRecord[]): Promise<void> {
@@ -413,6 +427,8 @@ export async function down(options: { dir?: string; purge?: boolean } = {}): Pro
     await stopComponents(state.components);
     writeClusterState({ ...state, components: [] });
   }
+  // Pods are the node agent's children; should the agent have died, they are found through its records.
+  await stopPodProcesses(dir);
   if (options.purge === true && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   return stopped;
 }
@@ -423,7 +439,9 @@ export async function status(
 ): Promise<{ state?: ClusterState; components: ComponentHealth[] }> {
   const state = readClusterState(dir);
   if (state === undefined) return { components: [] };
-  const specs = new Map(componentSpecs(state.dir, state.ports).map((spec) => [spec.name, spec]));
+  const specs = new Map(
+    [...componentSpecs(state.dir, state.ports), nodeAgentComponent(state.dir)].map((spec) => [spec.name, spec]),
+  );
   const components: ComponentHealth[] = [];
   for (const record of state.components) {
     const running = isRunning(record);

@@ -26,7 +26,7 @@ interface ProcStat {
   startTicks: number;
 }
 
-function readProcStat(pid: number): ProcStat | undefined {
+export function readProcStat(pid: number): ProcStat | undefined {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, "utf8");

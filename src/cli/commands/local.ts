@@ -2,6 +2,7 @@
 import { Command, Option } from "commander";
 import { defaultClusterDir, down, status, up } from "../../local/cluster.js";
 import { parsePort } from "../../local/ports.js";
+import { logsCommand, nodeAgentCommand } from "./local-node.js";
 
 export function localCommand(): Command {
   const local = new Command("local").description("run a real Kubernetes control plane on this machine, without Docker");
@@ -62,5 +63,7 @@ export function localCommand(): Command {
         process.stdout.write(`${c.name.padEnd(24)} pid ${String(c.pid).padEnd(8)} ${c.detail}\n`);
       if (report.components.length === 0 || report.components.some((c) => !c.healthy)) process.exitCode = 1;
     });
+  local.addCommand(nodeAgentCommand());
+  local.addCommand(logsCommand());
   return local;
 }

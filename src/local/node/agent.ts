@@ -1,0 +1,162 @@
+// The node agent (`ksr local node-agent --dir DIR`): registers the two site
+// nodes, keeps them alive, runs the pods the scheduler binds to them and
+// provisions their volumes. It uses the cluster's admin kubeconfig: it also
+// acts as the storage provisioner, which a node identity may not do.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { CoordinationV1Api, CoreV1Api, KubeConfig, StorageV1Api, type V1Pod } from "@kubernetes/client-node";
+import { pino, type Logger } from "pino";
+import { packageRoot } from "../../util/package-root.js";
+import { readClusterState } from "../cluster.js";
+import { LoopbackAddressPool, nodeAddress, podRangeOctet } from "./addresses.js";
+import { touchHeartbeat } from "./component.js";
+import { clusterCgroup, stopPodProcesses } from "./containment.js";
+import { eventRecorder } from "./events.js";
+import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
+import { describeError, isNotFound, startInformer } from "./kube.js";
+import { localNodes, nodeLayout, type NodeLayout } from "./layout.js";
+import { PodWorker, type NodeContext } from "./pod-worker.js";
+import { startProvisioner } from "./provisioner.js";
+import { startHeartbeats } from "./registration.js";
+import { findHostTools } from "./runtime.js";
+import type { VolumeSources } from "./volumes.js";
+
+function imageHost(layout: NodeLayout): ImageHost {
+  mkdirSync(layout.scripts, { recursive: true });
+  const postgresEntrypoint = join(layout.scripts, "postgres-entrypoint.sh");
+  writeFileSync(postgresEntrypoint, postgresEntrypointScript, { mode: 0o755 });
+  const postgresBinDir = findPostgresBinDir();
+  return {
+    nodeBinary: process.execPath,
+    ksrScript: join(packageRoot, "bin", "ksr.js"),
+    kubectlDrScript: join(packageRoot, "bin", "kubectl-dr.js"),
+    postgresEntrypoint,
+    ...(postgresBinDir === undefined ? {} : { postgresBinDir }),
+  };
+}
+
+/** Live reads for volumes and env; tokens are cached until 80 % of their lifetime, as the kubelet does. */
+function volumeSources(core: CoreV1Api): VolumeSources {
+  const orUndefined = <T>(promise: Promise<T>) =>
+    promise.catch((error: unknown) => {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    });
+  const tokens = new Map<string, { token: string; refreshAt: number }>();
+  return {
+    configMap: (namespace, name) => orUndefined(core.readNamespacedConfigMap({ name, namespace })),
+    secret: (namespace, name) => orUndefined(core.readNamespacedSecret({ name, namespace })),
+    claim: (namespace, name) => orUndefined(core.readNamespacedPersistentVolumeClaim({ name, namespace })),
+    persistentVolume: (name) => orUndefined(core.readPersistentVolume({ name })),
+    async serviceAccountToken(pod, audience, expirationSeconds) {
+      const key = `${pod.metadata?.uid}|${audience ?? ""}|${expirationSeconds}`;
+      const cached = tokens.get(key);
+      if (cached !== undefined && cached.refreshAt > Date.now()) return cached.token;
+      const response = await core.createNamespacedServiceAccountToken({
+        name: pod.spec?.serviceAccountName ?? "default",
+        namespace: pod.metadata?.namespace ?? "default",
+        body: {
+          spec: {
+            audiences: audience === undefined || audience === "" ? [] : [audience],
+            expirationSeconds,
+            boundObjectRef: { apiVersion: "v1", kind: "Pod", name: pod.metadata?.name, uid: pod.metadata?.uid },
+          },
+        },
+      });
+      const token = response.status?.token ?? "";
+      tokens.set(key, { token, refreshAt: Date.now() + expirationSeconds * 800 });
+      return token;
+    },
+  };
+}
+
+export interface NodeAgentOptions {
+  dir: string;
+  log?: Logger;
+}
+
+export interface RunningNodeAgent {
+  stop(): Promise<void>;
+}
+
+export async function startNodeAgent(options: NodeAgentOptions): Promise<RunningNodeAgent> {
+  const state = readClusterState(options.dir);
+  if (state === undefined) throw new Error(`no local cluster in ${options.dir}; start one with: ksr local up --dir ${options.dir}`);
+  const log = options.log ?? pino({ name: "ksr-node" });
+  const layout = nodeLayout(state.dir);
+  // Containers of an earlier agent that died are orphans: the pods they belonged to start afresh.
+  await stopPodProcesses(state.dir);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(state.kubeconfig);
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const nodeNames = new Set(localNodes.map((n) => n.name));
+  const provisioner = await startProvisioner(kubeConfig, core, kubeConfig.makeApiClient(StorageV1Api), nodeNames, layout, log);
+  const cgroupRoot = clusterCgroup(state.dir);
+  const base = {
+    hostIP: nodeAddress,
+    layout,
+    core,
+    sources: volumeSources(core),
+    addresses: new LoopbackAddressPool(podRangeOctet(state.dir)),
+    images: imageHost(layout),
+    tools: findHostTools(),
+    apiServer: { host: nodeAddress, port: state.ports.apiServer },
+    ...(cgroupRoot === undefined ? {} : { cgroupRoot }),
+    log,
+    restartBackoff: { baseMs: 10_000, maxMs: 300_000 },
+    volumeRefreshMs: 60_000,
+  };
+  const workers = new Map<string, PodWorker>();
+  const informers = localNodes.map((identity) => {
+    const ctx: NodeContext = { ...base, nodeName: identity.name, events: eventRecorder(core, identity.name, log) };
+    const upsert = (pod: V1Pod) => {
+      const uid = pod.metadata?.uid ?? "";
+      const existing = workers.get(uid);
+      if (existing !== undefined) existing.update(pod);
+      else {
+        const worker = new PodWorker(pod, ctx, (done) => workers.delete(done));
+        workers.set(uid, worker);
+        worker.kick();
+      }
+    };
+    return startInformer<V1Pod>(
+      kubeConfig,
+      "/api/v1/pods",
+      () => core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${identity.name}` }),
+      { upsert, remove: (pod) => workers.get(pod.metadata?.uid ?? "")?.removed() },
+      log,
+      `spec.nodeName=${identity.name}`,
+    );
+  });
+  // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
+  const heartbeats = await startHeartbeats(core, kubeConfig.makeApiClient(CoordinationV1Api), localNodes, log, () => {
+    touchHeartbeat(state.dir);
+  });
+  log.info({ nodes: [...nodeNames], cgroup: cgroupRoot ?? "none (process groups only)" }, "node agent running");
+  return {
+    async stop() {
+      await Promise.all(informers.map((informer) => informer.stop()));
+      await provisioner.stop();
+      heartbeats.stop();
+      await Promise.all([...workers.values()].map((worker) => worker.kill()));
+      await stopPodProcesses(state.dir);
+    },
+  };
+}
+
+/** Runs the agent in this process until SIGTERM/SIGINT, then stops every pod process before exiting. */
+export async function runNodeAgent(dir: string): Promise<void> {
+  const log = pino({ name: "ksr-node" });
+  const agent = await startNodeAgent({ dir, log });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      log.info({ signal }, "stopping pods and exiting");
+      agent
+        .stop()
+        .catch((error: unknown) => log.error({ error: describeError(error) }, "stop failed"))
+        .finally(resolve);
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  });
+}

@@ -1,0 +1,215 @@
+// Node objects for the two sites and their heartbeats: a Lease in
+// kube-node-lease renewed every 10 s and a fresh Ready condition, so the node
+// lifecycle controller keeps them schedulable and untainted.
+import { cpus, hostname, release, totalmem } from "node:os";
+import { readFileSync } from "node:fs";
+import type { CoordinationV1Api, CoreV1Api, V1Lease, V1Node, V1NodeCondition } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { version } from "../../cli/version.js";
+import { nodeAddress } from "./addresses.js";
+import { describeError, isAlreadyExists, isNotFound, mergePatch } from "./kube.js";
+import { hostnameLabel, siteLabel, type LocalNodeIdentity } from "./layout.js";
+
+export const leaseNamespace = "kube-node-lease";
+export const leaseDurationSeconds = 40;
+export const heartbeatIntervalMs = 10_000;
+/** The Kubernetes release the control plane runs; reported as the kubelet version. */
+const kubeletVersion = "v1.34.4";
+
+export interface NodeCapacity {
+  cpu: string;
+  memory: string;
+  pods: string;
+  "ephemeral-storage": string;
+}
+
+/** Each node reports the whole machine: the two sites share it, and the scheduler only needs room to place pods. */
+export function machineCapacity(): NodeCapacity {
+  return {
+    cpu: String(cpus().length),
+    memory: `${Math.floor(totalmem() / 1024)}Ki`,
+    pods: "110",
+    "ephemeral-storage": "100Gi",
+  };
+}
+
+function readMachineId(): string {
+  try {
+    return readFileSync("/etc/machine-id", "utf8").trim();
+  } catch {
+    return hostname();
+  }
+}
+
+function conditions(now: Date, previous: V1NodeCondition[] | undefined): V1NodeCondition[] {
+  const since = (type: string, status: string) => {
+    const before = previous?.find((c) => c.type === type);
+    return before?.status === status && before.lastTransitionTime !== undefined ? before.lastTransitionTime : now;
+  };
+  const pressure = (type: string, reason: string, message: string): V1NodeCondition => ({
+    type,
+    status: "False",
+    reason,
+    message,
+    lastHeartbeatTime: now,
+    lastTransitionTime: since(type, "False"),
+  });
+  return [
+    pressure("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    pressure("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    pressure("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    {
+      type: "Ready",
+      status: "True",
+      reason: "KubeletReady",
+      message: "ksr local node agent is posting ready status",
+      lastHeartbeatTime: now,
+      lastTransitionTime: since("Ready", "True"),
+    },
+  ];
+}
+
+export function nodeObject(identity: LocalNodeIdentity, capacity: NodeCapacity, now: Date, previous?: V1Node): V1Node {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: {
+      name: identity.name,
+      labels: {
+        [hostnameLabel]: identity.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": process.arch === "x64" ? "amd64" : process.arch,
+        [siteLabel]: identity.site,
+        "node.kubernetes.io/instance-type": "ksr-local",
+      },
+    },
+    spec: {},
+    status: {
+      capacity: { ...capacity },
+      allocatable: { ...capacity },
+      conditions: conditions(now, previous?.status?.conditions),
+      addresses: [
+        { type: "InternalIP", address: nodeAddress },
+        { type: "Hostname", address: identity.name },
+      ],
+      daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
+      nodeInfo: {
+        machineID: readMachineId(),
+        systemUUID: readMachineId(),
+        bootID: readBootId(),
+        kernelVersion: release(),
+        osImage: "ksr local node",
+        containerRuntimeVersion: `ksr-local://${version}`,
+        kubeletVersion,
+        kubeProxyVersion: "",
+        operatingSystem: "linux",
+        architecture: process.arch === "x64" ? "amd64" : process.arch,
+      },
+    },
+  };
+}
+
+function readBootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Creates the node, or brings an existing one (from an earlier `up`) back to our labels and status. */
+export async function registerNode(core: CoreV1Api, identity: LocalNodeIdentity, capacity: NodeCapacity): Promise<void> {
+  const now = new Date();
+  const body = nodeObject(identity, capacity, now);
+  try {
+    await core.createNode({ body });
+    return;
+  } catch (error) {
+    if (!isAlreadyExists(error)) throw error;
+  }
+  const existing = await core.readNode({ name: identity.name });
+  await core.patchNode({ name: identity.name, body: { metadata: { labels: body.metadata?.labels } } }, mergePatch);
+  await core.patchNodeStatus(
+    { name: identity.name, body: { status: nodeObject(identity, capacity, now, existing).status } },
+    mergePatch,
+  );
+}
+
+function leaseObject(identity: LocalNodeIdentity, nodeUid: string | undefined, now: Date): V1Lease {
+  return {
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: {
+      name: identity.name,
+      namespace: leaseNamespace,
+      ...(nodeUid === undefined
+        ? {}
+        : { ownerReferences: [{ apiVersion: "v1", kind: "Node", name: identity.name, uid: nodeUid }] }),
+    },
+    spec: { holderIdentity: identity.name, leaseDurationSeconds, renewTime: now },
+  };
+}
+
+export async function renewLease(coordination: CoordinationV1Api, core: CoreV1Api, identity: LocalNodeIdentity): Promise<void> {
+  const now = new Date();
+  try {
+    const lease = await coordination.readNamespacedLease({ name: identity.name, namespace: leaseNamespace });
+    lease.spec = { ...lease.spec, holderIdentity: identity.name, leaseDurationSeconds, renewTime: now };
+    await coordination.replaceNamespacedLease({ name: identity.name, namespace: leaseNamespace, body: lease });
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    const node = await core.readNode({ name: identity.name });
+    await coordination.createNamespacedLease({
+      namespace: leaseNamespace,
+      body: leaseObject(identity, node.metadata?.uid, now),
+    });
+  }
+}
+
+async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, capacity: NodeCapacity): Promise<void> {
+  const existing = await core.readNode({ name: identity.name }).catch((error: unknown) => {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  });
+  if (existing === undefined) {
+    await registerNode(core, identity, capacity);
+    return;
+  }
+  const status = nodeObject(identity, capacity, new Date(), existing).status;
+  await core.patchNodeStatus({ name: identity.name, body: { status: { conditions: status?.conditions } } }, mergePatch);
+}
+
+/** Registers the nodes and keeps their Leases and Ready conditions fresh until stopped. */
+export async function startHeartbeats(
+  core: CoreV1Api,
+  coordination: CoordinationV1Api,
+  nodes: readonly LocalNodeIdentity[],
+  log: Logger,
+  onBeat: () => void,
+): Promise<{ stop(): void }> {
+  const capacity = machineCapacity();
+  for (const identity of nodes) {
+    await registerNode(core, identity, capacity);
+    await renewLease(coordination, core, identity);
+  }
+  onBeat();
+  const beat = async () => {
+    let healthy = true;
+    for (const identity of nodes) {
+      try {
+        await renewLease(coordination, core, identity);
+        await postStatus(core, identity, capacity);
+      } catch (error) {
+        healthy = false;
+        log.warn({ node: identity.name, error: describeError(error) }, "heartbeat failed");
+      }
+    }
+    if (healthy) onBeat();
+  };
+  const timer = setInterval(() => void beat(), heartbeatIntervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}

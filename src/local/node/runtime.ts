@@ -1,0 +1,199 @@
+// The container runtime: each container is a child process in its own mount
+// and UTS namespace (hostname = pod name), its output appended to a log file,
+// its process tree kept in a cgroup (or at least a process group) of its own.
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
+import { constants } from "node:os";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { isRunning, readProcStat, type ProcessRecord } from "../processes.js";
+import { killCgroupTree, signalProcessGroup } from "./containment.js";
+import type { BindMount, FilesystemPlan, HostView, TopLevelEntry } from "./filesystem.js";
+import { planFilesystem } from "./filesystem.js";
+
+export interface HostTools {
+  unshare: string;
+  nsenter: string;
+  setpriv: string;
+  mount: string;
+}
+
+const toolSearchPath = ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"];
+
+/** Absolute paths of the util-linux tools the runtime needs, so a container's PATH cannot change them. */
+export function findHostTools(): HostTools {
+  const find = (name: string) => {
+    const found = toolSearchPath.map((dir) => join(dir, name)).find((path) => existsSync(path));
+    if (found === undefined) throw new Error(`the local node needs ${name} from util-linux (apt-get install util-linux)`);
+    return found;
+  };
+  return { unshare: find("unshare"), nsenter: find("nsenter"), setpriv: find("setpriv"), mount: find("mount") };
+}
+
+export function hostView(): HostView {
+  const topLevel: TopLevelEntry[] = readdirSync("/").flatMap((name): TopLevelEntry[] => {
+    const stat = lstatSync(join("/", name));
+    if (stat.isSymbolicLink()) return [{ name, type: "symlink", linkTarget: readlinkSync(join("/", name)) }];
+    if (stat.isDirectory()) return [{ name, type: "dir" }];
+    if (stat.isFile()) return [{ name, type: "file" }];
+    return [];
+  });
+  return { topLevel, exists: (path) => existsSync(path), realpath: (path) => realpathSync(path) };
+}
+
+export interface LaunchSpec {
+  /** Empty host directory the container's root tmpfs is mounted on (inside the namespace only). */
+  rootDir: string;
+  /** Empty host directory for overlay scratch space (inside the namespace only). */
+  scratchDir: string;
+  hostname: string;
+  mounts: BindMount[];
+  workingDir: string;
+  argv: string[];
+  env: Record<string, string>;
+  user?: { uid: number; gid: number };
+  cgroup?: string;
+  logFile: string;
+  scriptFile: string;
+}
+
+export const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
+
+/** The setup script run as the container's first process; it ends by exec-ing the container's command. */
+export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: HostTools): string {
+  const q = shellQuote;
+  const root = (path: string) => q(join(spec.rootDir, path));
+  const lines = ["set -eu"];
+  if (spec.cgroup !== undefined) lines.push(`echo $$ > ${q(join(spec.cgroup, "cgroup.procs"))}`);
+  lines.push(`${q(tools.mount)} -t tmpfs -o mode=0755 ksr-root ${q(spec.rootDir)}`);
+  for (const entry of plan.topLevel) {
+    const path = root(entry.name);
+    if (entry.type === "symlink") lines.push(`ln -s ${q(entry.linkTarget ?? "")} ${path}`);
+    else if (entry.type === "dir") lines.push(`mkdir ${path}`, `${q(tools.mount)} --rbind ${q("/" + entry.name)} ${path}`);
+    else lines.push(`: > ${path}`, `${q(tools.mount)} --bind ${q("/" + entry.name)} ${path}`);
+  }
+  if (plan.overlays.length > 0) lines.push(`${q(tools.mount)} -t tmpfs -o mode=0700 ksr-scratch ${q(spec.scratchDir)}`);
+  plan.overlays.forEach((dir, i) => {
+    const upper = q(join(spec.scratchDir, String(i), "upper"));
+    const work = q(join(spec.scratchDir, String(i), "work"));
+    lines.push(
+      `mkdir -p ${upper} ${work}`,
+      `${q(tools.mount)} -t overlay ksr-overlay -o ${q(`lowerdir=${join(spec.rootDir, dir)}`)},upperdir=${upper},workdir=${work} ${root(dir)}`,
+    );
+  });
+  for (const step of plan.steps) {
+    if (step.mkdir !== undefined) lines.push(`mkdir -p ${root(step.mkdir)}`);
+    if (step.touch !== undefined) lines.push(`mkdir -p ${root(dirname(step.touch))}`, `[ -e ${root(step.touch)} ] || : > ${root(step.touch)}`);
+    if (step.bind !== undefined) {
+      lines.push(`${q(tools.mount)} --bind ${q(step.bind.source)} ${root(step.bind.target)}`);
+      if (step.bind.readOnly) lines.push(`${q(tools.mount)} -o remount,bind,ro ${root(step.bind.target)}`);
+    }
+  }
+  lines.push(`echo ${q(spec.hostname)} > /proc/sys/kernel/hostname`);
+  const user = spec.user === undefined ? [] : [tools.setpriv, `--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--clear-groups", "--"];
+  const command = [tools.unshare, `--root=${spec.rootDir}`, `--wd=${plan.workingDir}`, "--", ...user, ...spec.argv];
+  lines.push(`exec ${command.map(q).join(" ")}`);
+  return lines.join("\n") + "\n";
+}
+
+export interface ContainerExit {
+  exitCode: number;
+  signal?: NodeJS.Signals;
+}
+
+export interface RunningProcess {
+  record: ProcessRecord;
+  exited: Promise<ContainerExit>;
+}
+
+/** Starts a container: writes its launch script and spawns it in new mount and UTS namespaces. */
+export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostView = hostView()): RunningProcess {
+  const plan = planFilesystem(spec.mounts, spec.workingDir, host);
+  mkdirSync(dirname(spec.scriptFile), { recursive: true });
+  mkdirSync(spec.rootDir, { recursive: true });
+  mkdirSync(spec.scratchDir, { recursive: true });
+  writeFileSync(spec.scriptFile, launchScript(spec, plan, tools), { mode: 0o700 });
+  mkdirSync(dirname(spec.logFile), { recursive: true });
+  const log = openSync(spec.logFile, "a");
+  try {
+    const child = spawn(tools.unshare, ["--mount", "--uts", "--propagation", "private", "--", "/bin/sh", spec.scriptFile], {
+      detached: true,
+      stdio: ["ignore", log, log],
+      env: spec.env,
+    });
+    const exited = new Promise<ContainerExit>((resolve) => {
+      child.on("error", () => {
+        resolve({ exitCode: 128 });
+      });
+      child.on("exit", (code, signal) => {
+        if (signal !== null) resolve({ exitCode: 128 + (constants.signals[signal] as number), signal });
+        else resolve({ exitCode: code ?? 128 });
+      });
+    });
+    const pid = child.pid ?? -1;
+    return { record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile }, exited };
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** Sends a signal to the container's main process only, as a container runtime's stop does. */
+export function signalContainer(record: ProcessRecord, signal: NodeJS.Signals): void {
+  if (!isRunning(record)) return;
+  try {
+    process.kill(record.pid, signal);
+  } catch {
+    // Exited meanwhile.
+  }
+}
+
+/** Kills everything the container started: its cgroup when it has one, its process group otherwise. */
+export async function killContainerTree(record: ProcessRecord, cgroup: string | undefined): Promise<void> {
+  signalProcessGroup(record, "SIGKILL");
+  if (cgroup !== undefined) await killCgroupTree(cgroup);
+  const deadline = Date.now() + 5000;
+  while (isRunning(record) && Date.now() < deadline) await sleep(20);
+}
+
+export interface ExecResult {
+  exitCode: number;
+  output: string;
+}
+
+/** Runs a command inside a running container's namespaces, root and working directory (exec probes). */
+export function execInContainer(
+  pid: number,
+  argv: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+  tools: HostTools,
+): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const child = spawn(tools.nsenter, [`--target=${pid}`, "--mount", "--uts", "--root", "--wd", "--", ...argv], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    let output = "";
+    const collect = (chunk: Buffer) => {
+      if (output.length < 10_000) output += chunk.toString();
+    };
+    child.stdout.on("data", collect);
+    child.stderr.on("data", collect);
+    const timer = setTimeout(() => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, timeoutMs);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      resolve({ exitCode: 126, output: error.message });
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ exitCode: signal !== null ? 128 + (constants.signals[signal] as number) : (code ?? 126), output });
+    });
+  });
+}
