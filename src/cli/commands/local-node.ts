@@ -5,7 +5,9 @@ import { runNodeAgent } from "../../local/node/agent.js";
 import { readContainerLog } from "../../local/node/logs.js";
 
 const dirOption = () =>
-  new Option("--dir <dir>", "directory holding the cluster's data, PKI, logs and kubeconfig").default(defaultClusterDir);
+  new Option("--dir <dir>", "directory holding the cluster's data, PKI, logs and kubeconfig").default(
+    defaultClusterDir,
+  );
 
 export function nodeAgentCommand(): Command {
   return new Command("node-agent")

@@ -81,7 +81,8 @@ export interface RunningNodeAgent {
 
 export async function startNodeAgent(options: NodeAgentOptions): Promise<RunningNodeAgent> {
   const state = readClusterState(options.dir);
-  if (state === undefined) throw new Error(`no local cluster in ${options.dir}; start one with: ksr local up --dir ${options.dir}`);
+  if (state === undefined)
+    throw new Error(`no local cluster in ${options.dir}; start one with: ksr local up --dir ${options.dir}`);
   const log = options.log ?? pino({ name: "ksr-node" });
   const layout = nodeLayout(state.dir);
   // Containers of an earlier agent that died are orphans: the pods they belonged to start afresh.
@@ -90,7 +91,14 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
   kubeConfig.loadFromFile(state.kubeconfig);
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const nodeNames = new Set(localNodes.map((n) => n.name));
-  const provisioner = await startProvisioner(kubeConfig, core, kubeConfig.makeApiClient(StorageV1Api), nodeNames, layout, log);
+  const provisioner = await startProvisioner(
+    kubeConfig,
+    core,
+    kubeConfig.makeApiClient(StorageV1Api),
+    nodeNames,
+    layout,
+    log,
+  );
   const cgroupRoot = clusterCgroup(state.dir);
   const base = {
     hostIP: nodeAddress,
@@ -147,7 +155,14 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
 /** Runs the agent in this process until SIGTERM/SIGINT, then stops every pod process before exiting. */
 export async function runNodeAgent(dir: string): Promise<void> {
   const log = pino({ name: "ksr-node" });
-  const agent = await startNodeAgent({ dir, log });
+  let agent: RunningNodeAgent;
+  try {
+    agent = await startNodeAgent({ dir, log });
+  } catch (error) {
+    // Half-started informers would keep the process alive: exit so `ksr local up` reports the failure at once.
+    log.fatal({ error: describeError(error) }, "node agent failed to start");
+    process.exit(1);
+  }
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       log.info({ signal }, "stopping pods and exiting");

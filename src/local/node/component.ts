@@ -26,12 +26,15 @@ export function nodeAgentHealthy(clusterDir: string): boolean {
 
 export function nodeAgentComponent(clusterDir: string): {
   name: string;
+  stage: number;
   command: string;
   args: string[];
   health: () => Promise<boolean>;
 } {
   return {
     name: nodeAgentName,
+    // After every control-plane stage: it needs the apiserver, scheduler and controllers serving.
+    stage: 100,
     command: process.execPath,
     args: [join(packageRoot, "bin", "ksr.js"), "local", "node-agent", "--dir", clusterDir],
     health: () => Promise.resolve(nodeAgentHealthy(clusterDir)),

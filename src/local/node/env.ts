@@ -85,7 +85,9 @@ async function keyRefValue(
   const value = data?.[ref.key];
   if (value !== undefined || ref.optional === true) return value;
   throw new ContainerConfigError(
-    data === undefined ? `${kind.toLowerCase()} "${name}" not found` : `couldn't find key ${ref.key} in ${kind} ${namespace}/${name}`,
+    data === undefined
+      ? `${kind.toLowerCase()} "${name}" not found`
+      : `couldn't find key ${ref.key} in ${kind} ${namespace}/${name}`,
   );
 }
 
@@ -108,7 +110,9 @@ async function envVarValue(
   if (from.fieldRef !== undefined) return fieldPathValue(facts, from.fieldRef.fieldPath);
   if (from.configMapKeyRef !== undefined) return keyRefValue("ConfigMap", from.configMapKeyRef, namespace, lookup);
   if (from.secretKeyRef !== undefined) return keyRefValue("Secret", from.secretKeyRef, namespace, lookup);
-  throw new ContainerConfigError(`env ${envVar.name}: only value, fieldRef, configMapKeyRef and secretKeyRef are supported`);
+  throw new ContainerConfigError(
+    `env ${envVar.name}: only value, fieldRef, configMapKeyRef and secretKeyRef are supported`,
+  );
 }
 
 async function envFromValues(
@@ -126,7 +130,9 @@ async function envFromValues(
         ? (await lookup.configMap(namespace, name))?.data
         : mapValues((await lookup.secret(namespace, name))?.data, decodeSecret);
     if (data === undefined && ref?.optional !== true) {
-      throw new ContainerConfigError(`${source.configMapRef !== undefined ? "configmap" : "secret"} "${name}" not found`);
+      throw new ContainerConfigError(
+        `${source.configMapRef !== undefined ? "configmap" : "secret"} "${name}" not found`,
+      );
     }
     for (const [key, value] of Object.entries(data ?? {})) entries.push([prefix + key, value]);
   }

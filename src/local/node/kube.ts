@@ -1,10 +1,20 @@
 // Small helpers around @kubernetes/client-node shared by the node's loops.
-import { ApiException, KubeConfig, ListWatch, PatchStrategy, setHeaderOptions, Watch, type KubernetesObject, type KubernetesListObject } from "@kubernetes/client-node";
+import {
+  ApiException,
+  KubeConfig,
+  ListWatch,
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type KubernetesObject,
+  type KubernetesListObject,
+} from "@kubernetes/client-node";
 import type { Logger } from "pino";
 
 export const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
-export const statusCode = (error: unknown): number | undefined => (error instanceof ApiException ? error.code : undefined);
+export const statusCode = (error: unknown): number | undefined =>
+  error instanceof ApiException ? error.code : undefined;
 export const isNotFound = (error: unknown) => statusCode(error) === 404;
 export const isConflict = (error: unknown) => statusCode(error) === 409;
 export const isAlreadyExists = (error: unknown) => statusCode(error) === 409;

@@ -24,7 +24,8 @@ function podLogDirectory(dir: string, namespace: string, pod: string): string {
         .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)
     : [];
   const newest = candidates[0];
-  if (newest === undefined) throw new Error(`no logs for pod ${namespace}/${pod} in ${root}; is it running on the local node?`);
+  if (newest === undefined)
+    throw new Error(`no logs for pod ${namespace}/${pod} in ${root}; is it running on the local node?`);
   return newest;
 }
 
@@ -44,7 +45,10 @@ export function containerLogFile(request: LogRequest): string {
     .map(Number)
     .sort((a, b) => b - a);
   const run = request.previous === true ? runs[1] : runs[0];
-  if (run === undefined) throw new Error(`container ${container} of pod ${request.pod} has no ${request.previous === true ? "previous " : ""}run`);
+  if (run === undefined)
+    throw new Error(
+      `container ${container} of pod ${request.pod} has no ${request.previous === true ? "previous " : ""}run`,
+    );
   return join(podDir, container, `${run}.log`);
 }
 

@@ -5,7 +5,15 @@ import type { V1ContainerState, V1ContainerStatus, V1Pod, V1PodCondition, V1PodS
 export type ContainerPhase =
   | { kind: "waiting"; reason: string; message?: string }
   | { kind: "running"; startedAt: Date }
-  | { kind: "terminated"; exitCode: number; reason: string; message?: string; signal?: number; startedAt: Date; finishedAt: Date };
+  | {
+      kind: "terminated";
+      exitCode: number;
+      reason: string;
+      message?: string;
+      signal?: number;
+      startedAt: Date;
+      finishedAt: Date;
+    };
 
 export interface ContainerView {
   name: string;
@@ -98,7 +106,8 @@ function condition(
     type,
     status,
     lastProbeTime: undefined,
-    lastTransitionTime: before?.status === status && before.lastTransitionTime !== undefined ? before.lastTransitionTime : now,
+    lastTransitionTime:
+      before?.status === status && before.lastTransitionTime !== undefined ? before.lastTransitionTime : now,
     ...(ok || reason === undefined ? {} : { reason }),
     ...(ok || message === undefined ? {} : { message }),
   };
@@ -130,8 +139,22 @@ export function podStatus(pod: V1Pod, view: PodView, now: Date = new Date()): V1
       previous,
       now,
     ),
-    condition("ContainersReady", containersReady, completed ? "PodCompleted" : "ContainersNotReady", unreadyMessage, previous, now),
-    condition("Ready", containersReady && gatesOpen, readyReason, completed ? undefined : unreadyMessage, previous, now),
+    condition(
+      "ContainersReady",
+      containersReady,
+      completed ? "PodCompleted" : "ContainersNotReady",
+      unreadyMessage,
+      previous,
+      now,
+    ),
+    condition(
+      "Ready",
+      containersReady && gatesOpen,
+      readyReason,
+      completed ? undefined : unreadyMessage,
+      previous,
+      now,
+    ),
   ];
   return {
     phase,

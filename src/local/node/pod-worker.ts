@@ -12,9 +12,23 @@ import type { EventRecorder } from "./events.js";
 import { containerArgv, resolveImage, type ImageHost, type ResolvedImage } from "./images.js";
 import { describeError, isNotFound, mergePatch } from "./kube.js";
 import { podLogDir, type NodeLayout } from "./layout.js";
-import { podStatus, restartDelayMs, shouldRestart, type ContainerPhase, type ContainerView, type PodView } from "./pod-status.js";
+import {
+  podStatus,
+  restartDelayMs,
+  shouldRestart,
+  type ContainerPhase,
+  type ContainerView,
+  type PodView,
+} from "./pod-status.js";
 import { Prober } from "./probes.js";
-import { execInContainer, killContainerTree, signalContainer, startContainer, type HostTools, type RunningProcess } from "./runtime.js";
+import {
+  execInContainer,
+  killContainerTree,
+  signalContainer,
+  startContainer,
+  type HostTools,
+  type RunningProcess,
+} from "./runtime.js";
 import { containerMounts, preparePodVolumes, VolumeNotReady, type PodVolume, type VolumeSources } from "./volumes.js";
 
 export interface NodeContext {
@@ -98,8 +112,9 @@ export class PodWorker {
     this.uid = pod.metadata?.uid ?? "";
     this.startTime = pod.status?.startTime ?? new Date();
     const restarts = (name: string) =>
-      [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])].find((s) => s.name === name)
-        ?.restartCount ?? 0;
+      [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])].find(
+        (s) => s.name === name,
+      )?.restartCount ?? 0;
     this.runs = [
       ...(pod.spec?.initContainers ?? []).map((c) => newRun(c, true, restarts(c.name))),
       ...(pod.spec?.containers ?? []).map((c) => newRun(c, false, restarts(c.name))),
@@ -225,8 +240,12 @@ export class PodWorker {
     mkdirSync(join(this.podDir, "tmp"), { recursive: true, mode: 0o1777 });
     mkdirSync(join(this.podDir, "run"), { recursive: true, mode: 0o755 });
     const subdomain = this.pod.spec?.subdomain;
-    const fqdn = subdomain === undefined ? "" : ` ${name}.${subdomain}.${this.pod.metadata?.namespace}.svc.cluster.local`;
-    writeFileSync(join(etc, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${this.podIP}\t${name}${fqdn}\n`);
+    const fqdn =
+      subdomain === undefined ? "" : ` ${name}.${subdomain}.${this.pod.metadata?.namespace}.svc.cluster.local`;
+    writeFileSync(
+      join(etc, "hosts"),
+      `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${this.podIP}\t${name}${fqdn}\n`,
+    );
     writeFileSync(join(etc, "hostname"), `${name}\n`);
   }
 
@@ -301,7 +320,11 @@ export class PodWorker {
           env: Object.fromEntries(env),
           user: this.user(run.spec),
           cgroup,
-          logFile: join(podLogDir(this.ctx.layout, this.pod.metadata?.namespace ?? "", this.pod.metadata?.name ?? "", this.uid), run.spec.name, `${run.attempts - 1}.log`),
+          logFile: join(
+            podLogDir(this.ctx.layout, this.pod.metadata?.namespace ?? "", this.pod.metadata?.name ?? "", this.uid),
+            run.spec.name,
+            `${run.attempts - 1}.log`,
+          ),
           scriptFile: join(this.podDir, "launch", `${run.spec.name}-${run.attempts}.sh`),
         },
         this.ctx.tools,
@@ -392,7 +415,8 @@ export class PodWorker {
     if (run.phase.kind !== "running") return;
     if (prober.kind === "readiness") {
       run.ready = prober.result;
-      if (!prober.result) this.ctx.events.warning(this.pod, "Unhealthy", `Readiness probe failed: ${prober.lastMessage}`);
+      if (!prober.result)
+        this.ctx.events.warning(this.pod, "Unhealthy", `Readiness probe failed: ${prober.lastMessage}`);
     } else if (prober.kind === "startup" && prober.succeeded) {
       run.started = true;
       run.probers = [];
@@ -400,13 +424,18 @@ export class PodWorker {
     } else if (!prober.result) {
       const what = prober.kind === "startup" ? "Startup" : "Liveness";
       this.ctx.events.warning(this.pod, "Unhealthy", `${what} probe failed: ${prober.lastMessage}`);
-      this.ctx.events.normal(this.pod, "Killing", `Container ${run.spec.name} failed ${prober.kind} probe, will be restarted`);
+      this.ctx.events.normal(
+        this.pod,
+        "Killing",
+        `Container ${run.spec.name} failed ${prober.kind} probe, will be restarted`,
+      );
       void this.stopContainer(run, this.graceSeconds());
     }
     this.kick();
   }
 
   private onExit(run: ContainerRun, id: string, exitCode: number, signal?: NodeJS.Signals): void {
+    this.ctx.log.info({ pod: this.key, container: run.spec.name, exitCode, signal }, "container exited");
     const startedAt = run.phase.kind === "running" ? run.phase.startedAt : new Date();
     for (const prober of run.probers) prober.stop();
     run.probers = [];
@@ -463,14 +492,15 @@ export class PodWorker {
     if (running.length > 0) this.ctx.events.normal(this.pod, "Killing", "Stopping containers");
     await Promise.all(running.map((run) => this.stopContainer(run, this.graceSeconds())));
     await this.release();
+    this.ctx.log.info({ pod: this.key }, "containers stopped; removing the pod");
     if (!this.removedFromApi) {
       await this.publish();
       await this.ctx.core
         .deleteNamespacedPod({
           name: this.pod.metadata?.name ?? "",
           namespace: this.pod.metadata?.namespace ?? "",
-          gracePeriodSeconds: 0,
-          body: { preconditions: { uid: this.uid } },
+          // With a body the apiserver reads the options from it alone: the grace period must be there too.
+          body: { gracePeriodSeconds: 0, preconditions: { uid: this.uid } },
         })
         .catch((error: unknown) => {
           if (!isNotFound(error)) throw error;

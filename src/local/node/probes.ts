@@ -42,7 +42,11 @@ function tcpProbe(host: string, port: number, timeoutMs: number): Promise<ProbeO
   });
 }
 
-function httpProbe(probe: NonNullable<V1Probe["httpGet"]>, target: ProbeTarget, timeoutMs: number): Promise<ProbeOutcome> {
+function httpProbe(
+  probe: NonNullable<V1Probe["httpGet"]>,
+  target: ProbeTarget,
+  timeoutMs: number,
+): Promise<ProbeOutcome> {
   const host = probe.host ?? target.podIP;
   const port = resolvePort(probe.port as number | string, target.container);
   const scheme = (probe.scheme ?? "HTTP").toLowerCase();
@@ -54,7 +58,11 @@ function httpProbe(probe: NonNullable<V1Probe["httpGet"]>, target: ProbeTarget, 
     const req = send(url, { headers, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
       res.resume();
       const status = res.statusCode ?? 0;
-      resolve(status >= 200 && status < 400 ? { ok: true } : { ok: false, message: `HTTP probe failed with statuscode: ${status}` });
+      resolve(
+        status >= 200 && status < 400
+          ? { ok: true }
+          : { ok: false, message: `HTTP probe failed with statuscode: ${status}` },
+      );
     });
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", (error) => {
@@ -117,7 +125,11 @@ function grpcProbe(probe: NonNullable<V1Probe["grpc"]>, podIP: string, timeoutMs
       const status = healthCheckStatus(Buffer.concat(chunks));
       if (grpcStatus !== "0") finish({ ok: false, message: `health rpc failed with grpc-status ${grpcStatus}` });
       else if (status === 1) finish({ ok: true });
-      else finish({ ok: false, message: `service unhealthy (responded with "${status === 2 ? "NOT_SERVING" : String(status)}")` });
+      else
+        finish({
+          ok: false,
+          message: `service unhealthy (responded with "${status === 2 ? "NOT_SERVING" : String(status)}")`,
+        });
     });
     stream.end(healthCheckRequest(probe.service ?? ""));
   });
@@ -129,7 +141,9 @@ export async function runProbe(probe: V1Probe, target: ProbeTarget): Promise<Pro
   try {
     if (probe.exec !== undefined) {
       const result = await target.exec(probe.exec.command ?? [], timeoutMs);
-      return result.exitCode === 0 ? { ok: true } : { ok: false, message: result.output.trim() || `exit code ${result.exitCode}` };
+      return result.exitCode === 0
+        ? { ok: true }
+        : { ok: false, message: result.output.trim() || `exit code ${result.exitCode}` };
     }
     if (probe.tcpSocket !== undefined) {
       const port = resolvePort(probe.tcpSocket.port as number | string, target.container);

@@ -5,7 +5,14 @@
 // removes the data once the claim is gone.
 import { closeSync, existsSync, mkdirSync, openSync, ftruncateSync, rmSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
-import type { CoreV1Api, KubeConfig, StorageV1Api, V1PersistentVolume, V1PersistentVolumeClaim, V1StorageClass } from "@kubernetes/client-node";
+import type {
+  CoreV1Api,
+  KubeConfig,
+  StorageV1Api,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1StorageClass,
+} from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { describeError, isAlreadyExists, isNotFound, startInformer } from "./kube.js";
 import { hostnameLabel, type NodeLayout } from "./layout.js";
@@ -33,8 +40,20 @@ export function quantityBytes(quantity: string): number {
   const match = /^(\d+(?:\.\d+)?(?:[eE]\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$/.exec(quantity.trim());
   if (match === null) throw new Error(`"${quantity}" is not a valid storage quantity`);
   const factors: Record<string, number> = {
-    Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
-    k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18, m: 1e-3,
+    Ki: 2 ** 10,
+    Mi: 2 ** 20,
+    Gi: 2 ** 30,
+    Ti: 2 ** 40,
+    Pi: 2 ** 50,
+    Ei: 2 ** 60,
+    k: 1e3,
+    K: 1e3,
+    M: 1e6,
+    G: 1e9,
+    T: 1e12,
+    P: 1e15,
+    E: 1e18,
+    m: 1e-3,
   };
   return Math.ceil(Number(match[1]) * (factors[match[2] ?? ""] ?? 1));
 }
@@ -158,7 +177,14 @@ export async function startProvisioner(
       await core.createPersistentVolume({ body: decision.pv }).catch((error: unknown) => {
         if (!isAlreadyExists(error)) throw error;
       });
-      log.info({ claim: `${claim.metadata?.namespace}/${claim.metadata?.name}`, pv: decision.pv.metadata?.name, node: decision.node }, "provisioned");
+      log.info(
+        {
+          claim: `${claim.metadata?.namespace}/${claim.metadata?.name}`,
+          pv: decision.pv.metadata?.name,
+          node: decision.node,
+        },
+        "provisioned",
+      );
     } catch (error) {
       log.error({ claim: claim.metadata?.name, error: describeError(error) }, "provisioning failed");
     } finally {
@@ -170,7 +196,8 @@ export async function startProvisioner(
     if (pv.metadata?.annotations?.[provisionedByAnnotation] !== provisionerName) return;
     if (pv.status?.phase !== "Released" || pv.spec?.persistentVolumeReclaimPolicy !== "Delete") return;
     const path = pv.spec.local?.path;
-    if (path !== undefined && isOwnedDataPath(path, layout) && existsSync(path)) rmSync(path, { recursive: true, force: true });
+    if (path !== undefined && isOwnedDataPath(path, layout) && existsSync(path))
+      rmSync(path, { recursive: true, force: true });
     await core.deletePersistentVolume({ name: pv.metadata.name ?? "" }).catch((error: unknown) => {
       if (!isNotFound(error)) throw error;
     });
@@ -205,7 +232,10 @@ export async function startProvisioner(
     "/api/v1/persistentvolumes",
     () => core.listPersistentVolume(),
     {
-      upsert: (pv) => void reclaim(pv).catch((error: unknown) => log.error({ pv: pv.metadata?.name, error: describeError(error) }, "reclaim failed")),
+      upsert: (pv) =>
+        void reclaim(pv).catch((error: unknown) =>
+          log.error({ pv: pv.metadata?.name, error: describeError(error) }, "reclaim failed"),
+        ),
       remove: () => undefined,
     },
     log,

@@ -118,7 +118,11 @@ function readBootId(): string {
 }
 
 /** Creates the node, or brings an existing one (from an earlier `up`) back to our labels and status. */
-export async function registerNode(core: CoreV1Api, identity: LocalNodeIdentity, capacity: NodeCapacity): Promise<void> {
+export async function registerNode(
+  core: CoreV1Api,
+  identity: LocalNodeIdentity,
+  capacity: NodeCapacity,
+): Promise<void> {
   const now = new Date();
   const body = nodeObject(identity, capacity, now);
   try {
@@ -135,7 +139,12 @@ export async function registerNode(core: CoreV1Api, identity: LocalNodeIdentity,
   );
 }
 
-function leaseObject(identity: LocalNodeIdentity, nodeUid: string | undefined, now: Date): V1Lease {
+/** Lease times are MicroTime: the apiserver insists on six fractional digits, which Date.toISOString lacks. */
+export function microTime(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+}
+
+function leaseObject(identity: LocalNodeIdentity, nodeUid: string | undefined): V1Lease {
   return {
     apiVersion: "coordination.k8s.io/v1",
     kind: "Lease",
@@ -146,23 +155,27 @@ function leaseObject(identity: LocalNodeIdentity, nodeUid: string | undefined, n
         ? {}
         : { ownerReferences: [{ apiVersion: "v1", kind: "Node", name: identity.name, uid: nodeUid }] }),
     },
-    spec: { holderIdentity: identity.name, leaseDurationSeconds, renewTime: now },
+    spec: { holderIdentity: identity.name, leaseDurationSeconds },
   };
 }
 
-export async function renewLease(coordination: CoordinationV1Api, core: CoreV1Api, identity: LocalNodeIdentity): Promise<void> {
-  const now = new Date();
+/** Renews the node's Lease (merge patch, so renewTime goes out as a MicroTime string); creates it when missing. */
+export async function renewLease(
+  coordination: CoordinationV1Api,
+  core: CoreV1Api,
+  identity: LocalNodeIdentity,
+): Promise<void> {
+  const body = { spec: { holderIdentity: identity.name, leaseDurationSeconds, renewTime: microTime(new Date()) } };
   try {
-    const lease = await coordination.readNamespacedLease({ name: identity.name, namespace: leaseNamespace });
-    lease.spec = { ...lease.spec, holderIdentity: identity.name, leaseDurationSeconds, renewTime: now };
-    await coordination.replaceNamespacedLease({ name: identity.name, namespace: leaseNamespace, body: lease });
+    await coordination.patchNamespacedLease({ name: identity.name, namespace: leaseNamespace, body }, mergePatch);
   } catch (error) {
     if (!isNotFound(error)) throw error;
     const node = await core.readNode({ name: identity.name });
     await coordination.createNamespacedLease({
       namespace: leaseNamespace,
-      body: leaseObject(identity, node.metadata?.uid, now),
+      body: leaseObject(identity, node.metadata?.uid),
     });
+    await coordination.patchNamespacedLease({ name: identity.name, namespace: leaseNamespace, body }, mergePatch);
   }
 }
 

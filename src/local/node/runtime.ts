@@ -2,7 +2,17 @@
 // and UTS namespace (hostname = pod name), its output appended to a log file,
 // its process tree kept in a cgroup (or at least a process group) of its own.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  writeFileSync,
+} from "node:fs";
 import { constants } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -24,7 +34,8 @@ const toolSearchPath = ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bi
 export function findHostTools(): HostTools {
   const find = (name: string) => {
     const found = toolSearchPath.map((dir) => join(dir, name)).find((path) => existsSync(path));
-    if (found === undefined) throw new Error(`the local node needs ${name} from util-linux (apt-get install util-linux)`);
+    if (found === undefined)
+      throw new Error(`the local node needs ${name} from util-linux (apt-get install util-linux)`);
     return found;
   };
   return { unshare: find("unshare"), nsenter: find("nsenter"), setpriv: find("setpriv"), mount: find("mount") };
@@ -69,7 +80,8 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
   for (const entry of plan.topLevel) {
     const path = root(entry.name);
     if (entry.type === "symlink") lines.push(`ln -s ${q(entry.linkTarget ?? "")} ${path}`);
-    else if (entry.type === "dir") lines.push(`mkdir ${path}`, `${q(tools.mount)} --rbind ${q("/" + entry.name)} ${path}`);
+    else if (entry.type === "dir")
+      lines.push(`mkdir ${path}`, `${q(tools.mount)} --rbind ${q("/" + entry.name)} ${path}`);
     else lines.push(`: > ${path}`, `${q(tools.mount)} --bind ${q("/" + entry.name)} ${path}`);
   }
   if (plan.overlays.length > 0) lines.push(`${q(tools.mount)} -t tmpfs -o mode=0700 ksr-scratch ${q(spec.scratchDir)}`);
@@ -83,14 +95,18 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
   });
   for (const step of plan.steps) {
     if (step.mkdir !== undefined) lines.push(`mkdir -p ${root(step.mkdir)}`);
-    if (step.touch !== undefined) lines.push(`mkdir -p ${root(dirname(step.touch))}`, `[ -e ${root(step.touch)} ] || : > ${root(step.touch)}`);
+    if (step.touch !== undefined)
+      lines.push(`mkdir -p ${root(dirname(step.touch))}`, `[ -e ${root(step.touch)} ] || : > ${root(step.touch)}`);
     if (step.bind !== undefined) {
       lines.push(`${q(tools.mount)} --bind ${q(step.bind.source)} ${root(step.bind.target)}`);
       if (step.bind.readOnly) lines.push(`${q(tools.mount)} -o remount,bind,ro ${root(step.bind.target)}`);
     }
   }
   lines.push(`echo ${q(spec.hostname)} > /proc/sys/kernel/hostname`);
-  const user = spec.user === undefined ? [] : [tools.setpriv, `--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--clear-groups", "--"];
+  const user =
+    spec.user === undefined
+      ? []
+      : [tools.setpriv, `--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--clear-groups", "--"];
   const command = [tools.unshare, `--root=${spec.rootDir}`, `--wd=${plan.workingDir}`, "--", ...user, ...spec.argv];
   lines.push(`exec ${command.map(q).join(" ")}`);
   return lines.join("\n") + "\n";
@@ -116,11 +132,15 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const log = openSync(spec.logFile, "a");
   try {
-    const child = spawn(tools.unshare, ["--mount", "--uts", "--propagation", "private", "--", "/bin/sh", spec.scriptFile], {
-      detached: true,
-      stdio: ["ignore", log, log],
-      env: spec.env,
-    });
+    const child = spawn(
+      tools.unshare,
+      ["--mount", "--uts", "--propagation", "private", "--", "/bin/sh", spec.scriptFile],
+      {
+        detached: true,
+        stdio: ["ignore", log, log],
+        env: spec.env,
+      },
+    );
     const exited = new Promise<ContainerExit>((resolve) => {
       child.on("error", () => {
         resolve({ exitCode: 128 });
@@ -131,7 +151,10 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
       });
     });
     const pid = child.pid ?? -1;
-    return { record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile }, exited };
+    return {
+      record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile },
+      exited,
+    };
   } finally {
     closeSync(log);
   }

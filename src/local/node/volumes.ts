@@ -55,7 +55,11 @@ function keyedFiles(
   optional: boolean,
 ): FileEntry[] {
   if (items === undefined || items.length === 0) {
-    return Object.entries(data).map(([key, content]) => ({ path: safeRelativePath(key, what), content, mode: defaultMode }));
+    return Object.entries(data).map(([key, content]) => ({
+      path: safeRelativePath(key, what),
+      content,
+      mode: defaultMode,
+    }));
   }
   return items.flatMap((item) => {
     const content = data[item.key];
@@ -124,24 +128,34 @@ async function projectionFiles(
   if (source.serviceAccountToken !== undefined) {
     const { audience, expirationSeconds, path } = source.serviceAccountToken;
     const token = await sources.serviceAccountToken(facts.pod, audience, expirationSeconds ?? 3600);
-    return [{ path: safeRelativePath(path, "serviceAccountToken path"), content: Buffer.from(token), mode: defaultMode }];
+    return [
+      { path: safeRelativePath(path, "serviceAccountToken path"), content: Buffer.from(token), mode: defaultMode },
+    ];
   }
-  throw new VolumeNotReady("projected volume: only configMap, secret, downwardAPI and serviceAccountToken sources are supported");
+  throw new VolumeNotReady(
+    "projected volume: only configMap, secret, downwardAPI and serviceAccountToken sources are supported",
+  );
 }
 
-async function managedFiles(volume: V1Volume, facts: PodFacts, sources: VolumeSources): Promise<FileEntry[] | undefined> {
+async function managedFiles(
+  volume: V1Volume,
+  facts: PodFacts,
+  sources: VolumeSources,
+): Promise<FileEntry[] | undefined> {
   const namespace = facts.pod.metadata?.namespace ?? "default";
   if (volume.configMap !== undefined) {
     return configMapFiles(namespace, volume.configMap, volume.configMap.defaultMode ?? 0o644, sources);
   }
-  if (volume.secret !== undefined) return secretFiles(namespace, volume.secret, volume.secret.defaultMode ?? 0o644, sources);
+  if (volume.secret !== undefined)
+    return secretFiles(namespace, volume.secret, volume.secret.defaultMode ?? 0o644, sources);
   if (volume.downwardAPI !== undefined) {
     return downwardFiles(volume.downwardAPI.items, volume.downwardAPI.defaultMode ?? 0o644, facts);
   }
   if (volume.projected !== undefined) {
     const mode = volume.projected.defaultMode ?? 0o644;
     const files: FileEntry[] = [];
-    for (const source of volume.projected.sources ?? []) files.push(...(await projectionFiles(source, mode, facts, sources)));
+    for (const source of volume.projected.sources ?? [])
+      files.push(...(await projectionFiles(source, mode, facts, sources)));
     return files;
   }
   return undefined;
@@ -164,7 +178,12 @@ function syncFiles(dir: string, files: FileEntry[]): void {
   }
 }
 
-async function claimVolume(volume: V1Volume, claimName: string, pod: V1Pod, sources: VolumeSources): Promise<PodVolume> {
+async function claimVolume(
+  volume: V1Volume,
+  claimName: string,
+  pod: V1Pod,
+  sources: VolumeSources,
+): Promise<PodVolume> {
   const namespace = pod.metadata?.namespace ?? "default";
   const claim = await sources.claim(namespace, claimName);
   if (claim === undefined) throw new VolumeNotReady(`persistentvolumeclaim "${claimName}" not found`);
@@ -175,13 +194,20 @@ async function claimVolume(volume: V1Volume, claimName: string, pod: V1Pod, sour
   const pv = await sources.persistentVolume(pvName);
   const path = pv?.spec?.local?.path ?? pv?.spec?.hostPath?.path;
   if (path === undefined) {
-    throw new VolumeNotReady(`persistentvolume "${pvName}" is neither local nor hostPath; the local node cannot attach it`);
+    throw new VolumeNotReady(
+      `persistentvolume "${pvName}" is neither local nor hostPath; the local node cannot attach it`,
+    );
   }
   if (!existsSync(path)) throw new VolumeNotReady(`persistentvolume "${pvName}" data ${path} is missing`);
   return { name: volume.name, path, type: pv?.spec?.volumeMode === "Block" ? "block" : "dir", managed: false };
 }
 
-async function prepareVolume(volume: V1Volume, podDir: string, facts: PodFacts, sources: VolumeSources): Promise<PodVolume> {
+async function prepareVolume(
+  volume: V1Volume,
+  podDir: string,
+  facts: PodFacts,
+  sources: VolumeSources,
+): Promise<PodVolume> {
   const path = join(podDir, "volumes", volume.name);
   const files = await managedFiles(volume, facts, sources);
   if (files !== undefined) {
@@ -215,7 +241,8 @@ export async function preparePodVolumes(
   sources: VolumeSources,
 ): Promise<Map<string, PodVolume>> {
   const volumes = new Map<string, PodVolume>();
-  for (const volume of facts.pod.spec?.volumes ?? []) volumes.set(volume.name, await prepareVolume(volume, podDir, facts, sources));
+  for (const volume of facts.pod.spec?.volumes ?? [])
+    volumes.set(volume.name, await prepareVolume(volume, podDir, facts, sources));
   return volumes;
 }
 
@@ -228,7 +255,8 @@ export function containerMounts(
   const mounts = (container.volumeMounts ?? []).map((mount): BindMount => {
     const volume = volumes.get(mount.name);
     if (volume === undefined) throw new VolumeNotReady(`volumeMount "${mount.name}" names no volume of the pod`);
-    if (volume.type === "block") throw new VolumeNotReady(`volume "${mount.name}" is a Block volume: use volumeDevices`);
+    if (volume.type === "block")
+      throw new VolumeNotReady(`volume "${mount.name}" is a Block volume: use volumeDevices`);
     const subPath = mount.subPathExpr !== undefined ? expandReferences(mount.subPathExpr, env) : mount.subPath;
     let source = volume.path;
     if (subPath !== undefined && subPath !== "") {
@@ -245,8 +273,14 @@ export function containerMounts(
   });
   const devices = (container.volumeDevices ?? []).map((device): BindMount => {
     const volume = volumes.get(device.name);
-    if (volume?.type !== "block") throw new VolumeNotReady(`volumeDevice "${device.name}" needs a Block persistentVolumeClaim`);
-    return { source: volume.path, target: normalizeContainerPath(device.devicePath, "devicePath"), readOnly: false, type: "file" };
+    if (volume?.type !== "block")
+      throw new VolumeNotReady(`volumeDevice "${device.name}" needs a Block persistentVolumeClaim`);
+    return {
+      source: volume.path,
+      target: normalizeContainerPath(device.devicePath, "devicePath"),
+      readOnly: false,
+      type: "file",
+    };
   });
   return [...mounts, ...devices];
 }

@@ -1,0 +1,45 @@
+// Shared helpers for the local-node end-to-end suites.
+import { setTimeout as sleep } from "node:timers/promises";
+import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
+
+/** Polls until check returns a value (not undefined), or fails naming what it waited for and the last state seen. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  describe: () => Promise<string> = () => Promise.resolve(""),
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last seen: ${await describe()}`);
+    await sleep(200);
+  }
+}
+
+export const podCondition = (pod: V1Pod, type: string) => pod.status?.conditions?.find((c) => c.type === type)?.status;
+
+export async function podsWithLabel(core: CoreV1Api, namespace: string, selector: string): Promise<V1Pod[]> {
+  return (await core.listNamespacedPod({ namespace, labelSelector: selector })).items;
+}
+
+export function summarize(pods: V1Pod[]): string {
+  return JSON.stringify(
+    pods.map((p) => ({
+      name: p.metadata?.name,
+      node: p.spec?.nodeName,
+      phase: p.status?.phase,
+      ip: p.status?.podIP,
+      containers: p.status?.containerStatuses?.map((c) => c.state),
+    })),
+  );
+}
+
+/** A busybox container that exits promptly on SIGTERM, so deletions in tests do not wait out the grace period. */
+export function shellContainer(name: string, script: string, extra: Partial<V1Container> = {}): V1Container {
+  return { name, image: "busybox:1.36", command: ["sh", "-c", `trap 'exit 0' TERM; ${script}`], ...extra };
+}
+
+/** Keeps the shell responsive to SIGTERM while idling. */
+export const idle = "while true; do sleep 1; done";

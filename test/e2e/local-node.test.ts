@@ -1,0 +1,419 @@
+// The process-backed local node against the shared `ksr local` cluster: the
+// real scheduler places pods on the two site nodes, the node agent runs them
+// as processes, and the real controllers (Deployment, StatefulSet, Job, PV
+// binder, EndpointSlice) react to the status it reports.
+import { existsSync, readFileSync } from "node:fs";
+import { get as httpGet } from "node:http";
+import { join } from "node:path";
+import { strict as assert } from "node:assert";
+import {
+  AppsV1Api,
+  BatchV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  DiscoveryV1Api,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import { podRangeOctet } from "../../src/local/node/addresses.js";
+import { localNodes, nodeLayout, siteLabel } from "../../src/local/node/layout.js";
+import { readContainerLog } from "../../src/local/node/logs.js";
+import { useCluster } from "../fixture/cluster.js";
+import { idle, podCondition, podsWithLabel, shellContainer, summarize, waitFor } from "./local-node-helpers.js";
+
+function httpText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, { timeout: 2000 }, (res) => {
+      let body = "";
+      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      res.on("end", () => {
+        resolve(body);
+      });
+    }).on("error", reject);
+  });
+}
+
+describe("local node (e2e)", function () {
+  this.timeout(120_000);
+  const cluster = useCluster("node");
+  const core = () => cluster.kubeConfig.makeApiClient(CoreV1Api);
+  const apps = () => cluster.kubeConfig.makeApiClient(AppsV1Api);
+  const ns = () => cluster.namespace;
+  const log = (pod: string, container?: string) =>
+    readContainerLog({
+      dir: cluster.state.dir,
+      namespace: ns(),
+      pod,
+      ...(container === undefined ? {} : { container }),
+    });
+  let mostPodsOnOneNode = 0;
+  const notePodsPerNode = async () => {
+    const pods = (await core().listPodForAllNamespaces()).items.filter((p) => p.status?.phase === "Running");
+    for (const { name } of localNodes) {
+      mostPodsOnOneNode = Math.max(mostPodsOnOneNode, pods.filter((p) => p.spec?.nodeName === name).length);
+    }
+  };
+  after(() => {
+    process.stderr.write(`      local node: at most ${mostPodsOnOneNode} running pods on one node in this suite\n`);
+  });
+
+  it("registers one Ready node per site and keeps their Leases renewed", async () => {
+    const nodes = (await core().listNode()).items;
+    for (const { name, site } of localNodes) {
+      const node = nodes.find((n) => n.metadata?.name === name);
+      assert.equal(node?.metadata?.labels?.[siteLabel], site, name);
+      assert.equal(node?.metadata?.labels?.["kubernetes.io/hostname"], name);
+      assert.equal(node?.status?.conditions?.find((c) => c.type === "Ready")?.status, "True");
+      assert.equal(node?.status?.allocatable?.pods, "110");
+    }
+    const coordination = cluster.kubeConfig.makeApiClient(CoordinationV1Api);
+    const renewed = async () => {
+      const lease = await coordination.readNamespacedLease({ name: "ksr-primary", namespace: "kube-node-lease" });
+      // MicroTime comes back as a string from client-node, not a Date.
+      return new Date(String(lease.spec?.renewTime)).getTime();
+    };
+    const first = await renewed();
+    await waitFor("a lease renewal", async () => (((await renewed()) ?? 0) > (first ?? 0) ? true : undefined), 25_000);
+  });
+
+  it("runs a Deployment to Available with a loopback pod IP that serves, and reports why EndpointSlices stay empty", async () => {
+    const started = Date.now();
+    await apps().createNamespacedDeployment({
+      namespace: ns(),
+      body: {
+        metadata: { name: "web" },
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: { app: "web" } },
+          template: {
+            metadata: { labels: { app: "web" } },
+            spec: {
+              containers: [
+                {
+                  name: "web",
+                  image: "debian:12",
+                  command: ["python3", "-m", "http.server", "8080", "--bind", "$(POD_IP)", "--directory", "/srv"],
+                  env: [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }],
+                  ports: [{ name: "http", containerPort: 8080 }],
+                  readinessProbe: { httpGet: { path: "/", port: "http" }, periodSeconds: 1 },
+                  volumeMounts: [{ name: "site", mountPath: "/srv" }],
+                },
+              ],
+              volumes: [{ name: "site", configMap: { name: "site" } }],
+            },
+          },
+        },
+      },
+    });
+    await core().createNamespacedConfigMap({
+      namespace: ns(),
+      body: { metadata: { name: "site" }, data: { "index.html": "hello from the local node\n" } },
+    });
+    await core().createNamespacedService({
+      namespace: ns(),
+      body: {
+        metadata: { name: "web" },
+        spec: { selector: { app: "web" }, ports: [{ port: 80, targetPort: "http" }] },
+      },
+    });
+    await waitFor(
+      "deployment web Available",
+      async () => {
+        const d = await apps().readNamespacedDeployment({ name: "web", namespace: ns() });
+        return d.status?.conditions?.some((c) => c.type === "Available" && c.status === "True") === true &&
+          d.status.readyReplicas === 1
+          ? true
+          : undefined;
+      },
+      60_000,
+      async () => summarize(await podsWithLabel(core(), ns(), "app=web")),
+    );
+    process.stderr.write(
+      `      local node: one-replica Deployment Available ${Date.now() - started} ms after create\n`,
+    );
+    const [pod] = await podsWithLabel(core(), ns(), "app=web");
+    const ip = pod?.status?.podIP ?? "";
+    assert.match(ip, new RegExp(`^127\\.${podRangeOctet(cluster.state.dir)}\\.\\d+\\.\\d+$`));
+    assert.equal(await httpText(`http://${ip}:8080/index.html`), "hello from the local node\n");
+    await notePodsPerNode();
+    // The EndpointSlice API refuses loopback addresses; the controller says so in an event on the Service.
+    const rejection = await waitFor("the EndpointSlice controller's verdict", async () => {
+      const events = (await core().listNamespacedEvent({ namespace: ns(), fieldSelector: "involvedObject.name=web" }))
+        .items;
+      return events.find((e) => e.reason === "FailedToUpdateEndpointSlices")?.message;
+    });
+    assert.ok(rejection?.includes(`Invalid value: "${ip}": may not be in the loopback range`), String(rejection));
+    const discovery = cluster.kubeConfig.makeApiClient(DiscoveryV1Api);
+    const slices = await discovery.listNamespacedEndpointSlice({
+      namespace: ns(),
+      labelSelector: "kubernetes.io/service-name=web",
+    });
+    assert.deepEqual(
+      slices.items.flatMap((s) => s.endpoints ?? []),
+      [],
+    );
+  });
+
+  it("turns Ready off while an exec readiness probe fails, and back on when it passes", async () => {
+    const script = `touch /tmp/ready; sleep 3; rm /tmp/ready; sleep 3; touch /tmp/ready; ${idle}`;
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "flaky", labels: { app: "flaky" } },
+        spec: {
+          containers: [
+            shellContainer("main", script, {
+              readinessProbe: {
+                exec: { command: ["test", "-f", "/tmp/ready"] },
+                periodSeconds: 1,
+                failureThreshold: 1,
+              },
+            }),
+          ],
+        },
+      },
+    });
+    const readiness = async () =>
+      podCondition(await core().readNamespacedPod({ name: "flaky", namespace: ns() }), "Ready");
+    const seen: string[] = [];
+    await waitFor("Ready True, then False, then True", async () => {
+      const status = (await readiness()) ?? "?";
+      if (seen.at(-1) !== status) seen.push(status);
+      return seen.join(",").includes("True,False,True") ? true : undefined;
+    });
+  });
+
+  it("keeps a StatefulSet's data in its node-local PV across pod deletion, and deletes it with the claim", async () => {
+    await apps().createNamespacedStatefulSet({
+      namespace: ns(),
+      body: {
+        metadata: { name: "db" },
+        spec: {
+          serviceName: "db",
+          replicas: 1,
+          selector: { matchLabels: { app: "db" } },
+          template: {
+            metadata: { labels: { app: "db" } },
+            spec: {
+              nodeSelector: { [siteLabel]: "recovery" },
+              containers: [
+                shellContainer("db", `echo "run $(hostname)" >> /var/lib/db/runs; cat /var/lib/db/runs; ${idle}`, {
+                  volumeMounts: [{ name: "data", mountPath: "/var/lib/db" }],
+                }),
+              ],
+            },
+          },
+          volumeClaimTemplates: [
+            {
+              metadata: { name: "data" },
+              spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "64Mi" } } },
+            },
+          ],
+        },
+      },
+    });
+    const running = async (uidNot?: string) =>
+      waitFor("db-0 Ready", async () => {
+        const pod = await core()
+          .readNamespacedPod({ name: "db-0", namespace: ns() })
+          .catch(() => undefined);
+        return pod !== undefined && pod.metadata?.uid !== uidNot && podCondition(pod, "Ready") === "True"
+          ? pod
+          : undefined;
+      });
+    const first = await running();
+    assert.equal(first.spec?.nodeName, "ksr-recovery");
+    const claim = await core().readNamespacedPersistentVolumeClaim({ name: "data-db-0", namespace: ns() });
+    const pv = await core().readPersistentVolume({ name: claim.spec?.volumeName ?? "" });
+    const dataDir = pv.spec?.local?.path ?? "";
+    assert.equal(dataDir.startsWith(join(nodeLayout(cluster.state.dir).volumes, "ksr-recovery")), true);
+    assert.deepEqual(pv.spec?.nodeAffinity?.required?.nodeSelectorTerms[0]?.matchExpressions?.[0]?.values, [
+      "ksr-recovery",
+    ]);
+    await waitFor("the first run's line in the PV", () =>
+      Promise.resolve(existsSync(join(dataDir, "runs")) || undefined),
+    );
+    assert.equal(readFileSync(join(dataDir, "runs"), "utf8"), "run db-0\n");
+
+    await core().deleteNamespacedPod({ name: "db-0", namespace: ns() });
+    await running(first.metadata?.uid);
+    await waitFor("the second run's line", async () =>
+      log("db-0").includes("run db-0\nrun db-0\n") ? true : undefined,
+    );
+    assert.equal(readFileSync(join(dataDir, "runs"), "utf8"), "run db-0\nrun db-0\n");
+
+    await apps().deleteNamespacedStatefulSet({ name: "db", namespace: ns() });
+    await waitFor("db-0 gone", async () =>
+      (await podsWithLabel(core(), ns(), "app=db")).length === 0 ? true : undefined,
+    );
+    await core().deleteNamespacedPersistentVolumeClaim({ name: "data-db-0", namespace: ns() });
+    await waitFor("the PV and its data deleted", async () => {
+      const gone = await core()
+        .readPersistentVolume({ name: pv.metadata?.name ?? "" })
+        .then(
+          () => false,
+          () => true,
+        );
+      return gone && !existsSync(dataDir) ? true : undefined;
+    });
+  });
+
+  it("completes a Job of the project's image running `ksr version`", async () => {
+    const batch = cluster.kubeConfig.makeApiClient(BatchV1Api);
+    await batch.createNamespacedJob({
+      namespace: ns(),
+      body: {
+        metadata: { name: "version" },
+        spec: {
+          backoffLimit: 0,
+          template: {
+            metadata: { labels: { job: "version" } },
+            spec: {
+              restartPolicy: "Never",
+              containers: [{ name: "ksr", image: "ghcr.io/example/kube-site-recovery:dev", args: ["version"] }],
+            },
+          },
+        },
+      },
+    });
+    await waitFor("job version Complete", async () => {
+      const job = await batch.readNamespacedJob({ name: "version", namespace: ns() });
+      return job.status?.conditions?.some((c) => c.type === "Complete" && c.status === "True") === true
+        ? true
+        : undefined;
+    });
+    const [pod] = await podsWithLabel(core(), ns(), "job=version");
+    assert.equal(pod?.status?.phase, "Succeeded");
+    assert.equal(pod?.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 0);
+    assert.match(log(pod?.metadata?.name ?? ""), /^ksr \d+\.\d+\.\d+/);
+  });
+
+  it("leaves a pod with an image outside the table Pending with a clear reason", async () => {
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: { metadata: { name: "nginx" }, spec: { containers: [{ name: "nginx", image: "nginx:1.27" }] } },
+    });
+    const waiting = await waitFor("a waiting reason", async () => {
+      const pod = await core().readNamespacedPod({ name: "nginx", namespace: ns() });
+      return pod.status?.containerStatuses?.[0]?.state?.waiting?.reason !== undefined ? pod : undefined;
+    });
+    assert.equal(waiting.status?.phase, "Pending");
+    const state = waiting.status?.containerStatuses?.[0]?.state?.waiting;
+    assert.equal(state?.reason, "ErrImageNeverPull");
+    assert.ok(state?.message?.includes('image "nginx:1.27" cannot run on the ksr local node'), String(state?.message));
+  });
+
+  it("spreads pods over the sites by the site label", async () => {
+    await apps().createNamespacedDeployment({
+      namespace: ns(),
+      body: {
+        metadata: { name: "spread" },
+        spec: {
+          replicas: 4,
+          selector: { matchLabels: { app: "spread" } },
+          template: {
+            metadata: { labels: { app: "spread" } },
+            spec: {
+              topologySpreadConstraints: [
+                {
+                  maxSkew: 1,
+                  topologyKey: siteLabel,
+                  whenUnsatisfiable: "DoNotSchedule",
+                  labelSelector: { matchLabels: { app: "spread" } },
+                },
+              ],
+              containers: [shellContainer("main", idle)],
+            },
+          },
+        },
+      },
+    });
+    const pods = await waitFor("4 running spread pods", async () => {
+      const list = await podsWithLabel(core(), ns(), "app=spread");
+      return list.filter((p) => p.status?.phase === "Running").length === 4 ? list : undefined;
+    });
+    await notePodsPerNode();
+    const perNode = (name: string) => pods.filter((p: V1Pod) => p.spec?.nodeName === name).length;
+    assert.deepEqual(
+      localNodes.map((n) => perNode(n.name)),
+      [2, 2],
+    );
+  });
+
+  it("runs init containers first and gives containers env, configMap and secret files, and a working directory", async () => {
+    await core().createNamespacedSecret({
+      namespace: ns(),
+      body: { metadata: { name: "creds" }, stringData: { password: "s3cret" } },
+    });
+    await core().createNamespacedConfigMap({
+      namespace: ns(),
+      body: { metadata: { name: "settings" }, data: { mode: "fast" } },
+    });
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "wired" },
+        spec: {
+          restartPolicy: "Never",
+          initContainers: [
+            shellContainer("prepare", "echo prepared > /work/init.txt", {
+              volumeMounts: [{ name: "work", mountPath: "/work" }],
+            }),
+          ],
+          containers: [
+            shellContainer(
+              "main",
+              'echo "pwd=$(pwd) init=$(cat init.txt) pw=$PASSWORD mode=$MODE file=$(cat /etc/creds/password) ip=$MY_IP"',
+              {
+                workingDir: "/work",
+                env: [
+                  { name: "PASSWORD", valueFrom: { secretKeyRef: { name: "creds", key: "password" } } },
+                  { name: "MODE", valueFrom: { configMapKeyRef: { name: "settings", key: "mode" } } },
+                  { name: "MY_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } },
+                ],
+                volumeMounts: [
+                  { name: "work", mountPath: "/work" },
+                  { name: "creds", mountPath: "/etc/creds" },
+                ],
+              },
+            ),
+          ],
+          volumes: [
+            { name: "work", emptyDir: {} },
+            { name: "creds", secret: { secretName: "creds" } },
+          ],
+        },
+      },
+    });
+    const pod = await waitFor("pod wired Succeeded", async () => {
+      const p = await core().readNamespacedPod({ name: "wired", namespace: ns() });
+      return p.status?.phase === "Succeeded" || p.status?.phase === "Failed" ? p : undefined;
+    });
+    assert.equal(pod.status?.phase, "Succeeded");
+    assert.equal(pod.status?.initContainerStatuses?.[0]?.state?.terminated?.exitCode, 0);
+    assert.equal(
+      log("wired", "main").trim(),
+      `pwd=/work init=prepared pw=s3cret mode=fast file=s3cret ip=${pod.status?.podIP}`,
+    );
+  });
+
+  it("restarts a failing container with back-off and reports its last exit code", async () => {
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "crasher" },
+        spec: { restartPolicy: "OnFailure", containers: [shellContainer("main", "exit 3")] },
+      },
+    });
+    const pod = await waitFor(
+      "a restart",
+      async () => {
+        const p = await core().readNamespacedPod({ name: "crasher", namespace: ns() });
+        return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+      },
+      40_000,
+    );
+    const status = pod.status?.containerStatuses?.[0];
+    assert.equal(status?.lastState?.terminated?.exitCode, 3);
+    assert.equal(pod.status?.phase, "Running");
+  });
+});
