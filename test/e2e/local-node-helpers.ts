@@ -43,3 +43,13 @@ export function shellContainer(name: string, script: string, extra: Partial<V1Co
 
 /** Keeps the shell responsive to SIGTERM while idling. */
 export const idle = "while true; do sleep 1; done";
+
+/** Pods are refused until the service-account controller has made the namespace's "default" account. */
+export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: string): Promise<void> {
+  await waitFor(`serviceaccount ${namespace}/default`, () =>
+    core.readNamespacedServiceAccount({ name: "default", namespace }).then(
+      () => true,
+      () => undefined,
+    ),
+  );
+}

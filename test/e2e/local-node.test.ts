@@ -18,7 +18,15 @@ import { podRangeOctet } from "../../src/local/node/addresses.js";
 import { localNodes, nodeLayout, siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
-import { idle, podCondition, podsWithLabel, shellContainer, summarize, waitFor } from "./local-node-helpers.js";
+import {
+  idle,
+  podCondition,
+  podsWithLabel,
+  shellContainer,
+  summarize,
+  waitFor,
+  waitForDefaultServiceAccount,
+} from "./local-node-helpers.js";
 
 function httpText(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -45,6 +53,7 @@ describe("local node (e2e)", function () {
       pod,
       ...(container === undefined ? {} : { container }),
     });
+  before(() => waitForDefaultServiceAccount(core(), ns()));
   let mostPodsOnOneNode = 0;
   const notePodsPerNode = async () => {
     const pods = (await core().listPodForAllNamespaces()).items.filter((p) => p.status?.phase === "Running");
@@ -60,10 +69,15 @@ describe("local node (e2e)", function () {
     const nodes = (await core().listNode()).items;
     for (const { name, site } of localNodes) {
       const node = nodes.find((n) => n.metadata?.name === name);
-      assert.equal(node?.metadata?.labels?.[siteLabel], site, name);
-      assert.equal(node?.metadata?.labels?.["kubernetes.io/hostname"], name);
-      assert.equal(node?.status?.conditions?.find((c) => c.type === "Ready")?.status, "True");
-      assert.equal(node?.status?.allocatable?.pods, "110");
+      assert.deepEqual(
+        {
+          site: node?.metadata?.labels?.[siteLabel],
+          hostname: node?.metadata?.labels?.["kubernetes.io/hostname"],
+          ready: node?.status?.conditions?.find((c) => c.type === "Ready")?.status,
+          pods: node?.status?.allocatable?.pods,
+        },
+        { site, hostname: name, ready: "True", pods: "110" },
+      );
     }
     const coordination = cluster.kubeConfig.makeApiClient(CoordinationV1Api);
     const renewed = async () => {
@@ -72,7 +86,7 @@ describe("local node (e2e)", function () {
       return new Date(String(lease.spec?.renewTime)).getTime();
     };
     const first = await renewed();
-    await waitFor("a lease renewal", async () => (((await renewed()) ?? 0) > (first ?? 0) ? true : undefined), 25_000);
+    await waitFor("a lease renewal", async () => ((await renewed()) > first ? true : undefined), 25_000);
   });
 
   it("runs a Deployment to Available with a loopback pod IP that serves, and reports why EndpointSlices stay empty", async () => {
@@ -141,14 +155,14 @@ describe("local node (e2e)", function () {
         .items;
       return events.find((e) => e.reason === "FailedToUpdateEndpointSlices")?.message;
     });
-    assert.ok(rejection?.includes(`Invalid value: "${ip}": may not be in the loopback range`), String(rejection));
+    assert.ok(rejection.includes(`Invalid value: "${ip}": may not be in the loopback range`), rejection);
     const discovery = cluster.kubeConfig.makeApiClient(DiscoveryV1Api);
     const slices = await discovery.listNamespacedEndpointSlice({
       namespace: ns(),
       labelSelector: "kubernetes.io/service-name=web",
     });
     assert.deepEqual(
-      slices.items.flatMap((s) => s.endpoints ?? []),
+      slices.items.flatMap((s) => s.endpoints),
       [],
     );
   });
@@ -236,8 +250,8 @@ describe("local node (e2e)", function () {
 
     await core().deleteNamespacedPod({ name: "db-0", namespace: ns() });
     await running(first.metadata?.uid);
-    await waitFor("the second run's line", async () =>
-      log("db-0").includes("run db-0\nrun db-0\n") ? true : undefined,
+    await waitFor("the second run's line", () =>
+      Promise.resolve(log("db-0").includes("run db-0\nrun db-0\n") ? true : undefined),
     );
     assert.equal(readFileSync(join(dataDir, "runs"), "utf8"), "run db-0\nrun db-0\n");
 
@@ -282,9 +296,12 @@ describe("local node (e2e)", function () {
         : undefined;
     });
     const [pod] = await podsWithLabel(core(), ns(), "job=version");
-    assert.equal(pod?.status?.phase, "Succeeded");
-    assert.equal(pod?.status?.containerStatuses?.[0]?.state?.terminated?.exitCode, 0);
-    assert.match(log(pod?.metadata?.name ?? ""), /^ksr \d+\.\d+\.\d+/);
+    const name = pod?.metadata?.name ?? "";
+    assert.deepEqual(
+      { phase: pod?.status?.phase, exitCode: pod?.status?.containerStatuses?.[0]?.state?.terminated?.exitCode },
+      { phase: "Succeeded", exitCode: 0 },
+    );
+    assert.match(log(name), /^ksr \d+\.\d+\.\d+/);
   });
 
   it("leaves a pod with an image outside the table Pending with a clear reason", async () => {
@@ -296,10 +313,10 @@ describe("local node (e2e)", function () {
       const pod = await core().readNamespacedPod({ name: "nginx", namespace: ns() });
       return pod.status?.containerStatuses?.[0]?.state?.waiting?.reason !== undefined ? pod : undefined;
     });
-    assert.equal(waiting.status?.phase, "Pending");
     const state = waiting.status?.containerStatuses?.[0]?.state?.waiting;
+    assert.equal(waiting.status?.phase, "Pending");
     assert.equal(state?.reason, "ErrImageNeverPull");
-    assert.ok(state?.message?.includes('image "nginx:1.27" cannot run on the ksr local node'), String(state?.message));
+    assert.ok(state.message?.includes('image "nginx:1.27" cannot run on the ksr local node'), state.message);
   });
 
   it("spreads pods over the sites by the site label", async () => {
@@ -389,10 +406,10 @@ describe("local node (e2e)", function () {
       return p.status?.phase === "Succeeded" || p.status?.phase === "Failed" ? p : undefined;
     });
     assert.equal(pod.status?.phase, "Succeeded");
-    assert.equal(pod.status?.initContainerStatuses?.[0]?.state?.terminated?.exitCode, 0);
+    assert.equal(pod.status.initContainerStatuses?.[0]?.state?.terminated?.exitCode, 0);
     assert.equal(
       log("wired", "main").trim(),
-      `pwd=/work init=prepared pw=s3cret mode=fast file=s3cret ip=${pod.status?.podIP}`,
+      `pwd=/work init=prepared pw=s3cret mode=fast file=s3cret ip=${pod.status.podIP}`,
     );
   });
 

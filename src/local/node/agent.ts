@@ -168,7 +168,9 @@ export async function runNodeAgent(dir: string): Promise<void> {
       log.info({ signal }, "stopping pods and exiting");
       agent
         .stop()
-        .catch((error: unknown) => log.error({ error: describeError(error) }, "stop failed"))
+        .catch((error: unknown) => {
+          log.error({ error: describeError(error) }, "stop failed");
+        })
         .finally(resolve);
     };
     process.once("SIGTERM", onSignal);

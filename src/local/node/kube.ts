@@ -57,9 +57,15 @@ export function startInformer<T extends KubernetesObject>(
 ): { stop(): Promise<void> } {
   const informer = new ListWatch<T>(path, new Watch(kubeConfig), list, false, undefined, fieldSelector);
   let stopped = false;
-  informer.on("add", handlers.upsert);
-  informer.on("update", handlers.upsert);
-  informer.on("delete", handlers.remove);
+  informer.on("add", (object) => {
+    handlers.upsert(object);
+  });
+  informer.on("update", (object) => {
+    handlers.upsert(object);
+  });
+  informer.on("delete", (object) => {
+    handlers.remove(object);
+  });
   const restart = (error?: unknown) => {
     if (stopped) return;
     log.warn({ path, error: describeError(error) }, "watch failed; restarting");

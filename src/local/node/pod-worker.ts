@@ -337,7 +337,9 @@ export class PodWorker {
       run.ready = false;
       run.started = run.spec.startupProbe === undefined;
       this.ctx.events.normal(this.pod, "Started", `Started container ${run.spec.name}`);
-      void process.exited.then((exit) => this.onExit(run, id, exit.exitCode, exit.signal));
+      void process.exited.then((exit) => {
+        this.onExit(run, id, exit.exitCode, exit.signal);
+      });
       this.startProbers(run);
     } catch (error) {
       if (!(error instanceof Error)) throw error;
@@ -473,7 +475,11 @@ export class PodWorker {
     signalContainer(process.record, "SIGTERM");
     const exited = await Promise.race([
       process.exited.then(() => true),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), graceSeconds * 1000)),
+      new Promise<boolean>((resolve) =>
+        setTimeout(() => {
+          resolve(false);
+        }, graceSeconds * 1000),
+      ),
     ]);
     if (!exited) await killContainerTree(process.record, run.cgroup);
     await process.exited;
@@ -564,7 +570,7 @@ export class PodWorker {
         mergePatch,
       );
       this.lastPublished = serialized;
-      this.pod = { ...this.pod, status: updated.status };
+      this.pod = updated;
     } catch (error) {
       if (isNotFound(error)) {
         this.removedFromApi = true;

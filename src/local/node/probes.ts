@@ -2,7 +2,7 @@
 // tcpSocket, httpGet, grpc (grpc.health.v1) and exec, with initial delay,
 // period, timeout and success/failure thresholds.
 import { request as httpRequest } from "node:http";
-import { connect as http2Connect, constants as http2 } from "node:http2";
+import { connect as http2Connect, constants as http2, type IncomingHttpHeaders } from "node:http2";
 import { request as httpsRequest } from "node:https";
 import { connect } from "node:net";
 import type { V1Container, V1Probe } from "@kubernetes/client-node";
@@ -48,7 +48,7 @@ function httpProbe(
   timeoutMs: number,
 ): Promise<ProbeOutcome> {
   const host = probe.host ?? target.podIP;
-  const port = resolvePort(probe.port as number | string, target.container);
+  const port = resolvePort(probe.port, target.container);
   const scheme = (probe.scheme ?? "HTTP").toLowerCase();
   const url = `${scheme}://${host}:${port}${probe.path ?? "/"}`;
   const headers: Record<string, string> = { "User-Agent": "kube-probe/ksr-local", Accept: "*/*" };
@@ -100,7 +100,7 @@ function grpcProbe(probe: NonNullable<V1Probe["grpc"]>, podIP: string, timeoutMs
     const timer = setTimeout(() => {
       finish({ ok: false, message: `timeout: health rpc did not complete within ${timeoutMs}ms` });
     }, timeoutMs);
-    session.on("error", (error) => {
+    session.on("error", (error: Error) => {
       finish({ ok: false, message: `failed to connect service "${podIP}:${probe.port}": ${error.message}` });
     });
     const stream = session.request({
@@ -112,13 +112,13 @@ function grpcProbe(probe: NonNullable<V1Probe["grpc"]>, podIP: string, timeoutMs
     const chunks: Buffer[] = [];
     let grpcStatus: string | undefined;
     stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("trailers", (trailers) => {
+    stream.on("trailers", (trailers: IncomingHttpHeaders) => {
       grpcStatus = String(trailers["grpc-status"] ?? "");
     });
-    stream.on("response", (headers) => {
+    stream.on("response", (headers: IncomingHttpHeaders) => {
       if (headers["grpc-status"] !== undefined) grpcStatus = String(headers["grpc-status"]);
     });
-    stream.on("error", (error) => {
+    stream.on("error", (error: Error) => {
       finish({ ok: false, message: error.message });
     });
     stream.on("end", () => {
@@ -146,7 +146,7 @@ export async function runProbe(probe: V1Probe, target: ProbeTarget): Promise<Pro
         : { ok: false, message: result.output.trim() || `exit code ${result.exitCode}` };
     }
     if (probe.tcpSocket !== undefined) {
-      const port = resolvePort(probe.tcpSocket.port as number | string, target.container);
+      const port = resolvePort(probe.tcpSocket.port, target.container);
       return await tcpProbe(probe.tcpSocket.host ?? target.podIP, port, timeoutMs);
     }
     if (probe.httpGet !== undefined) return await httpProbe(probe.httpGet, target, timeoutMs);

@@ -233,9 +233,9 @@ export async function startProvisioner(
     () => core.listPersistentVolume(),
     {
       upsert: (pv) =>
-        void reclaim(pv).catch((error: unknown) =>
-          log.error({ pv: pv.metadata?.name, error: describeError(error) }, "reclaim failed"),
-        ),
+        void reclaim(pv).catch((error: unknown) => {
+          log.error({ pv: pv.metadata?.name, error: describeError(error) }, "reclaim failed");
+        }),
       remove: () => undefined,
     },
     log,

@@ -146,7 +146,7 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
         resolve({ exitCode: 128 });
       });
       child.on("exit", (code, signal) => {
-        if (signal !== null) resolve({ exitCode: 128 + (constants.signals[signal] as number), signal });
+        if (signal !== null) resolve({ exitCode: 128 + constants.signals[signal], signal });
         else resolve({ exitCode: code ?? 128 });
       });
     });
@@ -216,7 +216,7 @@ export function execInContainer(
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      resolve({ exitCode: signal !== null ? 128 + (constants.signals[signal] as number) : (code ?? 126), output });
+      resolve({ exitCode: signal !== null ? 128 + constants.signals[signal] : (code ?? 126), output });
     });
   });
 }

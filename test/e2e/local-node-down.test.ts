@@ -1,0 +1,80 @@
+// `ksr local down` must leave nothing running: not the node agent, not a
+// container, not a process a container forked into the background. Uses a
+// cluster of its own, since it stops it.
+import { strict as assert } from "node:assert";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CoreV1Api } from "@kubernetes/client-node";
+import { down, up, type ClusterState } from "../../src/local/cluster.js";
+import { nodeLayout } from "../../src/local/node/layout.js";
+import { isRunning, killNow, type ProcessRecord } from "../../src/local/processes.js";
+import { kubeConfigFor } from "../fixture/cluster.js";
+import { idle, shellContainer, waitFor, waitForDefaultServiceAccount } from "./local-node-helpers.js";
+
+function recordedContainers(state: ClusterState): ProcessRecord[] {
+  const dir = nodeLayout(state.dir).processes;
+  return readdirSync(dir).map((file) => JSON.parse(readFileSync(join(dir, file), "utf8")) as ProcessRecord);
+}
+
+/** Every pid whose environment carries the marker: the containers and whatever they forked. */
+function pidsWithMarker(marker: string): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(marker);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe("ksr local down with pods running (e2e)", function () {
+  this.timeout(180_000);
+  let state: ClusterState | undefined;
+  const dir = mkdtempSync(join(tmpdir(), "ksr-node-down-"));
+  after(async () => {
+    for (const record of state?.components ?? []) killNow(record);
+    await down({ dir }).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("stops the node agent, every container and every process they started", async () => {
+    state = await up({ dir, readyTimeoutMs: 180_000 });
+    const agent = state.components.find((c) => c.name === "node-agent");
+    assert.ok(agent !== undefined && isRunning(agent), "node-agent is started and recorded by up()");
+    const core = kubeConfigFor(state).makeApiClient(CoreV1Api);
+    await waitForDefaultServiceAccount(core, "default");
+    const marker = `KSR_DOWN_TEST=${process.pid}`;
+    const env = [{ name: "KSR_DOWN_TEST", value: String(process.pid) }];
+    for (const site of ["primary", "recovery"]) {
+      await core.createNamespacedPod({
+        namespace: "default",
+        body: {
+          metadata: { name: `forker-${site}` },
+          spec: {
+            nodeSelector: { "topology.dr.ksr.io/site": site },
+            // A background child in its own session escapes a process group, not the container's cgroup.
+            containers: [shellContainer("main", `setsid sleep 600 & ${idle}`, { env })],
+          },
+        },
+      });
+    }
+    const pids = await waitFor("two containers and their background children", () => {
+      const found = pidsWithMarker(marker);
+      return Promise.resolve(found.length >= 4 ? found : undefined);
+    });
+    const containers = recordedContainers(state);
+    assert.equal(containers.length, 2);
+
+    const stopped = await down({ dir });
+    assert.ok(stopped.some((c) => c.name === "node-agent"));
+    assert.deepEqual(pidsWithMarker(marker), [], `processes of ${pids.join(", ")} left behind`);
+    assert.deepEqual(
+      [...state.components, ...containers].filter(isRunning).map((c) => c.name),
+      [],
+    );
+  });
+});
