@@ -404,7 +404,11 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
 }
 
 /** The local node (src/local/node) runs pods once the control plane serves. */
-async function startNodeAgent(state: ClusterState, deadline: number, progress: (message: string) => void): Promise<void> {
+async function startNodeAgent(
+  state: ClusterState,
+  deadline: number,
+  progress: (message: string) => void,
+): Promise<void> {
   const spec = nodeAgentComponent(state.dir);
   progress(`starting ${spec.name}`);
   const record = spawnDetached({ ...spec, logFile: join(state.dir, "logs", `${spec.name}.log`) });
