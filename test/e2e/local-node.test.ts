@@ -162,7 +162,7 @@ describe("local node (e2e)", function () {
       labelSelector: "kubernetes.io/service-name=web",
     });
     assert.deepEqual(
-      slices.items.flatMap((s) => s.endpoints),
+      slices.items.filter((s) => Array.isArray(s.endpoints) && s.endpoints.length > 0),
       [],
     );
   });
