@@ -1,0 +1,85 @@
+// The changes the master target applies, as the undo journal sees them. The shape is the one the
+// replication protocol's generated `Change` has (proto/ksr/replication/v1), so a master target
+// passes its decoded changes straight in; the journal depends on the shape, not on the codegen.
+
+export interface WriteOp {
+  path: string;
+  offset: number;
+  data: Uint8Array;
+}
+export interface ZeroOp {
+  path: string;
+  offset: number;
+  length: number;
+}
+export interface MakeOp {
+  path: string;
+  /** EntryKind: 1 file, 2 directory. */
+  kind: number;
+  mode: number;
+}
+export interface PathOp {
+  path: string;
+}
+export interface RenameOp {
+  from: string;
+  to: string;
+}
+export interface TruncateOp {
+  path: string;
+  size: number;
+}
+export interface SetModeOp {
+  path: string;
+  mode: number;
+}
+export interface SymlinkOp {
+  path: string;
+  target: string;
+}
+export interface HardLinkOp {
+  path: string;
+  existing: string;
+}
+export interface MarkerOp {
+  id: string;
+  /** Consistency: 0 unspecified, 1 crash, 2 app, 3 best effort. */
+  consistency: number;
+  timeUnixMs: number;
+  consistencyGroup: string;
+}
+
+export type JournalOp =
+  | { $case: "write"; value: WriteOp }
+  | { $case: "zero"; value: ZeroOp }
+  | { $case: "make"; value: MakeOp }
+  | { $case: "remove"; value: PathOp }
+  | { $case: "rename"; value: RenameOp }
+  | { $case: "truncate"; value: TruncateOp }
+  | { $case: "setMode"; value: SetModeOp }
+  | { $case: "symlink"; value: SymlinkOp }
+  | { $case: "hardLink"; value: HardLinkOp }
+  | { $case: "marker"; value: MarkerOp };
+
+export interface JournalChange {
+  seq: number;
+  op: JournalOp | undefined;
+}
+
+export const entryKindFile = 1;
+export const entryKindDirectory = 2;
+
+/**
+ * The integration seam: the master target calls `beforeChange` before each change touches the
+ * replica and `sync` before it persists its applied seq. Same shape as the data path's
+ * `ChangeJournal` (src/replicator/master-target/change-journal.ts), so `UndoJournal` plugs in.
+ */
+export interface ChangeJournal {
+  beforeChange(change: JournalChange, replicaRoot: string): Promise<void>;
+  sync(): Promise<void>;
+}
+
+/** Ops that change which entry a path names: they wait while a live hydration copies the replica. */
+export function changesNamespace(op: JournalOp): boolean {
+  return op.$case === "remove" || op.$case === "rename" || op.$case === "symlink" || op.$case === "hardLink";
+}

@@ -1,0 +1,80 @@
+// Copies replica entries the way a recovered volume needs them: content, sizes, permission bits,
+// symlinks verbatim, and hard links kept as links. Regular files use copy_file_range (or a
+// reflink where the filesystem has them), so the kernel moves the bytes.
+import { constants, type Stats } from "node:fs";
+import { chmod, copyFile, link, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
+import { join } from "node:path";
+
+/**
+ * Source inode → destination path of its copy, so further names of the inode become hard links.
+ * Undo steps that move or remove destination paths keep it current.
+ */
+export class LinkMap {
+  private readonly copies = new Map<string, string>();
+
+  static fromJSON(entries: readonly (readonly [string, string])[] | undefined): LinkMap {
+    const map = new LinkMap();
+    for (const [key, path] of entries ?? []) map.copies.set(key, path);
+    return map;
+  }
+
+  toJSON(): [string, string][] {
+    return [...this.copies];
+  }
+
+  copyOf(stats: Stats): string | undefined {
+    return stats.nlink > 1 ? this.copies.get(inodeKey(stats)) : undefined;
+  }
+
+  remember(stats: Stats, destination: string): void {
+    if (stats.isFile() && stats.nlink > 1 && !this.copies.has(inodeKey(stats)))
+      this.copies.set(inodeKey(stats), destination);
+  }
+
+  /** The destination path (or tree) is gone. */
+  forget(destination: string): void {
+    for (const [key, path] of this.copies) if (within(path, destination)) this.copies.delete(key);
+  }
+
+  /** The destination path (or tree) moved. */
+  moved(from: string, to: string): void {
+    for (const [key, path] of this.copies) if (within(path, from)) this.copies.set(key, to + path.slice(from.length));
+  }
+}
+
+function within(path: string, tree: string): boolean {
+  return path === tree || path.startsWith(`${tree}/`);
+}
+
+function inodeKey(stats: Stats): string {
+  return `${stats.dev}:${stats.ino}`;
+}
+
+/** Copies one entry; a directory is created without its content. */
+export async function copyEntry(source: string, destination: string, links: LinkMap): Promise<Stats> {
+  const stats = await lstat(source);
+  if (stats.isDirectory()) {
+    await mkdir(destination, { recursive: true });
+    await chmod(destination, stats.mode & 0o7777);
+  } else if (stats.isSymbolicLink()) {
+    await symlink(await readlink(source), destination);
+  } else if (stats.isFile()) {
+    const copy = links.copyOf(stats);
+    if (copy !== undefined) {
+      await link(copy, destination);
+    } else {
+      await copyFile(source, destination, constants.COPYFILE_FICLONE);
+      await chmod(destination, stats.mode & 0o7777);
+      links.remember(stats, destination);
+    }
+  }
+  return stats;
+}
+
+/** Copies a whole tree (used to place journal objects into a hydrated copy). */
+export async function copyTree(source: string, destination: string, links: LinkMap): Promise<void> {
+  const stats = await copyEntry(source, destination, links);
+  if (!stats.isDirectory()) return;
+  for (const name of (await readdir(source)).sort()) await copyTree(join(source, name), join(destination, name), links);
+  await chmod(destination, stats.mode & 0o7777);
+}

@@ -1,0 +1,289 @@
+// Turning a recovery point into files. `hydrate` writes the point into a new directory or image
+// while the replica keeps receiving changes; `rollback` turns the replica itself into the point.
+// Both keep a progress file and pick up where an interruption left them.
+import { chmod, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { copyEntry, LinkMap } from "./copy-tree.js";
+import { writeFileAtomic } from "./durable.js";
+import { JournalUsageError } from "./errors.js";
+import type { RecoveryPoint } from "./point.js";
+import { UndoApplier } from "./undo-apply.js";
+import type { UndoJournal } from "./undo-journal.js";
+
+export interface MaterialiseProgress {
+  /** Called after each step with a short description (for CLIs and status). */
+  onProgress?: (message: string) => void;
+  /** Stop after this many record groups were undone (lets tests interrupt deterministically). */
+  stopAfterGroups?: number;
+}
+
+interface HydrateState {
+  format: 1;
+  pointId: string;
+  pointSeq: number;
+  phase: "copy" | "undo";
+  /** Last journal seq when the copy began: namespace changes after it make the copy start over. */
+  copyStartSeq: number;
+  /** Replica entries up to this one (in walk order) are copied. */
+  copiedThrough: string | null;
+  /** Records up to this seq are undone during the undo phase. */
+  upperSeq: number;
+  /** Every group above this seq is undone. */
+  undoneAbove: number;
+  /** Where multiply-linked inodes were copied (so a resumed hydration keeps hard links). */
+  links?: [string, string][];
+}
+
+interface RollbackState {
+  format: 1;
+  pointId: string;
+  pointSeq: number;
+  upperSeq: number;
+  undoneAbove: number;
+}
+
+const progressEvery = 256;
+
+export function hydrateProgressPath(destination: string): string {
+  return `${destination.replace(/\/+$/, "")}.ksr-hydrate.json`;
+}
+
+export function rollbackProgressPath(journal: UndoJournal): string {
+  return join(journal.directory, "rollback.json");
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as T;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new JournalUsageError(
+      `progress file ${path} is unreadable (${(error as Error).message}); delete it to start over`,
+    );
+  }
+}
+
+/** Walk order of a tree: depth first, names sorted; compared component by component. */
+function walkOrder(a: string, b: string): number {
+  const left = a.split("/");
+  const right = b.split("/");
+  for (let index = 0; index < Math.min(left.length, right.length); index++) {
+    const x = left[index] ?? "";
+    const y = right[index] ?? "";
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return left.length - right.length;
+}
+
+/** Undoes the groups in (point, state.upperSeq] newest first, saving progress as it goes. */
+async function undoGroups(
+  journal: UndoJournal,
+  point: RecoveryPoint,
+  applier: UndoApplier,
+  state: { upperSeq: number; undoneAbove: number },
+  save: () => Promise<void>,
+  progress: MaterialiseProgress,
+): Promise<boolean> {
+  const groups = journal.groupsBetween(point.seq, Math.min(state.upperSeq, state.undoneAbove)).reverse();
+  let done = 0;
+  for (const group of groups) {
+    if (progress.stopAfterGroups !== undefined && done >= progress.stopAfterGroups) {
+      await applier.flush();
+      await save();
+      return false;
+    }
+    await applier.undoGroup(await journal.readGroup(group));
+    state.undoneAbove = group.seq - 1;
+    if (++done % progressEvery === 0) {
+      await applier.flush();
+      await save();
+      progress.onProgress?.(`undone ${done}/${groups.length} changes`);
+    }
+  }
+  await applier.flush();
+  state.undoneAbove = point.seq;
+  await save();
+  return true;
+}
+
+// ------------------------------------------------------------------------------------ hydrate
+
+/**
+ * Writes the content of `point` into `destination` (a new directory, or a new image file for a
+ * block replica). The replica and the journal are only read. Returns false when stopped early.
+ */
+export async function hydrate(
+  journal: UndoJournal,
+  replicaRoot: string,
+  point: RecoveryPoint,
+  destination: string,
+  progress: MaterialiseProgress = {},
+): Promise<boolean> {
+  const unpin = journal.pin(point);
+  try {
+    const progressPath = hydrateProgressPath(destination);
+    const state = await startOrResumeHydrate(journal, point, destination, progressPath);
+    const links = LinkMap.fromJSON(state.links);
+    const save = () => writeFileAtomic(progressPath, JSON.stringify({ ...state, links }));
+    if (state.phase === "copy") {
+      await copyReplica(journal, replicaRoot, destination, state, links, save, progress);
+      state.phase = "undo";
+      state.upperSeq = journal.lastRecordedSeq;
+      state.undoneAbove = state.upperSeq;
+      await save();
+    }
+    const applier = new UndoApplier(destination, (object) => journal.objectPath(object), "copy", links);
+    if (!(await undoGroups(journal, point, applier, state, save, progress))) return false;
+    await rm(progressPath, { force: true });
+    progress.onProgress?.(`point ${point.id} hydrated into ${destination}`);
+    return true;
+  } finally {
+    unpin();
+  }
+}
+
+async function startOrResumeHydrate(
+  journal: UndoJournal,
+  point: RecoveryPoint,
+  destination: string,
+  progressPath: string,
+): Promise<HydrateState> {
+  const saved = await readJson<HydrateState>(progressPath);
+  if (saved !== undefined) {
+    if (saved.pointId !== point.id || saved.pointSeq !== point.seq)
+      throw new JournalUsageError(
+        `${destination} holds an interrupted hydration of point "${saved.pointId}", not "${point.id}"; remove it and ${progressPath} to start over`,
+      );
+    if (saved.phase === "copy" && (await namespaceChangedSince(journal, saved.copyStartSeq))) {
+      await rm(destination, { recursive: true, force: true });
+      return freshHydrateState(journal, point);
+    }
+    return saved;
+  }
+  const existing = await lstat(destination).catch(() => undefined);
+  if (existing !== undefined && !(existing.isDirectory() && (await readdir(destination)).length === 0))
+    throw new JournalUsageError(`destination ${destination} already exists and is not an empty directory`);
+  await mkdir(dirname(destination), { recursive: true });
+  return freshHydrateState(journal, point);
+}
+
+function freshHydrateState(journal: UndoJournal, point: RecoveryPoint): HydrateState {
+  return {
+    format: 1,
+    pointId: point.id,
+    pointSeq: point.seq,
+    phase: "copy",
+    copyStartSeq: journal.lastRecordedSeq,
+    copiedThrough: null,
+    upperSeq: 0,
+    undoneAbove: 0,
+  };
+}
+
+/** A rename or a replaced entry since the copy began: entries copied before it may be stale in place. */
+async function namespaceChangedSince(journal: UndoJournal, seq: number): Promise<boolean> {
+  for (const group of journal.groupsBetween(seq, journal.lastRecordedSeq))
+    if ((await journal.readGroup(group)).some((record) => record.type === "moved" || record.type === "renamed"))
+      return true;
+  return false;
+}
+
+/**
+ * Copies the replica while namespace changes wait. Block writes, truncates and mode changes go on
+ * meanwhile; whatever of them the copy caught is undone with the other records after the point.
+ */
+async function copyReplica(
+  journal: UndoJournal,
+  replicaRoot: string,
+  destination: string,
+  state: HydrateState,
+  links: LinkMap,
+  save: () => Promise<void>,
+  progress: MaterialiseProgress,
+): Promise<void> {
+  const release = await journal.holdNamespace();
+  try {
+    const rootStats = await lstat(replicaRoot);
+    if (!rootStats.isDirectory()) {
+      await copyEntry(replicaRoot, destination, links);
+      return;
+    }
+    await mkdir(destination, { recursive: true });
+    let copied = 0;
+    for await (const path of walk(replicaRoot, "")) {
+      const source = join(replicaRoot, path);
+      if (state.copiedThrough !== null && walkOrder(path, state.copiedThrough) <= 0) {
+        continue; // copied before the interruption; its links are in the saved map
+      }
+      await copyEntry(source, join(destination, path), links);
+      state.copiedThrough = path;
+      if (++copied % progressEvery === 0) {
+        await save();
+        progress.onProgress?.(`copied ${copied} entries`);
+      }
+    }
+    await chmod(destination, rootStats.mode & 0o7777);
+  } finally {
+    release();
+  }
+}
+
+async function* walk(root: string, prefix: string): AsyncGenerator<string> {
+  for (const name of (await readdir(join(root, prefix))).sort()) {
+    const path = prefix === "" ? name : `${prefix}/${name}`;
+    yield path;
+    if ((await lstat(join(root, path))).isDirectory()) yield* walk(root, path);
+  }
+}
+
+// ------------------------------------------------------------------------------------ rollback
+
+/**
+ * Turns the replica into `point` in place: every record newer than the point is undone on the
+ * replica (entries moved into the journal move back, nothing is copied), then the history after
+ * the point is dropped. The master target must not apply changes meanwhile.
+ */
+export async function rollback(
+  journal: UndoJournal,
+  replicaRoot: string,
+  point: RecoveryPoint,
+  progress: MaterialiseProgress = {},
+): Promise<boolean> {
+  return journal.alone(async () => {
+    const progressPath = rollbackProgressPath(journal);
+    const state = await startOrResumeRollback(journal, point, progressPath);
+    const save = () => writeFileAtomic(progressPath, JSON.stringify(state));
+    await save();
+    journal.blockChangesForRollback(point);
+    const applier = new UndoApplier(replicaRoot, (object) => journal.objectPath(object), "move");
+    if (!(await undoGroups(journal, point, applier, state, save, progress))) return false;
+    await journal.truncateAfter(point);
+    await rm(progressPath, { force: true });
+    progress.onProgress?.(`replica rolled back to point ${point.id}`);
+    return true;
+  });
+}
+
+async function startOrResumeRollback(
+  journal: UndoJournal,
+  point: RecoveryPoint,
+  progressPath: string,
+): Promise<RollbackState> {
+  const saved = await readJson<RollbackState>(progressPath);
+  if (saved !== undefined) {
+    if (saved.pointId !== point.id || saved.pointSeq !== point.seq)
+      throw new JournalUsageError(
+        `an interrupted rollback to point "${saved.pointId}" must finish first (run rollback to "${saved.pointId}" again)`,
+      );
+    return saved;
+  }
+  journal.requireRetained(point);
+  if (journal.hasPins) throw new JournalUsageError("a hydration is reading the journal; roll back after it finished");
+  return {
+    format: 1,
+    pointId: point.id,
+    pointSeq: point.seq,
+    upperSeq: journal.lastRecordedSeq,
+    undoneAbove: journal.lastRecordedSeq,
+  };
+}
