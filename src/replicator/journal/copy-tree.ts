@@ -10,35 +10,45 @@ import { join } from "node:path";
  * Undo steps that move or remove destination paths keep it current.
  */
 export class LinkMap {
-  private readonly copies = new Map<string, string>();
+  private readonly copies = new Map<string, string[]>();
 
-  static fromJSON(entries: readonly (readonly [string, string])[] | undefined): LinkMap {
+  static fromJSON(entries: readonly (readonly [string, string[]])[] | undefined): LinkMap {
     const map = new LinkMap();
-    for (const [key, path] of entries ?? []) map.copies.set(key, path);
+    for (const [key, paths] of entries ?? []) map.copies.set(key, [...paths]);
     return map;
   }
 
-  toJSON(): [string, string][] {
+  toJSON(): [string, string[]][] {
     return [...this.copies];
   }
 
+  /** A destination path that still names the copy of this source inode. */
   copyOf(stats: Stats): string | undefined {
-    return stats.nlink > 1 ? this.copies.get(inodeKey(stats)) : undefined;
+    return stats.nlink > 1 ? this.copies.get(inodeKey(stats))?.[0] : undefined;
   }
 
   remember(stats: Stats, destination: string): void {
-    if (stats.isFile() && stats.nlink > 1 && !this.copies.has(inodeKey(stats)))
-      this.copies.set(inodeKey(stats), destination);
+    if (!stats.isFile() || stats.nlink <= 1) return;
+    const key = inodeKey(stats);
+    this.copies.set(key, [...(this.copies.get(key) ?? []), destination]);
   }
 
   /** The destination path (or tree) is gone. */
   forget(destination: string): void {
-    for (const [key, path] of this.copies) if (within(path, destination)) this.copies.delete(key);
+    this.rewrite((path) => (within(path, destination) ? undefined : path));
   }
 
   /** The destination path (or tree) moved. */
   moved(from: string, to: string): void {
-    for (const [key, path] of this.copies) if (within(path, from)) this.copies.set(key, to + path.slice(from.length));
+    this.rewrite((path) => (within(path, from) ? to + path.slice(from.length) : path));
+  }
+
+  private rewrite(change: (path: string) => string | undefined): void {
+    for (const [key, paths] of this.copies) {
+      const kept = paths.flatMap((path) => change(path) ?? []);
+      if (kept.length === 0) this.copies.delete(key);
+      else this.copies.set(key, kept);
+    }
   }
 }
 
@@ -62,6 +72,7 @@ export async function copyEntry(source: string, destination: string, links: Link
     const copy = links.copyOf(stats);
     if (copy !== undefined) {
       await link(copy, destination);
+      links.remember(stats, destination);
     } else {
       await copyFile(source, destination, constants.COPYFILE_FICLONE);
       await chmod(destination, stats.mode & 0o7777);

@@ -31,7 +31,7 @@ interface HydrateState {
   /** Every group above this seq is undone. */
   undoneAbove: number;
   /** Where multiply-linked inodes were copied (so a resumed hydration keeps hard links). */
-  links?: [string, string][];
+  links?: [string, string[]][];
 }
 
 interface RollbackState {
