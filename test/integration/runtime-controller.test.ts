@@ -6,6 +6,7 @@ import {
   configMaps,
   eventsV1,
   findCondition,
+  predicates,
   TerminalError,
   type Manager,
   type Reconciler,
@@ -173,5 +174,49 @@ describe("runtime: sample controller on a real API server", function () {
       "controller_runtime_terminal_reconcile_errors_total",
     );
     assert.match(metrics, /\{controller="mirror"\} 1/);
+  });
+
+  it("watches(): a change to another kind enqueues the primary objects its map function names", async () => {
+    manager = testManager(cluster.kubeConfig);
+    const reconciled: string[] = [];
+    manager
+      .controller("mapped")
+      .for(mirrors, { scope: { namespace: cluster.namespace } })
+      .watches(
+        configMaps,
+        (cm) =>
+          cm.metadata.labels?.mirror === undefined
+            ? []
+            : [{ namespace: cm.metadata.namespace, name: cm.metadata.labels.mirror }],
+        {
+          scope: { namespace: cluster.namespace },
+          predicates: [predicates.labelsChanged],
+        },
+      )
+      .complete(({ name }) => {
+        reconciled.push(name);
+        return Promise.resolve(undefined);
+      });
+    await manager.start();
+    const ns = cluster.namespace;
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 500));
+    await settle();
+    reconciled.length = 0;
+
+    await manager.client.create(configMaps, {
+      metadata: { name: "pointer", namespace: ns, labels: { mirror: "target" } },
+    });
+    await waitFor("the mapped Mirror to be enqueued", () => reconciled.includes("target"));
+    const pointer = (await manager.client.get(configMaps, "pointer", ns))!;
+    await manager.client.replace(configMaps, { ...pointer, data: { unrelated: "change" } });
+    await settle();
+    assert.deepEqual(reconciled, ["target"], "a change that leaves the labels alone is filtered by labelsChanged");
+    await manager.client.patch(
+      configMaps,
+      { name: "pointer", namespace: ns },
+      { metadata: { labels: { mirror: "other" } } },
+      "merge",
+    );
+    await waitFor("the newly named Mirror to be enqueued", () => reconciled.includes("other"));
   });
 });
