@@ -219,4 +219,42 @@ describe("runtime: sample controller on a real API server", function () {
     );
     await waitFor("the newly named Mirror to be enqueued", () => reconciled.includes("other"));
   });
+
+  it("requeues after requeueAfterMs, and runs up to `concurrency` different keys at once", async () => {
+    manager = testManager(cluster.kubeConfig);
+    const ns = cluster.namespace;
+    const ticks: number[] = [];
+    let running = 0;
+    let mostAtOnce = 0;
+    const inFlight = new Set<string>();
+    manager
+      .controller("paced")
+      .for(mirrors, { scope: { namespace: ns } })
+      .withConcurrency(3)
+      .complete(async ({ name }) => {
+        if (name === "ticker") {
+          ticks.push(performance.now());
+          return { requeueAfterMs: 300 };
+        }
+        if (!name.startsWith("slow-")) return undefined;
+        assert.ok(!inFlight.has(name), `${name} reconciled twice at once`);
+        inFlight.add(name);
+        mostAtOnce = Math.max(mostAtOnce, ++running);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        running--;
+        inFlight.delete(name);
+        return undefined;
+      });
+    // Created before the start, so the first list hands all six to the queue at once.
+    await Promise.all(
+      ["a", "b", "c", "d", "e", "f"].map((n) => manager!.client.create(mirrors, mirror(ns, `slow-${n}`, {}))),
+    );
+    await manager.start();
+    await manager.client.create(mirrors, mirror(ns, "ticker", {}));
+    await waitFor("four ticks", () => ticks.length >= 4);
+    const gaps = ticks.slice(1).map((at, i) => at - ticks[i]!);
+    for (const gap of gaps) assert.ok(gap >= 295 && gap < 1000, `ticks ${gaps.map(Math.round).join(", ")} ms apart`);
+    await waitFor("the slow keys to finish", () => running === 0 && mostAtOnce > 0);
+    assert.equal(mostAtOnce, 3);
+  });
 });
