@@ -1,0 +1,137 @@
+import { strict as assert } from "node:assert";
+import type { V1Pod } from "@kubernetes/client-node";
+import {
+  podPhase,
+  podStatus,
+  restartDelayMs,
+  shouldRestart,
+  type ContainerPhase,
+  type ContainerView,
+  type PodView,
+} from "../../../src/local/node/pod-status.js";
+
+const t0 = new Date("2026-01-01T00:00:00Z");
+const waiting: ContainerPhase = { kind: "waiting", reason: "ContainerCreating" };
+const running: ContainerPhase = { kind: "running", startedAt: t0 };
+const exited = (exitCode: number): ContainerPhase => ({
+  kind: "terminated",
+  exitCode,
+  reason: exitCode === 0 ? "Completed" : "Error",
+  startedAt: t0,
+  finishedAt: t0,
+});
+
+function container(state: ContainerPhase, extra: Partial<ContainerView> = {}): ContainerView {
+  return {
+    name: "c",
+    image: "busybox",
+    imageID: "",
+    state,
+    restartCount: 0,
+    ready: false,
+    started: false,
+    finished: false,
+    ...extra,
+  };
+}
+function view(containers: ContainerView[], initContainers: ContainerView[] = [], initFailed = false): PodView {
+  return {
+    podIP: "127.5.0.1",
+    hostIP: "127.0.0.1",
+    startTime: t0,
+    sandboxReady: true,
+    containers,
+    initContainers,
+    initFailed,
+  };
+}
+
+describe("local node pod status", () => {
+  const phases: [string, PodView, string][] = [
+    ["a container not started yet", view([container(waiting)]), "Pending"],
+    ["an init container still running", view([container(waiting)], [container(running)]), "Pending"],
+    [
+      "an init container failed for good",
+      view([container(waiting)], [container(exited(1), { finished: true })], true),
+      "Failed",
+    ],
+    ["a running container", view([container(running)]), "Running"],
+    ["one running, one done", view([container(running), container(exited(0), { finished: true })]), "Running"],
+    [
+      "a container in back-off after a crash",
+      view([
+        container(
+          { kind: "waiting", reason: "CrashLoopBackOff" },
+          { lastTermination: exited(1) as Extract<ContainerPhase, { kind: "terminated" }> },
+        ),
+      ]),
+      "Running",
+    ],
+    ["a container exited 1 that will restart", view([container(exited(1))]), "Running"],
+    [
+      "all exited 0 for good",
+      view([container(exited(0), { finished: true }), container(exited(0), { finished: true })]),
+      "Succeeded",
+    ],
+    [
+      "one exited 1 for good",
+      view([container(exited(0), { finished: true }), container(exited(1), { finished: true })]),
+      "Failed",
+    ],
+  ];
+  for (const [what, podView, phase] of phases) {
+    it(`is ${phase} with ${what}`, () => {
+      assert.equal(podPhase(podView), phase);
+    });
+  }
+
+  const restarts: [string | undefined, number, boolean][] = [
+    [undefined, 0, true],
+    ["Always", 0, true],
+    ["OnFailure", 0, false],
+    ["OnFailure", 2, true],
+    ["Never", 2, false],
+  ];
+  for (const [policy, exitCode, expected] of restarts) {
+    it(`restartPolicy ${policy ?? "(default)"} with exit ${exitCode} restarts: ${expected}`, () => {
+      assert.equal(shouldRestart(policy, exitCode), expected);
+    });
+  }
+
+  it("doubles the back-off per restart up to the cap", () => {
+    assert.deepEqual(
+      [1, 2, 3, 4, 10].map((n) => restartDelayMs(n, 10_000, 300_000)),
+      [10_000, 20_000, 40_000, 80_000, 300_000],
+    );
+  });
+
+  it("keeps conditions it does not own and transition times of unchanged ones", () => {
+    const before = new Date("2025-12-31T00:00:00Z");
+    const pod: V1Pod = {
+      spec: { containers: [] },
+      status: {
+        conditions: [
+          { type: "PodScheduled", status: "True", lastTransitionTime: before },
+          { type: "Initialized", status: "True", lastTransitionTime: before },
+        ],
+      },
+    };
+    const status = podStatus(pod, view([container(running, { ready: true, started: true })]), t0);
+    const byType = Object.fromEntries((status.conditions ?? []).map((c) => [c.type, c]));
+    assert.equal(byType.PodScheduled?.lastTransitionTime, before);
+    assert.equal(byType.Initialized?.lastTransitionTime, before);
+    assert.equal(byType.Ready?.status, "True");
+    assert.equal(byType.Ready?.lastTransitionTime, t0);
+    assert.deepEqual(status.podIPs, [{ ip: "127.5.0.1" }]);
+  });
+
+  it("names unready containers and holds Ready for readiness gates", () => {
+    const pod: V1Pod = { spec: { containers: [], readinessGates: [{ conditionType: "example.com/lb" }] } };
+    const unready = podStatus(pod, view([container(running)]), t0).conditions?.find((c) => c.type === "Ready");
+    assert.equal(unready?.message, "containers with unready status: [c]");
+    const gated = podStatus(pod, view([container(running, { ready: true })]), t0).conditions?.find(
+      (c) => c.type === "Ready",
+    );
+    assert.deepEqual([gated?.status, gated?.reason], ["False", "ReadinessGatesNotReady"]);
+  });
+});
