@@ -340,7 +340,11 @@ export class PodWorker {
       void process.exited.then((exit) => {
         this.onExit(run, id, exit.exitCode, exit.signal);
       });
-      this.startProbers(run);
+      void process.setUp.then(() => {
+        if (run.process !== process) return;
+        this.startProbers(run);
+        this.kick();
+      });
     } catch (error) {
       if (!(error instanceof Error)) throw error;
       run.phase = { kind: "waiting", reason: "CreateContainerError", message: error.message };

@@ -120,6 +120,24 @@ export interface ContainerExit {
 export interface RunningProcess {
   record: ProcessRecord;
   exited: Promise<ContainerExit>;
+  /** Resolves once the launch script has built the container's root and handed over to its command (or exited). */
+  setUp: Promise<void>;
+}
+
+/** The launch script's last step changes the process's root; until then the container is still being assembled. */
+async function waitForSetUp(pid: number, exited: Promise<ContainerExit>): Promise<void> {
+  const state = { exited: false };
+  void exited.then(() => {
+    state.exited = true;
+  });
+  while (!state.exited) {
+    try {
+      if (readlinkSync(`/proc/${pid}/root`) !== "/") return;
+    } catch {
+      return;
+    }
+    await sleep(10);
+  }
 }
 
 /** Starts a container: writes its launch script and spawns it in new mount and UTS namespaces. */
@@ -154,6 +172,7 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
     return {
       record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile },
       exited,
+      setUp: waitForSetUp(pid, exited),
     };
   } finally {
     closeSync(log);

@@ -56,8 +56,7 @@ describe("local node provisioner", () => {
 
   it("provisions a node-local PV bound to the claim, pinned to the selected node", () => {
     const decision = decideProvisioning(claim(), classes, nodes, layout);
-    assert.equal(decision.action, "provision");
-    if (decision.action !== "provision") return;
+    if (decision.action !== "provision") throw new Error(JSON.stringify(decision));
     assert.equal(decision.dataPath, "/c/node/volumes/ksr-recovery/pvc-u1");
     const spec = decision.pv.spec;
     assert.deepEqual(

@@ -1,0 +1,97 @@
+// The container runtime with real namespaces: a container sees its volumes at
+// their paths and its own hostname, the host sees none of it, and killing its
+// cgroup ends everything it started.
+import { strict as assert } from "node:assert";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { clusterCgroup, killCgroupTree } from "../../src/local/node/containment.js";
+import { execInContainer, findHostTools, startContainer, type LaunchSpec } from "../../src/local/node/runtime.js";
+import { isRunning } from "../../src/local/processes.js";
+
+const mountTable = () =>
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((line) => line.split(" ").slice(4, 5).join())
+    .sort();
+
+describe("local node container runtime", function () {
+  this.timeout(30_000);
+  const tools = findHostTools();
+  let dir: string;
+  const unique = `ksr-runtime-test-${process.pid}`;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "ksr-runtime-"));
+    mkdirSync(join(dir, "volume"));
+    writeFileSync(join(dir, "volume", "greeting"), "hello\n");
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const spec = (script: string, cgroup?: string): LaunchSpec => ({
+    rootDir: join(dir, "root"),
+    scratchDir: join(dir, "scratch"),
+    hostname: "pod-under-test",
+    mounts: [
+      { source: join(dir, "volume"), target: `/${unique}/data`, readOnly: false, type: "dir" },
+      { source: join(dir, "volume"), target: `/var/lib/${unique}/ro`, readOnly: true, type: "dir" },
+    ],
+    workingDir: `/${unique}/data`,
+    argv: ["sh", "-c", script],
+    env: { PATH: "/usr/bin:/bin", GREETING_FILE: "greeting" },
+    logFile: join(dir, "logs", "0.log"),
+    scriptFile: join(dir, "launch.sh"),
+    ...(cgroup === undefined ? {} : { cgroup }),
+  });
+
+  it("shows volumes at their mount paths, in a private mount and UTS namespace", async () => {
+    const before = mountTable();
+    const script = `echo "$(hostname) $(pwd) $(cat "$GREETING_FILE")"; echo written > out; touch /var/lib/${unique}/ro/x 2>/dev/null || echo read-only`;
+    const container = startContainer(spec(script), tools);
+    const exit = await container.exited;
+    assert.equal(exit.exitCode, 0, readFileSync(join(dir, "logs", "0.log"), "utf8"));
+    assert.equal(readFileSync(join(dir, "logs", "0.log"), "utf8"), `pod-under-test /${unique}/data hello\nread-only\n`);
+    assert.equal(readFileSync(join(dir, "volume", "out"), "utf8"), "written\n");
+    assert.equal(existsSync(`/${unique}`), false, "mount points are created inside the container only");
+    assert.equal(existsSync(`/var/lib/${unique}`), false, "the overlay keeps /var/lib untouched");
+    assert.deepEqual(mountTable(), before, "the host's mount table is unchanged");
+  });
+
+  it("runs exec probes inside the container's namespaces", async () => {
+    const container = startContainer(spec("while true; do sleep 1; done"), tools);
+    await container.setUp;
+    try {
+      const result = await execInContainer(
+        container.record.pid,
+        ["sh", "-c", "hostname; cat greeting"],
+        {},
+        5000,
+        tools,
+      );
+      assert.deepEqual(result, { exitCode: 0, output: "pod-under-test\nhello\n" });
+    } finally {
+      process.kill(container.record.pid, "SIGKILL");
+      await container.exited;
+    }
+  });
+
+  it("kills a container's whole tree through its cgroup, daemons included", async function () {
+    const parent = clusterCgroup(dir);
+    if (parent === undefined) this.skip();
+    const cgroup = join(parent, "c1");
+    mkdirSync(cgroup);
+    const container = startContainer(
+      spec("setsid sleep 300 & echo $! > daemon.pid; while true; do sleep 1; done", cgroup),
+      tools,
+    );
+    const pidFile = join(dir, "volume", "daemon.pid");
+    while (!existsSync(pidFile) || readFileSync(pidFile, "utf8") === "") await new Promise((r) => setTimeout(r, 50));
+    const daemon = { name: "daemon", pid: Number(readFileSync(pidFile, "utf8")), startTicks: -1, logFile: "" };
+    assert.equal(isRunning(daemon), true);
+    await killCgroupTree(parent);
+    await container.exited;
+    assert.equal(isRunning(daemon), false);
+    assert.equal(existsSync(parent), false);
+  });
+});
