@@ -81,6 +81,7 @@ export interface ControllerDeps {
 export class Controller {
   private queue: WorkQueue | undefined;
   private workers: Promise<void>[] = [];
+  private abandonStart: () => void = () => undefined;
   private readonly log: Logger;
 
   constructor(
@@ -107,8 +108,11 @@ export class Controller {
     for (const source of this.sources) {
       this.deps.cache.informer(source.type, source.scope).addHandler(this.handlerFor(source, queue));
     }
-    await Promise.all(this.sources.map((s) => this.deps.cache.informer(s.type, s.scope).waitForSync()));
-    if (this.queue !== queue) return; // stopped while waiting
+    const synced = Promise.all(this.sources.map((s) => this.deps.cache.informer(s.type, s.scope).waitForSync()));
+    // A cache may never sync (a CRD not installed, the API server away): stop() must not wait for it.
+    const stopped = new Promise<void>((resolve) => (this.abandonStart = resolve));
+    await Promise.race([synced, stopped]);
+    if (this.queue !== queue) return;
     this.deps.metrics.maxConcurrentReconciles.set({ controller: this.name }, this.concurrency);
     this.workers = Array.from({ length: this.concurrency }, () => this.work(queue));
     this.log.info({ concurrency: this.concurrency }, "controller started");
@@ -119,6 +123,7 @@ export class Controller {
     const queue = this.queue;
     if (queue === undefined) return;
     this.queue = undefined;
+    this.abandonStart();
     await queue.shutDownAndDrain();
     await Promise.all(this.workers);
     this.workers = [];

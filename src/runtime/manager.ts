@@ -123,8 +123,13 @@ export class Manager {
     if (this.elector !== undefined && !(await this.elector.acquire(signal))) return;
     this.metrics.leaderStatus.set(leaderGauge, 1);
     if (signal.aborted) return;
-    await Promise.all(this.controllers.map((controller) => controller.start()));
-    if (this.elector === undefined) return;
+    const starting = Promise.all(this.controllers.map((controller) => controller.start()));
+    if (this.elector === undefined) {
+      await starting;
+      return;
+    }
+    // Renew from the first moment: controllers wait for their caches, which can take long (or forever,
+    // while the API server is away); a lease left to expire meanwhile would give two leaders.
     const end = await this.elector.holdLeadership(signal);
     this.metrics.leaderStatus.set(leaderGauge, 0);
     if (end === "lost") this.stopping ??= this.shutDown("lost-leadership");

@@ -7,6 +7,7 @@ import {
   eventsV1,
   findCondition,
   predicates,
+  resourceType,
   TerminalError,
   type Manager,
   type Reconciler,
@@ -256,5 +257,26 @@ describe("runtime: sample controller on a real API server", function () {
     for (const gap of gaps) assert.ok(gap >= 295 && gap < 1000, `ticks ${gaps.map(Math.round).join(", ")} ms apart`);
     await waitFor("the slow keys to finish", () => running === 0 && mostAtOnce > 0);
     assert.equal(mostAtOnce, 3);
+  });
+
+  it("stops promptly even when a cache never syncs, and says so on /readyz", async () => {
+    const stuck = testManager(cluster.kubeConfig, { health: { port: 0, host: "127.0.0.1" } });
+    const missingKind = resourceType({
+      group: "absent.ksr.io",
+      version: "v1",
+      kind: "Absent",
+      plural: "absents",
+      namespaced: true,
+    });
+    stuck
+      .controller("never-synced")
+      .for(missingKind)
+      .complete(() => Promise.resolve(undefined));
+    await stuck.start();
+    const readyz = await fetch(`http://127.0.0.1:${stuck.healthPort!}/readyz`);
+    assert.equal(readyz.status, 503);
+    assert.match(await readyz.text(), /caches not synced: absents/);
+    await stuck.stop();
+    assert.equal(await stuck.done, "stopped");
   });
 });

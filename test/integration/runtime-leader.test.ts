@@ -1,7 +1,14 @@
 import { strict as assert } from "node:assert";
 import { setTimeout as sleep } from "node:timers/promises";
 import { useCluster } from "../fixture/cluster.js";
-import { findCondition, KubeClient, leases, type Manager, type Reconciler } from "../../src/runtime/index.js";
+import {
+  findCondition,
+  KubeClient,
+  leases,
+  resourceType,
+  type Manager,
+  type Reconciler,
+} from "../../src/runtime/index.js";
 import { microTime } from "../../src/runtime/events.js";
 import { addMirrorController, mirrors, newMirrorReconciler } from "./sample-controller.js";
 import { installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
@@ -119,5 +126,31 @@ describe("runtime: leader election on a Lease", function () {
       "thief",
       "nothing released a lease it no longer held",
     );
+  });
+
+  it("keeps renewing while its controllers still wait for caches that cannot sync", async () => {
+    const waiting = testManager(cluster.kubeConfig, {
+      leaderElection: { leaseName: "unsynced", leaseNamespace: cluster.namespace, identity: "waiting", ...timing },
+    });
+    managers.push(waiting);
+    const missingKind = resourceType({
+      group: "absent.ksr.io",
+      version: "v1",
+      kind: "Absent",
+      plural: "absents",
+      namespaced: true,
+    });
+    waiting
+      .controller("never-synced")
+      .for(missingKind, { scope: { namespace: cluster.namespace } })
+      .complete(() => Promise.resolve(undefined));
+    await waiting.start();
+    await waitFor("leadership", () => waiting.isLeader);
+    const rival = candidate("rival", "unsynced");
+    await rival.manager.start();
+    await sleep(2 * timing.leaseDurationMs);
+    assert.equal(waiting.cache.synced(), false, "the cache of a kind that does not exist never syncs");
+    assert.equal(rival.manager.isLeader, false, "the lease was renewed all along");
+    assert.equal((await client.get(leases, "unsynced", cluster.namespace))?.spec?.holderIdentity, "waiting");
   });
 });
