@@ -7,13 +7,12 @@ import {
   eventsV1,
   findCondition,
   predicates,
-  resourceType,
   TerminalError,
   type Manager,
   type Reconciler,
 } from "../../src/runtime/index.js";
 import { addMirrorController, copyName, mirrors, newMirrorReconciler } from "./sample-controller.js";
-import { installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
+import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
 
 /** Collects pino's JSON lines. */
 function captureLogs(): { lines: Record<string, unknown>[]; stream: Writable } {
@@ -261,16 +260,9 @@ describe("runtime: sample controller on a real API server", function () {
 
   it("stops promptly even when a cache never syncs, and says so on /readyz", async () => {
     const stuck = testManager(cluster.kubeConfig, { health: { port: 0, host: "127.0.0.1" } });
-    const missingKind = resourceType({
-      group: "absent.ksr.io",
-      version: "v1",
-      kind: "Absent",
-      plural: "absents",
-      namespaced: true,
-    });
     stuck
       .controller("never-synced")
-      .for(missingKind)
+      .for(absentKind)
       .complete(() => Promise.resolve(undefined));
     await stuck.start();
     const readyz = await fetch(`http://127.0.0.1:${stuck.healthPort!}/readyz`);

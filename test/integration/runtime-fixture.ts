@@ -61,6 +61,15 @@ const mirrorCrd: CustomResourceDefinition = {
   },
 };
 
+/** A kind no API server serves: informers for it never sync. */
+export const absentKind = resourceType({
+  group: "absent.ksr.io",
+  version: "v1",
+  kind: "Absent",
+  plural: "absents",
+  namespaced: true,
+});
+
 /** Installs the Mirror CRD once per cluster and waits until the API serves it. */
 export async function installMirrorCrd(kubeConfig: KubeConfig): Promise<void> {
   const client = new KubeClient(kubeConfig);

@@ -1,17 +1,10 @@
 import { strict as assert } from "node:assert";
 import { setTimeout as sleep } from "node:timers/promises";
 import { useCluster } from "../fixture/cluster.js";
-import {
-  findCondition,
-  KubeClient,
-  leases,
-  resourceType,
-  type Manager,
-  type Reconciler,
-} from "../../src/runtime/index.js";
+import { findCondition, KubeClient, leases, type Manager, type Reconciler } from "../../src/runtime/index.js";
 import { microTime } from "../../src/runtime/events.js";
 import { addMirrorController, mirrors, newMirrorReconciler } from "./sample-controller.js";
-import { installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
+import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
 
 const timing = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 500 };
 
@@ -133,16 +126,9 @@ describe("runtime: leader election on a Lease", function () {
       leaderElection: { leaseName: "unsynced", leaseNamespace: cluster.namespace, identity: "waiting", ...timing },
     });
     managers.push(waiting);
-    const missingKind = resourceType({
-      group: "absent.ksr.io",
-      version: "v1",
-      kind: "Absent",
-      plural: "absents",
-      namespaced: true,
-    });
     waiting
       .controller("never-synced")
-      .for(missingKind, { scope: { namespace: cluster.namespace } })
+      .for(absentKind, { scope: { namespace: cluster.namespace } })
       .complete(() => Promise.resolve(undefined));
     await waiting.start();
     await waitFor("leadership", () => waiting.isLeader);
