@@ -2,6 +2,7 @@
 // real scheduler places pods on the two site nodes, the node agent runs them
 // as processes, and the real controllers (Deployment, StatefulSet, Job, PV
 // binder, EndpointSlice) react to the status it reports.
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { get as httpGet } from "node:http";
 import { join } from "node:path";
@@ -15,6 +16,7 @@ import {
   type V1Pod,
 } from "@kubernetes/client-node";
 import { podRangeOctet } from "../../src/local/node/addresses.js";
+import { findPostgresBinDir } from "../../src/local/node/images.js";
 import { localNodes, nodeLayout, siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
@@ -411,6 +413,42 @@ describe("local node (e2e)", function () {
       log("wired", "main").trim(),
       `pwd=/work init=prepared pw=s3cret mode=fast file=s3cret ip=${pod.status.podIP}`,
     );
+  });
+
+  it("runs the postgres image with Debian's PostgreSQL, listening on the pod's address", async function () {
+    if (findPostgresBinDir() === undefined) this.skip();
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "pg" },
+        spec: {
+          containers: [
+            {
+              name: "postgres",
+              image: "postgres:16",
+              env: [
+                { name: "POSTGRES_PASSWORD", value: "pw" },
+                { name: "POSTGRES_DB", value: "shop" },
+              ],
+              readinessProbe: { exec: { command: ["pg_isready", "-h", "/var/run/postgresql"] }, periodSeconds: 1 },
+              volumeMounts: [{ name: "data", mountPath: "/var/lib/postgresql/data" }],
+            },
+          ],
+          volumes: [{ name: "data", emptyDir: {} }],
+        },
+      },
+    });
+    const pod = await waitFor("postgres Ready", async () => {
+      const p = await core().readNamespacedPod({ name: "pg", namespace: ns() });
+      return podCondition(p, "Ready") === "True" ? p : undefined;
+    });
+    const ip = pod.status?.podIP ?? "";
+    const query = execFileSync(
+      "psql",
+      ["-h", ip, "-U", "postgres", "-d", "shop", "-tAc", "select current_database() || ' ' || host(inet_server_addr())"],
+      { env: { ...process.env, PGPASSWORD: "pw" }, encoding: "utf8" },
+    );
+    assert.equal(query.trim(), `shop ${ip}`);
   });
 
   it("restarts a failing container with back-off and reports its last exit code", async () => {

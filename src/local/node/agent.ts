@@ -28,8 +28,7 @@ function imageHost(layout: NodeLayout): ImageHost {
   const postgresBinDir = findPostgresBinDir();
   return {
     nodeBinary: process.execPath,
-    ksrScript: join(packageRoot, "bin", "ksr.js"),
-    kubectlDrScript: join(packageRoot, "bin", "kubectl-dr.js"),
+    packageRoot,
     postgresEntrypoint,
     ...(postgresBinDir === undefined ? {} : { postgresBinDir }),
   };

@@ -3,6 +3,7 @@
 // a reason the user can act on, never guessed.
 import { existsSync, readdirSync } from "node:fs";
 import { basename, join } from "node:path";
+import type { BindMount } from "./filesystem.js";
 
 export type ImageKind = "project" | "shell" | "postgres";
 
@@ -26,15 +27,17 @@ export interface ResolvedImage {
 export interface ImageHost {
   /** The Node.js binary that runs the project's CLI. */
   nodeBinary: string;
-  /** The repository's bin/ksr.js. */
-  ksrScript: string;
-  /** The repository's bin/kubectl-dr.js. */
-  kubectlDrScript: string;
+  /** The repository (package root) whose built CLI the project's image runs. */
+  packageRoot: string;
   /** Debian PostgreSQL's bin directory, when installed. */
   postgresBinDir?: string;
-  /** Our stand-in for the postgres image's docker-entrypoint.sh. */
+  /** Our stand-in for the postgres image's docker-entrypoint.sh, on the host. */
   postgresEntrypoint: string;
 }
+
+/** Where the images' own files appear inside their containers, as in the real images. */
+export const projectPathInContainer = "/opt/kube-site-recovery";
+export const postgresEntrypointInContainer = "/usr/local/bin/docker-entrypoint.sh";
 
 const standardPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 export const supportedImages = ["kube-site-recovery", "busybox", "debian", "ubuntu", "postgres"] as const;
@@ -127,10 +130,22 @@ export function containerArgv(
 
 function hostProgram(image: ResolvedImage, program: string, host: ImageHost): string[] {
   const name = basename(program);
-  if (image.kind === "project" && name === "ksr") return [host.nodeBinary, host.ksrScript];
-  if (image.kind === "project" && name === "kubectl-dr") return [host.nodeBinary, host.kubectlDrScript];
-  if (image.kind === "postgres" && name === "docker-entrypoint.sh") return ["/bin/sh", host.postgresEntrypoint];
+  if (image.kind === "project" && (name === "ksr" || name === "kubectl-dr")) {
+    return [host.nodeBinary, join(projectPathInContainer, "bin", `${name}.js`)];
+  }
+  if (image.kind === "postgres" && name === "docker-entrypoint.sh") return ["/bin/sh", postgresEntrypointInContainer];
   return [program];
+}
+
+/** Files an image brings along: the repository for the project's image, the entrypoint for postgres. */
+export function imageMounts(image: ResolvedImage, host: ImageHost): BindMount[] {
+  if (image.kind === "project") {
+    return [{ source: host.packageRoot, target: projectPathInContainer, readOnly: true, type: "dir" }];
+  }
+  if (image.kind === "postgres") {
+    return [{ source: host.postgresEntrypoint, target: postgresEntrypointInContainer, readOnly: true, type: "file" }];
+  }
+  return [];
 }
 
 /**

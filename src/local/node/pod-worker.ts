@@ -9,7 +9,7 @@ import type { LoopbackAddressPool } from "./addresses.js";
 import { dropContainerRecord, killCgroupTree, saveContainerRecord } from "./containment.js";
 import { ContainerConfigError, containerEnvironment, expandReferences, type PodFacts } from "./env.js";
 import type { EventRecorder } from "./events.js";
-import { containerArgv, resolveImage, type ImageHost, type ResolvedImage } from "./images.js";
+import { containerArgv, imageMounts, resolveImage, type ImageHost, type ResolvedImage } from "./images.js";
 import { describeError, isNotFound, mergePatch } from "./kube.js";
 import { podLogDir, type NodeLayout } from "./layout.js";
 import {
@@ -314,7 +314,11 @@ export class PodWorker {
           rootDir: join(this.podDir, "root"),
           scratchDir: join(this.podDir, "scratch", `${run.spec.name}-${run.attempts}`),
           hostname: this.hostname(),
-          mounts: [...this.podMounts(), ...containerMounts(run.spec, this.volumes ?? new Map(), env)],
+          mounts: [
+            ...this.podMounts(),
+            ...imageMounts(image, this.ctx.images),
+            ...containerMounts(run.spec, this.volumes ?? new Map(), env),
+          ],
           workingDir: run.spec.workingDir ?? "/",
           argv,
           env: Object.fromEntries(env),

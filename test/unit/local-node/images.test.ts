@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import {
   containerArgv,
+  imageMounts,
   parseImageReference,
   resolveImage,
   type ImageHost,
@@ -9,8 +10,7 @@ import {
 
 const host: ImageHost = {
   nodeBinary: "/usr/bin/node",
-  ksrScript: "/repo/bin/ksr.js",
-  kubectlDrScript: "/repo/bin/kubectl-dr.js",
+  packageRoot: "/repo",
   postgresBinDir: "/usr/lib/postgresql/15/bin",
   postgresEntrypoint: "/cluster/node/scripts/postgres-entrypoint.sh",
 };
@@ -64,32 +64,47 @@ describe("local node images", () => {
     assert.ok(!result.ok && result.reason === "ErrImageNeverPull" && result.message.includes("busybox, debian"));
   });
 
+  it("brings the repository along for the project's image and the entrypoint for postgres", () => {
+    assert.deepEqual(imageMounts(resolved("kube-site-recovery"), host), [
+      { source: "/repo", target: "/opt/kube-site-recovery", readOnly: true, type: "dir" },
+    ]);
+    assert.deepEqual(imageMounts(resolved("postgres"), host), [
+      { source: host.postgresEntrypoint, target: "/usr/local/bin/docker-entrypoint.sh", readOnly: true, type: "file" },
+    ]);
+    assert.deepEqual(imageMounts(resolved("busybox"), host), []);
+  });
+
   it("refuses postgres when Debian's PostgreSQL is missing, saying how to install it", () => {
     const result = resolveImage("postgres:16", {});
     assert.ok(!result.ok && result.message.includes("apt-get install postgresql"));
   });
 
   const argv: [string, string[] | undefined, string[] | undefined, string[]][] = [
-    ["kube-site-recovery", undefined, undefined, ["/usr/bin/node", "/repo/bin/ksr.js"]],
-    ["kube-site-recovery", undefined, ["version"], ["/usr/bin/node", "/repo/bin/ksr.js", "version"]],
+    ["kube-site-recovery", undefined, undefined, ["/usr/bin/node", "/opt/kube-site-recovery/bin/ksr.js"]],
+    ["kube-site-recovery", undefined, ["version"], ["/usr/bin/node", "/opt/kube-site-recovery/bin/ksr.js", "version"]],
     [
       "kube-site-recovery",
       ["/usr/local/bin/ksr", "operator"],
       ["--x"],
-      ["/usr/bin/node", "/repo/bin/ksr.js", "operator", "--x"],
+      ["/usr/bin/node", "/opt/kube-site-recovery/bin/ksr.js", "operator", "--x"],
     ],
-    ["kube-site-recovery", ["kubectl-dr"], ["approve"], ["/usr/bin/node", "/repo/bin/kubectl-dr.js", "approve"]],
+    [
+      "kube-site-recovery",
+      ["kubectl-dr"],
+      ["approve"],
+      ["/usr/bin/node", "/opt/kube-site-recovery/bin/kubectl-dr.js", "approve"],
+    ],
     ["kube-site-recovery", ["sh", "-c", "true"], undefined, ["sh", "-c", "true"]],
     ["busybox", undefined, undefined, ["sh"]],
     ["busybox", ["sleep"], ["5"], ["sleep", "5"]],
     ["busybox", undefined, ["echo", "hi"], ["echo", "hi"]],
     ["debian", undefined, undefined, ["bash"]],
-    ["postgres", undefined, undefined, ["/bin/sh", "/cluster/node/scripts/postgres-entrypoint.sh", "postgres"]],
+    ["postgres", undefined, undefined, ["/bin/sh", "/usr/local/bin/docker-entrypoint.sh", "postgres"]],
     [
       "postgres",
       undefined,
       ["postgres", "-c", "fsync=off"],
-      ["/bin/sh", "/cluster/node/scripts/postgres-entrypoint.sh", "postgres", "-c", "fsync=off"],
+      ["/bin/sh", "/usr/local/bin/docker-entrypoint.sh", "postgres", "-c", "fsync=off"],
     ],
   ];
   for (const [image, command, args, expected] of argv) {
