@@ -34,7 +34,10 @@ export const config = tseslint.config(
   { files: ["*.js", "bin/*.js", "**/*.cjs"], ...tseslint.configs.disableTypeChecked },
   {
     files: ["**/*.cjs"],
-    languageOptions: { sourceType: "commonjs", globals: { require: "readonly", module: "writable", process: "readonly" } },
+    languageOptions: {
+      sourceType: "commonjs",
+      globals: { require: "readonly", module: "writable", process: "readonly" },
+    },
     rules: { "@typescript-eslint/no-require-imports": "off" },
   },
   { files: ["bin/*.js"], languageOptions: { globals: { process: "readonly" } } },
