@@ -1,5 +1,6 @@
 // The `ksr` command line.
 import { Command } from "commander";
+import { withJournalCommands } from "./commands/journal.js";
 import { localCommand } from "./commands/local.js";
 import { replicateCommand } from "./commands/replicate.js";
 import { replicatorCommand } from "./commands/replicator.js";
@@ -17,7 +18,7 @@ export function ksrProgram(): Command {
       process.stdout.write(`ksr ${version}\n`);
     });
   program.addCommand(localCommand());
-  program.addCommand(replicatorCommand());
+  program.addCommand(withJournalCommands(replicatorCommand()));
   program.addCommand(replicateCommand());
   return program;
 }

@@ -1,0 +1,132 @@
+import { strict as assert } from "node:assert";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { applyWorkload, makeSite, openJournal, removeSite, type JournalSite } from "../fixture/journal-harness.js";
+import { interpretIntents, readTree, seededIntents } from "../fixture/journal-model.js";
+
+const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
+const run = promisify(execFile);
+
+async function ksrCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run("node", [ksr, "replicator", ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+describe("journal: ksr replicator points|hydrate|rollback", function () {
+  this.timeout(60_000);
+  let site: JournalSite;
+  const workload = interpretIntents(seededIntents(5, 150, 50_000), {
+    startTimeMs: Date.UTC(2026, 0, 1),
+    pointEveryMs: 60_000,
+  });
+
+  before(async () => {
+    site = await makeSite("journal-cli");
+    const journal = await openJournal(site);
+    await applyWorkload(site, workload, journal);
+    await journal.close();
+  });
+  after(() => removeSite(site));
+
+  it("lists points, hydrates a chosen one and rolls the replica back", async () => {
+    const listed = await ksrCli(["points", "--journal", site.journalDir, "--json"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    const { points, size } = JSON.parse(listed.stdout) as {
+      points: { id: string; timeUnixMs: number }[];
+      size: { segmentBytes: number };
+    };
+    assert.deepEqual(
+      points.map((point) => point.id),
+      [...workload.expected.keys()],
+    );
+    assert.ok(size.segmentBytes > 0);
+    const text = await ksrCli(["points", "--journal", site.journalDir]);
+    assert.match(text.stdout, new RegExp(`${points.length} points; journal \\d+ bytes`));
+
+    const middle = points[Math.floor(points.length / 2)];
+    assert.ok(middle !== undefined);
+    const byTime = new Date(middle.timeUnixMs + 30_000).toISOString();
+    const destination = join(site.base, "drill");
+    const hydrated = await ksrCli([
+      "hydrate",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      site.replicaRoot,
+      "--point",
+      byTime,
+      "--dest",
+      destination,
+    ]);
+    assert.equal(hydrated.code, 0, hydrated.stderr);
+    assert.deepEqual(await readTree(destination), workload.expected.get(middle.id));
+
+    const unconfirmed = await ksrCli([
+      "rollback",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      site.replicaRoot,
+      "--point",
+      middle.id,
+    ]);
+    assert.equal(unconfirmed.code, 1);
+    assert.match(unconfirmed.stderr, /discards \d+ newer points; add --yes/);
+    assert.deepEqual(await readTree(site.replicaRoot), workload.finalState, "nothing changes without --yes");
+
+    const rolled = await ksrCli([
+      "rollback",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      site.replicaRoot,
+      "--point",
+      middle.id,
+      "--yes",
+    ]);
+    assert.equal(rolled.code, 0, rolled.stderr);
+    assert.deepEqual(await readTree(site.replicaRoot), workload.expected.get(middle.id));
+  });
+
+  it("explains bad input and a journal in use", async () => {
+    const unknown = await ksrCli([
+      "hydrate",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      site.replicaRoot,
+      "--point",
+      "nope",
+      "--dest",
+      join(site.base, "x"),
+    ]);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /recovery point "nope" is not in the journal/);
+    const missing = await ksrCli(["points", "--journal", join(site.base, "missing")]);
+    assert.equal(missing.code, 0, "a journal that does not exist yet has no points");
+    const journal = await openJournal(site);
+    try {
+      const busy = await ksrCli([
+        "rollback",
+        "--journal",
+        site.journalDir,
+        "--replica",
+        site.replicaRoot,
+        "--point",
+        "latest",
+        "--yes",
+      ]);
+      assert.equal(busy.code, 1);
+      assert.match(busy.stderr, /in use by process \d+/);
+    } finally {
+      await journal.close();
+    }
+  });
+});
