@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Change } from "../src/gen/ksr/replication/v1/replication.js";
+import { Consistency, type Change } from "../src/gen/ksr/replication/v1/replication.js";
 import { hydrate, rollback } from "../src/replicator/journal/materialise.js";
 import { UndoJournal } from "../src/replicator/journal/undo-journal.js";
 import { TreeReplica } from "../src/replicator/master-target/replica.js";
