@@ -56,7 +56,7 @@ class Stream {
     const { seconds } = await timed(async () => {
       await this.apply({
         $case: "marker",
-        value: { id, consistency: 1, timeUnixMs: Date.now(), consistencyGroup: "" },
+        value: { id, consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs: Date.now(), consistencyGroup: "" },
       });
       await this.commit();
     });
