@@ -144,11 +144,26 @@ export async function run(): Promise<void> {
       ratio: (size.segmentBytes + size.objectBytes) / changed,
     });
 
-    const copy = await timed(() => execFileSync("sh", ["-c", `cp -a "${replicaRoot}" "${join(work, "cp")}" && sync`]));
-    const hydration = await timed(async () => {
-      await hydrate(journal, replicaRoot, journal.point("before"), join(work, "hydrated"));
+    // Alternate the two, twice, and keep each one's best time: the disk's write cache favours
+    // whichever runs first.
+    const copySeconds: number[] = [];
+    const hydrateSeconds: number[] = [];
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const copyTarget = join(work, "cp");
+      copySeconds.push(
+        (await timed(() => execFileSync("sh", ["-c", `cp -a "${replicaRoot}" "${copyTarget}" && sync`]))).seconds,
+      );
+      await rm(copyTarget, { recursive: true });
       execFileSync("sync");
-    });
+      await rm(join(work, "hydrated"), { recursive: true, force: true });
+      const hydrated = await timed(async () => {
+        await hydrate(journal, replicaRoot, journal.point("before"), join(work, "hydrated"));
+        execFileSync("sync");
+      });
+      hydrateSeconds.push(hydrated.seconds);
+    }
+    const copy = { seconds: Math.min(...copySeconds) };
+    const hydration = { seconds: Math.min(...hydrateSeconds) };
     results.push({
       scenario: `hydrate a ${(volumeBytes / mib).toFixed(0)} MiB point (1% changed since)`,
       seconds: hydration.seconds,
@@ -157,7 +172,6 @@ export async function run(): Promise<void> {
       baselineSeconds: copy.seconds,
       ratio: copy.seconds / hydration.seconds,
     });
-    await rm(join(work, "cp"), { recursive: true });
 
     const rolled = await timed(async () => {
       await rollback(journal, replicaRoot, journal.point("before"));

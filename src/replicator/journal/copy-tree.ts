@@ -1,7 +1,7 @@
 // Copies replica entries the way a recovered volume needs them: content, sizes, permission bits,
-// symlinks verbatim, and hard links kept as links. Regular files use copy_file_range (or a
-// reflink where the filesystem has them), so the kernel moves the bytes.
-import { constants, type Stats } from "node:fs";
+// symlinks verbatim, and hard links kept as links. Regular files go through copy_file_range,
+// so the kernel moves the bytes.
+import type { Stats } from "node:fs";
 import { chmod, copyFile, link, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -74,7 +74,7 @@ export async function copyEntry(source: string, destination: string, links: Link
       await link(copy, destination);
       links.remember(stats, destination);
     } else {
-      await copyFile(source, destination, constants.COPYFILE_FICLONE);
+      await copyFile(source, destination);
       await chmod(destination, stats.mode & 0o7777);
       links.remember(stats, destination);
     }
