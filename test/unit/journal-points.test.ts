@@ -75,6 +75,8 @@ describe("journal: recovery points of a known history", () => {
     { $case: "symlink", value: { path: "db", target: "/elsewhere" } },
     marker("v5", 5000),
     make("late", 1, 0o644),
+    marker("resync-30", 6000, 0), // a stream event of the agent, not a point
+    marker("future-kind", 7000, 9), // a consistency this journal does not know
   ]);
 
   it("hydrates every point to exactly the tree it had, metadata included", async () => {
@@ -90,9 +92,10 @@ describe("journal: recovery points of a known history", () => {
           ["v3", "crash"],
           ["v4", "best-effort"],
           ["v5", "crash"],
+          ["future-kind", "best-effort"],
         ],
       );
-      assert.equal(await assertPointsHydrate(site, journal, history.expected), 5);
+      assert.equal(await assertPointsHydrate(site, journal, history.expected), 6);
       assert.deepEqual(await readTree(site.replicaRoot), history.finalState, "hydration changed the replica");
     } finally {
       await journal.close();
@@ -105,7 +108,7 @@ describe("journal: recovery points of a known history", () => {
     await first.close();
     const journal = await openJournal(site);
     try {
-      assert.equal(journal.points().length, 5);
+      assert.equal(journal.points().length, 6);
       assert.equal(await rollback(journal, site.replicaRoot, journal.point("v2")), true);
       assert.deepEqual(await readTree(site.replicaRoot), history.expected.get("v2"));
       assert.deepEqual(

@@ -16,7 +16,10 @@ export interface RecoveryPoint {
 const consistencyByWire: Record<number, PointConsistency> = { 1: "crash", 2: "app", 3: "best-effort" };
 const wireByConsistency: Record<PointConsistency, number> = { crash: 1, app: 2, "best-effort": 3 };
 
-/** Unknown or unspecified consistency is recorded as best-effort: a point is never overstated. */
+/** Markers without a consistency are stream events (e.g. a resync starting), never points. */
+export const consistencyUnspecified = 0;
+
+/** A consistency this journal does not know is recorded as best-effort: a point is never overstated. */
 export function consistencyFromWire(value: number): PointConsistency {
   return consistencyByWire[value] ?? "best-effort";
 }

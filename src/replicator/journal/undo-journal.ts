@@ -9,7 +9,7 @@ import { changesNamespace, type ChangeJournal, type JournalChange } from "./chan
 import { fsyncDirectory, writeFileAtomic } from "./durable.js";
 import { JournalCorruptError, JournalUsageError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
-import { invalidMarker, pointFromMarker, type RecoveryPoint } from "./point.js";
+import { consistencyUnspecified, invalidMarker, pointFromMarker, type RecoveryPoint } from "./point.js";
 import { acquireProcessLock } from "./process-lock.js";
 import type { UndoRecord } from "./record.js";
 import { SegmentLog, type GroupLocation } from "./segment-log.js";
@@ -123,7 +123,8 @@ export class UndoJournal implements ChangeJournal {
     if (changesNamespace(op)) await this.gate.passNamespaceOp();
     this.lastChangeSeq = seq;
     if (op.$case === "marker") {
-      await this.recordPoint(seq, op.value);
+      // An unspecified consistency marks a stream event (the agent's resync start), not a point.
+      if (op.value.consistency !== consistencyUnspecified) await this.recordPoint(seq, op.value);
       return;
     }
     if (this.points().length === 0) return; // nothing before the first point is ever reconstructed
