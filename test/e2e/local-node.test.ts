@@ -63,6 +63,7 @@ describe("local node (e2e)", function () {
       mostPodsOnOneNode = Math.max(mostPodsOnOneNode, pods.filter((p) => p.spec?.nodeName === name).length);
     }
   };
+  afterEach(notePodsPerNode);
   after(() => {
     process.stderr.write(`      local node: at most ${mostPodsOnOneNode} running pods on one node in this suite\n`);
   });
@@ -445,10 +446,79 @@ describe("local node (e2e)", function () {
     const ip = pod.status?.podIP ?? "";
     const query = execFileSync(
       "psql",
-      ["-h", ip, "-U", "postgres", "-d", "shop", "-tAc", "select current_database() || ' ' || host(inet_server_addr())"],
+      [
+        "-h",
+        ip,
+        "-U",
+        "postgres",
+        "-d",
+        "shop",
+        "-tAc",
+        "select current_database() || ' ' || host(inet_server_addr())",
+      ],
       { env: { ...process.env, PGPASSWORD: "pw" }, encoding: "utf8" },
     );
     assert.equal(query.trim(), `shop ${ip}`);
+  });
+
+  it("exposes a Block claim as a device file of the requested size", async () => {
+    await core().createNamespacedPersistentVolumeClaim({
+      namespace: ns(),
+      body: {
+        metadata: { name: "disk" },
+        spec: { accessModes: ["ReadWriteOnce"], volumeMode: "Block", resources: { requests: { storage: "8Mi" } } },
+      },
+    });
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "block" },
+        spec: {
+          restartPolicy: "Never",
+          containers: [
+            shellContainer("main", "wc -c < /dev/xvdb; printf ksr | dd of=/dev/xvdb conv=notrunc 2>/dev/null", {
+              volumeDevices: [{ name: "disk", devicePath: "/dev/xvdb" }],
+            }),
+          ],
+          volumes: [{ name: "disk", persistentVolumeClaim: { claimName: "disk" } }],
+        },
+      },
+    });
+    await waitFor("pod block Succeeded", async () => {
+      const p = await core().readNamespacedPod({ name: "block", namespace: ns() });
+      return p.status?.phase === "Succeeded" ? p : undefined;
+    });
+    assert.equal(log("block").trim(), String(8 * 2 ** 20));
+    const claim = await core().readNamespacedPersistentVolumeClaim({ name: "disk", namespace: ns() });
+    const pv = await core().readPersistentVolume({ name: claim.spec?.volumeName ?? "" });
+    const image = pv.spec?.volumeMode === "Block" ? (pv.spec.local?.path ?? "") : "";
+    assert.equal(readFileSync(image).subarray(0, 3).toString(), "ksr");
+  });
+
+  it("restarts a container whose liveness probe fails", async () => {
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "unhealthy" },
+        spec: {
+          containers: [
+            shellContainer("main", idle, {
+              livenessProbe: { tcpSocket: { port: 1 }, periodSeconds: 1, failureThreshold: 2 },
+            }),
+          ],
+        },
+      },
+    });
+    const pod = await waitFor("a liveness restart", async () => {
+      const p = await core().readNamespacedPod({ name: "unhealthy", namespace: ns() });
+      return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+    });
+    // The shell exits 0 on the SIGTERM the failed probe brings.
+    assert.equal(pod.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode, 0);
+    const events = (
+      await core().listNamespacedEvent({ namespace: ns(), fieldSelector: "involvedObject.name=unhealthy" })
+    ).items;
+    assert.ok(events.some((e) => e.reason === "Killing" && e.message?.includes("failed liveness probe")));
   });
 
   it("restarts a failing container with back-off and reports its last exit code", async () => {

@@ -24,6 +24,7 @@ describe("local node container runtime", function () {
     dir = mkdtempSync(join(tmpdir(), "ksr-runtime-"));
     mkdirSync(join(dir, "volume"));
     writeFileSync(join(dir, "volume", "greeting"), "hello\n");
+    writeFileSync(join(dir, "disk.img"), Buffer.alloc(4096));
   });
   afterEach(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -36,6 +37,7 @@ describe("local node container runtime", function () {
     mounts: [
       { source: join(dir, "volume"), target: `/${unique}/data`, readOnly: false, type: "dir" },
       { source: join(dir, "volume"), target: `/var/lib/${unique}/ro`, readOnly: true, type: "dir" },
+      { source: join(dir, "disk.img"), target: `/dev/${unique}`, readOnly: false, type: "file" },
     ],
     workingDir: `/${unique}/data`,
     argv: ["sh", "-c", script],
@@ -47,11 +49,22 @@ describe("local node container runtime", function () {
 
   it("shows volumes at their mount paths, in a private mount and UTS namespace", async () => {
     const before = mountTable();
-    const script = `echo "$(hostname) $(pwd) $(cat "$GREETING_FILE")"; echo written > out; touch /var/lib/${unique}/ro/x 2>/dev/null || echo read-only`;
+    const script = [
+      `echo "$(hostname) $(pwd) $(cat "$GREETING_FILE")"`,
+      "echo written > out",
+      `touch /var/lib/${unique}/ro/x 2>/dev/null || echo read-only`,
+      `wc -c < /dev/${unique}`,
+      `printf block | dd of=/dev/${unique} conv=notrunc 2>/dev/null`,
+    ].join("; ");
     const container = startContainer(spec(script), tools);
     const exit = await container.exited;
     assert.equal(exit.exitCode, 0, readFileSync(join(dir, "logs", "0.log"), "utf8"));
-    assert.equal(readFileSync(join(dir, "logs", "0.log"), "utf8"), `pod-under-test /${unique}/data hello\nread-only\n`);
+    assert.equal(
+      readFileSync(join(dir, "logs", "0.log"), "utf8"),
+      `pod-under-test /${unique}/data hello\nread-only\n4096\n`,
+    );
+    assert.equal(readFileSync(join(dir, "disk.img")).subarray(0, 5).toString(), "block");
+    assert.equal(existsSync(`/dev/${unique}`), false, "device paths live in the container's own /dev");
     assert.equal(readFileSync(join(dir, "volume", "out"), "utf8"), "written\n");
     assert.equal(existsSync(`/${unique}`), false, "mount points are created inside the container only");
     assert.equal(existsSync(`/var/lib/${unique}`), false, "the overlay keeps /var/lib untouched");

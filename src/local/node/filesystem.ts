@@ -44,6 +44,9 @@ export function normalizeContainerPath(path: string, what: string): string {
   return normalized.length > 1 ? normalized.replace(/\/$/, "") : normalized;
 }
 
+/** The container gets its own /dev (a tmpfs with the usual device nodes), so device paths are created there. */
+export const privateDev = "/dev";
+
 const isWithin = (path: string, dir: string) => dir === "/" || path === dir || path.startsWith(dir + "/");
 const depth = (path: string) => path.split("/").filter(Boolean).length;
 
@@ -70,7 +73,7 @@ function place(path: string, mountTargets: readonly string[], host: HostView): P
   const resolved = posix.join(real, posix.relative(existing, path));
   if (existing === path) return { path: resolved, create: false };
   if (mountTargets.some((target) => isWithin(resolved, target))) return { path: resolved, create: true };
-  if (real === "/") return { path: resolved, create: true };
+  if (real === "/" || isWithin(resolved, privateDev)) return { path: resolved, create: true };
   return { path: resolved, create: true, overlay: real };
 }
 

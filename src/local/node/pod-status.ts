@@ -175,7 +175,7 @@ export function shouldRestart(restartPolicy: string | undefined, exitCode: numbe
   return true;
 }
 
-/** Crash-loop back-off: base, doubling per restart, capped (10 s → 5 min in the kubelet). */
-export function restartDelayMs(restarts: number, baseMs: number, maxMs: number): number {
-  return Math.min(maxMs, baseMs * 2 ** Math.max(0, restarts - 1));
+/** Crash-loop back-off as the kubelet applies it: the first restart is immediate, then base doubling to a cap (10 s → 5 min). */
+export function restartDelayMs(restart: number, baseMs: number, maxMs: number): number {
+  return restart <= 1 ? 0 : Math.min(maxMs, baseMs * 2 ** (restart - 2));
 }

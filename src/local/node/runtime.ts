@@ -19,7 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { isRunning, readProcStat, type ProcessRecord } from "../processes.js";
 import { killCgroupTree, signalProcessGroup } from "./containment.js";
 import type { BindMount, FilesystemPlan, HostView, TopLevelEntry } from "./filesystem.js";
-import { planFilesystem } from "./filesystem.js";
+import { planFilesystem, privateDev } from "./filesystem.js";
 
 export interface HostTools {
   unshare: string;
@@ -68,6 +68,26 @@ export interface LaunchSpec {
   scriptFile: string;
 }
 
+const deviceNodes = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/** A container's /dev as runtimes build it: the harmless device nodes, its own pts view and shm, the usual links. */
+function privateDevLines(dev: string, tools: HostTools): string[] {
+  const q = shellQuote;
+  const mount = q(tools.mount);
+  return [
+    `${mount} -t tmpfs -o mode=0755,nosuid ksr-dev ${dev}`,
+    ...deviceNodes.flatMap((node) => [`: > ${dev}/${node}`, `${mount} --bind /dev/${node} ${dev}/${node}`]),
+    `mkdir ${dev}/pts ${dev}/shm`,
+    `${mount} --rbind /dev/pts ${dev}/pts`,
+    `${mount} -t tmpfs -o mode=1777,nosuid,nodev ksr-shm ${dev}/shm`,
+    `ln -s pts/ptmx ${dev}/ptmx`,
+    `ln -s /proc/self/fd ${dev}/fd`,
+    `ln -s /proc/self/fd/0 ${dev}/stdin`,
+    `ln -s /proc/self/fd/1 ${dev}/stdout`,
+    `ln -s /proc/self/fd/2 ${dev}/stderr`,
+  ];
+}
+
 export const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
 
 /** The setup script run as the container's first process; it ends by exec-ing the container's command. */
@@ -79,7 +99,8 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
   lines.push(`${q(tools.mount)} -t tmpfs -o mode=0755 ksr-root ${q(spec.rootDir)}`);
   for (const entry of plan.topLevel) {
     const path = root(entry.name);
-    if (entry.type === "symlink") lines.push(`ln -s ${q(entry.linkTarget ?? "")} ${path}`);
+    if ("/" + entry.name === privateDev) lines.push(`mkdir ${path}`, ...privateDevLines(path, tools));
+    else if (entry.type === "symlink") lines.push(`ln -s ${q(entry.linkTarget ?? "")} ${path}`);
     else if (entry.type === "dir")
       lines.push(`mkdir ${path}`, `${q(tools.mount)} --rbind ${q("/" + entry.name)} ${path}`);
     else lines.push(`: > ${path}`, `${q(tools.mount)} --bind ${q("/" + entry.name)} ${path}`);

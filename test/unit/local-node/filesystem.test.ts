@@ -93,6 +93,13 @@ describe("local node container filesystem plan", () => {
     assert.deepEqual(plan.steps.at(-2), { mkdir: "/run/secrets/kubernetes.io/serviceaccount" });
   });
 
+  it("creates device paths in the container's own /dev", () => {
+    const device: BindMount = { source: "/vol/disk.img", target: "/dev/xvdb", readOnly: false, type: "file" };
+    const plan = planFilesystem([device], "/", host);
+    assert.deepEqual(plan.overlays, []);
+    assert.deepEqual(plan.steps, [{ touch: "/dev/xvdb" }, { bind: device }]);
+  });
+
   it("creates a missing working directory like a mount point", () => {
     assert.equal(planFilesystem([], "/app", host).workingDir, "/app");
     assert.deepEqual(planFilesystem([], "/app", host).steps, [{ mkdir: "/app" }]);

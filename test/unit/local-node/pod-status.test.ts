@@ -98,10 +98,10 @@ describe("local node pod status", () => {
     });
   }
 
-  it("doubles the back-off per restart up to the cap", () => {
+  it("restarts at once the first time, then doubles the back-off up to the cap", () => {
     assert.deepEqual(
       [1, 2, 3, 4, 10].map((n) => restartDelayMs(n, 10_000, 300_000)),
-      [10_000, 20_000, 40_000, 80_000, 300_000],
+      [0, 10_000, 20_000, 40_000, 300_000],
     );
   });
 
