@@ -1,7 +1,8 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { rollback } from "../../src/replicator/journal/materialise.js";
+import { join } from "node:path";
+import { hydrate, rollback } from "../../src/replicator/journal/materialise.js";
 import { UndoJournal } from "../../src/replicator/journal/undo-journal.js";
 import { crashSegmentBytes, crashWorkload } from "../fixture/journal-crash-workload.js";
 import {
@@ -93,6 +94,33 @@ describe("journal: kill -9 of the master target", function () {
       await after.close();
       assert.deepEqual(retained, before.slice(before.length - retained.length), "retained points are the newest ones");
       await assertEveryPointHydrates(site, workload);
+      await removeSite(site);
+      site = await makeSite("journal-crash");
+    }
+  });
+
+  it("during hydration: resuming writes the point exactly", async () => {
+    for (let round = 0; round < rounds; round++) {
+      const seed = 4000 + round;
+      const workload = crashWorkload(seed, changes);
+      const journal = await openJournal(site);
+      await applyWorkload(site, workload, journal);
+      const target = journal.points()[0];
+      assert.ok(target !== undefined);
+      await journal.close();
+      const outcome = await runAndKill(
+        ["hydrate", site.base, String(seed), String(changes), target.id],
+        Math.random() * 40,
+      );
+      const resumed = await openJournal(site);
+      try {
+        const destination = join(site.base, "drill");
+        assert.equal(await hydrate(resumed, site.replicaRoot, target, destination), true);
+        assert.deepEqual(await readTree(destination), workload.expected.get(target.id), `round ${round} (${outcome})`);
+        assert.deepEqual(await readTree(site.replicaRoot), workload.finalState, "hydration never changes the replica");
+      } finally {
+        await resumed.close();
+      }
       await removeSite(site);
       site = await makeSite("journal-crash");
     }

@@ -73,6 +73,11 @@ class Machine {
     this.io.open();
   }
 
+  async close(): Promise<void> {
+    await this.replica.close();
+    await this.journal.close();
+  }
+
   async mark(marker: MarkerOp): Promise<{ seq: number; consistency: PointConsistency }> {
     const seq = await this.apply({ $case: "marker", value: marker });
     return { seq, consistency: consistencyFromWire(marker.consistency) };
@@ -160,7 +165,7 @@ describe("journal: consistency groups", () => {
     log = new GroupPointLog(join(sites[0]?.base ?? "", "group-points"));
   });
   afterEach(async () => {
-    for (const machine of machines) await machine.journal.close();
+    for (const machine of machines) await machine.close();
     for (const site of sites) await removeSite(site);
   });
 

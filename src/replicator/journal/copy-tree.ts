@@ -11,6 +11,8 @@ import { join } from "node:path";
  */
 export class LinkMap {
   private readonly copies = new Map<string, string[]>();
+  /** Grows with every change, so callers can tell whether the map needs saving. */
+  version = 0;
 
   static fromJSON(entries: readonly (readonly [string, string[]])[] | undefined): LinkMap {
     const map = new LinkMap();
@@ -31,6 +33,7 @@ export class LinkMap {
     if (!stats.isFile() || stats.nlink <= 1) return;
     const key = inodeKey(stats);
     this.copies.set(key, [...(this.copies.get(key) ?? []), destination]);
+    this.version++;
   }
 
   /** The destination path (or tree) is gone. */
@@ -46,6 +49,7 @@ export class LinkMap {
   private rewrite(change: (path: string) => string | undefined): void {
     for (const [key, paths] of this.copies) {
       const kept = paths.flatMap((path) => change(path) ?? []);
+      if (kept.length !== paths.length || kept.some((path, index) => path !== paths[index])) this.version++;
       if (kept.length === 0) this.copies.delete(key);
       else this.copies.set(key, kept);
     }

@@ -4,6 +4,7 @@
 import { chmod, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { copyEntry, LinkMap } from "./copy-tree.js";
+import { DurableCounter } from "../durable-counter.js";
 import { writeFileAtomic } from "./durable.js";
 import { JournalUsageError } from "./errors.js";
 import type { RecoveryPoint } from "./point.js";
@@ -28,8 +29,6 @@ interface HydrateState {
   copiedThrough: string | null;
   /** Records up to this seq are undone during the undo phase. */
   upperSeq: number;
-  /** Every group above this seq is undone. */
-  undoneAbove: number;
   /** Where multiply-linked inodes were copied (so a resumed hydration keeps hard links). */
   links?: [string, string[]][];
 }
@@ -39,7 +38,6 @@ interface RollbackState {
   pointId: string;
   pointSeq: number;
   upperSeq: number;
-  undoneAbove: number;
 }
 
 const progressEvery = 256;
@@ -75,35 +73,42 @@ function walkOrder(a: string, b: string): number {
   return left.length - right.length;
 }
 
-/** Undoes the groups in (point, state.upperSeq] newest first, saving progress as it goes. */
+/**
+ * Undoes the groups in (point, upperSeq] newest first. The cursor (every group above it is undone)
+ * is made durable after each group: an undo step is only safe to repeat right after itself, never
+ * after older groups were undone, so a resumed run must start exactly where the last one stopped.
+ */
 async function undoGroups(
   journal: UndoJournal,
   point: RecoveryPoint,
   applier: UndoApplier,
-  state: { upperSeq: number; undoneAbove: number },
-  save: () => Promise<void>,
+  upperSeq: number,
+  cursor: DurableCounter,
+  afterGroup: () => Promise<void>,
   progress: MaterialiseProgress,
 ): Promise<boolean> {
-  const groups = journal.groupsBetween(point.seq, Math.min(state.upperSeq, state.undoneAbove)).reverse();
+  const groups = journal.groupsBetween(point.seq, Math.min(upperSeq, cursor.value)).reverse();
   let done = 0;
   for (const group of groups) {
-    if (progress.stopAfterGroups !== undefined && done >= progress.stopAfterGroups) {
-      await applier.flush();
-      await save();
-      return false;
-    }
+    if (progress.stopAfterGroups !== undefined && done >= progress.stopAfterGroups) return false;
     await applier.undoGroup(await journal.readGroup(group));
-    state.undoneAbove = group.seq - 1;
-    if (++done % progressEvery === 0) {
-      await applier.flush();
-      await save();
-      progress.onProgress?.(`undone ${done}/${groups.length} changes`);
-    }
+    await applier.flush();
+    await afterGroup();
+    await cursor.set(group.seq - 1);
+    if (++done % progressEvery === 0) progress.onProgress?.(`undone ${done}/${groups.length} changes`);
   }
-  await applier.flush();
-  state.undoneAbove = point.seq;
-  await save();
+  await cursor.set(point.seq);
   return true;
+}
+
+/** Runs work with the durable undo cursor stored at `path`, closing it afterwards. */
+async function withCursor<T>(path: string, work: (cursor: DurableCounter) => Promise<T>): Promise<T> {
+  const cursor = await DurableCounter.open(path);
+  try {
+    return await work(cursor);
+  } finally {
+    await cursor.close();
+  }
 }
 
 // ------------------------------------------------------------------------------------ hydrate
@@ -122,19 +127,30 @@ export async function hydrate(
   const unpin = journal.pin(point);
   try {
     const progressPath = hydrateProgressPath(destination);
+    const cursorPath = `${progressPath}.cursor`;
     const state = await startOrResumeHydrate(journal, point, destination, progressPath);
     const links = LinkMap.fromJSON(state.links);
     const save = () => writeFileAtomic(progressPath, JSON.stringify({ ...state, links }));
-    if (state.phase === "copy") {
-      await copyReplica(journal, replicaRoot, destination, state, links, save, progress);
-      state.phase = "undo";
-      state.upperSeq = journal.lastRecordedSeq;
-      state.undoneAbove = state.upperSeq;
-      await save();
-    }
-    const applier = new UndoApplier(destination, (object) => journal.objectPath(object), "copy", links);
-    if (!(await undoGroups(journal, point, applier, state, save, progress))) return false;
+    const finished = await withCursor(cursorPath, async (cursor) => {
+      if (state.phase === "copy") {
+        await copyReplica(journal, replicaRoot, destination, state, links, save, progress);
+        state.phase = "undo";
+        state.upperSeq = journal.lastRecordedSeq;
+        await cursor.set(state.upperSeq);
+        await save();
+      }
+      const applier = new UndoApplier(destination, (object) => journal.objectPath(object), "copy", links);
+      let savedLinks = links.version;
+      const saveChangedLinks = async (): Promise<void> => {
+        if (links.version === savedLinks) return;
+        await save();
+        savedLinks = links.version;
+      };
+      return undoGroups(journal, point, applier, state.upperSeq, cursor, saveChangedLinks, progress);
+    });
+    if (!finished) return false;
     await rm(progressPath, { force: true });
+    await rm(cursorPath, { force: true });
     progress.onProgress?.(`point ${point.id} hydrated into ${destination}`);
     return true;
   } finally {
@@ -176,7 +192,6 @@ function freshHydrateState(journal: UndoJournal, point: RecoveryPoint): HydrateS
     copyStartSeq: journal.lastRecordedSeq,
     copiedThrough: null,
     upperSeq: 0,
-    undoneAbove: 0,
   };
 }
 
@@ -215,6 +230,7 @@ async function copyReplica(
       if (state.copiedThrough !== null && walkOrder(path, state.copiedThrough) <= 0) {
         continue; // copied before the interruption; its links are in the saved map
       }
+      await removeStaleCopy(join(destination, path));
       await copyEntry(source, join(destination, path), links);
       state.copiedThrough = path;
       if (++copied % progressEvery === 0) {
@@ -226,6 +242,12 @@ async function copyReplica(
   } finally {
     release();
   }
+}
+
+/** An entry copied after the last saved progress may exist already; files and links are copied again. */
+async function removeStaleCopy(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats !== undefined && !stats.isDirectory()) await rm(path, { force: true });
 }
 
 async function* walk(root: string, prefix: string): AsyncGenerator<string> {
@@ -251,24 +273,31 @@ export async function rollback(
 ): Promise<boolean> {
   return journal.alone(async () => {
     const progressPath = rollbackProgressPath(journal);
-    const state = await startOrResumeRollback(journal, point, progressPath);
-    const save = () => writeFileAtomic(progressPath, JSON.stringify(state));
-    await save();
-    journal.blockChangesForRollback(point);
-    const applier = new UndoApplier(replicaRoot, (object) => journal.objectPath(object), "move");
-    if (!(await undoGroups(journal, point, applier, state, save, progress))) return false;
+    const cursorPath = `${progressPath}.cursor`;
+    const finished = await withCursor(cursorPath, async (cursor) => {
+      const state =
+        (await startOrResumeRollback(journal, point, progressPath)) ??
+        (await beginRollback(journal, point, cursor, progressPath));
+      journal.blockChangesForRollback(point);
+      const applier = new UndoApplier(replicaRoot, (object) => journal.objectPath(object), "move");
+      return undoGroups(journal, point, applier, state.upperSeq, cursor, noop, progress);
+    });
+    if (!finished) return false;
     await journal.truncateAfter(point);
     await rm(progressPath, { force: true });
+    await rm(cursorPath, { force: true });
     progress.onProgress?.(`replica rolled back to point ${point.id}`);
     return true;
   });
 }
 
+const noop = (): Promise<void> => Promise.resolve();
+
 async function startOrResumeRollback(
   journal: UndoJournal,
   point: RecoveryPoint,
   progressPath: string,
-): Promise<RollbackState> {
+): Promise<RollbackState | undefined> {
   const saved = await readJson<RollbackState>(progressPath);
   if (saved !== undefined) {
     if (saved.pointId !== point.id || saved.pointSeq !== point.seq)
@@ -279,11 +308,18 @@ async function startOrResumeRollback(
   }
   journal.requireRetained(point);
   if (journal.hasPins) throw new JournalUsageError("a hydration is reading the journal; roll back after it finished");
-  return {
-    format: 1,
-    pointId: point.id,
-    pointSeq: point.seq,
-    upperSeq: journal.lastRecordedSeq,
-    undoneAbove: journal.lastRecordedSeq,
-  };
+  return undefined;
+}
+
+/** A fresh rollback: the cursor is durable before the progress file that makes it count. */
+async function beginRollback(
+  journal: UndoJournal,
+  point: RecoveryPoint,
+  cursor: DurableCounter,
+  progressPath: string,
+): Promise<RollbackState> {
+  const state: RollbackState = { format: 1, pointId: point.id, pointSeq: point.seq, upperSeq: journal.lastRecordedSeq };
+  await cursor.set(state.upperSeq);
+  await writeFileAtomic(progressPath, JSON.stringify(state));
+  return state;
 }
