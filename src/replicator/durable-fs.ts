@@ -14,13 +14,17 @@ export async function fsyncDirectory(path: string): Promise<void> {
 
 const readChunkBytes = 4 * 1024 * 1024;
 
-/** Calls back with consecutive blocks of a file (the last may be short); reads in large chunks. */
+/**
+ * Calls back with consecutive blocks of a file (the last may be short); reads in large chunks.
+ * Blocks are views of a reused buffer: copy what must outlive the callback. Returns false when
+ * the file ended before `size` (it shrank while being read).
+ */
 export async function forEachBlock(
   handle: FileHandle,
   size: number,
   blockBytes: number,
   onBlock: (index: number, block: Buffer) => void | Promise<void>,
-): Promise<void> {
+): Promise<boolean> {
   const chunkBytes = Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
   const chunk = Buffer.allocUnsafe(chunkBytes);
   for (let offset = 0; offset < size; offset += chunkBytes) {
@@ -29,6 +33,7 @@ export async function forEachBlock(
     for (let start = 0; start < bytesRead; start += blockBytes) {
       await onBlock((offset + start) / blockBytes, chunk.subarray(start, Math.min(start + blockBytes, bytesRead)));
     }
-    if (bytesRead < wanted) return; // the file shrank while being read; a later event covers it
+    if (bytesRead < wanted) return false;
   }
+  return true;
 }

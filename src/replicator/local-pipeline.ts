@@ -35,6 +35,8 @@ export interface PipelineOptions {
   onProgress?: (progress: AgentProgress) => void;
   /** Where each program's stderr goes (default: inherited). */
   logDir?: string;
+  /** Extra node flags for the three programs (for example --cpu-prof). */
+  nodeArgs?: string[];
 }
 
 interface Layout {
@@ -81,6 +83,17 @@ export class LocalPipeline {
 
   static async create(options: PipelineOptions): Promise<LocalPipeline> {
     return new LocalPipeline(options, await prepare(options, options.machineId ?? "local"));
+  }
+
+  get processServerAddress(): string {
+    return `localhost:${this.layout.ports.processServer}`;
+  }
+
+  /** The certificate files a role uses (tests open their own connections as that role). */
+  identity(role: Role): TlsFiles {
+    const files = this.layout.tls.get(role);
+    if (files === undefined) throw new Error(`no identity for ${role}`);
+    return files;
   }
 
   args(role: Role): string[] {
@@ -141,9 +154,13 @@ export class LocalPipeline {
   /** Starts one program; servers resolve once they listen. */
   async start(role: Role): Promise<ChildProcess> {
     const stderr = this.options.logDir === undefined ? "inherit" : "pipe";
-    const child = spawn(process.execPath, [join(packageRoot, "bin", "ksr.js"), ...this.args(role)], {
-      stdio: ["ignore", "pipe", stderr],
-    });
+    const child = spawn(
+      process.execPath,
+      [...(this.options.nodeArgs ?? []), join(packageRoot, "bin", "ksr.js"), ...this.args(role)],
+      {
+        stdio: ["ignore", "pipe", stderr],
+      },
+    );
     if (this.options.logDir !== undefined) {
       const { createWriteStream } = await import("node:fs");
       child.stderr?.pipe(createWriteStream(join(this.options.logDir, `${role}.log`), { flags: "a" }));

@@ -29,7 +29,8 @@ export async function lstatIfExists(path: string): Promise<BigIntStats | undefin
     return await lstat(path, { bigint: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+    // ELOOP: a parent became a symlink loop, so this path names no entry of the tree.
+    if (code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP") return undefined;
     throw error;
   }
 }

@@ -100,7 +100,11 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
   });
 
   it("property: random operation sequences converge to a byte-exact replica", async () => {
-    const agent = await pipeline.agent({ once: false });
+    const agentLog: string[] = [];
+    const agent = await pipeline.agent({
+      once: false,
+      log: { info: (m) => agentLog.push(m), warn: (m) => agentLog.push(m) },
+    });
     const running = agent.run();
     const names = ["a", "b", "c", "d/e", "d/f"];
     const operation = fc.oneof(
@@ -164,9 +168,20 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
       await fc.assert(
         fc.asyncProperty(fc.array(operation, { minLength: 1, maxLength: 12 }), async (operations) => {
           for (const op of operations) await apply(op).catch(() => undefined); // invalid moves are part of the fuzz
-          assert.equal(await converge(() => treesDiffer(pipeline.source, pipeline.target)), "");
+          const difference = await converge(() => treesDiffer(pipeline.source, pipeline.target));
+          assert.equal(
+            difference,
+            "",
+            `${difference}\nagent log:\n${agentLog.join("\n")}\n${pipeline.warnings.join("\n")}`,
+          );
         }),
-        { numRuns: 12 },
+        {
+          numRuns: 12,
+          // Replays a reported failure: KSR_FC_SEED=<seed> KSR_FC_PATH=<path>.
+          ...(process.env.KSR_FC_SEED === undefined
+            ? {}
+            : { seed: Number(process.env.KSR_FC_SEED), path: process.env.KSR_FC_PATH }),
+        },
       );
     } finally {
       agent.stop();

@@ -63,6 +63,7 @@ export class Agent {
   private watcher: TreeWatcher | undefined;
   private stopped = false;
   private lastSave = 0;
+  private scanDue = false;
   private appliedSeq = 0;
   private readonly startedAt = Date.now();
 
@@ -138,6 +139,8 @@ export class Agent {
           continue;
         }
         this.options.log.warn(`replication step failed (retrying): ${(error as Error).message}`);
+        this.scanDue = true; // the notifications it had taken are gone: verify everything
+
         await sleep(retryMs);
       }
     }
@@ -239,9 +242,10 @@ export class Agent {
     while (!this.stopped) {
       await this.untilDone(async () => {
         const watcher = this.watcher;
-        const due = Date.now() - lastScan >= this.options.scanIntervalMs;
+        const due = this.scanDue || Date.now() - lastScan >= this.options.scanIntervalMs;
         if (watcher === undefined || due) {
           lastScan = Date.now();
+          this.scanDue = false;
           watcher?.take();
           await this.scan();
           return;

@@ -29,9 +29,9 @@ export class BlockSource {
     };
     if (record.identity === statIdentity(stats)) return;
     if (record.size !== size) await this.sender.emit({ $case: "truncate", value: { path: "", size } });
-    await sendChangedBlocks(this.image, "", size, record, this.sender);
+    const complete = await sendChangedBlocks(this.image, "", size, record, this.sender);
     record.size = size;
-    record.identity = statIdentity(stats);
+    record.identity = complete ? statIdentity(stats) : "";
     this.manifest.set("", record);
   }
 }

@@ -40,6 +40,21 @@ export function statIdentity(stats: BigIntStats): string {
   return `${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}:${stats.mode}`;
 }
 
+/**
+ * Whether stats describe the same object a record was taken from, as a rename leaves it: inode,
+ * size, mtime and mode unchanged (a rename changes only ctime). Inode numbers alone are reused
+ * as soon as an entry is deleted.
+ */
+export function sameObjectMoved(record: ManifestRecord, stats: BigIntStats): boolean {
+  const [ino, size, mtime, , mode] = record.identity.split(":");
+  return (
+    ino === String(stats.ino) &&
+    size === String(stats.size) &&
+    mtime === String(stats.mtimeNs) &&
+    mode === String(stats.mode)
+  );
+}
+
 export class Manifest {
   readonly entries = new Map<string, ManifestRecord>();
   private readonly byIno = new Map<string, Set<string>>();

@@ -9,7 +9,7 @@ import { BlockHashes, blockCount, blockSize, hashBlock, isZeroBlock } from "../b
 import { forEachBlock } from "../durable-fs.js";
 import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
-import { statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
+import { sameObjectMoved, statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
 import type { ChangeSender } from "./sender.js";
 
 export class TreeSource {
@@ -85,20 +85,22 @@ export class TreeSource {
     else await this.reconcileFile(path, stats, old);
   }
 
-  /** A new name for an inode the manifest knows: a rename (old name gone) or a hard link (still there). */
+  /** A new name for an object the manifest knows: a rename (old name gone) or a hard link (still there). */
   private async movedOrLinked(path: string, stats: BigIntStats): Promise<ManifestRecord | undefined> {
     const ino = String(stats.ino);
+    const isDirectory = stats.isDirectory();
     for (const candidate of this.manifest.pathsWithIno(ino)) {
       const record = this.manifest.get(candidate);
-      if (record === undefined || record.kind !== entryKind(stats)) continue;
+      if (record === undefined || record.kind !== entryKind(stats) || path.startsWith(`${candidate}/`)) continue;
+      // A moved directory's own times may change; files and symlinks must match exactly.
+      if (!isDirectory && !sameObjectMoved(record, stats)) continue;
       const now = await lstatIfExists(join(this.root, candidate));
-      if (now === undefined || String(now.ino) !== ino) {
-        if (path.startsWith(`${candidate}/`)) continue;
+      if (now === undefined || (!isDirectory && String(now.ino) !== ino)) {
         await this.sender.emit({ $case: "rename", value: { from: candidate, to: path } });
         this.manifest.moveTree(candidate, path);
         return this.manifest.get(path);
       }
-      if (record.kind === EntryKind.ENTRY_KIND_FILE && stats.nlink > 1n) {
+      if (record.kind === EntryKind.ENTRY_KIND_FILE && stats.nlink > 1n && String(now.ino) === ino) {
         await this.sender.emit({ $case: "hardLink", value: { path, existing: candidate } });
         this.manifest.set(path, record);
         return record;
@@ -176,33 +178,38 @@ export class TreeSource {
       ino: "",
     };
     if (record.size !== size) await this.sender.emit({ $case: "truncate", value: { path, size } });
-    await sendChangedBlocks(join(this.root, path), path, size, record, this.sender);
+    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.sender);
     if (old !== undefined && old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
     record.mode = mode;
     record.size = size;
-    record.identity = identity;
+    // A file that changed under the read is re-read next time, whatever its stat says then.
+    record.identity = complete ? identity : "";
     record.ino = String(stats.ino);
     this.manifest.set(path, record);
   }
 }
 
-/** Reads the file once; blocks whose hash differs from the record are sent, zeros as zero ranges. */
+/**
+ * Reads the file once; blocks whose hash differs from the record are sent, zeros as zero ranges.
+ * Returns false when the file could not be read whole (it vanished or shrank meanwhile).
+ */
 export async function sendChangedBlocks(
   file: string,
   path: string,
   size: number,
   record: ManifestRecord,
   sender: ChangeSender,
-): Promise<void> {
+): Promise<boolean> {
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
   let handle;
   try {
     handle = await open(file, "r");
   } catch {
-    return; // vanished or unreadable now; a later notification or scan catches up
+    return false;
   }
+  let complete: boolean;
   try {
-    await forEachBlock(handle, size, blockSize, async (index, block) => {
+    complete = await forEachBlock(handle, size, blockSize, async (index, block) => {
       const hash = hashBlock(block);
       if (record.hashes.get(index) === hash && index < knownBlocks) return;
       record.hashes.set(index, hash);
@@ -219,4 +226,5 @@ export async function sendChangedBlocks(
     await handle.close();
   }
   record.hashes.truncate(blockCount(size));
+  return complete;
 }

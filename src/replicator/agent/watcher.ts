@@ -2,17 +2,12 @@
 // recursive fs.watch on Linux silently stops reporting in trees holding symlinks, so the
 // recursion is ours. Notifications only say where to look; when they cannot be trusted
 // (a watch failed, an unnamed event) the next round runs a full verifying scan.
-import { lstatSync, readdirSync, watch, type FSWatcher } from "node:fs";
+import { lstatSync, readdirSync, watch, type Dirent, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { Signal } from "../signal.js";
 
-interface DirectoryWatch {
-  watcher: FSWatcher;
-  ino: number;
-}
-
 export class TreeWatcher {
-  private readonly watches = new Map<string, DirectoryWatch>();
+  private readonly watches = new Map<string, FSWatcher>();
   private dirty = new Set<string>();
   /** True when events may have been lost: the next round must scan everything. */
   private overflowed = false;
@@ -21,7 +16,7 @@ export class TreeWatcher {
   constructor(private readonly root: string) {}
 
   start(): void {
-    this.watchTree("");
+    this.watchTree("", false);
   }
 
   /** Takes the paths reported since the last call. */
@@ -37,7 +32,7 @@ export class TreeWatcher {
   }
 
   close(): void {
-    for (const { watcher } of this.watches.values()) watcher.close();
+    for (const watcher of this.watches.values()) watcher.close();
     this.watches.clear();
   }
 
@@ -46,44 +41,48 @@ export class TreeWatcher {
     this.changed.notify();
   }
 
-  private watchTree(relative: string): void {
+  /**
+   * Watches a directory and the directories below it. With `reportExisting`, everything already
+   * in a newly watched directory is reported: it may have appeared before the watch existed.
+   */
+  private watchTree(relative: string, reportExisting = true): void {
     const absolute = relative === "" ? this.root : join(this.root, relative);
-    let ino: number;
+    // Always a fresh watch: a directory removed and recreated can reuse its inode number, and
+    // the old watch died with the old directory.
+    this.unwatchTree(relative);
     try {
-      const stats = lstatSync(absolute);
-      if (!stats.isDirectory()) return;
-      ino = stats.ino;
+      if (!lstatSync(absolute).isDirectory()) return;
     } catch {
       return;
     }
-    if (this.watches.get(relative)?.ino === ino) return;
-    this.unwatchTree(relative);
     try {
       const watcher = watch(absolute, (_event, name) => {
         this.onEvent(relative, name);
       });
       watcher.on("error", () => {
-        this.unwatchTree(relative);
+        if (this.watches.get(relative) === watcher) this.unwatchTree(relative);
         this.lost();
       });
-      this.watches.set(relative, { watcher, ino });
+      this.watches.set(relative, watcher);
     } catch {
       this.lost();
       return;
     }
-    let children: string[] = [];
+    let children: Dirent[] = [];
     try {
-      children = readdirSync(absolute, { withFileTypes: true })
-        .filter((entry) => entry.isDirectory())
-        .map((entry) => entry.name);
+      children = readdirSync(absolute, { withFileTypes: true });
     } catch {
       this.lost();
     }
-    for (const child of children) this.watchTree(relative === "" ? child : `${relative}/${child}`);
+    for (const child of children) {
+      const path = relative === "" ? child.name : `${relative}/${child.name}`;
+      if (reportExisting) this.dirty.add(path);
+      if (child.isDirectory()) this.watchTree(path, reportExisting);
+    }
   }
 
   private unwatchTree(relative: string): void {
-    for (const [path, { watcher }] of this.watches) {
+    for (const [path, watcher] of this.watches) {
       if (relative !== "" && path !== relative && !path.startsWith(`${relative}/`)) continue;
       if (relative === "" && path !== "") continue;
       watcher.close();
@@ -98,15 +97,8 @@ export class TreeWatcher {
     }
     const path = directory === "" ? String(name) : `${directory}/${String(name)}`;
     this.dirty.add(path);
-    // A new, replaced or renamed-in directory gets (re)watched; a vanished one loses its watches.
+    // A new, replaced or renamed-in directory gets a fresh watch; a vanished one loses its watches.
     this.watchTree(path);
-    if (this.watches.has(path)) {
-      try {
-        if (!lstatSync(join(this.root, path)).isDirectory()) this.unwatchTree(path);
-      } catch {
-        this.unwatchTree(path);
-      }
-    }
     this.changed.notify();
   }
 }
