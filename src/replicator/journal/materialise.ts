@@ -172,7 +172,7 @@ async function startOrResumeHydrate(
       );
     if (saved.phase === "copy" && (await namespaceChangedSince(journal, saved.copyStartSeq))) {
       await rm(destination, { recursive: true, force: true });
-      return freshHydrateState(journal, point);
+      return startFreshHydrate(journal, point, progressPath);
     }
     return saved;
   }
@@ -180,11 +180,16 @@ async function startOrResumeHydrate(
   if (existing !== undefined && !(existing.isDirectory() && (await readdir(destination)).length === 0))
     throw new JournalUsageError(`destination ${destination} already exists and is not an empty directory`);
   await mkdir(dirname(destination), { recursive: true });
-  return freshHydrateState(journal, point);
+  return startFreshHydrate(journal, point, progressPath);
 }
 
-function freshHydrateState(journal: UndoJournal, point: RecoveryPoint): HydrateState {
-  return {
+/** Saved before anything is copied, so an interruption at any moment leaves a resumable copy. */
+async function startFreshHydrate(
+  journal: UndoJournal,
+  point: RecoveryPoint,
+  progressPath: string,
+): Promise<HydrateState> {
+  const state: HydrateState = {
     format: 1,
     pointId: point.id,
     pointSeq: point.seq,
@@ -193,6 +198,8 @@ function freshHydrateState(journal: UndoJournal, point: RecoveryPoint): HydrateS
     copiedThrough: null,
     upperSeq: 0,
   };
+  await writeFileAtomic(progressPath, JSON.stringify(state));
+  return state;
 }
 
 /** A rename or a replaced entry since the copy began: entries copied before it may be stale in place. */
