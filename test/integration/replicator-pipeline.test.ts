@@ -1,14 +1,27 @@
 // The whole data path over real gRPC with mutual TLS on loopback, real files and fsync.
 import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
-import { appendFile, chmod, link, mkdir, open, rename, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
+import {
+  appendFile,
+  chmod,
+  link,
+  mkdir,
+  open,
+  readFile,
+  rename,
+  rm,
+  stat,
+  symlink,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import fc from "fast-check";
 import { IngestClient, type OpenReply } from "../../src/gen/ksr/replication/v1/replication.js";
 import type { Agent } from "../../src/replicator/agent/agent.js";
 import { writeLoopbackPki, agentCommonName, clientCredentials } from "../../src/replicator/tls.js";
-import { converge, createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
+import { blockMachineId, converge, createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 
 async function populate(root: string): Promise<void> {
@@ -70,6 +83,27 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
     await (await pipeline.agent()).run();
     const again = await (await pipeline.agent()).run();
     assert.ok(again.bytesPushed < 1000, `unchanged tree pushed ${again.bytesPushed} bytes`);
+  });
+
+  it("block mode replicates an image and then only its changed blocks", async () => {
+    const image = join(pipeline.work, "source.img");
+    const replica = join(pipeline.work, "target.img");
+    const handle = await open(image, "w");
+    await handle.write(randomBytes(3 * 65536), 0, 3 * 65536, 0);
+    await handle.write(randomBytes(1000), 0, 1000, 5 * 1024 * 1024);
+    await handle.truncate(8 * 1024 * 1024);
+    await handle.close();
+    const options = { machineId: blockMachineId, mode: "block" as const, source: image };
+    const first = await (await pipeline.agent(options)).run();
+    assert.ok((await readFile(replica)).equals(await readFile(image)));
+    assert.ok(first.bytesPushed < 300_000, `zero blocks are not sent (${first.bytesPushed} bytes)`);
+
+    const update = await open(image, "r+");
+    await update.write(randomBytes(4096), 0, 4096, 70_000);
+    await update.close();
+    const second = await (await pipeline.agent(options)).run();
+    assert.ok((await readFile(replica)).equals(await readFile(image)));
+    assert.ok(second.bytesPushed < 70_000, `one changed block travels (${second.bytesPushed} bytes)`);
   });
 
   it("continuous replication follows a changing tree", async () => {

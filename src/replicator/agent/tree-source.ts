@@ -189,9 +189,40 @@ export class TreeSource {
   }
 }
 
+const maxWriteBytes = 1024 * 1024;
+
+/** Coalesces changed blocks that follow each other into one write of up to 1 MiB (one copy). */
+class WriteRun {
+  private buffer = Buffer.allocUnsafe(maxWriteBytes);
+  private offset = 0;
+  private length = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly sender: ChangeSender,
+  ) {}
+
+  async add(offset: number, block: Buffer): Promise<void> {
+    if (this.length > 0 && (offset !== this.offset + this.length || this.length + block.length > maxWriteBytes))
+      await this.flush();
+    if (this.length === 0) this.offset = offset;
+    block.copy(this.buffer, this.length);
+    this.length += block.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.length === 0) return;
+    const data = this.buffer.subarray(0, this.length);
+    this.buffer = Buffer.allocUnsafe(maxWriteBytes);
+    this.length = 0;
+    await this.sender.emit({ $case: "write", value: { path: this.path, offset: this.offset, data } });
+  }
+}
+
 /**
- * Reads the file once; blocks whose hash differs from the record are sent, zeros as zero ranges.
- * Returns false when the file could not be read whole (it vanished or shrank meanwhile).
+ * Reads the file once; blocks whose hash differs from the record are sent (adjacent ones as one
+ * write), zeros as zero ranges. Returns false when the file could not be read whole (it vanished
+ * or shrank meanwhile).
  */
 export async function sendChangedBlocks(
   file: string,
@@ -207,6 +238,7 @@ export async function sendChangedBlocks(
   } catch {
     return false;
   }
+  const run = new WriteRun(path, sender);
   let complete: boolean;
   try {
     complete = await forEachBlock(handle, size, blockSize, async (index, block) => {
@@ -220,8 +252,9 @@ export async function sendChangedBlocks(
         await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
         return;
       }
-      await sender.emit({ $case: "write", value: { path, offset, data: Buffer.from(block) } });
+      await run.add(offset, block);
     });
+    await run.flush();
   } finally {
     await handle.close();
   }
