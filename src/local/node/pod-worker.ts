@@ -184,7 +184,7 @@ export class PodWorker {
     const pending = this.runs.find((run) => run.init && !(run.phase.kind === "terminated" && run.phase.exitCode === 0));
     if (pending !== undefined) await this.advance(pending);
     else for (const run of this.runs.filter((r) => !r.init)) await this.advance(run);
-    if (this.podPhaseNow() === "Succeeded" || this.podPhaseNow() === "Failed") this.stopProbers();
+    if (this.podPhaseNow() === "Succeeded" || this.podPhaseNow() === "Failed") this.finish();
     await this.publish();
   }
 
@@ -491,6 +491,13 @@ export class PodWorker {
     ]);
     if (!exited) await killContainerTree(process.record, run.cgroup);
     await process.exited;
+  }
+
+  /** A pod that ran to completion keeps its status, logs and address, but nothing runs for it any more. */
+  private finish(): void {
+    this.stopProbers();
+    if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
   }
 
   private stopProbers(): void {
