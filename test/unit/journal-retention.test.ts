@@ -60,6 +60,22 @@ describe("journal: retention", () => {
     }
   });
 
+  it("prunes continuously when opened with a retention window", async () => {
+    const windowMs = 4 * 60_000;
+    const journal = await openJournal(site, { segmentBytes: 64 * 1024, retentionMs: windowMs });
+    try {
+      await applyWorkload(site, workload, journal);
+      const times = journal.points().map((point) => point.timeUnixMs);
+      const newest = times.at(-1) ?? 0;
+      assert.ok(times.length > 1 && times.every((time) => time >= newest - windowMs), `kept ${times.join(",")}`);
+      assert.ok((await journal.size()).segments < 10, "old segments are deleted as points expire");
+      assert.equal(await assertPointsHydrate(site, journal, workload.expected), times.length);
+    } finally {
+      await journal.close();
+    }
+    await assert.rejects(openJournal(site, { retentionMs: 0 }), /retentionMs must be a positive/);
+  });
+
   it("always keeps the newest point and never prunes a point a hydration pinned", async () => {
     const journal = await openJournal(site);
     try {

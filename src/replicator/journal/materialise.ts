@@ -132,6 +132,7 @@ export async function hydrate(
     const links = LinkMap.fromJSON(state.links);
     const save = () => writeFileAtomic(progressPath, JSON.stringify({ ...state, links }));
     const finished = await withCursor(cursorPath, async (cursor) => {
+      const resumingUndo = state.phase === "undo";
       if (state.phase === "copy") {
         await copyReplica(journal, replicaRoot, destination, state, links, save, progress);
         state.phase = "undo";
@@ -140,6 +141,11 @@ export async function hydrate(
         await save();
       }
       const applier = new UndoApplier(destination, (object) => journal.objectPath(object), "copy", links);
+      if (!resumingUndo) {
+        // The copy becomes durable in one parallel flush, so each undone group then flushes little.
+        applier.touch(await listTree(destination));
+        await applier.flush();
+      }
       let savedLinks = links.version;
       const saveChangedLinks = async (): Promise<void> => {
         if (links.version === savedLinks) return;
@@ -249,6 +255,15 @@ async function copyReplica(
   } finally {
     release();
   }
+}
+
+/** Every path under root (root included), for flushing a fresh copy. */
+async function listTree(root: string): Promise<string[]> {
+  const stats = await lstat(root).catch(() => undefined);
+  if (stats?.isDirectory() !== true) return stats === undefined ? [] : [root];
+  const paths = [root];
+  for await (const path of walk(root, "")) paths.push(join(root, path));
+  return paths;
 }
 
 /** An entry copied after the last saved progress may exist already; files and links are copied again. */

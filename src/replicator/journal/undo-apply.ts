@@ -129,6 +129,11 @@ export class UndoApplier {
     this.touched.add(this.at(parentOf(to)));
   }
 
+  /** Adds paths to make durable at the next flush (e.g. everything a copy wrote). */
+  touch(paths: Iterable<string>): void {
+    for (const path of paths) this.touched.add(path);
+  }
+
   /**
    * Makes every change so far durable (before a progress file claims it is done). The fsyncs run
    * side by side so the filesystem can commit them together instead of one flush per file.
@@ -150,7 +155,7 @@ async function syncPath(path: string): Promise<void> {
   } else if (stats?.isFile() === true) {
     const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
-      await handle.sync();
+      await handle.datasync(); // content and size; timestamps need not survive
     } finally {
       await handle.close();
     }

@@ -19,6 +19,11 @@ export interface UndoJournalOptions {
   readOnly?: boolean;
   /** A new segment starts at the first point after the current one reaches this size. */
   segmentBytes?: number;
+  /**
+   * Prune continuously: after every point, points older than this (measured in point time, so
+   * replayed streams prune the same way) go, with the journal they needed. Unset keeps everything.
+   */
+  retentionMs?: number;
 }
 
 export interface JournalSize {
@@ -87,7 +92,13 @@ export class UndoJournal implements ChangeJournal {
   }
 
   static async open(directory: string, options: UndoJournalOptions = {}): Promise<UndoJournal> {
-    const settings = { readOnly: options.readOnly ?? false, segmentBytes: options.segmentBytes ?? defaultSegmentBytes };
+    const settings = {
+      readOnly: options.readOnly ?? false,
+      segmentBytes: options.segmentBytes ?? defaultSegmentBytes,
+      retentionMs: options.retentionMs ?? Number.POSITIVE_INFINITY,
+    };
+    if (!(settings.retentionMs > 0))
+      throw new JournalUsageError("retentionMs must be a positive number of milliseconds");
     if (!settings.readOnly) await mkdir(join(directory, "objects"), { recursive: true });
     const unlock = settings.readOnly
       ? () => Promise.resolve()
@@ -151,6 +162,7 @@ export class UndoJournal implements ChangeJournal {
     if (this.log.currentSegmentBytes >= this.options.segmentBytes) this.log.roll();
     await this.log.append({ seq, records: [{ type: "point", point: pointFromMarker(seq, marker) }] });
     this.interval.reset();
+    if (Number.isFinite(this.options.retentionMs)) await this.prune(this.options.retentionMs, marker.timeUnixMs);
   }
 
   /** The record was made durable before the move, so a crash in between finishes the move on replay. */
