@@ -2,6 +2,7 @@
 // their paths and its own hostname, the host sees none of it, and killing its
 // cgroup ends everything it started.
 import { strict as assert } from "node:assert";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -87,6 +88,35 @@ describe("local node container runtime", function () {
       process.kill(container.record.pid, "SIGKILL");
       await container.exited;
     }
+  });
+
+  it("ends a container's main process when the process that started it dies", async () => {
+    const launcher = `
+      const { startContainer, findHostTools } = await import(${JSON.stringify(new URL("../../src/local/node/runtime.js", import.meta.url).href)});
+      const running = startContainer(JSON.parse(process.argv[1]), findHostTools());
+      await running.setUp;
+      process.stdout.write(String(running.record.pid) + "\\n");
+      setInterval(() => undefined, 1000);`;
+    const agent = spawn(
+      process.execPath,
+      ["--input-type=module", "-e", launcher, JSON.stringify(spec("while true; do sleep 1; done"))],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    const pid = await new Promise<number>((resolve) =>
+      agent.stdout.once("data", (chunk: Buffer) => {
+        resolve(Number(chunk.toString().trim()));
+      }),
+    );
+    const container = { name: "container", pid, startTicks: -1, logFile: "" };
+    assert.equal(isRunning(container), true);
+    agent.kill("SIGKILL");
+    const deadline = Date.now() + 5000;
+    while (isRunning(container) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const survived = isRunning(container);
+    if (survived) process.kill(pid, "SIGKILL");
+    assert.equal(survived, false);
   });
 
   it("kills a container's whole tree through its cgroup, daemons included", async function () {

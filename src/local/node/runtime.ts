@@ -128,7 +128,17 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
     spec.user === undefined
       ? []
       : [tools.setpriv, `--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--clear-groups", "--"];
-  const command = [tools.unshare, `--root=${spec.rootDir}`, `--wd=${plan.workingDir}`, "--", ...user, ...spec.argv];
+  // Last, after any uid change (which clears it): the container's main process dies with the node agent.
+  const dieWithAgent = [tools.setpriv, "--pdeathsig", "KILL", "--"];
+  const command = [
+    tools.unshare,
+    `--root=${spec.rootDir}`,
+    `--wd=${plan.workingDir}`,
+    "--",
+    ...user,
+    ...dieWithAgent,
+    ...spec.argv,
+  ];
   lines.push(`exec ${command.map(q).join(" ")}`);
   return lines.join("\n") + "\n";
 }
