@@ -3,8 +3,9 @@
 // needs the replica at points, not between them, so later overwrites in the same interval cost
 // nothing. Blocks at or past the size a file had when the interval first touched it are never
 // kept either: undoing truncates the file back to that size.
-import { constants, type Stats } from "node:fs";
-import { lstat, open } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open } from "node:fs/promises";
+import { lstatOrUndefined, readExactly } from "./durable.js";
 import { entryKindDirectory, type JournalChange, type JournalOp } from "./change.js";
 import { parentOf, underRoot, unsafePathReason } from "./journal-path.js";
 import type { UndoRecord } from "./record.js";
@@ -44,16 +45,6 @@ export interface Capture {
 }
 
 const nothing: Capture = { records: [], moves: [], remember: undefined };
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
-    throw error;
-  }
-}
 
 export class ChangeCapturer {
   constructor(
@@ -176,14 +167,8 @@ export class ChangeCapturer {
       for (const run of contiguousRuns(blocks, maxBytesPerRecord / journalBlockBytes)) {
         const offset = run.first * journalBlockBytes;
         const length = Math.max(0, Math.min(run.count * journalBlockBytes, neededSize - offset));
-        const data = Buffer.alloc(length);
-        let done = 0;
-        while (done < length) {
-          const { bytesRead } = await handle.read(data, done, length - done, offset + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-        records.push({ type: "bytes", path, offset, oldSize: currentSize, data: data.subarray(0, done) });
+        const data = await readExactly(handle, length, offset);
+        records.push({ type: "bytes", path, offset, oldSize: currentSize, data });
       }
       return records;
     } finally {

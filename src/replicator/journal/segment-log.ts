@@ -5,7 +5,8 @@
 import { constants } from "node:fs";
 import { mkdir, open, readdir, rm, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { fsyncDirectory } from "./durable.js";
+import { fsyncDirectory } from "../durable-fs.js";
+import { readExactly } from "./durable.js";
 import { JournalCorruptError } from "./errors.js";
 import type { RecoveryPoint } from "./point.js";
 import {
@@ -37,17 +38,6 @@ const segmentNamePattern = /^(\d{20})\.seg$/;
 
 function segmentName(seq: number): string {
   return `${String(seq).padStart(20, "0")}${segmentSuffix}`;
-}
-
-async function readExactly(handle: FileHandle, length: number, position: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done === length ? buffer : buffer.subarray(0, done);
 }
 
 async function allZero(handle: FileHandle, from: number, to: number): Promise<boolean> {

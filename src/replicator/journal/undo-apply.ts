@@ -1,26 +1,17 @@
 // Undoes record groups against a directory or image: the replica itself (rollback) or a private
 // copy of it (hydrate). Every step is absolute and checks the state first, so running a group
 // again after an interruption gives the same result.
-import { constants, type Stats } from "node:fs";
-import { chmod, lstat, open, rename, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { chmod, open, rename, rm } from "node:fs/promises";
 import { copyTree, LinkMap } from "./copy-tree.js";
-import { fsyncDirectory } from "./durable.js";
+import { fsyncDirectory } from "../durable-fs.js";
+import { lstatOrUndefined } from "./durable.js";
 import { JournalCorruptError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
 import type { UndoRecord } from "./record.js";
 
 /** Rollback moves journal objects back (no copy); hydration copies them and leaves the journal intact. */
 export type ObjectPlacement = "move" | "copy";
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
-    throw error;
-  }
-}
 
 export class UndoApplier {
   /** Files and directories changed since the last flush, made durable before progress is saved. */

@@ -2,11 +2,12 @@
 // appended to the journal and made durable; markers become recovery points. Content at point P is
 // the replica with every record newer than P undone, newest first.
 import { constants } from "node:fs";
-import { cp, lstat, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ChangeCapturer, IntervalState, type Capture } from "./capture.js";
 import { changesNamespace, type ChangeJournal, type JournalChange } from "./change.js";
-import { fsyncDirectory, writeFileAtomic } from "./durable.js";
+import { fsyncDirectory } from "../durable-fs.js";
+import { lstatOrUndefined, writeFileAtomic } from "./durable.js";
 import { JournalCorruptError, JournalUsageError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
 import { consistencyUnspecified, invalidMarker, pointFromMarker, type RecoveryPoint } from "./point.js";
@@ -375,12 +376,7 @@ export class UndoJournal implements ChangeJournal {
 }
 
 async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
+  return (await lstatOrUndefined(path)) !== undefined;
 }
 
 async function readRollbackTarget(directory: string): Promise<string | undefined> {
@@ -419,7 +415,7 @@ async function readState(directory: string): Promise<JournalState> {
 }
 
 async function treeBytes(path: string): Promise<number> {
-  const stats = await lstat(path).catch(() => undefined);
+  const stats = await lstatOrUndefined(path);
   if (stats === undefined) return 0;
   if (!stats.isDirectory()) return stats.size;
   let total = 0;
