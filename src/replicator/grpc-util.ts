@@ -1,4 +1,5 @@
 // gRPC plumbing shared by the replicators: errors as statuses, promisified calls, servers.
+import type { Http2Server, ServerHttp2Session } from "node:http2";
 import {
   Server,
   status,
@@ -52,7 +53,26 @@ export async function startServer(
       else resolve(boundPort);
     });
   });
+  widenReceiveWindows(server);
   return { server, port };
+}
+
+const receiveWindowBytes = 32 * 1024 * 1024;
+
+/**
+ * Node's HTTP/2 default receive window is 64 KiB per stream and grpc-js offers no server option
+ * for it, so a client pushing megabytes stalls on a window update every 64 KiB (measured: the
+ * agent → process server stream ran at ~25 MB/s on loopback). Every replicator stream carries
+ * bulk data towards the server, so its sessions advertise a large window.
+ */
+function widenReceiveWindows(server: Server): void {
+  const internals = server as unknown as { http2Servers?: Map<Http2Server, unknown> };
+  for (const http2Server of internals.http2Servers?.keys() ?? []) {
+    http2Server.on("session", (session: ServerHttp2Session) => {
+      session.settings({ initialWindowSize: receiveWindowBytes });
+      session.setLocalWindowSize(receiveWindowBytes);
+    });
+  }
 }
 
 export function shutdownServer(server: Server, graceMs = 2000): Promise<void> {
