@@ -495,6 +495,49 @@ describe("local node (e2e)", function () {
     assert.equal(readFileSync(image).subarray(0, 3).toString(), "ksr");
   });
 
+  it("holds liveness and readiness until the startup probe passes", async () => {
+    await core().createNamespacedPod({
+      namespace: ns(),
+      body: {
+        metadata: { name: "slow-start" },
+        spec: {
+          containers: [
+            shellContainer("main", `sleep 4; touch /tmp/started; ${idle}`, {
+              startupProbe: {
+                exec: { command: ["test", "-f", "/tmp/started"] },
+                periodSeconds: 1,
+                failureThreshold: 10,
+              },
+              livenessProbe: {
+                exec: { command: ["test", "-f", "/tmp/started"] },
+                periodSeconds: 1,
+                failureThreshold: 1,
+              },
+              readinessProbe: { exec: { command: ["true"] }, periodSeconds: 1 },
+            }),
+          ],
+        },
+      },
+    });
+    const early = await waitFor("the container running", async () => {
+      const p = await core().readNamespacedPod({ name: "slow-start", namespace: ns() });
+      return p.status?.containerStatuses?.[0]?.state?.running !== undefined ? p : undefined;
+    });
+    assert.deepEqual(
+      [early.status?.containerStatuses?.[0]?.started, podCondition(early, "Ready")],
+      [false, "False"],
+      "not started, not ready while the startup probe fails",
+    );
+    const ready = await waitFor("Ready after start-up", async () => {
+      const p = await core().readNamespacedPod({ name: "slow-start", namespace: ns() });
+      return podCondition(p, "Ready") === "True" ? p : undefined;
+    });
+    assert.deepEqual(
+      [ready.status?.containerStatuses?.[0]?.started, ready.status?.containerStatuses?.[0]?.restartCount],
+      [true, 0],
+    );
+  });
+
   it("restarts a container whose liveness probe fails", async () => {
     await core().createNamespacedPod({
       namespace: ns(),
