@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { execFile } from "node:child_process";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -111,6 +112,36 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.match(unknown.stderr, /recovery point "nope" is not in the journal/);
     const missing = await ksrCli(["points", "--journal", join(site.base, "missing")]);
     assert.equal(missing.code, 0, "a journal that does not exist yet has no points");
+    const other = join(site.base, "other-volume");
+    await mkdir(other);
+    const wrongReplica = await ksrCli([
+      "rollback",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      other,
+      "--point",
+      "latest",
+      "--yes",
+    ]);
+    assert.equal(wrongReplica.code, 1);
+    assert.match(
+      wrongReplica.stderr,
+      /this journal belongs to the replica at .*replica; .*other-volume is a different/,
+    );
+    const inside = await ksrCli([
+      "hydrate",
+      "--journal",
+      site.journalDir,
+      "--replica",
+      site.replicaRoot,
+      "--point",
+      "latest",
+      "--dest",
+      join(site.replicaRoot, "drill"),
+    ]);
+    assert.equal(inside.code, 1);
+    assert.match(inside.stderr, /overlaps .*replica, which hydration only reads/);
     const journal = await openJournal(site);
     try {
       const busy = await ksrCli([

@@ -2,7 +2,7 @@
 // while the replica keeps receiving changes; `rollback` turns the replica itself into the point.
 // Both keep a progress file and pick up where an interruption left them.
 import { chmod, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { copyEntry, LinkMap } from "./copy-tree.js";
 import { DurableCounter } from "../durable-counter.js";
 import { writeFileAtomic } from "./durable.js";
@@ -113,6 +113,14 @@ async function withCursor<T>(path: string, work: (cursor: DurableCounter) => Pro
 
 // ------------------------------------------------------------------------------------ hydrate
 
+/** A hydration must never write into the replica or the journal it reads. */
+function assertOutside(destination: string, readOnly: readonly string[]): void {
+  const target = resolve(destination);
+  for (const tree of readOnly.map((path) => resolve(path)))
+    if (target === tree || target.startsWith(`${tree}/`) || tree.startsWith(`${target}/`))
+      throw new JournalUsageError(`destination ${destination} overlaps ${tree}, which hydration only reads`);
+}
+
 /**
  * Writes the content of `point` into `destination` (a new directory, or a new image file for a
  * block replica). The replica and the journal are only read. Returns false when stopped early.
@@ -124,6 +132,8 @@ export async function hydrate(
   destination: string,
   progress: MaterialiseProgress = {},
 ): Promise<boolean> {
+  await journal.assertReplica(replicaRoot);
+  assertOutside(destination, [replicaRoot, journal.directory]);
   const unpin = journal.pin(point);
   try {
     const progressPath = hydrateProgressPath(destination);
@@ -294,6 +304,7 @@ export async function rollback(
   progress: MaterialiseProgress = {},
 ): Promise<boolean> {
   return journal.alone(async () => {
+    await journal.assertReplica(replicaRoot);
     const progressPath = rollbackProgressPath(journal);
     const cursorPath = `${progressPath}.cursor`;
     const finished = await withCursor(cursorPath, async (cursor) => {

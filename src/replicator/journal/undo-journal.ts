@@ -34,10 +34,18 @@ export interface JournalSize {
   points: number;
 }
 
+interface ReplicaIdentity {
+  path: string;
+  dev: number;
+  ino: number;
+}
+
 interface JournalState {
   format: 1;
   /** The oldest retained point; every record up to its seq is garbage. */
   floor: RecoveryPoint | null;
+  /** The replica this journal undoes, so a rollback never runs against another directory. */
+  replica?: ReplicaIdentity;
 }
 
 const stateFormat = 1;
@@ -128,6 +136,7 @@ export class UndoJournal implements ChangeJournal {
       );
     const { op, seq } = change;
     if (op === undefined) return;
+    if (this.state.replica === undefined) await this.bindReplica(replicaRoot);
     if (seq <= this.log.lastSeq) {
       await this.completeMoves(seq, replicaRoot); // a replay after a crash: the journal already holds it
       return;
@@ -143,6 +152,29 @@ export class UndoJournal implements ChangeJournal {
     const capture = await new ChangeCapturer(replicaRoot, this.interval).capture(change, (index) => `${seq}-${index}`);
     if (capture.records.length > 0) await this.persist(seq, capture, replicaRoot);
     if (changesNamespace(op) || op.$case === "make") this.interval.reset();
+  }
+
+  /** Remembers which replica the journal belongs to (once it exists: an image appears on its first write). */
+  private async bindReplica(replicaRoot: string): Promise<void> {
+    const stats = await lstatOrUndefined(replicaRoot);
+    if (stats === undefined) return;
+    await this.writeState({ ...this.state, replica: { path: replicaRoot, dev: stats.dev, ino: stats.ino } });
+  }
+
+  private async writeState(state: JournalState): Promise<void> {
+    this.state = state;
+    await writeFileAtomic(join(this.directory, "state.json"), JSON.stringify(state));
+  }
+
+  /** Refuses a replica path that is not the replica this journal was written for. */
+  async assertReplica(replicaRoot: string): Promise<void> {
+    const bound = this.state.replica;
+    if (bound === undefined) return;
+    const stats = await lstatOrUndefined(replicaRoot);
+    if (stats?.dev !== bound.dev || stats.ino !== bound.ino)
+      throw new JournalUsageError(
+        `this journal belongs to the replica at ${bound.path}; ${replicaRoot} is ${stats === undefined ? "missing" : "a different file or directory"}`,
+      );
   }
 
   async sync(): Promise<void> {
@@ -294,8 +326,7 @@ export class UndoJournal implements ChangeJournal {
         points.find((point) => point.timeUnixMs >= cutoff || point === newest || point.seq >= minimumPinned) ?? null;
       const removedPoints = floor === null ? [] : points.filter((point) => point.seq < floor.seq);
       if (floor !== null && floor.seq !== this.state.floor?.seq) {
-        this.state = { format: stateFormat, floor };
-        await writeFileAtomic(join(this.directory, "state.json"), JSON.stringify(this.state));
+        await this.writeState({ ...this.state, floor });
         await this.dropGarbage();
       }
       return { removedPoints, floor: this.state.floor };
@@ -404,14 +435,22 @@ async function readState(directory: string): Promise<JournalState> {
   } catch {
     throw new JournalCorruptError(path, "not JSON");
   }
-  const state = parsed as { format?: unknown; floor?: unknown };
+  const state = parsed as { format?: unknown; floor?: unknown; replica?: Partial<ReplicaIdentity> | null };
   if (state.format !== stateFormat) throw new JournalCorruptError(path, `unsupported format ${String(state.format)}`);
   const floor = state.floor ?? null;
-  if (floor === null) return { format: stateFormat, floor: null };
-  const point = floor as Partial<RecoveryPoint>;
-  if (!Number.isSafeInteger(point.seq) || typeof point.id !== "string" || typeof point.consistency !== "string")
+  const point = (floor ?? {}) as Partial<RecoveryPoint>;
+  if (
+    floor !== null &&
+    (!Number.isSafeInteger(point.seq) || typeof point.id !== "string" || typeof point.consistency !== "string")
+  )
     throw new JournalCorruptError(path, "floor point is invalid");
-  return { format: stateFormat, floor: floor as RecoveryPoint };
+  const replica = state.replica ?? undefined;
+  if (
+    replica !== undefined &&
+    (typeof replica.path !== "string" || !Number.isSafeInteger(replica.dev) || !Number.isSafeInteger(replica.ino))
+  )
+    throw new JournalCorruptError(path, "replica identity is invalid");
+  return { format: stateFormat, floor: floor as RecoveryPoint | null, replica: replica as ReplicaIdentity | undefined };
 }
 
 async function treeBytes(path: string): Promise<number> {
