@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { AgentProgress } from "../src/replicator/agent/agent.js";
 import { LocalPipeline, type PipelineOptions } from "../src/replicator/local-pipeline.js";
 
 interface ScenarioResult {
@@ -67,19 +68,83 @@ function rsync(args: string[]): void {
   execFileSync("sync");
 }
 
-async function changeBlocks(root: string, small: string[], bigSize: number): Promise<number> {
-  const big = await open(join(root, "big.bin"), "r+");
+interface Region {
+  file: string;
+  offset: number;
+  data: Buffer;
+}
+
+async function writeRegion(root: string, region: Region): Promise<void> {
+  const handle = await open(join(root, region.file), "r+");
+  await handle.write(region.data, 0, region.data.length, region.offset);
+  await handle.close();
+}
+
+/** 1% of the big file's 64 KiB blocks and one 64 KiB region in 10 small files. */
+async function changeBlocks(root: string, small: string[], bigSize: number): Promise<Region[]> {
   const blocks = Math.floor(bigSize / blockBytes);
   const chosen = new Set<number>();
   while (chosen.size < Math.max(1, Math.floor(blocks / 100))) chosen.add(Math.floor(Math.random() * blocks));
-  for (const block of chosen) await big.write(randomBytes(blockBytes), 0, blockBytes, block * blockBytes);
-  await big.close();
-  for (const name of small.slice(0, 10)) {
-    const handle = await open(join(root, name), "r+");
-    await handle.write(randomBytes(blockBytes), 0, blockBytes, 0);
+  const regions: Region[] = [
+    ...[...chosen].map((block) => ({ file: "big.bin", offset: block * blockBytes, data: randomBytes(blockBytes) })),
+    ...small.slice(0, 10).map((file) => ({ file, offset: 0, data: randomBytes(blockBytes) })),
+  ];
+  for (const region of regions) await writeRegion(root, region);
+  return regions;
+}
+
+async function regionsReplicated(target: string, regions: readonly Region[]): Promise<boolean> {
+  for (const region of regions) {
+    const handle = await open(join(target, region.file), "r");
+    const read = Buffer.alloc(region.data.length);
+    await handle.read(read, 0, read.length, region.offset);
     await handle.close();
+    if (!read.equals(region.data)) return false;
   }
-  return (chosen.size + 10) * blockBytes;
+  return true;
+}
+
+async function waitFor(condition: () => boolean | Promise<boolean>, pollMs: number): Promise<void> {
+  while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, pollMs));
+}
+
+/**
+ * With replication running and idle, changes the data and measures until every changed region is
+ * in the replica and the master target has applied (and so made durable) all the process server holds.
+ */
+async function incremental(
+  options: PipelineOptions,
+  small: string[],
+  bigSize: number,
+): Promise<{ seconds: number; changed: number; wireBytes: number }> {
+  let latest: AgentProgress | undefined;
+  const pipeline = await LocalPipeline.create({
+    ...options,
+    once: false,
+    onProgress: (progress) => (latest = progress),
+  });
+  await pipeline.startAll();
+  try {
+    await waitFor(
+      () => latest !== undefined && latest.ackedSeq === latest.lastSeq && latest.appliedSeq >= latest.lastSeq,
+      100,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const pushedBefore = latest?.bytesPushed ?? 0;
+    const regions = await changeBlocks(options.source, small, bigSize);
+    const { seconds } = await timedAsync(() =>
+      waitFor(async () => {
+        if (!(await regionsReplicated(options.target, regions))) return false;
+        const reply = await pipeline.openAsAgent();
+        return reply.appliedSeq >= reply.durableSeq;
+      }, 20),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // the next progress report carries the bytes
+    const changed = regions.reduce((sum, region) => sum + region.data.length, 0);
+    return { seconds, changed, wireBytes: (latest?.bytesPushed ?? 0) - pushedBefore };
+  } finally {
+    await pipeline.stopAll();
+  }
 }
 
 async function runOnce(options: PipelineOptions): Promise<{ seconds: number; bytesPushed: number }> {
@@ -212,27 +277,23 @@ export async function run(args: string[]): Promise<void> {
       bytesPushed: ours.bytesPushed,
     });
 
-    const changed = await changeBlocks(source, small, Math.floor(512 * mib * scale));
-    execFileSync("sync");
-    const oursIncremental = await runOnce({
-      source,
-      target: join(work, "target"),
-      work: join(work, "pipeline"),
-      once: true,
-      logDir: work,
-    });
+    const oursIncremental = await incremental(
+      { source, target: join(work, "target"), work: join(work, "pipeline"), once: false, logDir: work },
+      small,
+      Math.floor(512 * mib * scale),
+    );
     const rsyncIncremental = timed(() => {
       rsync(["-a", "--no-whole-file", "--inplace", `${source}/`, join(work, "rsync-target")]);
     });
     results.push({
       scenario: "incremental",
-      bytes: changed,
+      bytes: oursIncremental.changed,
       seconds: oursIncremental.seconds,
       baseline: "rsync -a --no-whole-file --inplace + sync",
       baselineSeconds: rsyncIncremental.seconds,
       ratio: rsyncIncremental.seconds / oursIncremental.seconds,
-      wireBytes: oursIncremental.bytesPushed,
-      wireBytesPerChangedByte: oursIncremental.bytesPushed / changed,
+      wireBytes: oursIncremental.wireBytes,
+      wireBytesPerChangedByte: oursIncremental.wireBytes / oursIncremental.changed,
     });
 
     if (lagSeconds > 0 && !args.includes("--no-lag")) {

@@ -9,10 +9,15 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { freePort } from "../local/ports.js";
 import { packageRoot } from "../util/package-root.js";
+import { Metadata } from "@grpc/grpc-js";
+import { IngestClient, type OpenReply, type OpenRequest } from "../gen/ksr/replication/v1/replication.js";
 import type { AgentProgress, AgentSummary } from "./agent/agent.js";
+import { unaryCall } from "./grpc-util.js";
 import type { CompressionName } from "./frame-codec.js";
 import {
   agentCommonName,
+  clientCredentials,
+  grpcOptions,
   masterTargetCommonName,
   processServerCommonName,
   writeLoopbackPki,
@@ -94,6 +99,23 @@ export class LocalPipeline {
     const files = this.layout.tls.get(role);
     if (files === undefined) throw new Error(`no identity for ${role}`);
     return files;
+  }
+
+  /** Asks the process server for the machine's durable and applied seqs, as the agent would. */
+  async openAsAgent(): Promise<OpenReply> {
+    const client = new IngestClient(
+      this.processServerAddress,
+      await clientCredentials(this.identity("agent")),
+      grpcOptions,
+    );
+    try {
+      return await unaryCall<OpenRequest, OpenReply>(
+        (request, callback) => client.open(request, new Metadata(), { deadline: Date.now() + 2000 }, callback),
+        { machineId: this.machineId },
+      );
+    } finally {
+      client.close();
+    }
   }
 
   args(role: Role): string[] {

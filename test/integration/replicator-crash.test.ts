@@ -7,11 +7,9 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, rename, rm, truncate } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Metadata } from "@grpc/grpc-js";
-import { IngestClient, type OpenReply } from "../../src/gen/ksr/replication/v1/replication.js";
+import type { OpenReply } from "../../src/gen/ksr/replication/v1/replication.js";
 import type { AgentProgress } from "../../src/replicator/agent/agent.js";
 import { LocalPipeline, type Role } from "../../src/replicator/local-pipeline.js";
-import { clientCredentials, grpcOptions } from "../../src/replicator/tls.js";
 import { converge } from "../fixture/replication.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 
@@ -96,26 +94,12 @@ describe("replicator crash safety (kill -9 rounds)", function () {
   });
 
   async function openAsAgent(): Promise<OpenReply> {
-    const client = new IngestClient(
-      pipeline.processServerAddress,
-      await clientCredentials(pipeline.identity("agent")),
-      grpcOptions,
-    );
-    try {
-      for (;;) {
-        try {
-          return await new Promise<OpenReply>((resolve, reject) => {
-            client.open({ machineId: "local" }, new Metadata(), { deadline: Date.now() + 2000 }, (error, reply) => {
-              if (error) reject(error);
-              else resolve(reply);
-            });
-          });
-        } catch {
-          await sleep(200);
-        }
+    for (;;) {
+      try {
+        return await pipeline.openAsAgent();
+      } catch {
+        await sleep(200); // the restarted process server is not listening yet
       }
-    } finally {
-      client.close();
     }
   }
 
