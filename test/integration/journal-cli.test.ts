@@ -94,6 +94,11 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     ]);
     assert.equal(rolled.code, 0, rolled.stderr);
     assert.deepEqual(await readTree(site.replicaRoot), workload.expected.get(middle.id));
+
+    // The workload's points are from 2026-01-01, so a 1-day window keeps only the newest.
+    const pruned = await ksrCli(["prune", "--journal", site.journalDir, "--retention", "1d"]);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.match(pruned.stdout, new RegExp(`removed \\d+ points; oldest kept ${middle.id} `));
   });
 
   it("explains bad input and a journal in use", async () => {
@@ -142,6 +147,9 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     ]);
     assert.equal(inside.code, 1);
     assert.match(inside.stderr, /overlaps .*replica, which hydration only reads/);
+    const badRetention = await ksrCli(["prune", "--journal", site.journalDir, "--retention", "forever"]);
+    assert.equal(badRetention.code, 1);
+    assert.match(badRetention.stderr, /expected a positive duration like 30s/);
     const journal = await openJournal(site);
     try {
       const busy = await ksrCli([

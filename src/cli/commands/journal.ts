@@ -1,4 +1,4 @@
-// `ksr replicator points|hydrate|rollback`: recovery points of a master target's undo journal.
+// `ksr replicator points|hydrate|rollback|prune`: recovery points of a master target's undo journal.
 // They open the journal directly (a master target using it must be stopped, or the lock says so).
 import { resolve } from "node:path";
 import { Command } from "commander";
@@ -107,7 +107,40 @@ function rollbackCommand(): Command {
     });
 }
 
+const durationUnits: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "30s", "5m", "24h", "15d" → milliseconds. */
+export function parseRetention(value: string): number {
+  const match = /^(\d+)([smhd])$/.exec(value);
+  const amount = Number(match?.[1]);
+  const unit = durationUnits[match?.[2] ?? ""];
+  if (unit === undefined || !(amount > 0))
+    throw new JournalUsageError(`--retention "${value}": expected a positive duration like 30s, 5m, 24h or 15d`);
+  return amount * unit;
+}
+
+function pruneCommand(): Command {
+  return new Command("prune")
+    .description("drop points older than the retention window, with the journal only they needed")
+    .requiredOption("--journal <dir>", "the replica's undo journal directory")
+    .requiredOption("--retention <duration>", "keep points this recent: 30s, 5m, 24h, 15d ...")
+    .action(async (options: { journal: string; retention: string }) => {
+      const retentionMs = parseRetention(options.retention);
+      await withJournal(options.journal, false, async (journal) => {
+        const { removedPoints, floor } = await journal.prune(retentionMs, Date.now());
+        const size = await journal.size();
+        process.stdout.write(
+          `removed ${removedPoints.length} points; oldest kept ${floor === null ? "none" : describePoint(floor)}; journal ${size.segmentBytes + size.objectBytes} bytes\n`,
+        );
+      });
+    });
+}
+
 /** Adds the journal subcommands to the `ksr replicator` command group. */
 export function withJournalCommands(replicator: Command): Command {
-  return replicator.addCommand(pointsCommand()).addCommand(hydrateCommand()).addCommand(rollbackCommand());
+  return replicator
+    .addCommand(pointsCommand())
+    .addCommand(hydrateCommand())
+    .addCommand(rollbackCommand())
+    .addCommand(pruneCommand());
 }
