@@ -132,6 +132,10 @@ describe("journal: recovery points of a known history", () => {
         rollback(journal, site.replicaRoot, journal.point("v2")),
         /interrupted rollback to point "v1"/,
       );
+      await assert.rejects(
+        hydrate(journal, site.replicaRoot, journal.point("v1"), join(site.base, "during-rollback")),
+        /being rolled back to point "v1"; hydrate after it/,
+      );
       assert.equal(await rollback(journal, site.replicaRoot, journal.point("v1")), true);
       assert.deepEqual(await readTree(site.replicaRoot), history.expected.get("v1"));
     } finally {

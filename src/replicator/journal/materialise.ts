@@ -134,6 +134,10 @@ export async function hydrate(
 ): Promise<boolean> {
   await journal.assertReplica(replicaRoot);
   assertOutside(destination, [replicaRoot, journal.directory]);
+  if (journal.pendingRollback !== undefined)
+    throw new JournalUsageError(
+      `the replica is being rolled back to point "${journal.pendingRollback}"; hydrate after it`,
+    );
   const unpin = journal.pin(point);
   try {
     const progressPath = hydrateProgressPath(destination);
