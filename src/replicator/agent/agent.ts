@@ -6,10 +6,13 @@ import { join } from "node:path";
 import {
   Consistency,
   IngestClient,
+  IngestService,
   type ManifestEntry,
   type OpenReply,
 } from "../../gen/ksr/replication/v1/replication.js";
+import { makeGenericClientConstructor } from "@grpc/grpc-js";
 import { loadBlockHasher } from "../block-hash.js";
+import { encodePushRequest } from "./batch-encoder.js";
 import { checkMachineId } from "../machine-id.js";
 import { sleep } from "../signal.js";
 import { clientCredentials, grpcOptions, type TlsFiles } from "../tls.js";
@@ -54,6 +57,12 @@ export interface AgentSummary {
 }
 
 const retryMs = 500;
+
+/** The Ingest client with the hand-written Push encoder (see batch-encoder.ts). */
+const FastPushClient = makeGenericClientConstructor(
+  { ...IngestService, push: { ...IngestService.push, requestSerialize: encodePushRequest } },
+  "ksr.replication.v1.Ingest",
+) as unknown as typeof IngestClient;
 const manifestSaveIntervalMs = 2000;
 
 export class Agent {
@@ -84,7 +93,7 @@ export class Agent {
       join(options.stateDir, `${options.machineId}.manifest.json`),
       options.machineId,
     );
-    const client = new IngestClient(options.processServer, await clientCredentials(options.tls), grpcOptions);
+    const client = new FastPushClient(options.processServer, await clientCredentials(options.tls), grpcOptions);
     return new Agent(options, manifest, client);
   }
 

@@ -3,7 +3,6 @@
 // resend them; when the process server cannot continue the sequence, a resync is needed.
 import { Metadata, type ClientDuplexStream } from "@grpc/grpc-js";
 import {
-  ChangeBatch,
   type Change,
   type IngestClient,
   type OpenReply,
@@ -11,6 +10,7 @@ import {
   type PushRequest,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { unaryCall } from "../grpc-util.js";
+import { encodeChangeBatch } from "./batch-encoder.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
 import { Signal } from "../signal.js";
 
@@ -86,9 +86,7 @@ export class ChangeSender {
     const changes = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
-    const batch = Buffer.from(
-      ChangeBatch.encode({ formatVersion: batchFormatVersion, machineId: this.machineId, changes }).finish(),
-    );
+    const batch = encodeChangeBatch({ formatVersion: batchFormatVersion, machineId: this.machineId, changes });
     const request: PushRequest = {
       machineId: this.machineId,
       firstSeq: changes[0]?.seq ?? 0,
