@@ -180,6 +180,48 @@ describe("journal: recovery points of a known history", () => {
   });
 });
 
+describe("journal: a path that names another file later in the same interval", () => {
+  let site: JournalSite;
+  beforeEach(async () => {
+    site = await makeSite("journal-identity");
+  });
+  afterEach(() => removeSite(site));
+
+  const block = (fill: number): Buffer => Buffer.alloc(70_000, fill);
+  const setup = [
+    make("a", 1, 0o644),
+    write("a", 0, block(1)),
+    make("c", 1, 0o644),
+    write("c", 0, block(3)),
+    make("y", 1, 0o644),
+    write("y", 0, block(5)),
+    marker("p1", 1000),
+    write("a", 0, block(2)), // block 0 of "a" is kept for this interval
+  ];
+  const cases: [string, JournalOp[]][] = [
+    [
+      "renamed in",
+      [
+        { $case: "rename", value: { from: "a", to: "b" } },
+        { $case: "rename", value: { from: "c", to: "a" } },
+      ],
+    ],
+    ["hard-linked in", [{ $case: "hardLink", value: { path: "a", existing: "y" } }]],
+  ];
+  for (const [name, identityChange] of cases) {
+    it(`keeps the old content of a file ${name} after its path's blocks were kept`, async () => {
+      const history = scripted([...setup, ...identityChange, write("a", 0, block(9)), marker("p2", 2000)]);
+      const journal = await openJournal(site);
+      try {
+        await applyWorkload(site, history, journal);
+        assert.equal(await assertPointsHydrate(site, journal, history.expected), 2);
+      } finally {
+        await journal.close();
+      }
+    });
+  }
+});
+
 describe("journal: random histories (property)", () => {
   const intent = fc.record({
     kind: fc.nat(30),
