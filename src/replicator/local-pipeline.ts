@@ -206,8 +206,8 @@ export class LocalPipeline {
   }
 
   async startAll(): Promise<void> {
-    await this.start("master-target");
-    await this.start("process-server");
+    // The process server retries the master target on its own, so both servers boot together.
+    await Promise.all([this.start("master-target"), this.start("process-server")]);
     await this.start("agent");
   }
 

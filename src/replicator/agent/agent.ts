@@ -57,6 +57,7 @@ export interface AgentSummary {
 }
 
 const retryMs = 500;
+const drainPollMs = 100;
 
 /** The Ingest client with the hand-written Push encoder (see batch-encoder.ts). */
 const FastPushClient = makeGenericClientConstructor(
@@ -203,7 +204,7 @@ export class Agent {
       const reply = await this.sender.open();
       if (reply.masterTargetReachable && reply.pendingFrames === 0) return reply;
       if (this.stopped) throw new Error("stopped");
-      await sleep(retryMs);
+      await sleep(drainPollMs);
     }
   }
 
