@@ -2,6 +2,9 @@
 // so a write torn by a crash leaves the previous value readable.
 import { open, type FileHandle } from "node:fs/promises";
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
+import { fsyncDirectory } from "./durable-fs.js";
 
 const slotBytes = 32;
 const magic = 0x6b737231; // "ksr1"
@@ -30,8 +33,10 @@ export class DurableCounter {
   ) {}
 
   static async open(path: string): Promise<DurableCounter> {
+    const created = !existsSync(path);
     const handle = await open(path, "a+");
     await handle.close();
+    if (created) await fsyncDirectory(dirname(path)); // the new file's name must survive a crash too
     const file = await open(path, "r+");
     const contents = Buffer.alloc(slotBytes * 2);
     await file.read(contents, 0, contents.length, 0);

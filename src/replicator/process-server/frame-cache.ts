@@ -2,7 +2,7 @@
 // per machine. A frame is acknowledged to the agent only after its segment was fdatasync'ed
 // (group commit: every frame queued while one flush runs shares the next flush).
 import { mkdir, open, readdir, readFile, rm, type FileHandle } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { hashBlock } from "../block-hash.js";
 import { fsyncDirectory } from "../durable-fs.js";
@@ -87,7 +87,7 @@ export class MachineCache {
 
   /** Opens a machine's cache, recovering it after a crash (a torn last record is cut off). */
   static async open(dir: string, machineId: string, committer: GroupCommitter): Promise<MachineCache> {
-    await mkdir(dir, { recursive: true });
+    if ((await mkdir(dir, { recursive: true })) !== undefined) await fsyncDirectory(dirname(dir));
     const cache = new MachineCache(machineId, dir, committer);
     const names = (await readdir(dir)).filter((name) => segmentPattern.test(name)).sort();
     for (const name of names) await cache.recoverSegment(name);
