@@ -49,17 +49,21 @@ export class Forwarder {
   }
 
   private async loop(): Promise<void> {
+    let failures = 0;
     while (!this.stopped) {
       try {
         await this.session();
       } catch (error) {
+        const wasReachable = this.machine.masterTargetReachable;
         this.machine.masterTargetReachable = false;
+        failures = wasReachable ? 1 : failures + 1;
         if ((error as ServiceError).code === status.INVALID_ARGUMENT) {
           this.log.warn(
             `master target rejected a frame of ${this.machine.machineId}: ${(error as Error).message}; ordering a resync`,
           );
           await this.machine.dropForResync();
-        } else if (!this.isStopped()) {
+        } else if (!this.isStopped() && (wasReachable || failures % 20 === 5)) {
+          // A master target still booting is normal; say so when it was lost or stays away (~2.5 s).
           this.log.warn(`master target unavailable for ${this.machine.machineId}: ${(error as Error).message}`);
         }
       }
