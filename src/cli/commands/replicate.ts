@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { parseCompression } from "../../replicator/frame-codec.js";
 import { LocalPipeline } from "../../replicator/local-pipeline.js";
-import type { AgentProgress } from "../../replicator/agent/agent.js";
+import { checkSource, type AgentProgress } from "../../replicator/agent/agent.js";
 
 function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -39,6 +39,7 @@ export function replicateCommand(): Command {
     .option("--once", "exit when the initial replication is durable, printing a summary")
     .addOption(new Option("--compression <codec>").choices(["zstd", "lz4", "none"]).default("zstd"))
     .action(async (options: { source: string; target: string; work?: string; once?: boolean; compression: string }) => {
+      await checkSource(resolve(options.source), "tree");
       const started = Date.now();
       const work = options.work === undefined ? await mkdtemp(join(tmpdir(), "ksr-replicate-")) : resolve(options.work);
       const pipeline = await LocalPipeline.create({

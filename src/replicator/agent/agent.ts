@@ -1,7 +1,7 @@
 // The agent: captures a volume's changes (tree or block mode) and streams them to a process
 // server. After a restart it continues from its manifest when the process server's durable seq
 // proves the manifest matches; otherwise it resyncs against the replica's block hashes.
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import {
   Consistency,
@@ -21,6 +21,28 @@ import { Manifest } from "./manifest.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
 import { TreeSource } from "./tree-source.js";
 import { TreeWatcher } from "./watcher.js";
+
+/** Refuses a source that does not exist or does not fit the capture mode, before anything is sent. */
+export async function checkSource(source: string, mode: AgentOptions["mode"]): Promise<void> {
+  let info;
+  try {
+    info = await stat(source);
+  } catch (error) {
+    throw new Error(
+      `source ${source} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)}); give an existing ${mode === "tree" ? "directory" : "image file or block device"}`,
+    );
+  }
+  if (mode === "tree" && !info.isDirectory()) {
+    throw new Error(
+      `source ${source} is not a directory; tree capture replicates a directory (use block mode for an image file)`,
+    );
+  }
+  if (mode === "block" && !info.isFile() && !info.isBlockDevice()) {
+    throw new Error(
+      `source ${source} is not an image file or block device; block capture needs one (use tree mode for a directory)`,
+    );
+  }
+}
 
 export interface AgentOptions {
   machineId: string;
@@ -88,6 +110,7 @@ export class Agent {
 
   static async create(options: AgentOptions): Promise<Agent> {
     checkMachineId(options.machineId);
+    await checkSource(options.source, options.mode);
     await loadBlockHasher();
     await mkdir(options.stateDir, { recursive: true });
     const manifest = await Manifest.load(
