@@ -1,21 +1,15 @@
 // Shared helpers for the local-node end-to-end suites.
-import { setTimeout as sleep } from "node:timers/promises";
+import { eventually } from "../fixture/eventually.js";
 import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 
 /** Polls until check returns a value (not undefined), or fails naming what it waited for and the last state seen. */
-export async function waitFor<T>(
+export function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,
   timeoutMs = 60_000,
-  describe: () => Promise<string> = () => Promise.resolve(""),
+  describe?: () => Promise<string>,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last seen: ${await describe()}`);
-    await sleep(200);
-  }
+  return eventually(what, check, timeoutMs, describe === undefined ? {} : { describe });
 }
 
 export const podCondition = (pod: V1Pod, type: string) => pod.status?.conditions?.find((c) => c.type === type)?.status;

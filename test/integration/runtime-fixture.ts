@@ -1,6 +1,6 @@
 // Plumbing shared by the runtime integration suites: the Mirror CRD, managers
 // on a test kubeconfig, and polling for convergence.
-import { setTimeout as sleep } from "node:timers/promises";
+import { eventually } from "../fixture/eventually.js";
 import type { KubeConfig } from "@kubernetes/client-node";
 import {
   createLogger,
@@ -116,9 +116,5 @@ export async function waitFor(
   check: () => Promise<boolean> | boolean,
   timeoutMs = 30_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
+  await eventually(what, async () => ((await check()) ? true : undefined), timeoutMs, { intervalMs: 100 });
 }
