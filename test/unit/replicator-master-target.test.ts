@@ -12,6 +12,7 @@ import {
   EntryKind,
   type Change,
   type Frame,
+  type Marker,
 } from "../../src/gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../../src/replicator/block-hash.js";
 import { DurableCounter } from "../../src/replicator/durable-counter.js";
@@ -57,6 +58,11 @@ const dir = (path: string): Op => ({
 const write = (path: string, offset: number, text: string): Op => ({
   $case: "write",
   value: { path, offset, data: Buffer.from(text) },
+});
+
+const marker = (fields: Partial<Marker>): Op => ({
+  $case: "marker",
+  value: { id: "p", consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs: 1, consistencyGroup: "", ...fields },
 });
 
 describe("replicator master target apply", function () {
@@ -165,6 +171,13 @@ describe("replicator master target apply", function () {
     ["a lying size", () => ({ ...frame(1, [file("f")]), uncompressedSize: 2 ** 31 }), /authentication|limit/],
     ["a lying sequence range", () => ({ ...frame(1, [file("f"), file("g")]), lastSeq: 5 }), /authentication/],
     ["an empty operation", () => frame(1, [undefined as unknown as Op]), /no operation/],
+    ["a marker with an empty id", () => frame(1, [file("f"), marker({ id: "" })]), /marker: point id/],
+    ["a marker with a negative time", () => frame(1, [file("f"), marker({ timeUnixMs: -1 })]), /marker: point time/],
+    [
+      "a marker with an oversized group",
+      () => frame(1, [file("f"), marker({ consistencyGroup: "g".repeat(257) })]),
+      /marker: consistency group/,
+    ],
   ];
   for (const [name, make, reason] of hostile) {
     it(`rejects a frame with ${name} and changes nothing`, async () => {
@@ -175,6 +188,22 @@ describe("replicator master target apply", function () {
       assert.equal(applier.appliedSeq, 0);
     });
   }
+
+  it("syncs a batch in which a changed directory was replaced by a file (regression: ENOTDIR)", async () => {
+    await applier.applyFrames([
+      frame(1, [
+        dir("d"),
+        dir("d/sub"),
+        file("d/sub/x"),
+        write("d/sub/x", 0, "old"),
+        { $case: "remove", value: { path: "d" } },
+        file("d"),
+        write("d", 0, "now a file"),
+      ]),
+    ]);
+    assert.equal(applier.appliedSeq, 7);
+    assert.equal(await readFile(join(replicaRoot, "d"), "utf8"), "now a file");
+  });
 
   it("never writes through a symlink planted in the replica", async () => {
     const outside = join(work, "outside");

@@ -4,8 +4,9 @@
 import { constants } from "node:fs";
 import { chmod, link, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
+import { EntryKind, type Change, type Marker } from "../../gen/ksr/replication/v1/replication.js";
 import { fsyncDirectory } from "../durable-fs.js";
+import { invalidMarker } from "../journal/point.js";
 import { wireParent, wirePathComponents } from "../wire-path.js";
 import type { ChangeJournal } from "./change-journal.js";
 
@@ -56,6 +57,12 @@ function checkPath(seq: number, path: string): void {
   }
 }
 
+/** A marker that cannot become a recovery point rejects its whole frame before anything is applied. */
+function checkMarker(seq: number, marker: Marker): void {
+  const problem = invalidMarker(marker);
+  if (problem !== undefined) throw new ApplyError(seq, `marker: ${problem}`);
+}
+
 async function writeZeros(handle: FileHandle, offset: number, length: number): Promise<void> {
   const zeros = Buffer.alloc(Math.min(length, 1024 * 1024));
   for (let done = 0; done < length; done += zeros.length)
@@ -64,6 +71,11 @@ async function writeZeros(handle: FileHandle, offset: number, length: number): P
 
 function isMissing(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).code === "ENOENT";
+}
+
+/** Gone, or a parent component was replaced by a file (ENOTDIR). */
+function isGoneOrReplaced(error: unknown): boolean {
+  return isMissing(error) || (error as NodeJS.ErrnoException).code === "ENOTDIR";
 }
 
 export class TreeReplica implements Replica {
@@ -122,8 +134,7 @@ export class TreeReplica implements Replica {
         checkPath(seq, op.value.existing);
         return;
       case "marker":
-        if (op.value.id === "" || op.value.id.length > 256)
-          throw new ApplyError(seq, "marker id must be 1-256 characters");
+        checkMarker(seq, op.value);
         return;
     }
   }
@@ -173,7 +184,8 @@ export class TreeReplica implements Replica {
       try {
         await fsyncDirectory(join(this.root, directory));
       } catch (error) {
-        if (!isMissing(error)) throw error; // removed later in the batch: its parent was synced instead
+        // Removed or replaced by a file later in the batch: the removal synced its parent instead.
+        if (!isGoneOrReplaced(error)) throw error;
       }
     }
     this.changedDirectories.clear();
@@ -371,6 +383,7 @@ export class BlockReplica implements Replica {
         checkRange(seq, op.value.size, 0);
         return;
       case "marker":
+        checkMarker(seq, op.value);
         return;
       default:
         throw new ApplyError(seq, `"${op.$case}" does not apply to a block replica`);
