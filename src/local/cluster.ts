@@ -14,6 +14,8 @@ import { renderKubeconfig } from "./kubeconfig.js";
 import { assertPortFree, freePort, loopback } from "./ports.js";
 import { nodeAgentComponent } from "./node/component.js";
 import { stopPodProcesses } from "./node/containment.js";
+import type { PodNetworkPlan } from "./node/addresses.js";
+import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -38,6 +40,8 @@ export interface ClusterState {
   ports: ClusterPorts;
   components: ProcessRecord[];
   startedAt: string;
+  /** The pod network chosen at `up`; absent when iproute2 is missing (pods then fall back to loopback). */
+  podNetwork?: PodNetworkPlan;
 }
 
 export interface UpOptions {
@@ -92,40 +96,41 @@ function writePair(dir: string, name: string, pair: PemKeyPair): void {
 
 /**
  * The cluster's PKI lives in DIR/pki and survives restarts, so kubeconfigs and
- * service-account tokens stay valid across `down` and `up`.
+ * service-account tokens stay valid across `down` and `up`. Only the
+ * apiserver's serving certificate follows the pod network: pods dial the
+ * node's pod-network address, which may change between runs.
  */
-async function ensurePki(pkiDir: string): Promise<void> {
+async function ensurePki(pkiDir: string, podNetworkAddress: string | undefined): Promise<void> {
   mkdirSync(pkiDir, { recursive: true, mode: 0o700 });
-  if (existsSync(join(pkiDir, "apiserver.crt"))) return;
   const ca = readPair(pkiDir, "ca") ?? (await createCertificateAuthority("ksr-local-ca"));
   writePair(pkiDir, "ca", ca);
   const authority = loadCertificateAuthority(ca);
-  const issued: [string, Parameters<typeof authority.issue>[0]][] = [
-    ["admin", { commonName: "kubernetes-admin", organizations: ["system:masters"], usage: "client" }],
-    ["controller-manager", { commonName: "system:kube-controller-manager", usage: "client" }],
-    ["scheduler", { commonName: "system:kube-scheduler", usage: "client" }],
-    ["apiserver-etcd-client", { commonName: "kube-apiserver-etcd-client", usage: "client" }],
-    [
-      "apiserver",
-      {
-        commonName: "kube-apiserver",
-        usage: "server",
-        dnsNames: [
-          "localhost",
-          "kubernetes",
-          "kubernetes.default",
-          "kubernetes.default.svc",
-          "kubernetes.default.svc.cluster.local",
-        ],
-        ipAddresses: [loopback, firstServiceIp],
-      },
+  if (!existsSync(join(pkiDir, "sa.pub"))) {
+    const issued: [string, Parameters<typeof authority.issue>[0]][] = [
+      ["admin", { commonName: "kubernetes-admin", organizations: ["system:masters"], usage: "client" }],
+      ["controller-manager", { commonName: "system:kube-controller-manager", usage: "client" }],
+      ["scheduler", { commonName: "system:kube-scheduler", usage: "client" }],
+      ["apiserver-etcd-client", { commonName: "kube-apiserver-etcd-client", usage: "client" }],
+    ];
+    for (const [name, request] of issued) writePair(pkiDir, name, await authority.issue(request));
+    const serviceAccount = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+    writeSecret(join(pkiDir, "sa.key"), serviceAccount.privateKey.export({ type: "pkcs8", format: "pem" }).toString());
+    // The public key is written last: its presence marks a complete client PKI.
+    writeFileSync(join(pkiDir, "sa.pub"), serviceAccount.publicKey.export({ type: "spki", format: "pem" }).toString());
+  }
+  const serving = await authority.issue({
+    commonName: "kube-apiserver",
+    usage: "server",
+    dnsNames: [
+      "localhost",
+      "kubernetes",
+      "kubernetes.default",
+      "kubernetes.default.svc",
+      "kubernetes.default.svc.cluster.local",
     ],
-  ];
-  for (const [name, request] of issued) writePair(pkiDir, name, await authority.issue(request));
-  const serviceAccount = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  writeSecret(join(pkiDir, "sa.key"), serviceAccount.privateKey.export({ type: "pkcs8", format: "pem" }).toString());
-  writeFileSync(join(pkiDir, "sa.pub"), serviceAccount.publicKey.export({ type: "spki", format: "pem" }).toString());
-  // The apiserver certificate is written last: its presence marks a complete PKI.
+    ipAddresses: [loopback, firstServiceIp, ...(podNetworkAddress === undefined ? [] : [podNetworkAddress])],
+  });
+  writePair(pkiDir, "apiserver", serving);
 }
 
 async function choosePorts(
@@ -220,7 +225,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         `--service-account-key-file=${pki("sa.pub")}`,
         `--service-account-signing-key-file=${pki("sa.key")}`,
         // The "kubernetes" Service cannot have loopback endpoints (validation rejects 127.0.0.0/8);
-        // local pods reach the apiserver through its loopback address instead (docs/local.md).
+        // local pods reach the apiserver through the node agent's forwarder instead (docs/local-node.md).
         "--endpoint-reconciler-type=none",
         "--profiling=false",
         "--v=1",
@@ -369,8 +374,10 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
   const binDir = options.binDir ?? (await resolveControlPlaneBinaries());
   mkdirSync(join(dir, "logs"), { recursive: true });
   const ports = await choosePorts(dir, previous?.ports, options.apiPort);
+  progress("choosing the pod network");
+  const podNetwork = await planPodNetwork(dir, previous?.podNetwork);
   progress("generating certificates");
-  await ensurePki(join(dir, "pki"));
+  await ensurePki(join(dir, "pki"), podNetwork?.hostAddress);
   const server = `https://${loopback}:${ports.apiServer}`;
   writeKubeconfigs(dir, server);
 
@@ -383,6 +390,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
     ports,
     components: [],
     startedAt: new Date().toISOString(),
+    ...(podNetwork === undefined ? {} : { podNetwork }),
   };
   const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
   const specs = componentSpecs(dir, ports);
@@ -396,6 +404,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);
+    await removeClusterNetwork(dir);
     writeClusterState({ ...state, components: [] });
     throw error;
   }
@@ -433,6 +442,7 @@ export async function down(options: { dir?: string; purge?: boolean } = {}): Pro
   }
   // Pods are the node agent's children; should the agent have died, they are found through its records.
   await stopPodProcesses(dir);
+  await removeClusterNetwork(dir);
   if (options.purge === true && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   return stopped;
 }

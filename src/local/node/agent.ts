@@ -8,13 +8,14 @@ import { CoordinationV1Api, CoreV1Api, KubeConfig, StorageV1Api, type V1Pod } fr
 import { pino, type Logger } from "pino";
 import { packageRoot } from "../../util/package-root.js";
 import { readClusterState } from "../cluster.js";
-import { LoopbackAddressPool, nodeAddress, podRangeOctet } from "./addresses.js";
+import { nodeAddress } from "./addresses.js";
 import { touchHeartbeat } from "./component.js";
 import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
 import { localNodes, nodeLayout, type NodeLayout } from "./layout.js";
+import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
 import { startProvisioner } from "./provisioner.js";
 import { startHeartbeats } from "./registration.js";
@@ -99,15 +100,15 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     log,
   );
   const cgroupRoot = clusterCgroup(state.dir);
+  const network = await startPodNetwork(state.dir, state.podNetwork, state.ports.apiServer, log);
   const base = {
     hostIP: nodeAddress,
     layout,
     core,
     sources: volumeSources(core),
-    addresses: new LoopbackAddressPool(podRangeOctet(state.dir)),
+    network,
     images: imageHost(layout),
     tools: findHostTools(),
-    apiServer: { host: nodeAddress, port: state.ports.apiServer },
     ...(cgroupRoot === undefined ? {} : { cgroupRoot }),
     log,
     restartBackoff: { baseMs: 10_000, maxMs: 300_000 },
@@ -136,10 +137,23 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     );
   });
   // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
-  const heartbeats = await startHeartbeats(core, kubeConfig.makeApiClient(CoordinationV1Api), localNodes, log, () => {
-    touchHeartbeat(state.dir);
-  });
-  log.info({ nodes: [...nodeNames], cgroup: cgroupRoot ?? "none (process groups only)" }, "node agent running");
+  const heartbeats = await startHeartbeats(
+    core,
+    kubeConfig.makeApiClient(CoordinationV1Api),
+    { nodes: localNodes, network: network.condition },
+    log,
+    () => {
+      touchHeartbeat(state.dir);
+    },
+  );
+  log.info(
+    {
+      nodes: [...nodeNames],
+      cgroup: cgroupRoot ?? "none (process groups only)",
+      podNetwork: network.condition.available ? state.podNetwork?.subnet : "loopback",
+    },
+    "node agent running",
+  );
   return {
     async stop() {
       await Promise.all(informers.map((informer) => informer.stop()));
@@ -147,6 +161,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       heartbeats.stop();
       await Promise.all([...workers.values()].map((worker) => worker.kill()));
       await stopPodProcesses(state.dir);
+      await network.stop();
     },
   };
 }

@@ -5,13 +5,13 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { LoopbackAddressPool } from "./addresses.js";
 import { dropContainerRecord, killCgroupTree, saveContainerRecord } from "./containment.js";
 import { ContainerConfigError, containerEnvironment, expandReferences, type PodFacts } from "./env.js";
 import type { EventRecorder } from "./events.js";
 import { containerArgv, imageMounts, resolveImage, type ImageHost, type ResolvedImage } from "./images.js";
 import { describeError, isNotFound, mergePatch } from "./kube.js";
 import { podLogDir, type NodeLayout } from "./layout.js";
+import type { PodNetwork, PodSandboxNetwork } from "./network.js";
 import {
   podStatus,
   restartDelayMs,
@@ -37,11 +37,10 @@ export interface NodeContext {
   layout: NodeLayout;
   core: CoreV1Api;
   sources: VolumeSources;
-  addresses: LoopbackAddressPool;
+  /** Pod addresses and network namespaces; also says how pods reach the apiserver. */
+  network: PodNetwork;
   images: ImageHost;
   tools: HostTools;
-  /** The apiserver as pods reach it (KUBERNETES_SERVICE_HOST/PORT). */
-  apiServer: { host: string; port: number };
   /** Parent cgroup of this cluster's containers, when cgroup2 is usable. */
   cgroupRoot?: string;
   events: EventRecorder;
@@ -91,7 +90,7 @@ function newRun(spec: V1Container, init: boolean, previousRestarts: number): Con
 
 export class PodWorker {
   private readonly runs: ContainerRun[];
-  private podIP?: string;
+  private sandbox?: PodSandboxNetwork;
   private volumes?: Map<string, PodVolume>;
   private readonly startTime: Date;
   private syncing = false;
@@ -205,7 +204,7 @@ export class PodWorker {
       }
       run.image = resolution.image;
     }
-    this.podIP ??= this.ctx.addresses.allocate(this.uid);
+    if (!(await this.attachNetwork())) return false;
     if (this.volumes !== undefined) return true;
     try {
       this.volumes = await preparePodVolumes(this.podDir, this.facts(), this.ctx.sources);
@@ -220,6 +219,30 @@ export class PodWorker {
       this.kick(retryMs);
       return false;
     }
+  }
+
+  /** The pod's own network namespace and address, or the node's for hostNetwork pods. */
+  private async attachNetwork(): Promise<boolean> {
+    if (this.sandbox !== undefined) return true;
+    if (this.pod.spec?.hostNetwork === true) {
+      this.sandbox = { podIP: this.ctx.hostIP };
+      return true;
+    }
+    try {
+      this.sandbox = await this.ctx.network.attach(this.uid);
+      return true;
+    } catch (error) {
+      const message = `failed to set up the pod's network: ${describeError(error)}`;
+      this.setWaitingAll("ContainerCreating", message);
+      this.ctx.events.warning(this.pod, "FailedCreatePodSandBox", message);
+      await this.publish();
+      this.kick(retryMs);
+      return false;
+    }
+  }
+
+  private get podIP(): string | undefined {
+    return this.sandbox?.podIP;
   }
 
   private facts(): PodFacts {
@@ -242,9 +265,20 @@ export class PodWorker {
     const subdomain = this.pod.spec?.subdomain;
     const fqdn =
       subdomain === undefined ? "" : ` ${name}.${subdomain}.${this.pod.metadata?.namespace}.svc.cluster.local`;
+    // The kubelet's file: loopback names, then the pod's own address (its eth0, or the node's for hostNetwork).
     writeFileSync(
       join(etc, "hosts"),
-      `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${this.podIP}\t${name}${fqdn}\n`,
+      [
+        "# Kubernetes-managed hosts file.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "fe00::0\tip6-mcastprefix",
+        "fe00::1\tip6-allnodes",
+        "fe00::2\tip6-allrouters",
+        `${this.podIP}\t${name}${fqdn}`,
+        "",
+      ].join("\n"),
     );
     writeFileSync(join(etc, "hostname"), `${name}\n`);
   }
@@ -314,6 +348,7 @@ export class PodWorker {
           rootDir: join(this.podDir, "root"),
           scratchDir: join(this.podDir, "scratch", `${run.spec.name}-${run.attempts}`),
           hostname: this.hostname(),
+          ...(this.sandbox?.netnsPath === undefined ? {} : { netns: this.sandbox.netnsPath }),
           mounts: [
             ...this.podMounts(),
             ...imageMounts(image, this.ctx.images),
@@ -390,9 +425,9 @@ export class PodWorker {
       ["PATH", image.path || defaultPath],
       ["HOSTNAME", this.hostname()],
       ["HOME", "/root"],
-      ["KUBERNETES_SERVICE_HOST", this.ctx.apiServer.host],
-      ["KUBERNETES_SERVICE_PORT", String(this.ctx.apiServer.port)],
-      ["KUBERNETES_SERVICE_PORT_HTTPS", String(this.ctx.apiServer.port)],
+      ["KUBERNETES_SERVICE_HOST", this.ctx.network.apiServer.host],
+      ["KUBERNETES_SERVICE_PORT", String(this.ctx.network.apiServer.port)],
+      ["KUBERNETES_SERVICE_PORT_HTTPS", String(this.ctx.network.apiServer.port)],
     ]);
   }
 
@@ -547,7 +582,8 @@ export class PodWorker {
     if (this.timer !== undefined) clearTimeout(this.timer);
     if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
     if (this.ctx.cgroupRoot !== undefined) await killCgroupTree(join(this.ctx.cgroupRoot, `pod-${this.uid}`));
-    this.ctx.addresses.release(this.uid);
+    if (this.sandbox !== undefined && this.pod.spec?.hostNetwork !== true) await this.ctx.network.detach(this.uid);
+    this.sandbox = undefined;
     rmSync(this.podDir, { recursive: true, force: true });
   }
 

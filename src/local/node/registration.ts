@@ -7,6 +7,7 @@ import type { CoordinationV1Api, CoreV1Api, V1Lease, V1Node, V1NodeCondition } f
 import type { Logger } from "pino";
 import { version } from "../../cli/version.js";
 import { nodeAddress } from "./addresses.js";
+import type { NetworkCondition } from "./network.js";
 import { describeError, isAlreadyExists, isNotFound, mergePatch } from "./kube.js";
 import { hostnameLabel, siteLabel, type LocalNodeIdentity } from "./layout.js";
 
@@ -15,6 +16,12 @@ export const leaseDurationSeconds = 40;
 export const heartbeatIntervalMs = 10_000;
 /** The Kubernetes release the control plane runs; reported as the kubelet version. */
 const kubeletVersion = "v1.34.4";
+
+/** What the nodes report about this machine. */
+export interface NodeFacts {
+  capacity: NodeCapacity;
+  network: NetworkCondition;
+}
 
 export interface NodeCapacity {
   cpu: string;
@@ -41,7 +48,7 @@ function readMachineId(): string {
   }
 }
 
-function conditions(now: Date, previous: V1NodeCondition[] | undefined): V1NodeCondition[] {
+function conditions(now: Date, previous: V1NodeCondition[] | undefined, network: NetworkCondition): V1NodeCondition[] {
   const since = (type: string, status: string) => {
     const before = previous?.find((c) => c.type === type);
     return before?.status === status && before.lastTransitionTime !== undefined ? before.lastTransitionTime : now;
@@ -54,7 +61,16 @@ function conditions(now: Date, previous: V1NodeCondition[] | undefined): V1NodeC
     lastHeartbeatTime: now,
     lastTransitionTime: since(type, "False"),
   });
+  const networkStatus = network.available ? "False" : "True";
   return [
+    {
+      type: "NetworkUnavailable",
+      status: networkStatus,
+      reason: network.reason,
+      message: network.message,
+      lastHeartbeatTime: now,
+      lastTransitionTime: since("NetworkUnavailable", networkStatus),
+    },
     pressure("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
     pressure("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     pressure("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
@@ -69,7 +85,7 @@ function conditions(now: Date, previous: V1NodeCondition[] | undefined): V1NodeC
   ];
 }
 
-export function nodeObject(identity: LocalNodeIdentity, capacity: NodeCapacity, now: Date, previous?: V1Node): V1Node {
+export function nodeObject(identity: LocalNodeIdentity, facts: NodeFacts, now: Date, previous?: V1Node): V1Node {
   return {
     apiVersion: "v1",
     kind: "Node",
@@ -85,9 +101,9 @@ export function nodeObject(identity: LocalNodeIdentity, capacity: NodeCapacity, 
     },
     spec: {},
     status: {
-      capacity: { ...capacity },
-      allocatable: { ...capacity },
-      conditions: conditions(now, previous?.status?.conditions),
+      capacity: { ...facts.capacity },
+      allocatable: { ...facts.capacity },
+      conditions: conditions(now, previous?.status?.conditions, facts.network),
       addresses: [
         { type: "InternalIP", address: nodeAddress },
         { type: "Hostname", address: identity.name },
@@ -121,10 +137,10 @@ function readBootId(): string {
 export async function registerNode(
   core: CoreV1Api,
   identity: LocalNodeIdentity,
-  capacity: NodeCapacity,
+  facts: NodeFacts,
 ): Promise<void> {
   const now = new Date();
-  const body = nodeObject(identity, capacity, now);
+  const body = nodeObject(identity, facts, now);
   try {
     await core.createNode({ body });
     return;
@@ -134,7 +150,7 @@ export async function registerNode(
   const existing = await core.readNode({ name: identity.name });
   await core.patchNode({ name: identity.name, body: { metadata: { labels: body.metadata?.labels } } }, mergePatch);
   await core.patchNodeStatus(
-    { name: identity.name, body: { status: nodeObject(identity, capacity, now, existing).status } },
+    { name: identity.name, body: { status: nodeObject(identity, facts, now, existing).status } },
     mergePatch,
   );
 }
@@ -179,16 +195,16 @@ export async function renewLease(
   }
 }
 
-async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, capacity: NodeCapacity): Promise<void> {
+async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, facts: NodeFacts): Promise<void> {
   const existing = await core.readNode({ name: identity.name }).catch((error: unknown) => {
     if (isNotFound(error)) return undefined;
     throw error;
   });
   if (existing === undefined) {
-    await registerNode(core, identity, capacity);
+    await registerNode(core, identity, facts);
     return;
   }
-  const status = nodeObject(identity, capacity, new Date(), existing).status;
+  const status = nodeObject(identity, facts, new Date(), existing).status;
   await core.patchNodeStatus({ name: identity.name, body: { status: { conditions: status?.conditions } } }, mergePatch);
 }
 
@@ -196,13 +212,13 @@ async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, capacity
 export async function startHeartbeats(
   core: CoreV1Api,
   coordination: CoordinationV1Api,
-  nodes: readonly LocalNodeIdentity[],
+  { nodes, network }: { nodes: readonly LocalNodeIdentity[]; network: NetworkCondition },
   log: Logger,
   onBeat: () => void,
 ): Promise<{ stop(): void }> {
-  const capacity = machineCapacity();
+  const facts: NodeFacts = { capacity: machineCapacity(), network };
   for (const identity of nodes) {
-    await registerNode(core, identity, capacity);
+    await registerNode(core, identity, facts);
     await renewLease(coordination, core, identity);
   }
   onBeat();
@@ -211,7 +227,7 @@ export async function startHeartbeats(
     for (const identity of nodes) {
       try {
         await renewLease(coordination, core, identity);
-        await postStatus(core, identity, capacity);
+        await postStatus(core, identity, facts);
       } catch (error) {
         healthy = false;
         log.warn({ node: identity.name, error: describeError(error) }, "heartbeat failed");

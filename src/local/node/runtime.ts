@@ -1,5 +1,6 @@
 // The container runtime: each container is a child process in its own mount
-// and UTS namespace (hostname = pod name), its output appended to a log file,
+// and UTS namespace (hostname = pod name), in its pod's network namespace
+// unless the pod uses the node's network, its output appended to a log file,
 // its process tree kept in a cgroup (or at least a process group) of its own.
 import { spawn } from "node:child_process";
 import {
@@ -58,6 +59,8 @@ export interface LaunchSpec {
   /** Empty host directory for overlay scratch space (inside the namespace only). */
   scratchDir: string;
   hostname: string;
+  /** The pod's network namespace (/run/netns/NAME); absent: the node's own network. */
+  netns?: string;
   mounts: BindMount[];
   workingDir: string;
   argv: string[];
@@ -171,6 +174,14 @@ async function waitForSetUp(pid: number, exited: Promise<ContainerExit>): Promis
   }
 }
 
+/** The command that runs the launch script in new mount and UTS namespaces, inside the pod's network namespace. */
+function launchCommand(spec: LaunchSpec, tools: HostTools): [string, string[]] {
+  const unshareArgs = ["--mount", "--uts", "--propagation", "private", "--", "/bin/sh", spec.scriptFile];
+  if (spec.netns === undefined) return [tools.unshare, unshareArgs];
+  // nsenter without --pid execs rather than forks, so the recorded pid stays the container's main process.
+  return [tools.nsenter, [`--net=${spec.netns}`, "--", tools.unshare, ...unshareArgs]];
+}
+
 /** Starts a container: writes its launch script and spawns it in new mount and UTS namespaces. */
 export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostView = hostView()): RunningProcess {
   const plan = planFilesystem(spec.mounts, spec.workingDir, host);
@@ -181,15 +192,8 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const log = openSync(spec.logFile, "a");
   try {
-    const child = spawn(
-      tools.unshare,
-      ["--mount", "--uts", "--propagation", "private", "--", "/bin/sh", spec.scriptFile],
-      {
-        detached: true,
-        stdio: ["ignore", log, log],
-        env: spec.env,
-      },
-    );
+    const [command, args] = launchCommand(spec, tools);
+    const child = spawn(command, args, { detached: true, stdio: ["ignore", log, log], env: spec.env });
     const exited = new Promise<ContainerExit>((resolve) => {
       child.on("error", () => {
         resolve({ exitCode: 128 });
@@ -233,7 +237,7 @@ export interface ExecResult {
   output: string;
 }
 
-/** Runs a command inside a running container's namespaces, root and working directory (exec probes). */
+/** Runs a command inside a running container's namespaces (network too), root and working directory (exec probes). */
 export function execInContainer(
   pid: number,
   argv: string[],
@@ -242,7 +246,7 @@ export function execInContainer(
   tools: HostTools,
 ): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const child = spawn(tools.nsenter, [`--target=${pid}`, "--mount", "--uts", "--root", "--wd", "--", ...argv], {
+    const child = spawn(tools.nsenter, [`--target=${pid}`, "--mount", "--uts", "--net", "--root", "--wd", "--", ...argv], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
