@@ -1,16 +1,26 @@
 // `ksr local down` must leave nothing running: not the node agent, not a
-// container, not a process a container forked into the background. Uses a
-// cluster of its own, since it stops it.
+// container, not a process a container forked into the background, not a
+// network namespace or veth of the cluster. Uses a cluster of its own, since
+// it stops it.
+import { execFileSync } from "node:child_process";
 import { strict as assert } from "node:assert";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { down, up, type ClusterState } from "../../src/local/cluster.js";
+import { networkNames } from "../../src/local/node/addresses.js";
 import { nodeLayout } from "../../src/local/node/layout.js";
 import { isRunning, killNow, type ProcessRecord } from "../../src/local/processes.js";
 import { kubeConfigFor } from "../fixture/cluster.js";
-import { idle, shellContainer, waitFor, waitForDefaultServiceAccount } from "./local-node-helpers.js";
+import {
+  idle,
+  networkNamespaces,
+  rootInterfaces,
+  shellContainer,
+  waitFor,
+  waitForDefaultServiceAccount,
+} from "./local-node-helpers.js";
 
 function recordedContainers(state: ClusterState): ProcessRecord[] {
   const dir = nodeLayout(state.dir).processes;
@@ -35,14 +45,26 @@ describe("ksr local down with pods running (e2e)", function () {
   this.timeout(180_000);
   let state: ClusterState | undefined;
   const dir = mkdtempSync(join(tmpdir(), "ksr-node-down-"));
+  const names = networkNames(dir);
+  const ofThisCluster = () => [
+    ...networkNamespaces().filter((n) => n === names.switchNamespace || n.startsWith(names.podNamespacePrefix)),
+    ...rootInterfaces().filter((n) => n === names.hostInterface),
+  ];
+  // A crashed earlier run's pod namespace, and one that merely looks alike and is not the cluster's.
+  const leftover = `${names.podNamespacePrefix}0123456789ab`;
+  const lookalike = `${names.switchNamespace}x`;
   after(async () => {
     for (const record of state?.components ?? []) killNow(record);
     await down({ dir }).catch(() => undefined);
+    for (const name of [leftover, lookalike].filter((n) => networkNamespaces().includes(n)))
+      execFileSync("ip", ["netns", "delete", name]);
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("stops the node agent, every container and every process they started", async () => {
+  it("stops the node agent, every container and every process they started, and removes the cluster's network", async () => {
+    for (const name of [leftover, lookalike]) execFileSync("ip", ["netns", "add", name]);
     state = await up({ dir, readyTimeoutMs: 180_000 });
+    assert.equal(networkNamespaces().includes(leftover), false, "up removes what a crashed run left behind");
     const agent = state.components.find((c) => c.name === "node-agent");
     assert.ok(agent !== undefined && isRunning(agent), "node-agent is started and recorded by up()");
     const core = kubeConfigFor(state).makeApiClient(CoreV1Api);
@@ -68,6 +90,7 @@ describe("ksr local down with pods running (e2e)", function () {
     });
     const containers = recordedContainers(state);
     assert.equal(containers.length, 2);
+    assert.equal(ofThisCluster().length, 4, `switch, host veth and two pod namespaces: ${ofThisCluster().join(" ")}`);
 
     const stopped = await down({ dir });
     assert.ok(stopped.some((c) => c.name === "node-agent"));
@@ -76,5 +99,7 @@ describe("ksr local down with pods running (e2e)", function () {
       [...state.components, ...containers].filter(isRunning).map((c) => c.name),
       [],
     );
+    assert.deepEqual(ofThisCluster(), []);
+    assert.ok(networkNamespaces().includes(lookalike), "names outside the cluster's prefix are left alone");
   });
 });

@@ -1,6 +1,8 @@
 // Shared helpers for the local-node end-to-end suites.
+import { execFileSync } from "node:child_process";
+import type { CoreV1Api, DiscoveryV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
+import type { ClusterState } from "../../src/local/cluster.js";
 import { eventually } from "../fixture/eventually.js";
-import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 
 /** Polls until check returns a value (not undefined), or fails naming what it waited for and the last state seen. */
 export function waitFor<T>(
@@ -46,4 +48,58 @@ export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: s
       () => undefined,
     ),
   );
+}
+
+/** True when ip lies in the cluster's recorded pod subnet (a /24, so the first three octets decide). */
+export function isPodAddress(state: ClusterState, ip: string): boolean {
+  const prefix = state.podNetwork?.subnet.replace(/\.0\/24$/, ".");
+  return prefix !== undefined && ip.startsWith(prefix) && /^\d+$/.test(ip.slice(prefix.length));
+}
+
+export interface ListedEndpoint {
+  address: string;
+  ready: boolean;
+  node?: string;
+  port?: number;
+}
+
+/** Every endpoint the Service's EndpointSlices list, as the EndpointSlice controller wrote them. */
+export async function serviceEndpoints(
+  discovery: DiscoveryV1Api,
+  namespace: string,
+  service: string,
+): Promise<ListedEndpoint[]> {
+  const slices = await discovery.listNamespacedEndpointSlice({
+    namespace,
+    labelSelector: `kubernetes.io/service-name=${service}`,
+  });
+  // The type says endpoints is always there; the API sends null for a slice without any.
+  return slices.items
+    .filter((slice) => Array.isArray(slice.endpoints))
+    .flatMap((slice) =>
+      slice.endpoints.flatMap((endpoint) =>
+        endpoint.addresses.map((address) => ({
+          address,
+          ready: endpoint.conditions?.ready === true,
+          ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName }),
+          ...(slice.ports?.[0]?.port === undefined ? {} : { port: slice.ports[0].port }),
+        })),
+      ),
+    );
+}
+
+/** Network namespace names on this machine (`ip netns list`). */
+export function networkNamespaces(): string[] {
+  return execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+    .split("\n")
+    .map((line) => line.split(" ")[0] ?? "")
+    .filter((name) => name !== "");
+}
+
+/** Network interface names in the root namespace (`ip -o link`), without the "@peer" suffix. */
+export function rootInterfaces(): string[] {
+  return execFileSync("ip", ["-o", "link"], { encoding: "utf8" })
+    .split("\n")
+    .map((line) => line.split(": ")[1]?.split("@")[0] ?? "")
+    .filter((name) => name !== "");
 }

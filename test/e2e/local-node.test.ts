@@ -15,15 +15,16 @@ import {
   DiscoveryV1Api,
   type V1Pod,
 } from "@kubernetes/client-node";
-import { podRangeOctet } from "../../src/local/node/addresses.js";
 import { findPostgresBinDir } from "../../src/local/node/images.js";
 import { localNodes, nodeLayout, siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
 import {
   idle,
+  isPodAddress,
   podCondition,
   podsWithLabel,
+  serviceEndpoints,
   shellContainer,
   summarize,
   waitFor,
@@ -92,7 +93,7 @@ describe("local node (e2e)", function () {
     await waitFor("a lease renewal", async () => ((await renewed()) > first ? true : undefined), 25_000);
   });
 
-  it("runs a Deployment to Available with a loopback pod IP that serves, and reports why EndpointSlices stay empty", async () => {
+  it("runs a Deployment to Available on its own pod IP, listed ready in its Service's EndpointSlice", async () => {
     const started = Date.now();
     await apps().createNamespacedDeployment({
       namespace: ns(),
@@ -108,8 +109,7 @@ describe("local node (e2e)", function () {
                 {
                   name: "web",
                   image: "debian:12",
-                  command: ["python3", "-m", "http.server", "8080", "--bind", "$(POD_IP)", "--directory", "/srv"],
-                  env: [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }],
+                  command: ["python3", "-m", "http.server", "8080", "--directory", "/srv"],
                   ports: [{ name: "http", containerPort: 8080 }],
                   readinessProbe: { httpGet: { path: "/", port: "http" }, periodSeconds: 1 },
                   volumeMounts: [{ name: "site", mountPath: "/srv" }],
@@ -149,25 +149,14 @@ describe("local node (e2e)", function () {
     );
     const [pod] = await podsWithLabel(core(), ns(), "app=web");
     const ip = pod?.status?.podIP ?? "";
-    assert.match(ip, new RegExp(`^127\\.${podRangeOctet(cluster.state.dir)}\\.\\d+\\.\\d+$`));
+    assert.ok(isPodAddress(cluster.state, ip), `${ip} is not in the pod subnet ${cluster.state.podNetwork?.subnet}`);
     assert.equal(await httpText(`http://${ip}:8080/index.html`), "hello from the local node\n");
     await notePodsPerNode();
-    // The EndpointSlice API refuses loopback addresses; the controller says so in an event on the Service.
-    const rejection = await waitFor("the EndpointSlice controller's verdict", async () => {
-      const events = (await core().listNamespacedEvent({ namespace: ns(), fieldSelector: "involvedObject.name=web" }))
-        .items;
-      return events.find((e) => e.reason === "FailedToUpdateEndpointSlices")?.message;
+    const endpoints = await waitFor("the pod listed ready in the Service's EndpointSlice", async () => {
+      const listed = await serviceEndpoints(cluster.kubeConfig.makeApiClient(DiscoveryV1Api), ns(), "web");
+      return listed.some((e) => e.address === ip && e.ready) ? listed : undefined;
     });
-    assert.ok(rejection.includes(`Invalid value: "${ip}": may not be in the loopback range`), rejection);
-    const discovery = cluster.kubeConfig.makeApiClient(DiscoveryV1Api);
-    const slices = await discovery.listNamespacedEndpointSlice({
-      namespace: ns(),
-      labelSelector: "kubernetes.io/service-name=web",
-    });
-    assert.deepEqual(
-      slices.items.filter((s) => Array.isArray(s.endpoints) && s.endpoints.length > 0),
-      [],
-    );
+    assert.deepEqual(endpoints, [{ address: ip, ready: true, node: pod?.spec?.nodeName, port: 8080 }]);
   });
 
   it("turns Ready off while an exec readiness probe fails, and back on when it passes", async () => {

@@ -104,7 +104,11 @@ export function networkNames(clusterDir: string): Pick<PodNetworkPlan, "switchNa
   return { switchNamespace: `ksr-${tag}`, hostInterface: `ksr${tag}`, podNamespacePrefix: `ksr-${tag}-` };
 }
 
-const uidDigits = (uid: string) => uid.replace(/[^0-9a-f]/gi, "").slice(0, 12).toLowerCase();
+const uidDigits = (uid: string) =>
+  uid
+    .replace(/[^0-9a-f]/gi, "")
+    .slice(0, 12)
+    .toLowerCase();
 
 /** The pod's network namespace: the cluster's prefix and the first 12 hex digits of its UID. */
 export function podNamespaceName(clusterDir: string, uid: string): string {

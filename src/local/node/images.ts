@@ -176,7 +176,9 @@ CREATE DATABASE "\${POSTGRES_DB}";
 SQL
   fi
 fi
-# There is no network namespace: listen on the pod's own loopback address (its hostname's entry in /etc/hosts).
+# In its own network namespace the pod listens on every address, as the image does. A pod on the
+# node's loopback fallback (127.x, no namespace) must keep to its own address, or pods would share ports.
 pod_ip="$(getent hosts "$(hostname)" | awk '{ print $1; exit }')"
-exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" -c "listen_addresses=\${pod_ip:-127.0.0.1}"
+case "$pod_ip" in 127.*) listen="$pod_ip" ;; *) listen='*' ;; esac
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" -c "listen_addresses=$listen"
 `;

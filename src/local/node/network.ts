@@ -34,7 +34,8 @@ const toolDirs = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
 function findIp(): string {
   const found = toolDirs.map((dir) => join(dir, "ip")).find((path) => existsSync(path));
-  if (found === undefined) throw new Error("the local node's pod network needs ip from iproute2 (apt-get install iproute2)");
+  if (found === undefined)
+    throw new Error("the local node's pod network needs ip from iproute2 (apt-get install iproute2)");
   return found;
 }
 
@@ -43,7 +44,9 @@ async function ip(...args: string[]): Promise<string> {
     return (await run(findIp(), args, { encoding: "utf8" })).stdout;
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new Error(`ip ${args.join(" ")}: ${stderr !== undefined && stderr !== "" ? stderr : (error as Error).message}`);
+    throw new Error(
+      `ip ${args.join(" ")}: ${stderr !== undefined && stderr !== "" ? stderr : (error as Error).message}`,
+    );
   }
 }
 
@@ -77,14 +80,18 @@ export async function removeClusterNetwork(clusterDir: string): Promise<void> {
     return;
   }
   for (const name of namespaces) await ip("netns", "delete", name).catch(() => undefined);
-  if (await interfaceExists(names.hostInterface)) await ip("link", "delete", names.hostInterface).catch(() => undefined);
+  if (await interfaceExists(names.hostInterface))
+    await ip("link", "delete", names.hostInterface).catch(() => undefined);
 }
 
 /**
  * Chooses the cluster's pod subnet for `ksr local up`, after removing what a
  * crashed run of this cluster left behind; undefined without iproute2.
  */
-export async function planPodNetwork(clusterDir: string, previous?: PodNetworkPlan): Promise<PodNetworkPlan | undefined> {
+export async function planPodNetwork(
+  clusterDir: string,
+  previous?: PodNetworkPlan,
+): Promise<PodNetworkPlan | undefined> {
   try {
     await removeClusterNetwork(clusterDir);
     const inUse = networksInUse(await ip("-4", "route"), await ip("-4", "-o", "addr"));

@@ -14,6 +14,8 @@ import { hostnameLabel, siteLabel, type LocalNodeIdentity } from "./layout.js";
 export const leaseNamespace = "kube-node-lease";
 export const leaseDurationSeconds = 40;
 export const heartbeatIntervalMs = 10_000;
+/** True when pods only have loopback addresses (no network namespaces here), which EndpointSlices refuse. */
+export const loopbackPodNetworkCondition = "LoopbackPodNetwork";
 /** The Kubernetes release the control plane runs; reported as the kubelet version. */
 const kubeletVersion = "v1.34.4";
 
@@ -61,15 +63,17 @@ function conditions(now: Date, previous: V1NodeCondition[] | undefined, network:
     lastHeartbeatTime: now,
     lastTransitionTime: since(type, "False"),
   });
-  const networkStatus = network.available ? "False" : "True";
+  // Not NetworkUnavailable: the node lifecycle controller taints a node with NetworkUnavailable=True
+  // NoSchedule, and the loopback fallback is meant to keep running pods.
+  const loopbackStatus = network.available ? "False" : "True";
   return [
     {
-      type: "NetworkUnavailable",
-      status: networkStatus,
+      type: loopbackPodNetworkCondition,
+      status: loopbackStatus,
       reason: network.reason,
       message: network.message,
       lastHeartbeatTime: now,
-      lastTransitionTime: since("NetworkUnavailable", networkStatus),
+      lastTransitionTime: since(loopbackPodNetworkCondition, loopbackStatus),
     },
     pressure("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
     pressure("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
@@ -134,11 +138,7 @@ function readBootId(): string {
 }
 
 /** Creates the node, or brings an existing one (from an earlier `up`) back to our labels and status. */
-export async function registerNode(
-  core: CoreV1Api,
-  identity: LocalNodeIdentity,
-  facts: NodeFacts,
-): Promise<void> {
+export async function registerNode(core: CoreV1Api, identity: LocalNodeIdentity, facts: NodeFacts): Promise<void> {
   const now = new Date();
   const body = nodeObject(identity, facts, now);
   try {

@@ -246,11 +246,15 @@ export function execInContainer(
   tools: HostTools,
 ): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const child = spawn(tools.nsenter, [`--target=${pid}`, "--mount", "--uts", "--net", "--root", "--wd", "--", ...argv], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
+    const child = spawn(
+      tools.nsenter,
+      [`--target=${pid}`, "--mount", "--uts", "--net", "--root", "--wd", "--", ...argv],
+      {
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      },
+    );
     let output = "";
     const collect = (chunk: Buffer) => {
       if (output.length < 10_000) output += chunk.toString();

@@ -62,7 +62,8 @@ describe("local node pod addresses", () => {
         }
         const addresses = [...held.values()];
         return (
-          new Set(addresses).size === addresses.length && addresses.every((a) => /^198\.18\.7\.([1-9]\d?|1\d\d|2[0-4]\d|25[0-3])$/.test(a))
+          new Set(addresses).size === addresses.length &&
+          addresses.every((a) => /^198\.18\.7\.([1-9]\d?|1\d\d|2[0-4]\d|25[0-3])$/.test(a))
         );
       }),
     );
@@ -102,26 +103,41 @@ describe("local node pod subnet choice", () => {
   });
 
   const prefix = preferred.replace(/\.0\/24$/, "");
-  const cases: { name: string; inUse: string[]; previous?: string; expected: string | RegExp | { throws: RegExp } }[] = [
-    { name: "nothing in use", inUse: [], expected: preferred },
-    { name: "unrelated networks in use", inUse: ["192.0.2.0/24", "10.0.0.0/8", "127.0.0.0/8"], expected: preferred },
-    { name: "the previous subnet while free", inUse: [preferred], previous: "198.19.200.0/24", expected: "198.19.200.0/24" },
-    { name: "not the previous subnet once taken", inUse: ["198.19.200.0/24"], previous: "198.19.200.0/24", expected: preferred },
-    { name: "not a previous subnet outside the range", inUse: [], previous: "10.1.2.0/24", expected: preferred },
-    { name: "the next /24 when the preferred is routed", inUse: [preferred], expected: nextSubnet(preferred) },
-    { name: "the next /24 when a host inside it is routed", inUse: [`${prefix}.9`], expected: nextSubnet(preferred) },
-    {
-      name: "the next /24 when an address inside it is configured",
-      inUse: [`${prefix}.254/24`],
-      expected: nextSubnet(preferred),
-    },
-    {
-      name: "the other half when a wider route covers the preferred /24",
-      inUse: [preferred.startsWith("198.18.") ? "198.18.0.0/16" : "198.19.0.0/16"],
-      expected: preferred.startsWith("198.18.") ? /^198\.19\./ : /^198\.18\./,
-    },
-    { name: "an error when all of 198.18.0.0/15 is routed", inUse: ["198.16.0.0/12"], expected: { throws: /no pod subnet is left/ } },
-  ];
+  const cases: { name: string; inUse: string[]; previous?: string; expected: string | RegExp | { throws: RegExp } }[] =
+    [
+      { name: "nothing in use", inUse: [], expected: preferred },
+      { name: "unrelated networks in use", inUse: ["192.0.2.0/24", "10.0.0.0/8", "127.0.0.0/8"], expected: preferred },
+      {
+        name: "the previous subnet while free",
+        inUse: [preferred],
+        previous: "198.19.200.0/24",
+        expected: "198.19.200.0/24",
+      },
+      {
+        name: "not the previous subnet once taken",
+        inUse: ["198.19.200.0/24"],
+        previous: "198.19.200.0/24",
+        expected: preferred,
+      },
+      { name: "not a previous subnet outside the range", inUse: [], previous: "10.1.2.0/24", expected: preferred },
+      { name: "the next /24 when the preferred is routed", inUse: [preferred], expected: nextSubnet(preferred) },
+      { name: "the next /24 when a host inside it is routed", inUse: [`${prefix}.9`], expected: nextSubnet(preferred) },
+      {
+        name: "the next /24 when an address inside it is configured",
+        inUse: [`${prefix}.254/24`],
+        expected: nextSubnet(preferred),
+      },
+      {
+        name: "the other half when a wider route covers the preferred /24",
+        inUse: [preferred.startsWith("198.18.") ? "198.18.0.0/16" : "198.19.0.0/16"],
+        expected: preferred.startsWith("198.18.") ? /^198\.19\./ : /^198\.18\./,
+      },
+      {
+        name: "an error when all of 198.18.0.0/15 is routed",
+        inUse: ["198.16.0.0/12"],
+        expected: { throws: /no pod subnet is left/ },
+      },
+    ];
   for (const { name, inUse, previous, expected } of cases) {
     it(`chooses ${name}`, () => {
       if (typeof expected === "object" && "throws" in expected) {
