@@ -1,5 +1,6 @@
 // Shared helpers for the local-node end-to-end suites.
 import { execFileSync } from "node:child_process";
+import { get as httpGet } from "node:http";
 import type { CoreV1Api, DiscoveryV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 import type { ClusterState } from "../../src/local/cluster.js";
 import { eventually } from "../fixture/eventually.js";
@@ -102,4 +103,17 @@ export function rootInterfaces(): string[] {
     .split("\n")
     .map((line) => line.split(": ")[1]?.split("@")[0] ?? "")
     .filter((name) => name !== "");
+}
+
+/** The body of a plain HTTP GET (pods are reached by pod IP from the test process). */
+export function httpText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, { timeout: 2000 }, (res) => {
+      let body = "";
+      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      res.on("end", () => {
+        resolve(body);
+      });
+    }).on("error", reject);
+  });
 }

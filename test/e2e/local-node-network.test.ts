@@ -5,7 +5,6 @@
 // node can bind the same port.
 import { strict as assert } from "node:assert";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
-import { get as httpGet } from "node:http";
 import { join } from "node:path";
 import { CoreV1Api, DiscoveryV1Api, type V1Container, type V1Pod } from "@kubernetes/client-node";
 import { podNamespaceName } from "../../src/local/node/addresses.js";
@@ -13,6 +12,7 @@ import { nodeLayout, siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
 import {
+  httpText,
   idle,
   isPodAddress,
   networkNamespaces,
@@ -22,18 +22,6 @@ import {
   waitFor,
   waitForDefaultServiceAccount,
 } from "./local-node-helpers.js";
-
-function httpText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpGet(url, { timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
-      res.on("end", () => {
-        resolve(body);
-      });
-    }).on("error", reject);
-  });
-}
 
 /** Serves the pod's /etc (so /hostname names the pod) on 0.0.0.0:8080, ready once it answers. */
 function etcServer(): V1Container {

@@ -4,7 +4,6 @@
 // binder, EndpointSlice) react to the status it reports.
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { get as httpGet } from "node:http";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
 import {
@@ -20,6 +19,7 @@ import { localNodes, nodeLayout, siteLabel } from "../../src/local/node/layout.j
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
 import {
+  httpText,
   idle,
   isPodAddress,
   podCondition,
@@ -30,18 +30,6 @@ import {
   waitFor,
   waitForDefaultServiceAccount,
 } from "./local-node-helpers.js";
-
-function httpText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpGet(url, { timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
-      res.on("end", () => {
-        resolve(body);
-      });
-    }).on("error", reject);
-  });
-}
 
 describe("local node (e2e)", function () {
   this.timeout(120_000);
