@@ -12,6 +12,7 @@ import { packageRoot } from "../util/package-root.js";
 import { Metadata } from "@grpc/grpc-js";
 import { IngestClient, type OpenReply, type OpenRequest } from "../gen/ksr/replication/v1/replication.js";
 import type { AgentProgress, AgentSummary } from "./agent/agent.js";
+import type { PointReport } from "./agent/point-cutter.js";
 import { unaryCall } from "./grpc-util.js";
 import type { CompressionName } from "./frame-codec.js";
 import {
@@ -38,6 +39,10 @@ export interface PipelineOptions {
   bandwidthLimit?: string;
   scanIntervalSeconds?: number;
   onProgress?: (progress: AgentProgress) => void;
+  /** Each recovery point the agent cut, once the master target applied it. */
+  onPoint?: (point: PointReport) => void;
+  /** Extra agent flags (recovery point cadence, hooks). */
+  agentArgs?: string[];
   /** Where each program's stderr goes (default: inherited). */
   logDir?: string;
   /** Extra node flags for the three programs (for example --cpu-prof). */
@@ -169,6 +174,7 @@ export class LocalPipeline {
           String(options.scanIntervalSeconds ?? 60),
           "--progress",
           ...(options.once ? ["--once"] : []),
+          ...(options.agentArgs ?? []),
         ];
     }
   }
@@ -191,9 +197,15 @@ export class LocalPipeline {
     const listening = new Promise<void>((resolve, reject) => {
       const lines = createInterface({ input: child.stdout ?? process.stdin });
       lines.on("line", (line) => {
-        const message = JSON.parse(line) as { listening?: number; progress?: AgentProgress; summary?: AgentSummary };
+        const message = JSON.parse(line) as {
+          listening?: number;
+          progress?: AgentProgress;
+          summary?: AgentSummary;
+          point?: PointReport;
+        };
         if (message.listening !== undefined) resolve();
         if (message.progress !== undefined) this.options.onProgress?.(message.progress);
+        if (message.point !== undefined) this.options.onPoint?.(message.point);
         if (message.summary !== undefined) this.summary = message.summary;
       });
       child.once("exit", (code, signal) => {

@@ -19,6 +19,8 @@ export interface TlsFiles {
 export const processServerCommonName = "ksr-process-server";
 export const operatorCommonName = "ksr-operator";
 export const masterTargetCommonName = "ksr-master-target";
+/** A consistency group's coordinator: may hold, mark and release agents (their Barrier service). */
+export const coordinatorCommonName = "ksr-coordinator";
 
 /** The common name an agent's certificate must carry to push changes for a machine. */
 export function agentCommonName(machineId: string): string {

@@ -3,6 +3,7 @@
 import { resolve } from "node:path";
 import { Command } from "commander";
 import { JournalUsageError } from "../../replicator/journal/errors.js";
+import { durationMs } from "../../util/duration.js";
 import { hydrate, rollback } from "../../replicator/journal/materialise.js";
 import type { RecoveryPoint } from "../../replicator/journal/point.js";
 import { UndoJournal } from "../../replicator/journal/undo-journal.js";
@@ -107,16 +108,12 @@ function rollbackCommand(): Command {
     });
 }
 
-const durationUnits: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
 /** "30s", "5m", "24h", "15d" → milliseconds. */
 export function parseRetention(value: string): number {
-  const match = /^(\d+)([smhd])$/.exec(value);
-  const amount = Number(match?.[1]);
-  const unit = durationUnits[match?.[2] ?? ""];
-  if (unit === undefined || !(amount > 0))
+  const ms = durationMs(value);
+  if (ms === undefined)
     throw new JournalUsageError(`--retention "${value}": expected a positive duration like 30s, 5m, 24h or 15d`);
-  return amount * unit;
+  return ms;
 }
 
 function pruneCommand(): Command {

@@ -3,38 +3,14 @@
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
 import { Agent } from "../../replicator/agent/agent.js";
+import { startBarrierServer } from "../../replicator/agent/barrier-server.js";
+import { groupCommands } from "./group.js";
+import { collect, pointOptions, stderrLog, tlsFiles, withTls, type TlsOptions } from "./replicator-flags.js";
 import { parseCompression, readEncryptionKey } from "../../replicator/frame-codec.js";
 import { startMasterTarget, type ReplicaSpec } from "../../replicator/master-target/server.js";
 import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { startProcessServer } from "../../replicator/process-server/server.js";
 import type { RunningServer } from "../../replicator/grpc-util.js";
-import type { TlsFiles } from "../../replicator/tls.js";
-
-interface TlsOptions {
-  ca: string;
-  cert: string;
-  key: string;
-}
-
-function withTls(command: Command): Command {
-  return command
-    .requiredOption("--ca <file>", "PEM CA certificate that issued every peer's certificate")
-    .requiredOption("--cert <file>", "PEM certificate of this program")
-    .requiredOption("--key <file>", "PEM private key of this program");
-}
-
-function tlsFiles(options: TlsOptions): TlsFiles {
-  return { ca: resolve(options.ca), cert: resolve(options.cert), key: resolve(options.key) };
-}
-
-const stderrLog = {
-  info: (message: string) => process.stderr.write(`${message}\n`),
-  warn: (message: string) => process.stderr.write(`warning: ${message}\n`),
-};
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
 
 export function parseReplicaFlag(value: string, kind: ReplicaSpec["kind"], flag: string): ReplicaSpec {
   const separator = value.indexOf("=");
@@ -151,7 +127,17 @@ function agentCommand(): Command {
     .requiredOption("--process-server <address>", "host:port of the process server")
     .option("--once", "exit once the initial replication is durable at the master target")
     .option("--scan-interval <seconds>", "verifying scan period (tree) or hash scan period (block)", "60")
-    .option("--progress", "print progress as JSON lines on stdout")
+    .option("--progress", "print progress (and each recovery point once applied) as JSON lines on stdout")
+    .option("--crash-point-interval <duration>", "a crash-consistent recovery point this often (30s to 1h)", "5m")
+    .option(
+      "--app-point-interval <duration>",
+      'an app-consistent point (quiesce hooks) this often, 1m to 24h, or "off"; default 1h with --hooks-file',
+    )
+    .option("--hooks-file <file>", "YAML or JSON quiesce hooks run for app-consistent points")
+    .option(
+      "--barrier-listen <address>",
+      "host:port to serve the Barrier service on (consistency groups, on-demand points)",
+    )
     .action(
       async (
         options: TlsOptions & {
@@ -163,9 +149,17 @@ function agentCommand(): Command {
           once?: boolean;
           scanInterval: string;
           progress?: boolean;
+          crashPointInterval: string;
+          appPointInterval?: string;
+          hooksFile?: string;
+          barrierListen?: string;
         },
       ) => {
+        if (options.once === true && options.barrierListen !== undefined)
+          throw new Error("--barrier-listen cannot be used with --once: points are cut while replication runs");
+        const printJson = (line: object) => process.stdout.write(`${JSON.stringify(line)}\n`);
         const agent = await Agent.create({
+          ...(await pointOptions(options)),
           machineId: options.machine,
           mode: options.mode,
           source: resolve(options.source),
@@ -175,19 +169,27 @@ function agentCommand(): Command {
           once: options.once === true,
           scanIntervalMs: parseSeconds(options.scanInterval, "--scan-interval") * 1000,
           log: stderrLog,
-          progress:
-            options.progress === true
-              ? (progress) => process.stdout.write(`${JSON.stringify({ progress })}\n`)
-              : undefined,
+          progress: options.progress === true ? (progress) => printJson({ progress }) : undefined,
+          onPoint: options.progress === true ? (point) => printJson({ point }) : undefined,
         });
+        const barrier =
+          options.barrierListen === undefined
+            ? undefined
+            : await startBarrierServer({
+                listen: options.barrierListen,
+                tls: tlsFiles(options),
+                machineId: options.machine,
+                points: agent.points,
+              });
+        if (barrier !== undefined) printJson({ listening: barrier.port });
         process.once("SIGTERM", () => {
           agent.stop();
         });
         process.once("SIGINT", () => {
           agent.stop();
         });
-        const summary = await agent.run();
-        process.stdout.write(`${JSON.stringify({ summary })}\n`);
+        const summary = await agent.run().finally(() => barrier?.close());
+        printJson({ summary });
       },
     );
 }
@@ -197,5 +199,7 @@ export function replicatorCommand(): Command {
     .description("the replication data path: agent, process server and master target")
     .addCommand(agentCommand())
     .addCommand(processServerCommand())
-    .addCommand(masterTargetCommand());
+    .addCommand(masterTargetCommand())
+    .addCommand(groupCommands.cut())
+    .addCommand(groupCommands.coordinator());
 }

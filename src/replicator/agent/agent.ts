@@ -3,6 +3,7 @@
 // proves the manifest matches; otherwise it resyncs against the replica's block hashes.
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import {
   Consistency,
   IngestClient,
@@ -12,12 +13,16 @@ import {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { makeGenericClientConstructor } from "@grpc/grpc-js";
 import { loadBlockHasher } from "../block-hash.js";
+import type { MarkerOp } from "../journal/change.js";
+import { consistencyFromWire, type PointConsistency } from "../journal/point.js";
+import type { QuiesceHook } from "../journal/quiesce.js";
 import { encodePushRequest } from "./batch-encoder.js";
 import { checkMachineId } from "../machine-id.js";
-import { sleep } from "../signal.js";
+import { Signal, sleep } from "../signal.js";
 import { clientCredentials, grpcOptions, type TlsFiles } from "../tls.js";
 import { BlockSource } from "./block-source.js";
 import { Manifest } from "./manifest.js";
+import { CaptureLock, PointCutter, type CaptureStream, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
 import { TreeSource } from "./tree-source.js";
 import { TreeWatcher } from "./watcher.js";
@@ -57,6 +62,14 @@ export interface AgentOptions {
   scanIntervalMs: number;
   log: AgentLog;
   progress?: (progress: AgentProgress) => void;
+  /** A crash (or best-effort) point this often; none when undefined. */
+  crashPointIntervalMs?: number;
+  /** An app-consistent point (quiesce hooks) this often; none when undefined. */
+  appPointIntervalMs?: number;
+  /** Quiesce hooks run for app-consistent points, validated with hookProblems(). */
+  hooks?: readonly QuiesceHook[];
+  /** Each point of the agent's own cadence, once the master target applied its marker. */
+  onPoint?: (report: PointReport) => void;
 }
 
 export interface AgentLog {
@@ -69,6 +82,8 @@ export interface AgentProgress {
   lastSeq: number;
   ackedSeq: number;
   appliedSeq: number;
+  /** The newest recovery point this agent cut (its consistency and failed hooks, if any). */
+  lastPoint?: { id: string; seq: number; consistency: PointConsistency; failedHooks: string[] };
 }
 
 export interface AgentSummary {
@@ -80,6 +95,14 @@ export interface AgentSummary {
 
 const retryMs = 500;
 const drainPollMs = 100;
+const appliedPollMs = 50;
+const wireConsistency: Record<PointConsistency, Consistency> = {
+  app: Consistency.CONSISTENCY_APP,
+  crash: Consistency.CONSISTENCY_CRASH,
+  "best-effort": Consistency.CONSISTENCY_BEST_EFFORT,
+};
+/** Catch-up rounds a cut gives writes that keep arriving before it settles for best-effort. */
+const cutCatchUpRounds = 3;
 
 /** The Ingest client with the hand-written Push encoder (see batch-encoder.ts). */
 const FastPushClient = makeGenericClientConstructor(
@@ -88,8 +111,14 @@ const FastPushClient = makeGenericClientConstructor(
 ) as unknown as typeof IngestClient;
 const manifestSaveIntervalMs = 2000;
 
-export class Agent {
+export class Agent implements CaptureStream {
   private readonly client: IngestClient;
+  private readonly captureLock = new CaptureLock();
+  private readonly stopping = new Signal();
+  private ready = false;
+  private lastPoint: AgentProgress["lastPoint"];
+  /** Recovery points: the agent's cadence, the Barrier service and tests cut through it. */
+  readonly points: PointCutter;
   private readonly manifestFile: string;
   private sender!: ChangeSender;
   private watcher: TreeWatcher | undefined;
@@ -106,6 +135,16 @@ export class Agent {
   ) {
     this.client = client;
     this.manifestFile = join(options.stateDir, `${options.machineId}.manifest.json`);
+    this.points = new PointCutter(
+      options.machineId,
+      this.captureLock,
+      this,
+      options.hooks ?? [],
+      options.log,
+      (report) => {
+        options.onPoint?.(report);
+      },
+    );
   }
 
   static async create(options: AgentOptions): Promise<Agent> {
@@ -129,6 +168,7 @@ export class Agent {
   stop(): void {
     this.stopped = true;
     this.watcher?.changed.notify();
+    this.stopping.notify();
   }
 
   async run(): Promise<AgentSummary> {
@@ -140,10 +180,11 @@ export class Agent {
     }
     try {
       await this.untilDone(() => this.start());
+      this.ready = !this.stopped;
       if (options.once) {
-        await this.untilDone(() => this.waitApplied());
+        await this.untilDone(() => this.waitAllApplied());
       } else {
-        await this.follow();
+        await Promise.all([this.follow(), this.cadence()]);
       }
       await this.saveManifest(true);
     } finally {
@@ -159,11 +200,14 @@ export class Agent {
     };
   }
 
-  /** Runs a step until it succeeds: a resync when one is needed, a retry after other failures. */
+  /**
+   * Runs a step until it succeeds: a resync when one is needed, a retry after other failures.
+   * Each attempt holds the capture lock, so a cut never lands in the middle of one.
+   */
   private async untilDone(step: () => Promise<void>): Promise<void> {
     while (!this.stopped) {
       try {
-        await step();
+        await this.captureLock.run(step);
         return;
       } catch (error) {
         if (error instanceof ResyncNeeded) {
@@ -258,7 +302,7 @@ export class Agent {
     this.lastSave = Date.now();
   }
 
-  private async waitApplied(): Promise<void> {
+  private async waitAllApplied(): Promise<void> {
     await this.sender.drain();
     for (;;) {
       const reply = await this.sender.open();
@@ -274,29 +318,118 @@ export class Agent {
     let lastScan = Date.now();
     while (!this.stopped) {
       await this.untilDone(async () => {
-        const watcher = this.watcher;
         const due = this.scanDue || Date.now() - lastScan >= this.options.scanIntervalMs;
-        if (watcher === undefined || due) {
-          lastScan = Date.now();
-          this.scanDue = false;
-          watcher?.take();
-          await this.scan();
-          return;
-        }
-        const { paths, overflowed } = watcher.take();
-        if (overflowed) {
-          this.options.log.warn("change notifications were lost; running a verifying scan");
-          await this.scan();
-        } else if (paths.length > 0) {
-          await new TreeSource(this.options.source, this.manifest, this.sender).syncPaths(paths);
-          await this.settle();
-        }
+        if (this.watcher === undefined || due) lastScan = Date.now();
+        await this.captureRound(due);
       });
       if (this.isStopped()) break;
       const watcher = this.watcher;
       if (watcher === undefined) await sleep(this.options.scanIntervalMs);
       else if (!watcher.pending) await watcher.changed.wait(Math.min(1000, this.options.scanIntervalMs));
       await this.refreshApplied();
+    }
+  }
+
+  /** Sends what changed: everything (a verifying scan) when due or when notifications were lost. */
+  private async captureRound(scanDue: boolean): Promise<void> {
+    const watcher = this.watcher;
+    if (watcher === undefined || scanDue) {
+      this.scanDue = false;
+      watcher?.take();
+      await this.scan();
+      return;
+    }
+    const { paths, overflowed } = watcher.take();
+    if (overflowed) {
+      this.options.log.warn("change notifications were lost; running a verifying scan");
+      await this.scan();
+    } else if (paths.length > 0) {
+      await new TreeSource(this.options.source, this.manifest, this.sender).syncPaths(paths);
+      await this.settle();
+    }
+  }
+
+  /** The agent's own points: crash on one cadence, app on another (an app point also resets crash). */
+  private async cadence(): Promise<void> {
+    const { crashPointIntervalMs, appPointIntervalMs } = this.options;
+    if (crashPointIntervalMs === undefined && appPointIntervalMs === undefined) return;
+    const due = (interval: number | undefined) => (interval === undefined ? Infinity : Date.now() + interval);
+    let nextCrash = due(crashPointIntervalMs);
+    let nextApp = due(appPointIntervalMs);
+    while (!this.isStopped()) {
+      const waitMs = Math.min(nextCrash, nextApp) - Date.now();
+      if (waitMs > 0) {
+        await this.stopping.wait(Math.min(waitMs, 60_000));
+        continue;
+      }
+      const requested: PointConsistency = Date.now() >= nextApp ? "app" : "crash";
+      try {
+        const report = await this.points.cut(requested, false);
+        this.lastPoint = {
+          id: report.id,
+          seq: report.seq,
+          consistency: report.consistency,
+          failedHooks: report.failedHooks,
+        };
+        this.report();
+      } catch (error) {
+        this.options.log.warn(`no ${requested} recovery point this time: ${(error as Error).message}`);
+      }
+      nextCrash = due(crashPointIntervalMs);
+      if (requested === "app") nextApp = due(appPointIntervalMs);
+    }
+  }
+
+  async whenReady(): Promise<void> {
+    while (!this.ready) {
+      if (this.isStopped()) throw new Error("the agent is stopping");
+      await this.stopping.wait(100);
+    }
+  }
+
+  /**
+   * Sends every change observed up to now. The cut is quiet, and the point crash-consistent, when
+   * after sending no new notification (and no lost one) is waiting; otherwise it catches up a few
+   * rounds and, if writes keep arriving, reports them as in flight.
+   */
+  async flushForCut(): Promise<boolean> {
+    const watcher = this.watcher;
+    if (watcher === undefined) return this.flushBlockForCut();
+    for (let round = 0; ; round++) {
+      // Two turns of the event loop: every notification the kernel queued by now is delivered.
+      await nextTurn();
+      await nextTurn();
+      if (!watcher.pending && !this.scanDue) return false;
+      if (round === cutCatchUpRounds) return true;
+      await this.captureRound(this.scanDue);
+    }
+  }
+
+  /** Block mode has no notifications: quiet means a second hash pass found nothing new. */
+  private async flushBlockForCut(): Promise<boolean> {
+    await this.scan();
+    const afterFirstPass = this.sender.lastSeq;
+    await this.scan();
+    return this.sender.lastSeq !== afterFirstPass;
+  }
+
+  async emitMarker(marker: MarkerOp): Promise<number> {
+    const consistency = wireConsistency[consistencyFromWire(marker.consistency)];
+    const { id, timeUnixMs, consistencyGroup } = marker;
+    await this.sender.emit({ $case: "marker", value: { id, consistency, timeUnixMs, consistencyGroup } });
+    const seq = this.sender.lastSeq;
+    await this.sender.drain();
+    return seq;
+  }
+
+  async waitApplied(seq: number): Promise<void> {
+    for (;;) {
+      const reply = await this.sender.open();
+      this.appliedSeq = Math.max(this.appliedSeq, reply.appliedSeq);
+      if (reply.appliedSeq >= seq) return;
+      if (reply.resyncRequired) throw new ResyncNeeded(`seq ${seq} may never be applied`);
+      if (this.isStopped()) throw new Error("the agent is stopping");
+      await sleep(appliedPollMs);
     }
   }
 
@@ -316,6 +449,7 @@ export class Agent {
       lastSeq: this.sender.lastSeq,
       ackedSeq: this.sender.ackedSeq,
       appliedSeq: this.appliedSeq,
+      ...(this.lastPoint === undefined ? {} : { lastPoint: this.lastPoint }),
     });
   }
 }

@@ -59,41 +59,52 @@ function actionProblems(action: HookAction, where: string): string[] {
   try {
     url = new URL(action.url);
   } catch {
-    return [`${where}: "${action.url}" is not a URL`];
+    return [`${where}: the http action's url is not a URL`]; // never echoed: it may hold credentials
   }
   return url.protocol === "http:" || url.protocol === "https:"
     ? []
-    : [`${where}: only http and https URLs are allowed`];
+    : [`${where}: only http and https URLs are allowed (got ${url.protocol})`];
 }
 
-/** Runs the pre hooks, the cut and the post hooks; never throws for a hook's failure, reports it. */
+/**
+ * Runs the pre hooks, the cut and the post hooks; never throws for a hook's failure, reports it
+ * (each step also to `onStep` as soon as it finished, so a long cut can report its pre hooks).
+ */
 export async function runQuiesced<T>(
   hooks: readonly QuiesceHook[],
   cut: (quiesced: boolean) => Promise<T>,
+  onStep: (step: HookStep) => void = () => undefined,
 ): Promise<QuiescedCut<T>> {
   const problems = hookProblems(hooks);
   if (problems.length > 0) throw new Error(`invalid quiesce hooks: ${problems.join("; ")}`);
   const steps: HookStep[] = [];
+  const record = (step: HookStep): void => {
+    steps.push(step);
+    onStep(step);
+  };
   const frozen: QuiesceHook[] = [];
   let quiesced = true;
   for (const hook of hooks) {
     const step = hook.pre === undefined ? undefined : await runStep(hook, "pre", hook.pre);
-    if (step !== undefined) steps.push(step);
+    if (step !== undefined) record(step);
     if (step !== undefined && !step.ok) {
       quiesced = false;
       break;
     }
     frozen.push(hook);
   }
-  if (!quiesced) await thaw(frozen, steps);
-  const result = await cut(quiesced);
-  if (quiesced) await thaw(frozen, steps);
-  return { quiesced, result, steps };
+  if (!quiesced) await thaw(frozen, record);
+  try {
+    const result = await cut(quiesced);
+    return { quiesced, result, steps };
+  } finally {
+    // Thawed even when the cut failed: a frozen application must never stay frozen.
+    if (quiesced) await thaw(frozen, record);
+  }
 }
 
-async function thaw(frozen: readonly QuiesceHook[], steps: HookStep[]): Promise<void> {
-  for (const hook of [...frozen].reverse())
-    if (hook.post !== undefined) steps.push(await runStep(hook, "post", hook.post));
+async function thaw(frozen: readonly QuiesceHook[], record: (step: HookStep) => void): Promise<void> {
+  for (const hook of [...frozen].reverse()) if (hook.post !== undefined) record(await runStep(hook, "post", hook.post));
 }
 
 async function runStep(hook: QuiesceHook, phase: "pre" | "post", action: HookAction): Promise<HookStep> {
@@ -139,9 +150,19 @@ function runCommand(action: Extract<HookAction, { kind: "command" }>, timeoutMs:
 }
 
 async function callHttp(action: Extract<HookAction, { kind: "http" }>, timeoutMs: number): Promise<void> {
+  // fetch refuses URLs with credentials: they travel as a basic Authorization header instead.
+  const url = new URL(action.url);
+  const headers: Record<string, string> = {};
+  if (url.username !== "" || url.password !== "") {
+    const user = decodeURIComponent(url.username);
+    const password = decodeURIComponent(url.password);
+    headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+    url.username = "";
+    url.password = "";
+  }
   let response: Response;
   try {
-    response = await fetch(action.url, { method: action.method ?? "POST", signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetch(url, { method: action.method ?? "POST", headers, signal: AbortSignal.timeout(timeoutMs) });
   } catch (error) {
     const cause = error as Error;
     throw new Error(

@@ -233,6 +233,65 @@ export interface ResyncReply {
   accepted: boolean;
 }
 
+/** One quiesce hook step as the agent ran it (never carries env values or URL credentials). */
+export interface HookStepResult {
+  hook: string;
+  /** "pre" or "post". */
+  phase: string;
+  ok: boolean;
+  durationMs: number;
+  error: string;
+}
+
+export interface HoldRequest {
+  cutId: string;
+  /** CONSISTENCY_APP runs the agent's quiesce hooks before holding; anything else is an IO hold. */
+  requested: Consistency;
+  /**
+   * The agent releases on its own after this long (0: the agent's default), so a coordinator
+   * that disappears never freezes replication.
+   */
+  holdTimeoutMs: number;
+}
+
+export interface HoldReply {
+  machineId: string;
+  /** The consistency the held cut really has (never more than requested). */
+  consistency: Consistency;
+  hooks: HookStepResult[];
+}
+
+export interface MarkRequest {
+  cutId: string;
+  marker: Marker | undefined;
+}
+
+export interface MarkReply {
+  /** The marker's seq, applied durably at the master target when this reply is sent. */
+  seq: number;
+  consistency: Consistency;
+}
+
+export interface ReleaseRequest {
+  cutId: string;
+}
+
+export interface ReleaseReply {
+  hooks: HookStepResult[];
+}
+
+export interface CutRequest {
+  /** CONSISTENCY_APP runs the quiesce hooks; CONSISTENCY_CRASH is an ordinary cut. */
+  requested: Consistency;
+}
+
+export interface CutReply {
+  pointId: string;
+  seq: number;
+  consistency: Consistency;
+  hooks: HookStepResult[];
+}
+
 function createBaseChange(): Change {
   return { seq: 0, op: undefined };
 }
@@ -1959,6 +2018,563 @@ export const ResyncReply: MessageFns<ResyncReply> = {
   },
 };
 
+function createBaseHookStepResult(): HookStepResult {
+  return { hook: "", phase: "", ok: false, durationMs: 0, error: "" };
+}
+
+export const HookStepResult: MessageFns<HookStepResult> = {
+  encode(message: HookStepResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hook !== "") {
+      writer.uint32(10).string(message.hook);
+    }
+    if (message.phase !== "") {
+      writer.uint32(18).string(message.phase);
+    }
+    if (message.ok !== false) {
+      writer.uint32(24).bool(message.ok);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(32).uint32(message.durationMs);
+    }
+    if (message.error !== "") {
+      writer.uint32(42).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HookStepResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHookStepResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hook = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ok = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.durationMs = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHoldRequest(): HoldRequest {
+  return { cutId: "", requested: 0, holdTimeoutMs: 0 };
+}
+
+export const HoldRequest: MessageFns<HoldRequest> = {
+  encode(message: HoldRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cutId !== "") {
+      writer.uint32(10).string(message.cutId);
+    }
+    if (message.requested !== 0) {
+      writer.uint32(16).int32(message.requested);
+    }
+    if (message.holdTimeoutMs !== 0) {
+      writer.uint32(24).uint32(message.holdTimeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HoldRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHoldRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cutId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.requested = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.holdTimeoutMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHoldReply(): HoldReply {
+  return { machineId: "", consistency: 0, hooks: [] };
+}
+
+export const HoldReply: MessageFns<HoldReply> = {
+  encode(message: HoldReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(16).int32(message.consistency);
+    }
+    for (const v of message.hooks) {
+      HookStepResult.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HoldReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHoldReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hooks.push(HookStepResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseMarkRequest(): MarkRequest {
+  return { cutId: "", marker: undefined };
+}
+
+export const MarkRequest: MessageFns<MarkRequest> = {
+  encode(message: MarkRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cutId !== "") {
+      writer.uint32(10).string(message.cutId);
+    }
+    if (message.marker !== undefined) {
+      Marker.encode(message.marker, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MarkRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMarkRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cutId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.marker = Marker.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseMarkReply(): MarkReply {
+  return { seq: 0, consistency: 0 };
+}
+
+export const MarkReply: MessageFns<MarkReply> = {
+  encode(message: MarkReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(16).int32(message.consistency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MarkReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMarkReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReleaseRequest(): ReleaseRequest {
+  return { cutId: "" };
+}
+
+export const ReleaseRequest: MessageFns<ReleaseRequest> = {
+  encode(message: ReleaseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cutId !== "") {
+      writer.uint32(10).string(message.cutId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cutId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReleaseReply(): ReleaseReply {
+  return { hooks: [] };
+}
+
+export const ReleaseReply: MessageFns<ReleaseReply> = {
+  encode(message: ReleaseReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hooks) {
+      HookStepResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hooks.push(HookStepResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCutRequest(): CutRequest {
+  return { requested: 0 };
+}
+
+export const CutRequest: MessageFns<CutRequest> = {
+  encode(message: CutRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requested !== 0) {
+      writer.uint32(8).int32(message.requested);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CutRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCutRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requested = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCutReply(): CutReply {
+  return { pointId: "", seq: 0, consistency: 0, hooks: [] };
+}
+
+export const CutReply: MessageFns<CutReply> = {
+  encode(message: CutReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pointId !== "") {
+      writer.uint32(10).string(message.pointId);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(16).uint64(message.seq);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(24).int32(message.consistency);
+    }
+    for (const v of message.hooks) {
+      HookStepResult.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CutReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCutReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pointId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hooks.push(HookStepResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /** Served by process servers to agents. */
 export type IngestService = typeof IngestService;
 export const IngestService = {
@@ -2159,6 +2775,118 @@ export interface ControlClient extends Client {
 export const ControlClient = makeGenericClientConstructor(ControlService, "ksr.replication.v1.Control") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ControlClient;
   service: typeof ControlService;
+  serviceName: string;
+};
+
+/**
+ * Served by agents to a consistency-group coordinator (common name ksr-coordinator) and the
+ * operator: Hold, Mark, Release cut one group point across machines; Cut makes one point of
+ * this machine now. Mark and Cut answer once the marker is applied at the master target.
+ */
+export type BarrierService = typeof BarrierService;
+export const BarrierService = {
+  hold: {
+    path: "/ksr.replication.v1.Barrier/Hold" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: HoldRequest): Buffer => Buffer.from(HoldRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HoldRequest => HoldRequest.decode(value),
+    responseSerialize: (value: HoldReply): Buffer => Buffer.from(HoldReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HoldReply => HoldReply.decode(value),
+  },
+  mark: {
+    path: "/ksr.replication.v1.Barrier/Mark" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MarkRequest): Buffer => Buffer.from(MarkRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MarkRequest => MarkRequest.decode(value),
+    responseSerialize: (value: MarkReply): Buffer => Buffer.from(MarkReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MarkReply => MarkReply.decode(value),
+  },
+  release: {
+    path: "/ksr.replication.v1.Barrier/Release" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseRequest): Buffer => Buffer.from(ReleaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseRequest => ReleaseRequest.decode(value),
+    responseSerialize: (value: ReleaseReply): Buffer => Buffer.from(ReleaseReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseReply => ReleaseReply.decode(value),
+  },
+  cut: {
+    path: "/ksr.replication.v1.Barrier/Cut" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CutRequest): Buffer => Buffer.from(CutRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CutRequest => CutRequest.decode(value),
+    responseSerialize: (value: CutReply): Buffer => Buffer.from(CutReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CutReply => CutReply.decode(value),
+  },
+} as const;
+
+export interface BarrierServer extends UntypedServiceImplementation {
+  hold: handleUnaryCall<HoldRequest, HoldReply>;
+  mark: handleUnaryCall<MarkRequest, MarkReply>;
+  release: handleUnaryCall<ReleaseRequest, ReleaseReply>;
+  cut: handleUnaryCall<CutRequest, CutReply>;
+}
+
+export interface BarrierClient extends Client {
+  hold(request: HoldRequest, callback: (error: ServiceError | null, response: HoldReply) => void): ClientUnaryCall;
+  hold(
+    request: HoldRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HoldReply) => void,
+  ): ClientUnaryCall;
+  hold(
+    request: HoldRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HoldReply) => void,
+  ): ClientUnaryCall;
+  mark(request: MarkRequest, callback: (error: ServiceError | null, response: MarkReply) => void): ClientUnaryCall;
+  mark(
+    request: MarkRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MarkReply) => void,
+  ): ClientUnaryCall;
+  mark(
+    request: MarkRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MarkReply) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    callback: (error: ServiceError | null, response: ReleaseReply) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseReply) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseReply) => void,
+  ): ClientUnaryCall;
+  cut(request: CutRequest, callback: (error: ServiceError | null, response: CutReply) => void): ClientUnaryCall;
+  cut(
+    request: CutRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CutReply) => void,
+  ): ClientUnaryCall;
+  cut(
+    request: CutRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CutReply) => void,
+  ): ClientUnaryCall;
+}
+
+export const BarrierClient = makeGenericClientConstructor(BarrierService, "ksr.replication.v1.Barrier") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): BarrierClient;
+  service: typeof BarrierService;
   serviceName: string;
 };
 

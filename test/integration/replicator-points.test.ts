@@ -1,0 +1,339 @@
+// Recovery points cut by running agents: the cadence, the consistency each cut really has, quiesce
+// hooks, and consistency groups across two machines through the agents' Barrier services. Real
+// gRPC with mutual TLS on loopback, real files, and the master target's undo journals.
+import { strict as assert } from "node:assert";
+import { spawn, type ChildProcess } from "node:child_process";
+import { appendFile, readFile, stat, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import { join } from "node:path";
+import { status, type ServiceError } from "@grpc/grpc-js";
+import { Consistency } from "../../src/gen/ksr/replication/v1/replication.js";
+import type { PointReport } from "../../src/replicator/agent/point-cutter.js";
+import { GroupCoordinator } from "../../src/replicator/group-coordinator.js";
+import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
+import type { QuiesceHook } from "../../src/replicator/journal/quiesce.js";
+import { agentCommonName, coordinatorCommonName } from "../../src/replicator/tls.js";
+import { freePort } from "../../src/local/ports.js";
+import { eventually } from "../fixture/eventually.js";
+import { createPointsSite, cutNow, type PointsSite } from "../fixture/points-site.js";
+import { treesDiffer } from "../fixture/tree-compare.js";
+
+describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function () {
+  this.timeout(60_000);
+
+  describe("one machine", () => {
+    let site: PointsSite;
+    beforeEach(async () => {
+      site = await createPointsSite(["m1"]);
+    });
+    afterEach(async () => {
+      await site.close();
+    });
+
+    it("cuts crash points on its cadence; each one is the source as it was at the cut", async () => {
+      await writeFile(join(site.source("m1"), "a.txt"), "first");
+      const points: PointReport[] = [];
+      const running = await site.startAgent("m1", {
+        crashPointIntervalMs: 300,
+        onPoint: (point) => points.push(point),
+      });
+      await eventually("three points applied", () => Promise.resolve(points.length >= 3 ? true : undefined), 20_000);
+      const journaled = site.journal("m1").points();
+      for (const point of points.slice(0, 3)) {
+        assert.equal(point.consistency, "crash");
+        assert.ok(point.appliedMs !== undefined && point.appliedMs >= point.cutMs);
+        const recorded = journaled.find((candidate) => candidate.id === point.id);
+        assert.ok(recorded !== undefined, `${point.id} is in the journal`);
+        assert.equal(recorded.consistency, "crash");
+        assert.equal(recorded.seq, point.seq);
+      }
+      const [first, second] = points;
+      assert.ok(first !== undefined && second !== undefined);
+      assert.ok(second.timeUnixMs - first.timeUnixMs >= 300, "points follow the cadence");
+      // A later change never shows in an earlier point.
+      const before = points.length;
+      await writeFile(join(site.source("m1"), "a.txt"), "second");
+      await eventually("a point after the change", () =>
+        Promise.resolve(points.length >= before + 2 ? true : undefined),
+      );
+      const old = await site.hydrateAt("m1", first.id);
+      assert.equal(await readFile(join(old, "a.txt"), "utf8"), "first");
+      const latest = points.at(-1);
+      assert.ok(latest !== undefined);
+      assert.equal(await treesDiffer(site.source("m1"), await site.hydrateAt("m1", latest.id)), "");
+      assert.match(running.logs.join("\n"), /recovery point m1-\d+-\d+: crash at seq \d+/);
+      const summary = await running.stop();
+      assert.ok(summary.lastSeq >= latest.seq);
+    });
+
+    it("labels a cut best-effort while writes keep arriving, crash once they stopped", async () => {
+      const running = await site.startAgent("m1");
+      const client = await site.barrierClient(running.address);
+      const writer = startWriterProcess(join(site.source("m1"), "busy.bin"));
+      try {
+        await eventually("the writer's file replicated", async () =>
+          (await stat(join(site.replica("m1"), "busy.bin")).catch(() => undefined))?.size === 65536 ? true : undefined,
+        );
+        const busy = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
+        assert.equal(busy.consistency, Consistency.CONSISTENCY_BEST_EFFORT);
+        assert.equal(site.journal("m1").point(busy.pointId).consistency, "best-effort");
+      } finally {
+        await stopProcess(writer);
+      }
+      const quiet = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
+      assert.equal(quiet.consistency, Consistency.CONSISTENCY_CRASH);
+      const hydrated = await site.hydrateAt("m1", quiet.pointId);
+      assert.equal(await treesDiffer(site.source("m1"), hydrated), "");
+      assert.match(running.logs.join("\n"), /best-effort at seq \d+ \(writes were in flight at the cut\)/);
+    });
+
+    it("runs pre hooks in order and post hooks in reverse; a failed or slow hook means no app point", async () => {
+      const trace = join(site.work, "trace");
+      await writeFile(trace, "");
+      const step = (name: string, extra = ""): QuiesceHook["pre"] => ({
+        kind: "command",
+        argv: ["sh", "-c", `echo ${name} >> "$TRACE"${extra}`],
+        env: { TRACE: trace, DB_PASSWORD: "pa55-w0rd-never-logged" },
+      });
+      const hooks: QuiesceHook[] = [
+        { name: "db", pre: step("freeze-db"), post: step("thaw-db"), timeoutMs: 5000 },
+        { name: "cache", pre: step("freeze-cache"), post: step("thaw-cache"), timeoutMs: 5000 },
+      ];
+      const running = await site.startAgent("m1", { hooks });
+      const client = await site.barrierClient(running.address);
+      const app = await cutNow(client, { requested: Consistency.CONSISTENCY_APP });
+      assert.equal(app.consistency, Consistency.CONSISTENCY_APP);
+      assert.equal(site.journal("m1").point(app.pointId).consistency, "app");
+      assert.deepEqual(await traced(trace), ["freeze-db", "freeze-cache", "thaw-cache", "thaw-db"]);
+      await running.stop();
+
+      const [db, cache] = hooks as [QuiesceHook, QuiesceHook];
+      const failures: [QuiesceHook, RegExp][] = [
+        [{ ...cache, pre: step("freeze-cache", "; echo $DB_PASSWORD > /dev/null; exit 3") }, /code 3/],
+        [{ ...cache, pre: step("freeze-cache", "; sleep 20"), timeoutMs: 300 }, /timed out after 300 ms/],
+      ];
+      for (const [broken, expected] of failures) {
+        await writeFile(trace, "");
+        const third: QuiesceHook = { name: "never", pre: step("freeze-never"), timeoutMs: 5000 };
+        const again = await site.startAgent("m1", { hooks: [db, broken, third] });
+        const cut = await cutNow(await site.barrierClient(again.address), {
+          requested: Consistency.CONSISTENCY_APP,
+        });
+        assert.equal(cut.consistency, Consistency.CONSISTENCY_CRASH, "an ordinary cut, labelled as such");
+        assert.equal(site.journal("m1").point(cut.pointId).consistency, "crash");
+        // The hook that froze is thawed; the failed one and those after it never froze.
+        assert.deepEqual(await traced(trace), ["freeze-db", "freeze-cache", "thaw-db"]);
+        const failed = cut.hooks.find((hookStep) => !hookStep.ok);
+        assert.equal(failed?.hook, "cache");
+        assert.match(failed.error, expected);
+        const logs = again.logs.join("\n");
+        assert.match(logs, /quiesce hook "cache" pre failed/);
+        assert.match(logs, /crash at seq \d+ \(asked for app; quiesce hooks failed: cache \(pre\)\)/);
+        assert.doesNotMatch(logs, /pa55-w0rd/);
+        await again.stop();
+      }
+    });
+
+    it("serves the Barrier service only to the coordinator and the operator", async () => {
+      const running = await site.startAgent("m1");
+      const intruder = await site.barrierClient(running.address, agentCommonName("m1"));
+      const refused = await cutNow(intruder, { requested: Consistency.CONSISTENCY_CRASH }).then(
+        () => undefined,
+        (error: unknown) => error as ServiceError,
+      );
+      assert.equal(refused?.code, status.PERMISSION_DENIED);
+      assert.match(refused.details, /may not call this service/);
+    });
+  });
+
+  describe("a consistency group of two machines", () => {
+    let site: PointsSite;
+    let writer: CounterWriter;
+    beforeEach(async () => {
+      site = await createPointsSite(["g1", "g2"]);
+      writer = new CounterWriter([site.source("g1"), site.source("g2")]);
+      await writer.listen();
+    });
+    afterEach(async () => {
+      await writer.close();
+      await site.close();
+    });
+
+    function coordinator(members: { machineId: string; address: string }[], phaseTimeoutMs = 10_000) {
+      return GroupCoordinator.create({
+        group: "shop",
+        members,
+        tls: site.identity(coordinatorCommonName),
+        logFile: join(site.work, "group-points"),
+        requested: "app",
+        phaseTimeoutMs,
+        log: { warn: () => undefined },
+      });
+    }
+
+    it("never shows the members disagree at an app-consistent group point", async () => {
+      const agents = await Promise.all(
+        ["g1", "g2"].map((machineId) => site.startAgent(machineId, { hooks: writer.hooks() })),
+      );
+      const group = await coordinator(
+        agents.map((agent, index) => ({ machineId: `g${index + 1}`, address: agent.address })),
+      );
+      const writing = writer.run();
+      const pointIds: string[] = [];
+      try {
+        for (let cut = 0; cut < 4; cut++) {
+          const before = writer.counter;
+          await eventually("the writer moved on", () =>
+            Promise.resolve(writer.counter >= before + 3 ? true : undefined),
+          );
+          const result = await group.cut();
+          assert.ok(result.ok, result.ok ? "" : result.reason);
+          assert.equal(result.point.consistency, "app");
+          assert.deepEqual(Object.keys(result.point.members).sort(), ["g1", "g2"]);
+          pointIds.push(result.point.id);
+        }
+      } finally {
+        writer.stop();
+        await writing;
+        group.close();
+      }
+      const counters = new Set<string>();
+      for (const id of pointIds) {
+        const [first, second] = await Promise.all(
+          ["g1", "g2"].map(async (machineId) => {
+            const point = site.journal(machineId).point(id);
+            assert.equal(point.group, "shop");
+            assert.equal(point.consistency, "app");
+            return readFile(join(await site.hydrateAt(machineId, id), "counter"), "utf8");
+          }),
+        );
+        assert.equal(first, second, `group point ${id}: g1 has ${first}, g2 has ${second}`);
+        counters.add(first ?? "");
+      }
+      assert.equal(counters.size, pointIds.length, "every group point is a different moment of the writer");
+      const logged = await new GroupPointLog(join(site.work, "group-points")).list();
+      assert.deepEqual(
+        logged.map((point) => point.id),
+        pointIds,
+      );
+      assert.equal(writer.frozen, 0, "every freeze was thawed");
+    });
+
+    it("makes no group point when a member is unreachable, and releases the others", async () => {
+      const agent = await site.startAgent("g1", { hooks: writer.hooks() });
+      const group = await coordinator(
+        [
+          { machineId: "g1", address: agent.address },
+          { machineId: "g2", address: `localhost:${await freePort()}` },
+        ],
+        2000,
+      );
+      try {
+        const result = await group.cut();
+        assert.ok(!result.ok);
+        assert.match(result.reason, /hold failed: .*g2/);
+      } finally {
+        group.close();
+      }
+      assert.deepEqual(await new GroupPointLog(join(site.work, "group-points")).list(), []);
+      assert.equal(site.journal("g1").points().length, 0, "the held member placed no marker");
+      assert.equal(writer.frozen, 0, "the member that froze the writer thawed it");
+      // Replication goes on after the release.
+      await appendFile(join(site.source("g1"), "after"), "released");
+      await eventually("the change after the failed cut replicated", async () =>
+        (await treesDiffer(site.source("g1"), site.replica("g1"))) === "" ? true : undefined,
+      );
+    });
+  });
+});
+
+async function traced(file: string): Promise<string[]> {
+  return (await readFile(file, "utf8")).split("\n").filter((line) => line !== "");
+}
+
+/** A separate process that rewrites a file as fast as it can until killed. */
+function startWriterProcess(file: string): ChildProcess {
+  const program = `const fs = require("fs"); const block = Buffer.alloc(65536, 7);
+    for (let i = 0; ; i++) { block.writeUInt32LE(i, 0); fs.writeFileSync(${JSON.stringify(file)}, block); }`;
+  return spawn(process.execPath, ["-e", program], { stdio: "ignore" });
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
+  await exited;
+}
+
+/**
+ * An application on two machines: it writes the same counter to a file on each, one after the
+ * other, and serves freeze/thaw over HTTP (its quiesce hooks): a freeze answers once the current
+ * counter is on both machines and no write runs until every freeze was thawed.
+ */
+class CounterWriter {
+  counter = 0;
+  frozen = 0;
+  private stopped = false;
+  private server: Server | undefined;
+  private port = 0;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(private readonly sources: readonly string[]) {}
+
+  async listen(): Promise<void> {
+    this.server = createServer((request, response) => {
+      // The hook's URL carries credentials: they must arrive as a basic Authorization header.
+      if (request.headers.authorization !== `Basic ${Buffer.from("user:s3cret").toString("base64")}`) {
+        response.writeHead(401).end("who are you?");
+      } else if (request.url === "/freeze") {
+        this.frozen++;
+        void this.idle.then(() => response.writeHead(200).end("frozen"));
+      } else {
+        this.frozen = Math.max(0, this.frozen - 1);
+        response.writeHead(200).end("thawed");
+      }
+    });
+    const server = this.server;
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const address = server.address();
+    this.port = typeof address === "object" && address !== null ? address.port : 0;
+  }
+
+  hooks(): QuiesceHook[] {
+    const url = (path: string) => `http://user:s3cret@127.0.0.1:${this.port}${path}`;
+    return [
+      {
+        name: "counter-app",
+        pre: { kind: "http", url: url("/freeze") },
+        post: { kind: "http", url: url("/thaw") },
+        timeoutMs: 5000,
+      },
+    ];
+  }
+
+  async run(): Promise<void> {
+    while (!this.stopped) {
+      if (this.frozen > 0) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        continue;
+      }
+      const next = this.counter + 1;
+      this.idle = (async () => {
+        for (const source of this.sources) await writeFile(join(source, "counter"), String(next).padStart(8, "0"));
+      })();
+      await this.idle;
+      this.counter = next;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  async close(): Promise<void> {
+    this.stop();
+    const server = this.server;
+    if (server !== undefined) await new Promise((resolve) => server.close(resolve));
+  }
+}
