@@ -15,10 +15,22 @@ export interface StatusError {
   details: string;
 }
 
+/** An error that names the status a caller should see (NOT_FOUND, UNAVAILABLE, ...). */
+export class CallError extends Error {
+  constructor(
+    readonly code: status,
+    message: string,
+  ) {
+    super(message);
+    this.name = "CallError";
+  }
+}
+
 /** Maps an error to the status a caller should see: our validation errors keep their message. */
 export function toStatus(error: unknown, invalidArgument: (error: unknown) => boolean): StatusError {
   const message = error instanceof Error ? error.message : String(error);
   if (error instanceof PermissionError) return { code: status.PERMISSION_DENIED, details: message };
+  if (error instanceof CallError) return { code: error.code, details: message };
   if (invalidArgument(error)) return { code: status.INVALID_ARGUMENT, details: message };
   return { code: status.INTERNAL, details: message };
 }

@@ -8,6 +8,8 @@ import { groupCommands } from "./group.js";
 import { collect, pointOptions, stderrLog, tlsFiles, withTls, type TlsOptions } from "./replicator-flags.js";
 import { parseCompression, readEncryptionKey } from "../../replicator/frame-codec.js";
 import { startMasterTarget, type ReplicaSpec } from "../../replicator/master-target/server.js";
+import { checkRetention } from "../../replicator/master-target/recovery-points.js";
+import { parseRetention } from "./journal.js";
 import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { startProcessServer } from "../../replicator/process-server/server.js";
 import type { RunningServer } from "../../replicator/grpc-util.js";
@@ -45,6 +47,8 @@ function masterTargetCommand(): Command {
     .requiredOption("--state <dir>", "directory for the applied sequence numbers")
     .option("--replica <id=dir>", "a tree replica: machine id and directory (repeatable)", collect, [])
     .option("--block-replica <id=image>", "a block replica: machine id and image file (repeatable)", collect, [])
+    .option("--retention <duration>", "keep recovery points this long, 1h to 720h (journals in STATE/journals)", "72h")
+    .option("--prune-interval <duration>", "apply the retention window this often", "1m")
     .action(
       async (
         options: TlsOptions & {
@@ -53,8 +57,11 @@ function masterTargetCommand(): Command {
           state: string;
           replica: string[];
           blockReplica: string[];
+          retention: string;
+          pruneInterval: string;
         },
       ) => {
+        const retentionMs = checkRetention(parseRetention(options.retention));
         const replicas = [
           ...options.replica.map((value) => parseReplicaFlag(value, "tree", "--replica")),
           ...options.blockReplica.map((value) => parseReplicaFlag(value, "block", "--block-replica")),
@@ -66,6 +73,8 @@ function masterTargetCommand(): Command {
           encryptionKey: await readEncryptionKey(options.encryptionKey),
           stateDir: resolve(options.state),
           replicas,
+          recoveryPoints: { retentionMs, pruneIntervalMs: parseRetention(options.pruneInterval, "--prune-interval") },
+          log: stderrLog,
         });
         await serveUntilSignalled(server);
       },

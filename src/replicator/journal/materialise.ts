@@ -61,8 +61,8 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
-/** Walk order of a tree: depth first, names sorted; compared component by component. */
-function walkOrder(a: string, b: string): number {
+/** Walk order of a tree: depth first, names sorted; compared component by component ("" is the root, first). */
+export function walkOrder(a: string, b: string): number {
   const left = a.split("/");
   const right = b.split("/");
   for (let index = 0; index < Math.min(left.length, right.length); index++) {
@@ -286,7 +286,8 @@ async function removeStaleCopy(path: string): Promise<void> {
   if (stats !== undefined && !stats.isDirectory()) await rm(path, { force: true });
 }
 
-async function* walk(root: string, prefix: string): AsyncGenerator<string> {
+/** Every path under root in walk order (the root itself not included). */
+export async function* walk(root: string, prefix: string): AsyncGenerator<string> {
   for (const name of (await readdir(join(root, prefix))).sort()) {
     const path = prefix === "" ? name : `${prefix}/${name}`;
     yield path;

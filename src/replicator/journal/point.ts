@@ -1,4 +1,5 @@
 // Recovery points: the markers of the stream, as the journal keeps and lists them.
+import { Consistency } from "../../gen/ksr/replication/v1/replication.js";
 import type { MarkerOp } from "./change.js";
 
 export type PointConsistency = "app" | "crash" | "best-effort";
@@ -14,7 +15,11 @@ export interface RecoveryPoint {
 }
 
 const consistencyByWire: Record<number, PointConsistency> = { 1: "crash", 2: "app", 3: "best-effort" };
-const wireByConsistency: Record<PointConsistency, number> = { crash: 1, app: 2, "best-effort": 3 };
+const wireByConsistency: Record<PointConsistency, Consistency> = {
+  crash: Consistency.CONSISTENCY_CRASH,
+  app: Consistency.CONSISTENCY_APP,
+  "best-effort": Consistency.CONSISTENCY_BEST_EFFORT,
+};
 
 /** Markers without a consistency are stream events (e.g. a resync starting), never points. */
 export const consistencyUnspecified = 0;
@@ -24,7 +29,7 @@ export function consistencyFromWire(value: number): PointConsistency {
   return consistencyByWire[value] ?? "best-effort";
 }
 
-export function consistencyToWire(consistency: PointConsistency): number {
+export function consistencyToWire(consistency: PointConsistency): Consistency {
   return wireByConsistency[consistency];
 }
 

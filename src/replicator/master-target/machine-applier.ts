@@ -17,6 +17,16 @@ export class FrameRejected extends Error {
   }
 }
 
+/** Decides, under the applier's lock, whether frames may be applied now (recovery points use it). */
+export interface FrameAdmission {
+  /** Throws to refuse the frames before any of them is opened. */
+  admit(frames: readonly Frame[]): void;
+  /** The frames were applied and made durable. */
+  committed(frames: readonly Frame[]): Promise<void>;
+}
+
+const admitAll: FrameAdmission = { admit: () => undefined, committed: () => Promise.resolve() };
+
 export class MachineApplier {
   private lock: Promise<unknown> = Promise.resolve();
 
@@ -26,6 +36,7 @@ export class MachineApplier {
     private readonly journal: ChangeJournal,
     private readonly applied: DurableCounter,
     private readonly key: Buffer,
+    private readonly admission: FrameAdmission = admitAll,
   ) {}
 
   get appliedSeq(): number {
@@ -42,6 +53,7 @@ export class MachineApplier {
   /** Applies frames (already received, in order) and makes them durable once for all of them. */
   applyFrames(frames: readonly Frame[]): Promise<number> {
     return this.exclusive(async () => {
+      this.admission.admit(frames);
       try {
         for (const frame of frames) await this.applyFrame(frame);
       } catch (error) {
@@ -49,6 +61,7 @@ export class MachineApplier {
         throw error;
       }
       await this.commit(this.pendingSeq);
+      await this.admission.committed(frames);
       return this.applied.value;
     });
   }

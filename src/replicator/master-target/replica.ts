@@ -30,6 +30,8 @@ export interface Replica {
   apply(change: Change): Promise<void>;
   /** Makes every applied change durable. */
   sync(): Promise<void>;
+  /** Syncs, closes open files and forgets what was verified: the replica is changed behind the applier (rollback). */
+  release(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -189,6 +191,11 @@ export class TreeReplica implements Replica {
       }
     }
     this.changedDirectories.clear();
+  }
+
+  async release(): Promise<void> {
+    await this.sync();
+    this.forgetVerifiedDirectories();
   }
 
   async close(): Promise<void> {
@@ -412,6 +419,10 @@ export class BlockReplica implements Replica {
 
   async sync(): Promise<void> {
     await this.handle?.datasync();
+  }
+
+  async release(): Promise<void> {
+    await this.close();
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { type ServerDuplexStream, type ServerWritableStream } from "@grpc/grpc-js";
 import {
   ApplyService,
+  RecoveryPointsService,
   type ApplyAck,
   type ApplyServer,
   type Frame,
@@ -16,8 +17,14 @@ import { checkMachineId } from "../machine-id.js";
 import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
 import { processServerCommonName, requirePeer, serverCredentials, type TlsFiles } from "../tls.js";
 import { describeEntry, describeImage, walkTree } from "../tree-walk.js";
-import { noJournal, type ChangeJournal } from "./change-journal.js";
+import type { UndoJournal } from "../journal/undo-journal.js";
 import { isRejection, MachineApplier } from "./machine-applier.js";
+import {
+  defaultRetentionMs,
+  RecoveryPointsHost,
+  type RecoveryPointOptions,
+  type RecoveryPointsLog,
+} from "./recovery-points.js";
 import { BlockReplica, TreeReplica, type Replica } from "./replica.js";
 
 export interface ReplicaSpec {
@@ -32,11 +39,19 @@ export interface MasterTargetOptions {
   encryptionKey: Buffer;
   stateDir: string;
   replicas: readonly ReplicaSpec[];
-  journalFor?: (spec: ReplicaSpec) => ChangeJournal;
+  /** Undo journals and retention of recovery points (default: 72h, pruned every minute). */
+  recoveryPoints?: Partial<RecoveryPointOptions>;
+  log?: RecoveryPointsLog;
 }
 
-async function openMachine(options: MasterTargetOptions, spec: ReplicaSpec): Promise<MachineApplier> {
-  const journal = options.journalFor?.(spec) ?? noJournal;
+const silentLog: RecoveryPointsLog = { info: () => undefined, warn: () => undefined };
+
+async function openMachine(
+  options: MasterTargetOptions,
+  spec: ReplicaSpec,
+  points: RecoveryPointsHost,
+): Promise<MachineApplier> {
+  const journal = points.journal(spec.machineId);
   let replica: Replica;
   if (spec.kind === "tree") {
     await mkdir(spec.path, { recursive: true });
@@ -45,14 +60,44 @@ async function openMachine(options: MasterTargetOptions, spec: ReplicaSpec): Pro
     replica = new BlockReplica(spec.path, journal);
   }
   const counter = await DurableCounter.open(join(options.stateDir, `${spec.machineId}.applied`));
-  return new MachineApplier(spec.machineId, replica, journal, counter, options.encryptionKey);
+  const applier = new MachineApplier(
+    spec.machineId,
+    replica,
+    journal,
+    counter,
+    options.encryptionKey,
+    points.admission(spec.machineId),
+  );
+  points.attach(applier);
+  return applier;
 }
 
-export async function startMasterTarget(options: MasterTargetOptions): Promise<RunningServer> {
+export interface RunningMasterTarget extends RunningServer {
+  /** The undo journal of a machine's replica (for in-process callers such as tests). */
+  journal(machineId: string): UndoJournal;
+}
+
+export async function startMasterTarget(options: MasterTargetOptions): Promise<RunningMasterTarget> {
   await loadBlockHasher();
   await mkdir(options.stateDir, { recursive: true });
+  for (const spec of options.replicas) checkMachineId(spec.machineId);
+  const points = await RecoveryPointsHost.open(
+    options.stateDir,
+    options.replicas,
+    {
+      retentionMs: options.recoveryPoints?.retentionMs ?? defaultRetentionMs,
+      pruneIntervalMs: options.recoveryPoints?.pruneIntervalMs ?? 60_000,
+    },
+    options.log ?? silentLog,
+  );
   const machines = new Map<string, MachineApplier>();
-  for (const spec of options.replicas) machines.set(checkMachineId(spec.machineId), await openMachine(options, spec));
+  try {
+    for (const spec of options.replicas) machines.set(spec.machineId, await openMachine(options, spec, points));
+  } catch (error) {
+    for (const applier of machines.values()) await applier.close();
+    await points.close();
+    throw error;
+  }
 
   const machine = (machineId: string): MachineApplier => {
     const found = machines.get(machineId);
@@ -86,24 +131,36 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
         fail(call, error);
         return;
       }
-      serveApplyStream(call, machine).catch((error: unknown) => {
+      serveApplyStream(call, machine, points).catch((error: unknown) => {
         fail(call, error);
       });
     },
     manifest(call) {
-      streamManifest(call, machine).catch((error: unknown) => {
+      streamManifest(call, machine, points).catch((error: unknown) => {
         fail(call, error);
       });
     },
   };
-  const { server, port } = await startServer(options.listen, await serverCredentials(options.tls), [
-    [ApplyService, implementation],
-  ]);
+  let started;
+  try {
+    started = await startServer(options.listen, await serverCredentials(options.tls), [
+      [ApplyService, implementation],
+      [RecoveryPointsService, points.service()],
+    ]);
+  } catch (error) {
+    for (const applier of machines.values()) await applier.close();
+    await points.close();
+    throw error;
+  }
+  const { server, port } = started;
+  points.startPruning();
   return {
     port,
+    journal: (machineId) => points.journal(machineId),
     async close() {
       await shutdownServer(server);
       for (const applier of machines.values()) await applier.close();
+      await points.close();
     },
   };
 }
@@ -119,6 +176,7 @@ class UnknownMachine extends Error {
 async function serveApplyStream(
   call: ServerDuplexStream<Frame, ApplyAck>,
   machine: (machineId: string) => MachineApplier,
+  points: RecoveryPointsHost,
 ): Promise<void> {
   const queued: Frame[] = [];
   let wake: (() => void) | undefined;
@@ -146,6 +204,7 @@ async function serveApplyStream(
     const applier = machine(group[0]?.machineId ?? "");
     if (group.some((frame) => frame.machineId !== applier.machineId))
       throw new UnknownMachine("(several machines on one apply stream)");
+    points.refuseWhileRollingBack(applier.machineId);
     const appliedSeq = await applier.applyFrames(group);
     if (!call.cancelled) call.write({ machineId: applier.machineId, appliedSeq });
   }
@@ -155,6 +214,7 @@ async function serveApplyStream(
 async function streamManifest(
   call: ServerWritableStream<ManifestRequest, ManifestEntry>,
   machine: (machineId: string) => MachineApplier,
+  points: RecoveryPointsHost,
 ): Promise<void> {
   requirePeer(call, [processServerCommonName]);
   const applier = machine(call.request.machineId);
@@ -170,6 +230,7 @@ async function streamManifest(
         if (call.cancelled) return;
       }
     }
+    points.manifestServed(applier.machineId);
   });
   call.end();
 }

@@ -292,6 +292,122 @@ export interface CutReply {
   hooks: HookStepResult[];
 }
 
+/** A retained recovery point of one machine's replica. */
+export interface PointInfo {
+  id: string;
+  /** The marker's seq: the point is the replica after every change below it and none from it on. */
+  seq: number;
+  timeUnixMs: number;
+  /** Never more than the point really had; CONSISTENCY_UNSPECIFIED is never listed. */
+  consistency: Consistency;
+  consistencyGroup: string;
+}
+
+export interface JournalUsage {
+  segmentBytes: number;
+  /** Entries moved out of the replica (removed files and trees, targets of renames). */
+  objectBytes: number;
+  segments: number;
+}
+
+export interface ListPointsRequest {
+  machineId: string;
+}
+
+export interface ListPointsReply {
+  /** Oldest first. */
+  points: PointInfo[];
+  usage:
+    | JournalUsage
+    | undefined;
+  /** "tree" or "block". */
+  replicaKind: string;
+  retentionMs: number;
+  /** Non-empty while a rollback to this point id is unfinished (frames are refused meanwhile). */
+  pendingRollback: string;
+}
+
+export interface PruneRequest {
+  machineId: string;
+  /** Points older than this go (1h to 720h); the newest point always stays. */
+  retentionMs: number;
+}
+
+export interface PruneReply {
+  removed: PointInfo[];
+  oldestKept: PointInfo | undefined;
+  usage: JournalUsage | undefined;
+}
+
+/**
+ * Where an interrupted hydration continues: every entry before `path` (in the stream's order:
+ * depth first, names sorted byte-wise, the root "" first) is complete, and so are the first
+ * `offset` bytes of `path` itself.
+ */
+export interface HydrateCursor {
+  path: string;
+  offset: number;
+}
+
+export interface HydrateRequest {
+  machineId: string;
+  pointId: string;
+  /** Optional: the exact point when an id was reused (0 = the newest point with that id). */
+  pointSeq: number;
+  resume: HydrateCursor | undefined;
+}
+
+/**
+ * One entry of a point. Files are followed by their data chunks; holes and all-zero ranges are
+ * not sent (the client sets the size when the next entry or the end arrives).
+ */
+export interface PointEntry {
+  /** "" is the root: the replica directory, or the image of a block replica. */
+  path: string;
+  kind: EntryKind;
+  mode: number;
+  size: number;
+  linkTarget: string;
+  /** A further name of a file already sent under this path (hard link); no data follows. */
+  hardLinkTo: string;
+}
+
+export interface DataChunk {
+  offset: number;
+  data: Buffer;
+}
+
+export interface HydrateTotals {
+  point: PointInfo | undefined;
+  replicaKind: string;
+  entries: number;
+  bytes: number;
+}
+
+export interface HydrateReply {
+  item:
+    | //
+    /** First message of every call. */
+    { $case: "totals"; value: HydrateTotals }
+    | { $case: "entry"; value: PointEntry }
+    | { $case: "chunk"; value: DataChunk }
+    | //
+    /** Last message: the point was streamed completely. */
+    { $case: "done"; value: boolean }
+    | undefined;
+}
+
+export interface RollbackRequest {
+  machineId: string;
+  pointId: string;
+  pointSeq: number;
+}
+
+export interface RollbackReply {
+  point: PointInfo | undefined;
+  discardedPoints: number;
+}
+
 function createBaseChange(): Change {
   return { seq: 0, op: undefined };
 }
@@ -2575,6 +2691,1004 @@ export const CutReply: MessageFns<CutReply> = {
   },
 };
 
+function createBasePointInfo(): PointInfo {
+  return { id: "", seq: 0, timeUnixMs: 0, consistency: 0, consistencyGroup: "" };
+}
+
+export const PointInfo: MessageFns<PointInfo> = {
+  encode(message: PointInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(16).uint64(message.seq);
+    }
+    if (message.timeUnixMs !== 0) {
+      writer.uint32(24).int64(message.timeUnixMs);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(32).int32(message.consistency);
+    }
+    if (message.consistencyGroup !== "") {
+      writer.uint32(42).string(message.consistencyGroup);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PointInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePointInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.consistencyGroup = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseJournalUsage(): JournalUsage {
+  return { segmentBytes: 0, objectBytes: 0, segments: 0 };
+}
+
+export const JournalUsage: MessageFns<JournalUsage> = {
+  encode(message: JournalUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.segmentBytes !== 0) {
+      writer.uint32(8).uint64(message.segmentBytes);
+    }
+    if (message.objectBytes !== 0) {
+      writer.uint32(16).uint64(message.objectBytes);
+    }
+    if (message.segments !== 0) {
+      writer.uint32(24).uint32(message.segments);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JournalUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJournalUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.segmentBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.objectBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.segments = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseListPointsRequest(): ListPointsRequest {
+  return { machineId: "" };
+}
+
+export const ListPointsRequest: MessageFns<ListPointsRequest> = {
+  encode(message: ListPointsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPointsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPointsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseListPointsReply(): ListPointsReply {
+  return { points: [], usage: undefined, replicaKind: "", retentionMs: 0, pendingRollback: "" };
+}
+
+export const ListPointsReply: MessageFns<ListPointsReply> = {
+  encode(message: ListPointsReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.points) {
+      PointInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      JournalUsage.encode(message.usage, writer.uint32(18).fork()).join();
+    }
+    if (message.replicaKind !== "") {
+      writer.uint32(26).string(message.replicaKind);
+    }
+    if (message.retentionMs !== 0) {
+      writer.uint32(32).uint64(message.retentionMs);
+    }
+    if (message.pendingRollback !== "") {
+      writer.uint32(42).string(message.pendingRollback);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPointsReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPointsReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.points.push(PointInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.usage = JournalUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replicaKind = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.retentionMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pendingRollback = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePruneRequest(): PruneRequest {
+  return { machineId: "", retentionMs: 0 };
+}
+
+export const PruneRequest: MessageFns<PruneRequest> = {
+  encode(message: PruneRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.retentionMs !== 0) {
+      writer.uint32(16).uint64(message.retentionMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.retentionMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePruneReply(): PruneReply {
+  return { removed: [], oldestKept: undefined, usage: undefined };
+}
+
+export const PruneReply: MessageFns<PruneReply> = {
+  encode(message: PruneReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.removed) {
+      PointInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.oldestKept !== undefined) {
+      PointInfo.encode(message.oldestKept, writer.uint32(18).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      JournalUsage.encode(message.usage, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.removed.push(PointInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oldestKept = PointInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = JournalUsage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHydrateCursor(): HydrateCursor {
+  return { path: "", offset: 0 };
+}
+
+export const HydrateCursor: MessageFns<HydrateCursor> = {
+  encode(message: HydrateCursor, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).uint64(message.offset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HydrateCursor {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHydrateCursor();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHydrateRequest(): HydrateRequest {
+  return { machineId: "", pointId: "", pointSeq: 0, resume: undefined };
+}
+
+export const HydrateRequest: MessageFns<HydrateRequest> = {
+  encode(message: HydrateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.pointId !== "") {
+      writer.uint32(18).string(message.pointId);
+    }
+    if (message.pointSeq !== 0) {
+      writer.uint32(24).uint64(message.pointSeq);
+    }
+    if (message.resume !== undefined) {
+      HydrateCursor.encode(message.resume, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HydrateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHydrateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pointId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pointSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resume = HydrateCursor.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePointEntry(): PointEntry {
+  return { path: "", kind: 0, mode: 0, size: 0, linkTarget: "", hardLinkTo: "" };
+}
+
+export const PointEntry: MessageFns<PointEntry> = {
+  encode(message: PointEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(24).uint32(message.mode);
+    }
+    if (message.size !== 0) {
+      writer.uint32(32).uint64(message.size);
+    }
+    if (message.linkTarget !== "") {
+      writer.uint32(42).string(message.linkTarget);
+    }
+    if (message.hardLinkTo !== "") {
+      writer.uint32(50).string(message.hardLinkTo);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PointEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePointEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.linkTarget = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.hardLinkTo = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseDataChunk(): DataChunk {
+  return { offset: 0, data: Buffer.alloc(0) };
+}
+
+export const DataChunk: MessageFns<DataChunk> = {
+  encode(message: DataChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.offset !== 0) {
+      writer.uint32(8).uint64(message.offset);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHydrateTotals(): HydrateTotals {
+  return { point: undefined, replicaKind: "", entries: 0, bytes: 0 };
+}
+
+export const HydrateTotals: MessageFns<HydrateTotals> = {
+  encode(message: HydrateTotals, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.point !== undefined) {
+      PointInfo.encode(message.point, writer.uint32(10).fork()).join();
+    }
+    if (message.replicaKind !== "") {
+      writer.uint32(18).string(message.replicaKind);
+    }
+    if (message.entries !== 0) {
+      writer.uint32(24).uint64(message.entries);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(32).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HydrateTotals {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHydrateTotals();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.point = PointInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.replicaKind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.entries = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHydrateReply(): HydrateReply {
+  return { item: undefined };
+}
+
+export const HydrateReply: MessageFns<HydrateReply> = {
+  encode(message: HydrateReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.item?.$case) {
+      case "totals":
+        HydrateTotals.encode(message.item.value, writer.uint32(10).fork()).join();
+        break;
+      case "entry":
+        PointEntry.encode(message.item.value, writer.uint32(18).fork()).join();
+        break;
+      case "chunk":
+        DataChunk.encode(message.item.value, writer.uint32(26).fork()).join();
+        break;
+      case "done":
+        writer.uint32(32).bool(message.item.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HydrateReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHydrateReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.item = { $case: "totals", value: HydrateTotals.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.item = { $case: "entry", value: PointEntry.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.item = { $case: "chunk", value: DataChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.item = { $case: "done", value: reader.bool() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRollbackRequest(): RollbackRequest {
+  return { machineId: "", pointId: "", pointSeq: 0 };
+}
+
+export const RollbackRequest: MessageFns<RollbackRequest> = {
+  encode(message: RollbackRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.pointId !== "") {
+      writer.uint32(18).string(message.pointId);
+    }
+    if (message.pointSeq !== 0) {
+      writer.uint32(24).uint64(message.pointSeq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pointId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pointSeq = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRollbackReply(): RollbackReply {
+  return { point: undefined, discardedPoints: 0 };
+}
+
+export const RollbackReply: MessageFns<RollbackReply> = {
+  encode(message: RollbackReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.point !== undefined) {
+      PointInfo.encode(message.point, writer.uint32(10).fork()).join();
+    }
+    if (message.discardedPoints !== 0) {
+      writer.uint32(16).uint32(message.discardedPoints);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.point = PointInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.discardedPoints = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /** Served by process servers to agents. */
 export type IngestService = typeof IngestService;
 export const IngestService = {
@@ -2887,6 +4001,119 @@ export interface BarrierClient extends Client {
 export const BarrierClient = makeGenericClientConstructor(BarrierService, "ksr.replication.v1.Barrier") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): BarrierClient;
   service: typeof BarrierService;
+  serviceName: string;
+};
+
+/**
+ * Served by master targets to the operator and `ksr replicator points|hydrate|rollback|prune`
+ * (common name ksr-operator). Hydrate streams a point while replication continues; Rollback turns
+ * the replica into a point in place, refusing the machine's frames while it runs, after which the
+ * agent must resynchronise (the next frame is rejected so the process server orders it).
+ */
+export type RecoveryPointsService = typeof RecoveryPointsService;
+export const RecoveryPointsService = {
+  listPoints: {
+    path: "/ksr.replication.v1.RecoveryPoints/ListPoints" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPointsRequest): Buffer => Buffer.from(ListPointsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPointsRequest => ListPointsRequest.decode(value),
+    responseSerialize: (value: ListPointsReply): Buffer => Buffer.from(ListPointsReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPointsReply => ListPointsReply.decode(value),
+  },
+  prune: {
+    path: "/ksr.replication.v1.RecoveryPoints/Prune" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PruneRequest): Buffer => Buffer.from(PruneRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PruneRequest => PruneRequest.decode(value),
+    responseSerialize: (value: PruneReply): Buffer => Buffer.from(PruneReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PruneReply => PruneReply.decode(value),
+  },
+  hydrate: {
+    path: "/ksr.replication.v1.RecoveryPoints/Hydrate" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: HydrateRequest): Buffer => Buffer.from(HydrateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HydrateRequest => HydrateRequest.decode(value),
+    responseSerialize: (value: HydrateReply): Buffer => Buffer.from(HydrateReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HydrateReply => HydrateReply.decode(value),
+  },
+  rollback: {
+    path: "/ksr.replication.v1.RecoveryPoints/Rollback" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RollbackRequest): Buffer => Buffer.from(RollbackRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RollbackRequest => RollbackRequest.decode(value),
+    responseSerialize: (value: RollbackReply): Buffer => Buffer.from(RollbackReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RollbackReply => RollbackReply.decode(value),
+  },
+} as const;
+
+export interface RecoveryPointsServer extends UntypedServiceImplementation {
+  listPoints: handleUnaryCall<ListPointsRequest, ListPointsReply>;
+  prune: handleUnaryCall<PruneRequest, PruneReply>;
+  hydrate: handleServerStreamingCall<HydrateRequest, HydrateReply>;
+  rollback: handleUnaryCall<RollbackRequest, RollbackReply>;
+}
+
+export interface RecoveryPointsClient extends Client {
+  listPoints(
+    request: ListPointsRequest,
+    callback: (error: ServiceError | null, response: ListPointsReply) => void,
+  ): ClientUnaryCall;
+  listPoints(
+    request: ListPointsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPointsReply) => void,
+  ): ClientUnaryCall;
+  listPoints(
+    request: ListPointsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPointsReply) => void,
+  ): ClientUnaryCall;
+  prune(request: PruneRequest, callback: (error: ServiceError | null, response: PruneReply) => void): ClientUnaryCall;
+  prune(
+    request: PruneRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PruneReply) => void,
+  ): ClientUnaryCall;
+  prune(
+    request: PruneRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PruneReply) => void,
+  ): ClientUnaryCall;
+  hydrate(request: HydrateRequest, options?: Partial<CallOptions>): ClientReadableStream<HydrateReply>;
+  hydrate(
+    request: HydrateRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<HydrateReply>;
+  rollback(
+    request: RollbackRequest,
+    callback: (error: ServiceError | null, response: RollbackReply) => void,
+  ): ClientUnaryCall;
+  rollback(
+    request: RollbackRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RollbackReply) => void,
+  ): ClientUnaryCall;
+  rollback(
+    request: RollbackRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RollbackReply) => void,
+  ): ClientUnaryCall;
+}
+
+export const RecoveryPointsClient = makeGenericClientConstructor(
+  RecoveryPointsService,
+  "ksr.replication.v1.RecoveryPoints",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): RecoveryPointsClient;
+  service: typeof RecoveryPointsService;
   serviceName: string;
 };
 

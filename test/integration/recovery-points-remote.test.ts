@@ -1,0 +1,409 @@
+// Recovery points of a running master target (a real child process) over gRPC with mutual TLS:
+// a writer makes known versions of a tree, the agent replicates each through the process server,
+// a marker follows each version, and every retained point must hydrate byte for byte (modes,
+// symlinks, hard links) through the RecoveryPoints service, across an interrupted hydration, a
+// kill -9 during apply, a remote rollback (after which replication continues) and timer pruning.
+import { strict as assert } from "node:assert";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { chmod, link, mkdir, open, readdir, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import {
+  ChangeBatch,
+  Consistency,
+  IngestClient,
+  type OpenReply,
+  type PushAck,
+  type RecoveryPointsClient,
+} from "../../src/gen/ksr/replication/v1/replication.js";
+import { unaryCall } from "../../src/replicator/grpc-util.js";
+import type { RecoveryPoint } from "../../src/replicator/journal/point.js";
+import { batchFormatVersion } from "../../src/replicator/master-target/machine-applier.js";
+import {
+  connectRecoveryPoints,
+  hydrateRemote,
+  listPoints,
+  pointsOf,
+  prunePoints,
+  rollbackTo,
+  streamProgressPath,
+} from "../../src/replicator/recovery-points-client.js";
+import {
+  agentCommonName,
+  clientCredentials,
+  grpcOptions,
+  masterTargetCommonName,
+  operatorCommonName,
+  type TlsFiles,
+} from "../../src/replicator/tls.js";
+import { eventually } from "../fixture/eventually.js";
+import { createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
+import { describeTree, treeDifference } from "../fixture/tree-compare.js";
+
+const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
+const minute = 60_000;
+
+describe("recovery points over gRPC from a master target process", function () {
+  this.timeout(180_000);
+  let pipeline: TestPipeline;
+  let masterTarget: ChildProcess | undefined;
+  let client: RecoveryPointsClient;
+  let hydrations = 0;
+  const versions = new Map<string, Map<string, string>>();
+  const epoch = Date.now();
+
+  const identity = (name: string): TlsFiles => {
+    const files = pipeline.tls.get(name);
+    if (files === undefined) throw new Error(`no identity ${name}`);
+    return files;
+  };
+  const tlsArgs = (files: TlsFiles) => ["--ca", files.ca, "--cert", files.cert, "--key", files.key];
+  const masterTargetAddress = () => `localhost:${pipeline.masterTargetPort}`;
+
+  async function startMasterTarget(extra: string[] = []): Promise<void> {
+    const child = spawn(
+      process.execPath,
+      [
+        ksr,
+        "replicator",
+        "master-target",
+        ...tlsArgs(identity(masterTargetCommonName)),
+        "--listen",
+        masterTargetAddress(),
+        "--encryption-key",
+        join(pipeline.work, "key"),
+        "--state",
+        join(pipeline.work, "mt-state"),
+        "--replica",
+        `${machineId}=${pipeline.target}`,
+        ...extra,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    child.stderr.pipe(createWriteStream(join(pipeline.work, "master-target.log"), { flags: "a" }));
+    masterTarget = child;
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        if ((JSON.parse(line) as { listening?: number }).listening !== undefined) resolve();
+      });
+      child.once("exit", (code, signal) => {
+        reject(new Error(`master target exited (${signal ?? String(code)}) before it listened`));
+      });
+    });
+  }
+
+  async function stopMasterTarget(signal: NodeJS.Signals): Promise<void> {
+    const child = masterTarget;
+    masterTarget = undefined;
+    if (child === undefined || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill(signal);
+    await exited;
+  }
+
+  async function ingest<T>(work: (client: IngestClient) => Promise<T>): Promise<T> {
+    const agentIdentity = await clientCredentials(identity(agentCommonName(machineId)));
+    const ingestClient = new IngestClient(`localhost:${pipeline.processServerPort}`, agentIdentity, grpcOptions);
+    try {
+      return await work(ingestClient);
+    } finally {
+      ingestClient.close();
+    }
+  }
+
+  const openMachine = (ingestClient: IngestClient) =>
+    unaryCall<{ machineId: string }, OpenReply>(
+      (request, callback) => ingestClient.open(request, new Metadata(), callback),
+      { machineId },
+    );
+
+  /** Places a marker in the stream as the agent would, and waits until the master target applied it. */
+  async function mark(id: string, timeUnixMs: number): Promise<void> {
+    await ingest(async (ingestClient) => {
+      const seq = (await openMachine(ingestClient)).durableSeq + 1;
+      const marker = { id, consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs, consistencyGroup: "" };
+      const batch = ChangeBatch.encode({
+        formatVersion: batchFormatVersion,
+        machineId,
+        changes: [{ seq, op: { $case: "marker", value: marker } }],
+      }).finish();
+      const call = ingestClient.push();
+      const acked = new Promise<void>((resolve, reject) => {
+        call.on("data", (ack: PushAck) => {
+          if (ack.durableSeq >= seq) resolve();
+        });
+        call.on("error", reject);
+      });
+      call.write({ machineId, firstSeq: seq, lastSeq: seq, batch: Buffer.from(batch), resync: false });
+      await acked;
+      call.end();
+      await eventually(`marker ${id} applied`, async () =>
+        (await openMachine(ingestClient)).appliedSeq >= seq ? true : undefined,
+      );
+    });
+  }
+
+  /** Writes a version into the source and replicates it; returns the source's description. */
+  async function replicate(write: () => Promise<void>): Promise<Map<string, string>> {
+    await write();
+    const agent = await pipeline.agent();
+    await agent.run();
+    return describeTree(pipeline.source);
+  }
+
+  async function version(id: string, timeUnixMs: number, write: () => Promise<void>): Promise<void> {
+    versions.set(id, await replicate(write));
+    await mark(id, timeUnixMs);
+  }
+
+  function expectedVersion(id: string): Map<string, string> {
+    const expected = versions.get(id);
+    if (expected === undefined) throw new Error(`no version recorded for ${id}`);
+    return expected;
+  }
+
+  async function retained(): Promise<RecoveryPoint[]> {
+    return pointsOf((await listPoints(client, machineId)).points);
+  }
+
+  async function assertHydrates(point: RecoveryPoint): Promise<void> {
+    const destination = join(pipeline.work, "hydrated", `${point.id}-${hydrations++}`);
+    assert.equal(await hydrateRemote(client, machineId, point, destination), true);
+    assert.equal(treeDifference(expectedVersion(point.id), await describeTree(destination)), "", `point ${point.id}`);
+  }
+
+  async function assertEveryPointHydrates(): Promise<void> {
+    for (const point of await retained()) await assertHydrates(point);
+  }
+
+  const file = (path: string) => join(pipeline.source, path);
+  async function writeAt(path: string, offset: number, data: Buffer): Promise<void> {
+    const handle = await open(file(path), "r+");
+    try {
+      await handle.write(data, 0, data.length, offset);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  before(async () => {
+    pipeline = await createTestPipeline();
+    await writeFile(join(pipeline.work, "key"), pipeline.key.toString("hex"), { mode: 0o600 });
+    await startMasterTarget();
+    await pipeline.startProcessServer();
+    client = await connectRecoveryPoints(masterTargetAddress(), identity(operatorCommonName));
+  });
+
+  after(async () => {
+    client.close();
+    await pipeline.close();
+    await stopMasterTarget("SIGTERM");
+    await rm(pipeline.work, { recursive: true, force: true });
+  });
+
+  it("hydrates every retained point byte for byte, metadata included", async () => {
+    await version("v1", epoch - 110 * minute, async () => {
+      await mkdir(file("a/b"), { recursive: true });
+      await writeFile(file("big.bin"), randomBytes(6 * 1024 * 1024));
+      await writeFile(file("a/f1"), randomBytes(200_000));
+      await writeFile(file("a/b/notes.txt"), "first version\n".repeat(500));
+      await writeFile(file("a/f2"), "private");
+      await symlink("a/f1", file("link"));
+    });
+    await version("v2", epoch - 100 * minute, async () => {
+      await writeAt("big.bin", 3 * 65536, randomBytes(65536));
+      await link(file("a/f1"), file("a/f1-again"));
+      await chmod(file("a/f2"), 0o600);
+      await rename(file("a/b"), file("c"));
+      await writeFile(file("sparse"), "");
+      await truncate(file("sparse"), 5 * 1024 * 1024);
+    });
+    await version("v3", epoch - 50 * minute, async () => {
+      await truncate(file("big.bin"), 3 * 1024 * 1024);
+      await rm(file("c"), { recursive: true });
+      await writeFile(file("c"), "a directory became a file");
+      await rm(file("link"));
+      await symlink("../elsewhere", file("link"));
+      await mkdir(file("locked"), { mode: 0o500 });
+      await chmod(file("locked"), 0o500);
+    });
+    assert.deepEqual(
+      (await retained()).map((point) => point.id),
+      ["v1", "v2", "v3"],
+    );
+    await assertEveryPointHydrates();
+    const staged = await readdir(join(pipeline.work, "mt-state", "hydrations", machineId));
+    assert.deepEqual(staged, [], "a completed hydration leaves no staged copy behind");
+  });
+
+  it("resumes an interrupted hydration to the same result", async () => {
+    const [point] = (await retained()).filter((candidate) => candidate.id === "v2");
+    assert.ok(point !== undefined);
+    const destination = join(pipeline.work, "hydrated", "interrupted");
+    assert.equal(
+      await hydrateRemote(client, machineId, point, destination, { stopAfterBytes: 2 * 1024 * 1024 }),
+      false,
+    );
+    assert.ok(
+      (await readdir(join(pipeline.work, "hydrated"))).includes("interrupted.ksr-hydrate-stream.json"),
+      "the interrupted run left its cursor",
+    );
+    assert.equal(await hydrateRemote(client, machineId, point, destination), true);
+    assert.equal(treeDifference(expectedVersion("v2"), await describeTree(destination)), "");
+    await assert.rejects(readdir(streamProgressPath(destination)), { code: "ENOENT" });
+  });
+
+  it("refuses bad requests with clear statuses and changes nothing", async () => {
+    const before = { points: await retained(), replica: await describeTree(pipeline.target) };
+    const [point] = before.points;
+    assert.ok(point !== undefined);
+    const hydrateCall = (request: Parameters<RecoveryPointsClient["hydrate"]>[0]) =>
+      new Promise<void>((resolve, reject) => {
+        const call = client.hydrate(request);
+        call.on("data", () => undefined);
+        call.on("error", reject);
+        call.on("end", resolve);
+      });
+    const cases: [string, () => Promise<unknown>, status, RegExp][] = [
+      ["an unknown machine", () => listPoints(client, "nobody"), status.NOT_FOUND, /no replica for machine "nobody"/],
+      ["a malformed machine id", () => listPoints(client, "../m1"), status.INVALID_ARGUMENT, /machine id/],
+      [
+        "an unknown point",
+        () => rollbackTo(client, machineId, { ...point, id: "nope", seq: 0 }),
+        status.NOT_FOUND,
+        /no recovery point "nope"/,
+      ],
+      [
+        "an empty point id",
+        () => hydrateCall({ machineId, pointId: "", pointSeq: 0, resume: undefined }),
+        status.INVALID_ARGUMENT,
+        /point id/,
+      ],
+      [
+        "a cursor escaping the root",
+        () => hydrateCall({ machineId, pointId: point.id, pointSeq: 0, resume: { path: "../../etc", offset: 0 } }),
+        status.INVALID_ARGUMENT,
+        /'\.\.' components/,
+      ],
+      [
+        "an absolute cursor",
+        () => hydrateCall({ machineId, pointId: point.id, pointSeq: 0, resume: { path: "/etc/passwd", offset: 0 } }),
+        status.INVALID_ARGUMENT,
+        /absolute/,
+      ],
+      [
+        "a cursor naming no entry",
+        () => hydrateCall({ machineId, pointId: point.id, pointSeq: 0, resume: { path: "no/such", offset: 0 } }),
+        status.NOT_FOUND,
+        /not in this point/,
+      ],
+      [
+        "a retention below 1h",
+        () => prunePoints(client, machineId, 30 * minute),
+        status.INVALID_ARGUMENT,
+        /1h and 720h/,
+      ],
+    ];
+    for (const [name, call, code, message] of cases) {
+      await assert.rejects(call(), (error: ServiceError) => {
+        assert.equal(error.code, code, `${name}: ${error.message}`);
+        assert.match(error.details, message, name);
+        return true;
+      });
+    }
+    const agentClient = await connectRecoveryPoints(masterTargetAddress(), identity(agentCommonName(machineId)));
+    try {
+      await assert.rejects(listPoints(agentClient, machineId), { code: status.PERMISSION_DENIED });
+    } finally {
+      agentClient.close();
+    }
+    assert.deepEqual(await retained(), before.points);
+    assert.equal(treeDifference(before.replica, await describeTree(pipeline.target)), "");
+  });
+
+  it("keeps every retained point after a kill -9 of the master target during apply", async () => {
+    const appliedBefore = await ingest(async (ingestClient) => (await openMachine(ingestClient)).appliedSeq);
+    await writeFile(file("bulk.bin"), randomBytes(48 * 1024 * 1024));
+    await writeAt("big.bin", 0, randomBytes(1024 * 1024));
+    await writeFile(file("a/f2"), "changed after v3");
+    const agent = await pipeline.agent();
+    const running = agent.run();
+    const appliedAtKill = await eventually(
+      "the master target applying the new version",
+      () =>
+        ingest(async (ingestClient) => {
+          const { appliedSeq } = await openMachine(ingestClient);
+          return appliedSeq > appliedBefore ? appliedSeq : undefined;
+        }),
+      20_000,
+      { intervalMs: 20 },
+    );
+    await stopMasterTarget("SIGKILL");
+    await startMasterTarget();
+    await running;
+    const appliedAfter = await ingest(async (ingestClient) => (await openMachine(ingestClient)).appliedSeq);
+    assert.ok(
+      appliedAtKill < appliedAfter,
+      `killed at seq ${appliedAtKill}, before the version ended (${appliedAfter})`,
+    );
+    versions.set("v4", await describeTree(pipeline.source));
+    await mark("v4", epoch - minute);
+    assert.equal(treeDifference(expectedVersion("v4"), await describeTree(pipeline.target)), "");
+    assert.deepEqual(
+      (await retained()).map((point) => point.id),
+      ["v1", "v2", "v3", "v4"],
+    );
+    await assertEveryPointHydrates();
+  });
+
+  it("rolls the replica back to a point over gRPC (CLI), after which replication continues from there", async () => {
+    const operator = identity(operatorCommonName);
+    const { stderr } = await promisify(execFile)(process.execPath, [
+      ksr,
+      "replicator",
+      "rollback",
+      "--master-target",
+      masterTargetAddress(),
+      "--machine",
+      machineId,
+      ...tlsArgs(operator),
+      "--point",
+      "v2",
+      "--yes",
+    ]);
+    assert.match(stderr, /rolled back to point v2; 2 newer points discarded/);
+    assert.equal(treeDifference(expectedVersion("v2"), await describeTree(pipeline.target)), "");
+    assert.deepEqual(
+      (await retained()).map((point) => point.id),
+      ["v1", "v2"],
+    );
+    await version("v5", epoch, async () => {
+      await writeFile(file("after-rollback"), "replication continues");
+      await writeAt("bulk.bin", 65536, randomBytes(4096));
+    });
+    assert.equal(treeDifference(expectedVersion("v5"), await describeTree(pipeline.target)), "");
+    assert.ok(
+      pipeline.warnings.some((warning) => /rolled back to a recovery point.*ordering a resync/.test(warning)),
+      `the process server was told to resync: ${pipeline.warnings.join("; ")}`,
+    );
+    await assertEveryPointHydrates();
+  });
+
+  it("prunes on the timer and keeps the oldest retained point whole", async () => {
+    await stopMasterTarget("SIGTERM");
+    await startMasterTarget(["--retention", "105m", "--prune-interval", "1s"]);
+    await eventually("v1 (110 minutes old) pruned", async () =>
+      (await retained()).some((point) => point.id === "v1") ? undefined : true,
+    );
+    assert.deepEqual(
+      (await retained()).map((point) => point.id),
+      ["v2", "v5"],
+    );
+    await assertEveryPointHydrates();
+  });
+});
