@@ -12,11 +12,11 @@ import { UndoJournal } from "../src/replicator/journal/undo-journal.js";
 import { noJournal, type ChangeJournal } from "../src/replicator/master-target/change-journal.js";
 import { TreeReplica } from "../src/replicator/master-target/replica.js";
 
-const mib = 1024 * 1024;
-const blockBytes = 64 * 1024;
-const fileBytes = 16 * mib;
+export const mib = 1024 * 1024;
+export const blockBytes = 64 * 1024;
+export const fileBytes = 16 * mib;
 
-async function timed<T>(work: () => Promise<T> | T): Promise<{ value: T; seconds: number }> {
+export async function timed<T>(work: () => Promise<T> | T): Promise<{ value: T; seconds: number }> {
   const started = process.hrtime.bigint();
   const value = await work();
   return { value, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
@@ -27,7 +27,7 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** A volume of 16 MiB files, half compressible text and half random, written outside the journal. */
-async function populate(root: string, files: number): Promise<void> {
+export async function populate(root: string, files: number): Promise<void> {
   await mkdir(root, { recursive: true });
   const text = Buffer.from("kube-site-recovery keeps recovery points in an undo journal; ".repeat(fileBytes / 128));
   for (let index = 0; index < files; index++) {
@@ -115,7 +115,7 @@ async function pointsUnderLoad(
   return { latencies: latencies.sort((a, b) => a - b), rate: written / ((Date.now() - started) / 1000) };
 }
 
-function treeDigest(root: string): string {
+export function treeDigest(root: string): string {
   return execFileSync("sh", ["-c", `cd "${root}" && find . -type f | sort | xargs sha256sum | sha256sum`])
     .toString()
     .trim();

@@ -5,9 +5,21 @@
 // kill -9 during apply, a remote rollback (after which replication continues) and timer pruning.
 import { strict as assert } from "node:assert";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { chmod, link, mkdir, open, readdir, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  symlink,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -42,10 +54,12 @@ import {
   type TlsFiles,
 } from "../../src/replicator/tls.js";
 import { eventually } from "../fixture/eventually.js";
-import { createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
+import { blockMachineId, createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
 import { describeTree, treeDifference } from "../fixture/tree-compare.js";
 
 const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
+const runKsr = (args: string[]) => promisify(execFile)(process.execPath, [ksr, "replicator", ...args]);
+const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 const minute = 60_000;
 
 describe("recovery points over gRPC from a master target process", function () {
@@ -81,6 +95,8 @@ describe("recovery points over gRPC from a master target process", function () {
         join(pipeline.work, "mt-state"),
         "--replica",
         `${machineId}=${pipeline.target}`,
+        "--block-replica",
+        `${blockMachineId}=${join(pipeline.work, "target.img")}`,
         ...extra,
       ],
       { stdio: ["ignore", "pipe", "pipe"] },
@@ -106,8 +122,8 @@ describe("recovery points over gRPC from a master target process", function () {
     await exited;
   }
 
-  async function ingest<T>(work: (client: IngestClient) => Promise<T>): Promise<T> {
-    const agentIdentity = await clientCredentials(identity(agentCommonName(machineId)));
+  async function ingest<T>(work: (client: IngestClient) => Promise<T>, machine = machineId): Promise<T> {
+    const agentIdentity = await clientCredentials(identity(agentCommonName(machine)));
     const ingestClient = new IngestClient(`localhost:${pipeline.processServerPort}`, agentIdentity, grpcOptions);
     try {
       return await work(ingestClient);
@@ -116,20 +132,20 @@ describe("recovery points over gRPC from a master target process", function () {
     }
   }
 
-  const openMachine = (ingestClient: IngestClient) =>
+  const openMachine = (ingestClient: IngestClient, machine = machineId) =>
     unaryCall<{ machineId: string }, OpenReply>(
       (request, callback) => ingestClient.open(request, new Metadata(), callback),
-      { machineId },
+      { machineId: machine },
     );
 
   /** Places a marker in the stream as the agent would, and waits until the master target applied it. */
-  async function mark(id: string, timeUnixMs: number): Promise<void> {
+  async function mark(id: string, timeUnixMs: number, machine = machineId): Promise<void> {
     await ingest(async (ingestClient) => {
-      const seq = (await openMachine(ingestClient)).durableSeq + 1;
+      const seq = (await openMachine(ingestClient, machine)).durableSeq + 1;
       const marker = { id, consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs, consistencyGroup: "" };
       const batch = ChangeBatch.encode({
         formatVersion: batchFormatVersion,
-        machineId,
+        machineId: machine,
         changes: [{ seq, op: { $case: "marker", value: marker } }],
       }).finish();
       const call = ingestClient.push();
@@ -139,13 +155,13 @@ describe("recovery points over gRPC from a master target process", function () {
         });
         call.on("error", reject);
       });
-      call.write({ machineId, firstSeq: seq, lastSeq: seq, batch: Buffer.from(batch), resync: false });
+      call.write({ machineId: machine, firstSeq: seq, lastSeq: seq, batch: Buffer.from(batch), resync: false });
       await acked;
       call.end();
       await eventually(`marker ${id} applied`, async () =>
-        (await openMachine(ingestClient)).appliedSeq >= seq ? true : undefined,
+        (await openMachine(ingestClient, machine)).appliedSeq >= seq ? true : undefined,
       );
-    });
+    }, machine);
   }
 
   /** Writes a version into the source and replicates it; returns the source's description. */
@@ -363,9 +379,7 @@ describe("recovery points over gRPC from a master target process", function () {
 
   it("rolls the replica back to a point over gRPC (CLI), after which replication continues from there", async () => {
     const operator = identity(operatorCommonName);
-    const { stderr } = await promisify(execFile)(process.execPath, [
-      ksr,
-      "replicator",
+    const { stderr } = await runKsr([
       "rollback",
       "--master-target",
       masterTargetAddress(),
@@ -405,5 +419,46 @@ describe("recovery points over gRPC from a master target process", function () {
       ["v2", "v5"],
     );
     await assertEveryPointHydrates();
+  });
+
+  it("hydrates a block replica's points into new image files (CLI, remote mode)", async () => {
+    const image = join(pipeline.work, "source.img");
+    await writeFile(image, randomBytes(8 * 1024 * 1024));
+    const digests = new Map<string, string>();
+    for (const [index, id] of ["b1", "b2"].entries()) {
+      if (index > 0) {
+        const handle = await open(image, "r+");
+        await handle.write(randomBytes(1024 * 1024), 0, 1024 * 1024, 2 * 1024 * 1024);
+        await handle.close();
+      }
+      const agent = await pipeline.agent({
+        machineId: blockMachineId,
+        mode: "block",
+        source: image,
+        stateDir: join(pipeline.work, "agent-blk"),
+      });
+      await agent.run();
+      digests.set(id, sha256(await readFile(image)));
+      await mark(id, Date.now(), blockMachineId);
+    }
+    const remote = [
+      "--master-target",
+      masterTargetAddress(),
+      "--machine",
+      blockMachineId,
+      ...tlsArgs(identity(operatorCommonName)),
+    ];
+    const listed = await runKsr(["points", ...remote, "--json"]);
+    const points = (JSON.parse(listed.stdout) as { points: RecoveryPoint[] }).points;
+    assert.deepEqual(
+      points.map((point) => point.id),
+      ["b1", "b2"],
+    );
+    for (const id of ["b1", "b2"]) {
+      const destination = join(pipeline.work, "hydrated", `${id}.img`);
+      const { stderr } = await runKsr(["hydrate", ...remote, "--point", id, "--dest", destination]);
+      assert.match(stderr, new RegExp(`point ${id} hydrated into`));
+      assert.equal(sha256(await readFile(destination)), digests.get(id), `image at ${id}`);
+    }
   });
 });
