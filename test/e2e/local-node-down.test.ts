@@ -13,14 +13,8 @@ import { networkNames } from "../../src/local/node/addresses.js";
 import { nodeLayout } from "../../src/local/node/layout.js";
 import { isRunning, killNow, type ProcessRecord } from "../../src/local/processes.js";
 import { kubeConfigFor } from "../fixture/cluster.js";
-import {
-  idle,
-  networkNamespaces,
-  rootInterfaces,
-  shellContainer,
-  waitFor,
-  waitForDefaultServiceAccount,
-} from "./local-node-helpers.js";
+import { clusterNetworkObjects, networkNamespaces } from "../fixture/network.js";
+import { idle, shellContainer, waitFor, waitForDefaultServiceAccount } from "./local-node-helpers.js";
 
 function recordedContainers(state: ClusterState): ProcessRecord[] {
   const dir = nodeLayout(state.dir).processes;
@@ -46,10 +40,7 @@ describe("ksr local down with pods running (e2e)", function () {
   let state: ClusterState | undefined;
   const dir = mkdtempSync(join(tmpdir(), "ksr-node-down-"));
   const names = networkNames(dir);
-  const ofThisCluster = () => [
-    ...networkNamespaces().filter((n) => n === names.switchNamespace || n.startsWith(names.podNamespacePrefix)),
-    ...rootInterfaces().filter((n) => n === names.hostInterface),
-  ];
+  const ofThisCluster = () => clusterNetworkObjects(dir);
   // A crashed earlier run's pod namespace, and one that merely looks alike and is not the cluster's.
   const leftover = `${names.podNamespacePrefix}0123456789ab`;
   const lookalike = `${names.switchNamespace}x`;

@@ -1,5 +1,4 @@
 // Shared helpers for the local-node end-to-end suites.
-import { execFileSync } from "node:child_process";
 import { get as httpGet } from "node:http";
 import type { CoreV1Api, DiscoveryV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 import type { ClusterState } from "../../src/local/cluster.js";
@@ -87,22 +86,6 @@ export async function serviceEndpoints(
         })),
       ),
     );
-}
-
-/** Network namespace names on this machine (`ip netns list`). */
-export function networkNamespaces(): string[] {
-  return execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
-    .split("\n")
-    .map((line) => line.split(" ")[0] ?? "")
-    .filter((name) => name !== "");
-}
-
-/** Network interface names in the root namespace (`ip -o link`), without the "@peer" suffix. */
-export function rootInterfaces(): string[] {
-  return execFileSync("ip", ["-o", "link"], { encoding: "utf8" })
-    .split("\n")
-    .map((line) => line.split(": ")[1]?.split("@")[0] ?? "")
-    .filter((name) => name !== "");
 }
 
 /** The body of a plain HTTP GET (pods are reached by pod IP from the test process). */

@@ -11,11 +11,11 @@ import { podNamespaceName } from "../../src/local/node/addresses.js";
 import { nodeLayout, siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
+import { networkNamespaces } from "../fixture/network.js";
 import {
   httpText,
   idle,
   isPodAddress,
-  networkNamespaces,
   podCondition,
   serviceEndpoints,
   shellContainer,

@@ -5,7 +5,7 @@
 // Everything is created and deleted by the cluster's own name prefix only.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { connect, createServer, type Server } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Logger } from "pino";
@@ -133,11 +133,18 @@ async function createSwitch(plan: PodNetworkPlan): Promise<void> {
   await ip("link", "set", plan.hostInterface, "up");
 }
 
+interface Forwarder {
+  close(): Promise<void>;
+}
+
 /** Relays pods' apiserver connections from the node's pod-network address to the apiserver on loopback. */
-function startApiForwarder(host: string, apiPort: number, log: Logger): Promise<Server> {
+function startApiForwarder(host: string, apiPort: number, log: Logger): Promise<Forwarder> {
+  const open = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = connect({ host: nodeAddress, port: apiPort });
+    open.add(client);
     const close = () => {
+      open.delete(client);
       client.destroy();
       upstream.destroy();
     };
@@ -152,7 +159,16 @@ function startApiForwarder(host: string, apiPort: number, log: Logger): Promise<
       server.on("error", (error) => {
         log.warn({ error: error.message }, "apiserver forwarder error");
       });
-      resolve(server);
+      resolve({
+        close: () =>
+          new Promise((closed) => {
+            server.close(() => {
+              closed();
+            });
+            // Watches stay open for good: end them, or close() would wait for them.
+            for (const socket of open) socket.destroy();
+          }),
+      });
     });
   });
 }
@@ -165,7 +181,7 @@ class BridgedPodNetwork implements PodNetwork {
   constructor(
     private readonly clusterDir: string,
     private readonly plan: PodNetworkPlan,
-    private readonly forwarder: Server,
+    private readonly forwarder: Forwarder,
   ) {
     this.addresses = new AddressPool(subnetRange(plan.subnet));
     this.apiServer = { host: plan.hostAddress, port: apiServicePort };
@@ -203,7 +219,7 @@ class BridgedPodNetwork implements PodNetwork {
   }
 
   async stop(): Promise<void> {
-    await new Promise((resolve) => this.forwarder.close(resolve));
+    await this.forwarder.close();
     await removeClusterNetwork(this.clusterDir);
   }
 }
