@@ -53,7 +53,8 @@ describe("local node pod network building blocks", function () {
   let apiserver: Server | undefined;
   after(async () => {
     await network?.stop();
-    await new Promise((resolve) => apiserver?.close(resolve) ?? resolve(undefined));
+    const server = apiserver;
+    if (server !== undefined) await new Promise((resolve) => server.close(resolve));
     rmSync(dir, { recursive: true, force: true });
   });
 
