@@ -146,6 +146,22 @@ describe("local node pod network (e2e)", function () {
     assert.ok(isPodAddress(cluster.state, client.status?.podIP ?? ""));
   });
 
+  it("keeps a hostNetwork pod in the node's network namespace, with the node's address", async () => {
+    // /proc/net/dev lists the interfaces of the reader's network namespace: only the node's has the host veth.
+    const seesHostVeth = ["grep", "-q", `${cluster.state.podNetwork?.hostInterface}:`, "/proc/net/dev"];
+    await podOn(
+      "on-host",
+      "recovery",
+      [shellContainer("main", idle, { readinessProbe: { exec: { command: seesHostVeth }, periodSeconds: 1 } })],
+      {
+        hostNetwork: true,
+      },
+    );
+    const pod = await readyPod("on-host");
+    assert.deepEqual([pod.status?.podIP, pod.status?.hostIP], ["127.0.0.1", "127.0.0.1"]);
+    assert.equal(networkNamespaces().includes(podNamespaceName(cluster.state.dir, pod.metadata?.uid ?? "")), false);
+  });
+
   it("lets two pods on one node bind 0.0.0.0 on the same port, and removes a pod's namespace with the pod", async () => {
     await Promise.all(["twin-a", "twin-b"].map((name) => podOn(name, "primary", [etcServer()])));
     const twins = await Promise.all(["twin-a", "twin-b"].map(readyPod));
