@@ -375,7 +375,9 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
   mkdirSync(join(dir, "logs"), { recursive: true });
   const ports = await choosePorts(dir, previous?.ports, options.apiPort);
   progress("choosing the pod network");
-  const podNetwork = await planPodNetwork(dir, previous?.podNetwork);
+  const planned = await planPodNetwork(dir, previous?.podNetwork);
+  const podNetwork = "plan" in planned ? planned.plan : undefined;
+  if ("problem" in planned) progress(`no pod network (${planned.problem}); pods fall back to loopback addresses`);
   progress("generating certificates");
   await ensurePki(join(dir, "pki"), podNetwork?.hostAddress);
   const server = `https://${loopback}:${ports.apiServer}`;

@@ -59,8 +59,9 @@ describe("local node pod network building blocks", function () {
   });
 
   it("builds the switch, gives a pod a namespace with its address, relays to the apiserver, and removes it all", async () => {
-    const plan = await planPodNetwork(dir);
-    assert.ok(plan !== undefined, "a subnet is planned where iproute2 is present");
+    const planned = await planPodNetwork(dir);
+    assert.ok("plan" in planned, `a subnet is planned where iproute2 is present: ${JSON.stringify(planned)}`);
+    const { plan } = planned;
     apiserver = await echoServer();
     const { log } = capturingLog();
     network = await startPodNetwork(dir, plan, (apiserver.address() as AddressInfo).port, log);

@@ -86,18 +86,18 @@ export async function removeClusterNetwork(clusterDir: string): Promise<void> {
 
 /**
  * Chooses the cluster's pod subnet for `ksr local up`, after removing what a
- * crashed run of this cluster left behind; undefined without iproute2.
+ * crashed run of this cluster left behind; says why when there is none.
  */
 export async function planPodNetwork(
   clusterDir: string,
   previous?: PodNetworkPlan,
-): Promise<PodNetworkPlan | undefined> {
+): Promise<{ plan: PodNetworkPlan } | { problem: string }> {
   try {
     await removeClusterNetwork(clusterDir);
     const inUse = networksInUse(await ip("-4", "route"), await ip("-4", "-o", "addr"));
-    return podNetworkPlan(clusterDir, choosePodSubnet(clusterDir, inUse, previous?.subnet));
-  } catch {
-    return undefined;
+    return { plan: podNetworkPlan(clusterDir, choosePodSubnet(clusterDir, inUse, previous?.subnet)) };
+  } catch (error) {
+    return { problem: (error as Error).message };
   }
 }
 
@@ -264,7 +264,7 @@ export async function startPodNetwork(
   log: Logger,
 ): Promise<PodNetwork> {
   let problem: string;
-  if (plan === undefined) problem = "`ksr local up` could not plan a pod subnet (is iproute2 installed?)";
+  if (plan === undefined) problem = "`ksr local up` planned no pod subnet (its output says why)";
   else {
     try {
       await removeClusterNetwork(clusterDir);
