@@ -63,7 +63,7 @@ export function toPointInfo(point: RecoveryPoint): PointInfo {
  * unfinished), and after it only a resync that read the rolled-back replica's manifest gets in.
  * The flag is durable, so a crash anywhere in between still demands the resync.
  */
-class RollbackAdmission implements FrameAdmission {
+export class RollbackAdmission implements FrameAdmission {
   running: RecoveryPoint | undefined;
   private manifestSinceRollback = false;
 
@@ -365,6 +365,11 @@ export class RecoveryPointsHost {
     checkCursor(cursor);
     if (machine.kind === "block" && cursor.path !== "")
       throw new CallError(status.INVALID_ARGUMENT, "a block replica's point has only the root entry");
+    if (machine.admission.running !== undefined)
+      throw new CallError(
+        status.FAILED_PRECONDITION,
+        `the replica of machine "${machine.machineId}" is being rolled back to "${machine.admission.running.id}"; hydrate after it`,
+      );
     const staging = this.stagingPath(machine, point);
     machine.hydrations.set(staging, (machine.hydrations.get(staging) ?? 0) + 1);
     let complete = false;
@@ -404,7 +409,11 @@ export class RecoveryPointsHost {
     const work = (async () => {
       if ((await exists(staging)) && !(await exists(hydrateProgressPath(staging)))) return; // materialised before
       await mkdir(this.stagingRoot(machine), { recursive: true });
+      const started = Date.now();
       await hydrate(machine.journal, machine.replicaRoot, point, staging);
+      this.log.info(
+        `recovery point ${point.id} of ${machine.machineId} materialised for hydration in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
     })().finally(() => this.stagings.delete(staging));
     this.stagings.set(staging, work);
     return work;
