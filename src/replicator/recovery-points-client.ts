@@ -97,6 +97,7 @@ class PointWriter {
   private file: { entry: PointEntry; handle: FileHandle } | undefined;
   private readonly unsyncedFiles: string[] = [];
   private readonly unsyncedDirectories = new Set<string>();
+  private readonly verifiedDirectories = new Set<string>();
   private bytesSinceCheckpoint = 0;
   private lastCheckpoint = Date.now();
   receivedBytes = 0;
@@ -119,12 +120,25 @@ class PointWriter {
     return join(this.destination, path);
   }
 
-  /** Parents were created by this stream as directories; a symlink there would lead outside. */
+  /** Every parent component must be a real directory: a symlink there would lead outside the destination. */
   private async checkParent(path: string): Promise<void> {
     if (path === "") return;
-    const parent = this.absolute(wireParent(path));
-    const stats = await lstat(parent).catch(() => undefined);
-    if (stats?.isDirectory() !== true) throw new Error(`the master target sent "${path}" before its parent directory`);
+    const parent = wireParent(path);
+    let prefix = "";
+    for (const component of parent === "" ? [] : parent.split("/")) {
+      prefix = prefix === "" ? component : `${prefix}/${component}`;
+      if (this.verifiedDirectories.has(prefix)) continue;
+      const stats = await lstat(this.absolute(prefix)).catch(() => undefined);
+      if (stats?.isDirectory() !== true)
+        throw new Error(`the master target sent "${path}", but "${prefix}" is not a directory it sent`);
+      this.verifiedDirectories.add(prefix);
+    }
+  }
+
+  /** The path (and anything below it) is being replaced: it is no longer a verified directory. */
+  private forgetVerified(path: string): void {
+    for (const verified of this.verifiedDirectories)
+      if (verified === path || verified.startsWith(`${path}/`)) this.verifiedDirectories.delete(verified);
   }
 
   async entry(entry: PointEntry): Promise<void> {
@@ -136,6 +150,7 @@ class PointWriter {
     this.progress.cursor = { path: entry.path, offset: resuming?.offset ?? 0 };
     this.receivedEntries++;
     if (entry.path !== "") this.unsyncedDirectories.add(dirname(path));
+    if (entry.kind !== EntryKind.ENTRY_KIND_DIRECTORY) this.forgetVerified(entry.path);
     switch (entry.kind) {
       case EntryKind.ENTRY_KIND_DIRECTORY:
         await this.makeDirectory(entry, path);
@@ -146,6 +161,11 @@ class PointWriter {
       case EntryKind.ENTRY_KIND_FILE:
         if (entry.hardLinkTo !== "") {
           const existing = this.absolute(entry.hardLinkTo);
+          await this.checkParent(entry.hardLinkTo);
+          if ((await lstatOrUndefined(existing))?.isFile() !== true)
+            throw new Error(
+              `the master target linked "${entry.path}" to "${entry.hardLinkTo}", which is no file it sent`,
+            );
           await replaceWith(path, () => link(existing, path));
           return;
         }

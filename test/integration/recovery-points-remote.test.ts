@@ -67,6 +67,7 @@ describe("recovery points over gRPC from a master target process", function () {
   let pipeline: TestPipeline;
   let masterTarget: ChildProcess | undefined;
   let client: RecoveryPointsClient;
+  let openClient: RecoveryPointsClient | undefined;
   let hydrations = 0;
   const versions = new Map<string, Map<string, string>>();
   const epoch = Date.now();
@@ -111,6 +112,9 @@ describe("recovery points over gRPC from a master target process", function () {
         reject(new Error(`master target exited (${signal ?? String(code)}) before it listened`));
       });
     });
+    // A channel that saw the old process die backs off and fails calls fast: start a fresh one.
+    openClient?.close();
+    client = openClient = await connectRecoveryPoints(masterTargetAddress(), identity(operatorCommonName));
   }
 
   async function stopMasterTarget(signal: NodeJS.Signals): Promise<void> {
@@ -212,11 +216,10 @@ describe("recovery points over gRPC from a master target process", function () {
     await writeFile(join(pipeline.work, "key"), pipeline.key.toString("hex"), { mode: 0o600 });
     await startMasterTarget();
     await pipeline.startProcessServer();
-    client = await connectRecoveryPoints(masterTargetAddress(), identity(operatorCommonName));
   });
 
   after(async () => {
-    client.close();
+    openClient?.close();
     await pipeline.close();
     await stopMasterTarget("SIGTERM");
     await rm(pipeline.work, { recursive: true, force: true });

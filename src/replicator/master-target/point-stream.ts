@@ -54,7 +54,7 @@ export async function measurePoint(root: string): Promise<{ entries: number; byt
 /** The replies for everything at or after the cursor. The cursor's path must exist in the point. */
 export async function* pointReplies(root: string, cursor: StreamCursor): AsyncGenerator<HydrateReply> {
   const rootStats = await lstat(root);
-  if (cursor.path !== "" && (await lstat(join(root, cursor.path)).catch(() => undefined)) === undefined)
+  if (!(await inPoint(root, cursor.path)))
     throw new CallError(status.NOT_FOUND, `resume cursor path "${cursor.path}" is not in this point`);
   const firstNames = new Map<string, string>();
   for await (const path of streamOrder(root, rootStats)) {
@@ -69,6 +69,16 @@ export async function* pointReplies(root: string, cursor: StreamCursor): AsyncGe
       yield* dataChunks(join(root, path), order === 0 ? cursor.offset : 0, stats.size);
   }
   yield { item: { $case: "done", value: true } };
+}
+
+/** Whether the point has an entry at path, never looking through a symlink inside the point. */
+async function inPoint(root: string, path: string): Promise<boolean> {
+  let parent = "";
+  for (const component of path === "" ? [] : path.split("/")) {
+    if ((await lstat(join(root, parent)).catch(() => undefined))?.isDirectory() !== true) return false;
+    parent = parent === "" ? component : `${parent}/${component}`;
+  }
+  return (await lstat(join(root, path)).catch(() => undefined)) !== undefined;
 }
 
 /** The first name of a multiply-linked file, or "" when this is its first name. */
