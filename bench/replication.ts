@@ -161,14 +161,27 @@ async function runOnce(options: PipelineOptions): Promise<{ seconds: number; byt
 }
 
 /** p-th percentile of sorted values. */
-function percentile(sorted: number[], p: number): number {
+export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
-async function lagUnderLoad(
-  work: string,
-  seconds: number,
-): Promise<{ p50: number; p99: number; samples: number; written: number }> {
+export interface LagResult {
+  p50: number;
+  p99: number;
+  samples: number;
+  written: number;
+  /** Bytes written / (load seconds + seconds until the last sampled write was replicated). */
+  bytesPerSecond: number;
+}
+
+export interface LagOptions {
+  pipeline?: Partial<PipelineOptions>;
+  /** Runs beside the load (for example on-demand recovery points) until the load ends. */
+  whileLoaded?: (pipeline: LocalPipeline, loaded: () => boolean) => Promise<void>;
+}
+
+/** Replication lag (source write → readable in the replica) under 20 MB/s of 4–64 KiB random writes. */
+export async function lagUnderLoad(work: string, seconds: number, options: LagOptions = {}): Promise<LagResult> {
   const source = join(work, "lag-source");
   const target = join(work, "lag-target");
   await mkdir(source, { recursive: true });
@@ -181,9 +194,12 @@ async function lagUnderLoad(
     work: join(work, "lag-work"),
     once: false,
     logDir: work,
+    ...options.pipeline,
   });
   await pipeline.startAll();
   const lags: number[] = [];
+  let loadSeconds = 0;
+  let drainSeconds = 0;
   const pending: { file: string; offset: number; data: Buffer; at: number }[] = [];
   let written = 0;
   try {
@@ -199,7 +215,9 @@ async function lagUnderLoad(
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const end = Date.now() + seconds * 1000;
+    const start = Date.now();
+    const end = start + seconds * 1000;
+    const beside = options.whileLoaded?.(pipeline, () => Date.now() < end);
     const perTick = (20 * 1e6) / 20; // 20 MB/s in 50 ms ticks
     let nextSample = 0;
     const poller = setInterval(() => {
@@ -237,14 +255,24 @@ async function lagUnderLoad(
       }
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, 50 - (Date.now() - tickStart))));
     }
+    loadSeconds = (Date.now() - start) / 1000;
+    const drainStart = Date.now();
     const drainUntil = Date.now() + 30_000;
     while (pending.length > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 50));
+    drainSeconds = (Date.now() - drainStart) / 1000;
     clearInterval(poller);
+    await beside;
   } finally {
     await pipeline.stopAll();
   }
   lags.sort((a, b) => a - b);
-  return { p50: percentile(lags, 50), p99: percentile(lags, 99), samples: lags.length, written };
+  return {
+    p50: percentile(lags, 50),
+    p99: percentile(lags, 99),
+    samples: lags.length,
+    written,
+    bytesPerSecond: written / (loadSeconds + drainSeconds),
+  };
 }
 
 export async function run(args: string[]): Promise<void> {

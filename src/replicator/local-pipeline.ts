@@ -18,6 +18,7 @@ import type { CompressionName } from "./frame-codec.js";
 import {
   agentCommonName,
   clientCredentials,
+  coordinatorCommonName,
   grpcOptions,
   masterTargetCommonName,
   processServerCommonName,
@@ -26,6 +27,8 @@ import {
 } from "./tls.js";
 
 export type Role = "agent" | "process-server" | "master-target";
+/** Identities of the loopback PKI: the three programs, and a coordinator that may cut points. */
+export type Identity = Role | "coordinator";
 
 export interface PipelineOptions {
   source: string;
@@ -50,7 +53,7 @@ export interface PipelineOptions {
 }
 
 interface Layout {
-  tls: Map<Role, TlsFiles>;
+  tls: Map<Identity, TlsFiles>;
   key: string;
   ports: Record<"processServer" | "masterTarget", number>;
 }
@@ -58,14 +61,15 @@ interface Layout {
 async function prepare(options: PipelineOptions, machineId: string): Promise<Layout> {
   await mkdir(options.work, { recursive: true });
   const pkiDir = join(options.work, "pki");
-  const names: Record<Role, string> = {
+  const names: Record<Identity, string> = {
     agent: agentCommonName(machineId),
     "process-server": processServerCommonName,
     "master-target": masterTargetCommonName,
+    coordinator: coordinatorCommonName,
   };
   const issued = await writeLoopbackPki(pkiDir, Object.values(names));
-  const tls = new Map<Role, TlsFiles>();
-  for (const [role, name] of Object.entries(names) as [Role, string][]) {
+  const tls = new Map<Identity, TlsFiles>();
+  for (const [role, name] of Object.entries(names) as [Identity, string][]) {
     const files = issued.get(name);
     if (files !== undefined) tls.set(role, files);
   }
@@ -100,7 +104,7 @@ export class LocalPipeline {
   }
 
   /** The certificate files a role uses (tests open their own connections as that role). */
-  identity(role: Role): TlsFiles {
+  identity(role: Identity): TlsFiles {
     const files = this.layout.tls.get(role);
     if (files === undefined) throw new Error(`no identity for ${role}`);
     return files;

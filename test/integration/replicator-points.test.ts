@@ -7,7 +7,13 @@ import { appendFile, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { Consistency } from "../../src/gen/ksr/replication/v1/replication.js";
+import {
+  Consistency,
+  type HoldReply,
+  type HoldRequest,
+  type MarkReply,
+  type MarkRequest,
+} from "../../src/gen/ksr/replication/v1/replication.js";
 import type { PointReport } from "../../src/replicator/agent/point-cutter.js";
 import { GroupCoordinator } from "../../src/replicator/group-coordinator.js";
 import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
@@ -15,7 +21,7 @@ import type { QuiesceHook } from "../../src/replicator/journal/quiesce.js";
 import { agentCommonName, coordinatorCommonName } from "../../src/replicator/tls.js";
 import { freePort } from "../../src/local/ports.js";
 import { eventually } from "../fixture/eventually.js";
-import { createPointsSite, cutNow, type PointsSite } from "../fixture/points-site.js";
+import { barrierCall, createPointsSite, cutNow, type PointsSite } from "../fixture/points-site.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 
 describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function () {
@@ -132,6 +138,51 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
         assert.doesNotMatch(logs, /pa55-w0rd/);
         await again.stop();
       }
+    });
+
+    it("releases a hold on its own when the coordinator goes away", async () => {
+      const trace = join(site.work, "trace");
+      const echo = (word: string): QuiesceHook["pre"] => ({
+        kind: "command",
+        argv: ["sh", "-c", `echo ${word} >> "${trace}"`],
+      });
+      const running = await site.startAgent("m1", {
+        hooks: [{ name: "app", pre: echo("freeze"), post: echo("thaw"), timeoutMs: 5000 }],
+      });
+      const client = await site.barrierClient(running.address);
+      const held = await barrierCall<HoldRequest, HoldReply>(client.hold.bind(client), {
+        cutId: "abandoned",
+        requested: Consistency.CONSISTENCY_APP,
+        holdTimeoutMs: 1500,
+      });
+      assert.equal(held.consistency, Consistency.CONSISTENCY_APP);
+      assert.deepEqual(await traced(trace), ["freeze"]);
+      await writeFile(join(site.source("m1"), "during-hold"), "x");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(
+        await stat(join(site.replica("m1"), "during-hold")).catch(() => undefined),
+        undefined,
+        "nothing captured reaches the stream while held",
+      );
+      await eventually("the change replicated after the hold expired", async () =>
+        (await treesDiffer(site.source("m1"), site.replica("m1"))) === "" ? true : undefined,
+      );
+      assert.deepEqual(await traced(trace), ["freeze", "thaw"]);
+      assert.match(running.logs.join("\n"), /cut abandoned: not released within 1500 ms; resuming replication/);
+      const late = await barrierCall<MarkRequest, MarkReply>(client.mark.bind(client), {
+        cutId: "abandoned",
+        marker: {
+          id: "abandoned",
+          consistency: Consistency.CONSISTENCY_APP,
+          timeUnixMs: Date.now(),
+          consistencyGroup: "g",
+        },
+      }).then(
+        () => undefined,
+        (error: unknown) => error as ServiceError,
+      );
+      assert.equal(late?.code, status.FAILED_PRECONDITION);
+      assert.equal(site.journal("m1").points().length, 0);
     });
 
     it("serves the Barrier service only to the coordinator and the operator", async () => {

@@ -1,0 +1,120 @@
+// Recovery points as a user runs them: the three programs as processes, the agent serving its
+// Barrier service (--barrier-listen), and `ksr replicator group-cut` as the coordinator.
+import { strict as assert } from "node:assert";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { GroupPoint } from "../../src/replicator/journal/consistency-group.js";
+import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
+import { LocalPipeline } from "../../src/replicator/local-pipeline.js";
+import { freePort } from "../../src/local/ports.js";
+import { eventually } from "../fixture/eventually.js";
+
+const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
+const run = promisify(execFile);
+
+async function ksrCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run("node", [ksr, "replicator", ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+describe("recovery points: ksr replicator agent --barrier-listen and group-cut (processes)", function () {
+  this.timeout(60_000);
+  let work: string;
+  let pipeline: LocalPipeline;
+  let barrierPort: number;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "ksr-points-cli-"));
+    const source = join(work, "source");
+    await mkdir(source);
+    await writeFile(join(source, "data"), "replicated");
+    barrierPort = await freePort();
+    pipeline = await LocalPipeline.create({
+      source,
+      target: join(work, "target"),
+      work: join(work, "pipeline"),
+      machineId: "web",
+      once: false,
+      logDir: work,
+      agentArgs: ["--barrier-listen", `localhost:${barrierPort}`, "--crash-point-interval", "1h"],
+    });
+    await pipeline.startAll();
+    await eventually("the initial replication", async () =>
+      (await stat(join(work, "target", "data")).catch(() => undefined)) === undefined ? undefined : true,
+    );
+  });
+  after(async () => {
+    await pipeline.stopAll();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  function tlsArgs(): string[] {
+    const files = pipeline.identity("coordinator");
+    return ["--ca", files.ca, "--cert", files.cert, "--key", files.key];
+  }
+
+  it("cuts a group point through the agent and records it in the group point log", async () => {
+    const log = join(work, "group-points");
+    const cut = await ksrCli([
+      "group-cut",
+      ...tlsArgs(),
+      "--group",
+      "frontend",
+      "--member",
+      `web=localhost:${barrierPort}`,
+      "--log",
+      log,
+      "--consistency",
+      "crash",
+      "--timeout",
+      "20s",
+    ]);
+    assert.equal(cut.code, 0, cut.stderr);
+    const { point } = JSON.parse(cut.stdout) as { point: GroupPoint };
+    assert.equal(point.group, "frontend");
+    assert.ok((point.members.web ?? 0) > 0, "the member's marker seq is recorded");
+    // A tree agent cannot stop the application's writes: without hooks a group cut is best-effort.
+    assert.equal(point.consistency, "best-effort");
+    assert.deepEqual(await new GroupPointLog(log).list(), [point]);
+    const open = await pipeline.openAsAgent();
+    assert.ok(open.appliedSeq >= (point.members.web ?? Infinity), "the marker was applied when group-cut answered");
+  });
+
+  it("exits 1 without a group point when a member is unreachable", async () => {
+    const log = join(work, "group-points-unreachable");
+    const cut = await ksrCli([
+      "group-cut",
+      ...tlsArgs(),
+      "--group",
+      "frontend",
+      "--member",
+      `web=localhost:${barrierPort}`,
+      "--member",
+      `api=localhost:${await freePort()}`,
+      "--log",
+      log,
+      "--timeout",
+      "3s",
+    ]);
+    assert.equal(cut.code, 1);
+    const { failed } = JSON.parse(cut.stdout) as { failed: { reason: string } };
+    assert.match(failed.reason, /hold failed: api at localhost:\d+: hold: .*UNAVAILABLE/);
+    assert.deepEqual(await new GroupPointLog(log).list(), []);
+  });
+
+  it("refuses a point cadence out of range before it starts", async () => {
+    const agentArgs = pipeline.args("agent").slice(1);
+    const fast = await ksrCli([...agentArgs, "--crash-point-interval", "10s"]);
+    assert.notEqual(fast.code, 0);
+    assert.match(fast.stderr, /--crash-point-interval "10s": must be between 30s and 60m/);
+  });
+});
