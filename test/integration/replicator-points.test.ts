@@ -78,7 +78,9 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       const writer = startWriterProcess(join(site.source("m1"), "busy.bin"));
       try {
         await eventually("the writer's file replicated", async () =>
-          (await stat(join(site.replica("m1"), "busy.bin")).catch(() => undefined))?.size === 65536 ? true : undefined,
+          (await stat(join(site.replica("m1"), "busy.bin")).catch(() => undefined))?.size === busyFileBytes
+            ? true
+            : undefined,
         );
         const busy = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
         assert.equal(busy.consistency, Consistency.CONSISTENCY_BEST_EFFORT);
@@ -302,10 +304,19 @@ async function traced(file: string): Promise<string[]> {
   return (await readFile(file, "utf8")).split("\n").filter((line) => line !== "");
 }
 
-/** A separate process that rewrites a file as fast as it can until killed. */
+const busyFileBytes = 32 * 1024 * 1024;
+
+/**
+ * A separate process that writes 4 KiB pieces into the first 64 KiB block of a 32 MiB file as
+ * fast as it can until killed. The agent reads the whole file to find the changed block (tens of
+ * milliseconds, far longer than the scheduler keeps a runnable writer off the CPU), so a write
+ * always lands while it reads; only one block changes, so little travels.
+ */
 function startWriterProcess(file: string): ChildProcess {
-  const program = `const fs = require("fs"); const block = Buffer.alloc(65536, 7);
-    for (let i = 0; ; i++) { block.writeUInt32LE(i, 0); fs.writeFileSync(${JSON.stringify(file)}, block); }`;
+  const program = `const fs = require("fs"); const fd = fs.openSync(${JSON.stringify(file)}, "w+");
+    fs.ftruncateSync(fd, ${busyFileBytes}); const block = Buffer.alloc(4096, 7);
+    for (let i = 0; ; i++) { block.writeUInt32LE(i, 0);
+      fs.writeSync(fd, block, 0, 4096, 4096 * (i % 16)); }`;
   return spawn(process.execPath, ["-e", program], { stdio: "ignore" });
 }
 

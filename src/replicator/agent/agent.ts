@@ -101,8 +101,12 @@ const wireConsistency: Record<PointConsistency, Consistency> = {
   crash: Consistency.CONSISTENCY_CRASH,
   "best-effort": Consistency.CONSISTENCY_BEST_EFFORT,
 };
-/** Catch-up rounds a cut gives writes that keep arriving before it settles for best-effort. */
-const cutCatchUpRounds = 3;
+/**
+ * Catch-up rounds a cut gives writes that keep arriving before it settles for best-effort. Each
+ * round re-reads every file written since the last one while capture stands still, so more
+ * rounds rarely turn a busy source quiet and only lengthen the stop.
+ */
+const cutCatchUpRounds = 2;
 
 /** The Ingest client with the hand-written Push encoder (see batch-encoder.ts). */
 const FastPushClient = makeGenericClientConstructor(
@@ -330,8 +334,12 @@ export class Agent implements CaptureStream {
     }
   }
 
-  /** Sends what changed: everything (a verifying scan) when due or when notifications were lost. */
-  private async captureRound(scanDue: boolean): Promise<void> {
+  /**
+   * Sends what changed: everything (a verifying scan) when due or when notifications were lost.
+   * `settle` waits for the process server's acknowledgements (a cut's rounds do not: the marker
+   * after them is what gets waited for).
+   */
+  private async captureRound(scanDue: boolean, settle = true): Promise<void> {
     const watcher = this.watcher;
     if (watcher === undefined || scanDue) {
       this.scanDue = false;
@@ -345,7 +353,7 @@ export class Agent implements CaptureStream {
       await this.scan();
     } else if (paths.length > 0) {
       await new TreeSource(this.options.source, this.manifest, this.sender).syncPaths(paths);
-      await this.settle();
+      if (settle) await this.settle();
     }
   }
 
@@ -401,7 +409,7 @@ export class Agent implements CaptureStream {
       await nextTurn();
       if (!watcher.pending && !this.scanDue) return false;
       if (round === cutCatchUpRounds) return true;
-      await this.captureRound(this.scanDue);
+      await this.captureRound(this.scanDue, false);
     }
   }
 
@@ -413,12 +421,13 @@ export class Agent implements CaptureStream {
     return this.sender.lastSeq !== afterFirstPass;
   }
 
+  /** Appends the marker and pushes it; waitApplied() is what waits for it. */
   async emitMarker(marker: MarkerOp): Promise<number> {
     const consistency = wireConsistency[consistencyFromWire(marker.consistency)];
     const { id, timeUnixMs, consistencyGroup } = marker;
     await this.sender.emit({ $case: "marker", value: { id, consistency, timeUnixMs, consistencyGroup } });
     const seq = this.sender.lastSeq;
-    await this.sender.drain();
+    await this.sender.flush();
     return seq;
   }
 

@@ -19,7 +19,7 @@ export interface CaptureStream {
   whenReady(): Promise<void>;
   /** Sends every change observed so far; true when writes were still arriving (in flight) at the cut. */
   flushForCut(): Promise<boolean>;
-  /** Appends the marker and waits until the process server has it durable; returns its seq. */
+  /** Appends the marker to the stream (pushed, not yet acknowledged); returns its seq. */
   emitMarker(marker: MarkerOp): Promise<number>;
   /** Resolves once the master target has applied the seq durably. */
   waitApplied(seq: number): Promise<void>;
@@ -63,7 +63,7 @@ export interface PointReport {
   hooks: HookStep[];
   /** Hooks whose pre or post action failed or timed out (names and phases only). */
   failedHooks: string[];
-  /** From the start of the cut until the marker was durable at the process server. */
+  /** From the start of the cut until it was released: capture stands still for at most this long. */
   cutMs: number;
   /** From the start of the cut until the master target applied the marker, once it did. */
   appliedMs?: number;
