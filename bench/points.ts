@@ -48,12 +48,14 @@ function sortedMs(values: number[]): number[] {
 }
 
 /**
- * Per-point cost: how long the capture loop stood still (cut → marker durable at the process
- * server) and cut → marker applied at the master target, against the same run's replication lag
+ * Per-point cost: how long the cut waited for the capture round in progress, how long capture
+ * then stood still (catch-up reads and the marker), and cut → marker applied at the master
+ * target, against the same run's replication lag
  * (a marker is applied after every change before it, so it can never beat the lag).
  */
 function pointRow(scenario: string, points: readonly PointReport[], lag: LagResult): Row {
-  const stopped = sortedMs(points.map((point) => point.cutMs));
+  const waited = sortedMs(points.map((point) => point.waitMs));
+  const stopped = sortedMs(points.map((point) => point.cutMs - point.waitMs));
   const applied = sortedMs(points.map((point) => point.appliedMs ?? Number.NaN));
   const counts: Record<string, number> = {};
   for (const point of points) counts[point.consistency] = (counts[point.consistency] ?? 0) + 1;
@@ -63,6 +65,8 @@ function pointRow(scenario: string, points: readonly PointReport[], lag: LagResu
     ratio: percentile(applied, 50) / 1000 / lag.p50,
     points: points.length,
     consistency: counts,
+    waitForRoundP50Ms: percentile(waited, 50),
+    waitForRoundP99Ms: percentile(waited, 99),
     captureStoppedP50Ms: percentile(stopped, 50),
     captureStoppedP99Ms: percentile(stopped, 99),
     cutToAppliedP50Ms: percentile(applied, 50),

@@ -106,7 +106,7 @@ const wireConsistency: Record<PointConsistency, Consistency> = {
  * round re-reads every file written since the last one while capture stands still, so more
  * rounds rarely turn a busy source quiet and only lengthen the stop.
  */
-const cutCatchUpRounds = 2;
+const cutCatchUpRounds = 1;
 
 /** The Ingest client with the hand-written Push encoder (see batch-encoder.ts). */
 const FastPushClient = makeGenericClientConstructor(

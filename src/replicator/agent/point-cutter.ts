@@ -63,7 +63,9 @@ export interface PointReport {
   hooks: HookStep[];
   /** Hooks whose pre or post action failed or timed out (names and phases only). */
   failedHooks: string[];
-  /** From the start of the cut until it was released: capture stands still for at most this long. */
+  /** From the start of the cut until the capture round in progress had finished (and hooks ran). */
+  waitMs: number;
+  /** From the start of the cut until it was released: capture stands still for cutMs - waitMs. */
   cutMs: number;
   /** From the start of the cut until the master target applied the marker, once it did. */
   appliedMs?: number;
@@ -77,6 +79,8 @@ export interface PointLog {
 interface HeldCut {
   id: string;
   startedAt: number;
+  /** When the cut had the capture loop to itself. */
+  lockedAt?: number;
   /** The consistency of the held state for this machine's own stream. */
   consistency: PointConsistency;
   /** What the cut is worth as part of a group point (see hold()). */
@@ -139,7 +143,12 @@ export class PointCutter {
     cutId: string,
     requested: PointConsistency,
     options: HoldOptions,
-  ): Promise<{ consistency: PointConsistency; memberConsistency: PointConsistency; steps: HookStep[] }> {
+  ): Promise<{
+    consistency: PointConsistency;
+    memberConsistency: PointConsistency;
+    steps: HookStep[];
+    waitMs: number;
+  }> {
     if (this.held !== undefined) throw new CutStateError(`cut ${this.held.id} is still held; try again later`);
     const hooks = requested === "app" ? this.hooks : [];
     const appRequested = requested === "app" && hooks.length > 0;
@@ -172,7 +181,12 @@ export class PointCutter {
     if (cut.expired) throw new CutStateError(`cut ${cutId} was not held within ${options.timeoutMs} ms`);
     cut.consistency = consistency;
     cut.memberConsistency = options.group && consistency !== "app" ? "best-effort" : consistency;
-    return { consistency, memberConsistency: cut.memberConsistency, steps: [...cut.steps] };
+    return {
+      consistency,
+      memberConsistency: cut.memberConsistency,
+      steps: [...cut.steps],
+      waitMs: (cut.lockedAt ?? cut.startedAt) - cut.startedAt,
+    };
   }
 
   private async runCut(
@@ -189,6 +203,7 @@ export class PointCutter {
         hooks,
         (quiesced) =>
           this.lock.run(async () => {
+            cut.lockedAt = Date.now();
             const writesInFlight = await this.stream.flushForCut();
             reached.resolve(cutConsistency({ appRequested, quiesced, writesInFlight }));
             await released;
@@ -242,7 +257,7 @@ export class PointCutter {
   async cut(requested: PointConsistency, waitApplied: boolean): Promise<PointReport> {
     const timeUnixMs = Date.now();
     const id = `${this.machineId}-${timeUnixMs}-${++this.cuts}`;
-    const { consistency } = await this.hold(id, requested, { timeoutMs: defaultHoldTimeoutMs, group: false });
+    const { consistency, waitMs } = await this.hold(id, requested, { timeoutMs: defaultHoldTimeoutMs, group: false });
     let seq: number;
     let steps: HookStep[];
     try {
@@ -260,6 +275,7 @@ export class PointCutter {
       timeUnixMs,
       hooks: steps,
       failedHooks: steps.filter((step) => !step.ok).map((step) => `${step.hook} (${step.phase})`),
+      waitMs,
       cutMs: Date.now() - timeUnixMs,
     };
     this.describe(report);
