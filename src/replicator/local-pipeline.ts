@@ -19,6 +19,7 @@ import {
   agentCommonName,
   clientCredentials,
   coordinatorCommonName,
+  operatorCommonName,
   grpcOptions,
   masterTargetCommonName,
   processServerCommonName,
@@ -27,8 +28,8 @@ import {
 } from "./tls.js";
 
 export type Role = "agent" | "process-server" | "master-target";
-/** Identities of the loopback PKI: the three programs, and a coordinator that may cut points. */
-export type Identity = Role | "coordinator";
+/** Identities of the loopback PKI: the three programs, a coordinator that may cut points, an operator. */
+export type Identity = Role | "coordinator" | "operator";
 
 export interface PipelineOptions {
   source: string;
@@ -66,6 +67,7 @@ async function prepare(options: PipelineOptions, machineId: string): Promise<Lay
     "process-server": processServerCommonName,
     "master-target": masterTargetCommonName,
     coordinator: coordinatorCommonName,
+    operator: operatorCommonName,
   };
   const issued = await writeLoopbackPki(pkiDir, Object.values(names));
   const tls = new Map<Identity, TlsFiles>();
@@ -101,6 +103,10 @@ export class LocalPipeline {
 
   get processServerAddress(): string {
     return `localhost:${this.layout.ports.processServer}`;
+  }
+
+  get masterTargetAddress(): string {
+    return `localhost:${this.layout.ports.masterTarget}`;
   }
 
   /** The certificate files a role uses (tests open their own connections as that role). */

@@ -2,7 +2,7 @@
 // Barrier service (--barrier-listen), and `ksr replicator group-cut` as the coordinator.
 import { strict as assert } from "node:assert";
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import type { GroupPoint } from "../../src/replicator/journal/consistency-group.js";
 import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
 import { LocalPipeline } from "../../src/replicator/local-pipeline.js";
+import type { RecoveryPoint } from "../../src/replicator/journal/point.js";
 import { freePort } from "../../src/local/ports.js";
 import { eventually } from "../fixture/eventually.js";
 
@@ -57,9 +58,13 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     await rm(work, { recursive: true, force: true });
   });
 
-  function tlsArgs(): string[] {
-    const files = pipeline.identity("coordinator");
+  function tlsArgs(identity: "coordinator" | "operator" = "coordinator"): string[] {
+    const files = pipeline.identity(identity);
     return ["--ca", files.ca, "--cert", files.cert, "--key", files.key];
+  }
+
+  function atMasterTarget(): string[] {
+    return ["--master-target", pipeline.masterTargetAddress, "--machine", "web", ...tlsArgs("operator")];
   }
 
   it("cuts a group point through the agent and records it in the group point log", async () => {
@@ -87,6 +92,20 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     assert.deepEqual(await new GroupPointLog(log).list(), [point]);
     const open = await pipeline.openAsAgent();
     assert.ok(open.appliedSeq >= (point.members.web ?? Infinity), "the marker was applied when group-cut answered");
+    // The member's own point at the master target: same id, labelled with the group, crash for
+    // this machine alone (nothing was writing).
+    const listed = await ksrCli(["points", ...atMasterTarget(), "--json"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    const { points } = JSON.parse(listed.stdout) as { points: RecoveryPoint[] };
+    assert.deepEqual(
+      points.map(({ id, seq, consistency, group }) => ({ id, seq, consistency, group })),
+      [{ id: point.id, seq: point.members.web, consistency: "crash", group: "frontend" }],
+    );
+    await writeFile(join(work, "source", "data"), "changed after the point");
+    const dest = join(work, "hydrated");
+    const hydrated = await ksrCli(["hydrate", ...atMasterTarget(), "--point", point.id, "--dest", dest]);
+    assert.equal(hydrated.code, 0, hydrated.stderr);
+    assert.equal(await readFile(join(dest, "data"), "utf8"), "replicated");
   });
 
   it("exits 1 without a group point when a member is unreachable", async () => {
