@@ -1,24 +1,9 @@
 import { strict as assert } from "node:assert";
-import { execFile } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { applyWorkload, makeSite, openJournal, removeSite, type JournalSite } from "../fixture/journal-harness.js";
 import { interpretIntents, readTree, seededIntents } from "../fixture/journal-model.js";
-
-const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
-const run = promisify(execFile);
-
-async function ksrCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run("node", [ksr, "replicator", ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+import { ksrReplicator } from "../fixture/ksr-cli.js";
 
 describe("journal: ksr replicator points|hydrate|rollback", function () {
   this.timeout(60_000);
@@ -37,7 +22,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
   after(() => removeSite(site));
 
   it("lists points, hydrates a chosen one and rolls the replica back", async () => {
-    const listed = await ksrCli(["points", "--journal", site.journalDir, "--json"]);
+    const listed = await ksrReplicator(["points", "--journal", site.journalDir, "--json"]);
     assert.equal(listed.code, 0, listed.stderr);
     const { points, size } = JSON.parse(listed.stdout) as {
       points: { id: string; timeUnixMs: number }[];
@@ -48,14 +33,14 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
       [...workload.expected.keys()],
     );
     assert.ok(size.segmentBytes > 0);
-    const text = await ksrCli(["points", "--journal", site.journalDir]);
+    const text = await ksrReplicator(["points", "--journal", site.journalDir]);
     assert.match(text.stdout, new RegExp(`${points.length} points; journal \\d+ bytes`));
 
     const middle = points[Math.floor(points.length / 2)];
     assert.ok(middle !== undefined);
     const byTime = new Date(middle.timeUnixMs + 30_000).toISOString();
     const destination = join(site.base, "drill");
-    const hydrated = await ksrCli([
+    const hydrated = await ksrReplicator([
       "hydrate",
       "--journal",
       site.journalDir,
@@ -69,7 +54,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.equal(hydrated.code, 0, hydrated.stderr);
     assert.deepEqual(await readTree(destination), workload.expected.get(middle.id));
 
-    const unconfirmed = await ksrCli([
+    const unconfirmed = await ksrReplicator([
       "rollback",
       "--journal",
       site.journalDir,
@@ -82,7 +67,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.match(unconfirmed.stderr, /discards \d+ newer points; add --yes/);
     assert.deepEqual(await readTree(site.replicaRoot), workload.finalState, "nothing changes without --yes");
 
-    const rolled = await ksrCli([
+    const rolled = await ksrReplicator([
       "rollback",
       "--journal",
       site.journalDir,
@@ -96,13 +81,13 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.deepEqual(await readTree(site.replicaRoot), workload.expected.get(middle.id));
 
     // The workload's points are from 2026-01-01, so a 1-day window keeps only the newest.
-    const pruned = await ksrCli(["prune", "--journal", site.journalDir, "--retention", "1d"]);
+    const pruned = await ksrReplicator(["prune", "--journal", site.journalDir, "--retention", "1d"]);
     assert.equal(pruned.code, 0, pruned.stderr);
     assert.match(pruned.stdout, new RegExp(`removed \\d+ points; oldest kept ${middle.id} `));
   });
 
   it("explains bad input and a journal in use", async () => {
-    const unknown = await ksrCli([
+    const unknown = await ksrReplicator([
       "hydrate",
       "--journal",
       site.journalDir,
@@ -115,11 +100,11 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     ]);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /recovery point "nope" is not in the journal/);
-    const missing = await ksrCli(["points", "--journal", join(site.base, "missing")]);
+    const missing = await ksrReplicator(["points", "--journal", join(site.base, "missing")]);
     assert.equal(missing.code, 0, "a journal that does not exist yet has no points");
     const other = join(site.base, "other-volume");
     await mkdir(other);
-    const wrongReplica = await ksrCli([
+    const wrongReplica = await ksrReplicator([
       "rollback",
       "--journal",
       site.journalDir,
@@ -134,7 +119,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
       wrongReplica.stderr,
       /this journal belongs to the replica at .*replica; .*other-volume is a different/,
     );
-    const inside = await ksrCli([
+    const inside = await ksrReplicator([
       "hydrate",
       "--journal",
       site.journalDir,
@@ -147,12 +132,12 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     ]);
     assert.equal(inside.code, 1);
     assert.match(inside.stderr, /overlaps .*replica, which hydration only reads/);
-    const badRetention = await ksrCli(["prune", "--journal", site.journalDir, "--retention", "forever"]);
+    const badRetention = await ksrReplicator(["prune", "--journal", site.journalDir, "--retention", "forever"]);
     assert.equal(badRetention.code, 1);
     assert.match(badRetention.stderr, /expected a positive duration like 30s/);
     const journal = await openJournal(site);
     try {
-      const busy = await ksrCli([
+      const busy = await ksrReplicator([
         "rollback",
         "--journal",
         site.journalDir,

@@ -1,31 +1,16 @@
 // Recovery points as a user runs them: the three programs as processes, the agent serving its
 // Barrier service (--barrier-listen), and `ksr replicator group-cut` as the coordinator.
 import { strict as assert } from "node:assert";
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import type { GroupPoint } from "../../src/replicator/journal/consistency-group.js";
 import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
 import { LocalPipeline } from "../../src/replicator/local-pipeline.js";
 import type { RecoveryPoint } from "../../src/replicator/journal/point.js";
 import { freePort } from "../../src/local/ports.js";
 import { eventually } from "../fixture/eventually.js";
-
-const ksr = fileURLToPath(new URL("../../../bin/ksr.js", import.meta.url));
-const run = promisify(execFile);
-
-async function ksrCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run("node", [ksr, "replicator", ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+import { ksrReplicator } from "../fixture/ksr-cli.js";
 
 describe("recovery points: ksr replicator agent --barrier-listen and group-cut (processes)", function () {
   this.timeout(60_000);
@@ -63,26 +48,19 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     return ["--ca", files.ca, "--cert", files.cert, "--key", files.key];
   }
 
+  /** `group-cut` of the group "frontend": this pipeline's agent as member web, plus `others`. */
+  function groupCut(log: string, others: string[], flags: string[]) {
+    const members = [`web=localhost:${barrierPort}`, ...others].flatMap((member) => ["--member", member]);
+    return ksrReplicator(["group-cut", ...tlsArgs(), "--group", "frontend", ...members, "--log", log, ...flags]);
+  }
+
   function atMasterTarget(): string[] {
     return ["--master-target", pipeline.masterTargetAddress, "--machine", "web", ...tlsArgs("operator")];
   }
 
   it("cuts a group point through the agent and records it in the group point log", async () => {
     const log = join(work, "group-points");
-    const cut = await ksrCli([
-      "group-cut",
-      ...tlsArgs(),
-      "--group",
-      "frontend",
-      "--member",
-      `web=localhost:${barrierPort}`,
-      "--log",
-      log,
-      "--consistency",
-      "crash",
-      "--timeout",
-      "20s",
-    ]);
+    const cut = await groupCut(log, [], ["--consistency", "crash", "--timeout", "20s"]);
     assert.equal(cut.code, 0, cut.stderr);
     const { point } = JSON.parse(cut.stdout) as { point: GroupPoint };
     assert.equal(point.group, "frontend");
@@ -94,7 +72,7 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     assert.ok(open.appliedSeq >= (point.members.web ?? Infinity), "the marker was applied when group-cut answered");
     // The member's own point at the master target: same id, labelled with the group, crash for
     // this machine alone (nothing was writing).
-    const listed = await ksrCli(["points", ...atMasterTarget(), "--json"]);
+    const listed = await ksrReplicator(["points", ...atMasterTarget(), "--json"]);
     assert.equal(listed.code, 0, listed.stderr);
     const { points } = JSON.parse(listed.stdout) as { points: RecoveryPoint[] };
     assert.deepEqual(
@@ -103,27 +81,14 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     );
     await writeFile(join(work, "source", "data"), "changed after the point");
     const dest = join(work, "hydrated");
-    const hydrated = await ksrCli(["hydrate", ...atMasterTarget(), "--point", point.id, "--dest", dest]);
+    const hydrated = await ksrReplicator(["hydrate", ...atMasterTarget(), "--point", point.id, "--dest", dest]);
     assert.equal(hydrated.code, 0, hydrated.stderr);
     assert.equal(await readFile(join(dest, "data"), "utf8"), "replicated");
   });
 
   it("exits 1 without a group point when a member is unreachable", async () => {
     const log = join(work, "group-points-unreachable");
-    const cut = await ksrCli([
-      "group-cut",
-      ...tlsArgs(),
-      "--group",
-      "frontend",
-      "--member",
-      `web=localhost:${barrierPort}`,
-      "--member",
-      `api=localhost:${await freePort()}`,
-      "--log",
-      log,
-      "--timeout",
-      "3s",
-    ]);
+    const cut = await groupCut(log, [`api=localhost:${await freePort()}`], ["--timeout", "3s"]);
     assert.equal(cut.code, 1);
     const { failed } = JSON.parse(cut.stdout) as { failed: { reason: string } };
     assert.match(failed.reason, /hold failed: api at localhost:\d+: hold: .*UNAVAILABLE/);
@@ -132,7 +97,7 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
 
   it("refuses a point cadence out of range before it starts", async () => {
     const agentArgs = pipeline.args("agent").slice(1);
-    const fast = await ksrCli([...agentArgs, "--crash-point-interval", "10s"]);
+    const fast = await ksrReplicator([...agentArgs, "--crash-point-interval", "10s"]);
     assert.notEqual(fast.code, 0);
     assert.match(fast.stderr, /--crash-point-interval "10s": must be between 30s and 60m/);
   });
