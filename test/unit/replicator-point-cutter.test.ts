@@ -1,0 +1,135 @@
+// The agent's cut state machine against a scripted capture stream (our own interface): what each
+// cut records, and barrier calls out of order.
+import { strict as assert } from "node:assert";
+import type { MarkerOp } from "../../src/replicator/journal/change.js";
+import { consistencyToWire, type PointConsistency } from "../../src/replicator/journal/point.js";
+import type { QuiesceHook } from "../../src/replicator/journal/quiesce.js";
+import {
+  CaptureLock,
+  CutStateError,
+  PointCutter,
+  type CaptureStream,
+} from "../../src/replicator/agent/point-cutter.js";
+
+class ScriptedStream implements CaptureStream {
+  markers: MarkerOp[] = [];
+  constructor(private readonly writesInFlight: boolean) {}
+  whenReady(): Promise<void> {
+    return Promise.resolve();
+  }
+  flushForCut(): Promise<boolean> {
+    return Promise.resolve(this.writesInFlight);
+  }
+  emitMarker(marker: MarkerOp): Promise<number> {
+    this.markers.push(marker);
+    return Promise.resolve(100 + this.markers.length);
+  }
+  waitApplied(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const quiet = { info: () => undefined, warn: () => undefined };
+const ok: QuiesceHook = { name: "ok", pre: { kind: "command", argv: ["true"] }, timeoutMs: 5000 };
+const failing: QuiesceHook = { name: "bad", pre: { kind: "command", argv: ["false"] }, timeoutMs: 5000 };
+
+function marker(id: string, consistency: PointConsistency): MarkerOp {
+  return { id, consistency: consistencyToWire(consistency), timeUnixMs: 1, consistencyGroup: "g" };
+}
+
+describe("agent: cutting recovery points", () => {
+  const cases: {
+    what: string;
+    requested: PointConsistency;
+    hooks: QuiesceHook[];
+    inFlight: boolean;
+    own: PointConsistency;
+    asMember: PointConsistency;
+  }[] = [
+    {
+      what: "a quiet crash cut",
+      requested: "crash",
+      hooks: [],
+      inFlight: false,
+      own: "crash",
+      asMember: "best-effort",
+    },
+    {
+      what: "writes in flight",
+      requested: "crash",
+      hooks: [],
+      inFlight: true,
+      own: "best-effort",
+      asMember: "best-effort",
+    },
+    { what: "app with hooks", requested: "app", hooks: [ok], inFlight: false, own: "app", asMember: "app" },
+    {
+      what: "app, hooks but writes in flight",
+      requested: "app",
+      hooks: [ok],
+      inFlight: true,
+      own: "best-effort",
+      asMember: "best-effort",
+    },
+    { what: "app without hooks", requested: "app", hooks: [], inFlight: false, own: "crash", asMember: "best-effort" },
+    {
+      what: "app, a hook failed",
+      requested: "app",
+      hooks: [ok, failing],
+      inFlight: false,
+      own: "crash",
+      asMember: "best-effort",
+    },
+  ];
+  for (const { what, requested, hooks, inFlight, own, asMember } of cases)
+    it(`records ${own} (${asMember} as a group member) for ${what}`, async () => {
+      const stream = new ScriptedStream(inFlight);
+      const cutter = new PointCutter("m1", new CaptureLock(), stream, hooks, quiet);
+      const report = await cutter.cut(requested, true);
+      assert.equal(report.consistency, own);
+      assert.equal(stream.markers[0]?.consistency, consistencyToWire(own), "the stream's marker says the same");
+      const held = await cutter.hold("group-cut", requested, { timeoutMs: 5000, group: true });
+      assert.equal(held.memberConsistency, asMember);
+      const marked = await cutter.mark("group-cut", marker("group-cut", requested), true);
+      assert.equal(marked.consistency, asMember);
+      await cutter.release("group-cut");
+    });
+
+  it("never marks more than the coordinator asked for", async () => {
+    const stream = new ScriptedStream(false);
+    const cutter = new PointCutter("m1", new CaptureLock(), stream, [ok], quiet);
+    await cutter.hold("c", "app", { timeoutMs: 5000, group: true });
+    await cutter.mark("c", marker("c", "crash"), false);
+    await cutter.release("c");
+    assert.equal(stream.markers[0]?.consistency, consistencyToWire("crash"));
+  });
+
+  it("refuses a second hold, a mark of another cut and a bad marker; releasing twice is harmless", async () => {
+    const cutter = new PointCutter("m1", new CaptureLock(), new ScriptedStream(false), [], quiet);
+    await cutter.hold("first", "crash", { timeoutMs: 5000, group: true });
+    await assert.rejects(cutter.hold("second", "crash", { timeoutMs: 5000, group: true }), CutStateError);
+    await assert.rejects(cutter.mark("second", marker("second", "crash"), false), /no cut second is held/);
+    await assert.rejects(cutter.mark("first", marker("", "crash"), false), /point id must be/);
+    await cutter.release("first");
+    assert.deepEqual(await cutter.release("first"), []);
+    await assert.rejects(cutter.mark("first", marker("first", "crash"), false), CutStateError);
+    await cutter.hold("second", "crash", { timeoutMs: 5000, group: true });
+    await cutter.release("second");
+  });
+
+  it("holds the capture lock from hold to release", async () => {
+    const lock = new CaptureLock();
+    const cutter = new PointCutter("m1", lock, new ScriptedStream(false), [], quiet);
+    await cutter.hold("c", "crash", { timeoutMs: 5000, group: true });
+    let captured = false;
+    const round = lock.run(() => {
+      captured = true;
+      return Promise.resolve();
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(captured, false, "the capture loop waits while the cut is held");
+    await cutter.release("c");
+    await round;
+    assert.equal(captured, true);
+  });
+});
