@@ -117,6 +117,29 @@ describe("agent: cutting recovery points", () => {
     await cutter.release("second");
   });
 
+  it("never logs hook credentials: env values and URL passwords", async () => {
+    const logged: string[] = [];
+    const log = { info: (line: string) => logged.push(line), warn: (line: string) => logged.push(line) };
+    const hooks: QuiesceHook[] = [
+      { name: "web", pre: { kind: "http", url: "http://admin:hunter2@127.0.0.1:1/freeze" }, timeoutMs: 2000 },
+      {
+        name: "db",
+        pre: { kind: "command", argv: ["sh", "-c", "exit 4"], env: { PGPASSWORD: "hunter3" } },
+        timeoutMs: 2000,
+      },
+    ];
+    for (const hook of hooks) {
+      const cutter = new PointCutter("m1", new CaptureLock(), new ScriptedStream(false), [hook], log);
+      const report = await cutter.cut("app", true);
+      assert.equal(report.consistency, "crash");
+      assert.deepEqual(report.failedHooks, [`${hook.name} (pre)`]);
+      assert.doesNotMatch(JSON.stringify(report.hooks), /hunter/);
+    }
+    assert.ok(logged.some((line) => line.includes('quiesce hook "web" pre failed')));
+    assert.ok(logged.some((line) => line.includes('quiesce hook "db" pre failed: exited with code 4')));
+    assert.doesNotMatch(logged.join("\n"), /hunter/);
+  });
+
   it("holds the capture lock from hold to release", async () => {
     const lock = new CaptureLock();
     const cutter = new PointCutter("m1", lock, new ScriptedStream(false), [], quiet);
