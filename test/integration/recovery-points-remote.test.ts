@@ -34,7 +34,9 @@ import {
   type RecoveryPointsClient,
 } from "../../src/gen/ksr/replication/v1/replication.js";
 import { unaryCall } from "../../src/replicator/grpc-util.js";
+import { rollback } from "../../src/replicator/journal/materialise.js";
 import type { RecoveryPoint } from "../../src/replicator/journal/point.js";
+import { UndoJournal } from "../../src/replicator/journal/undo-journal.js";
 import { batchFormatVersion } from "../../src/replicator/master-target/machine-applier.js";
 import {
   connectRecoveryPoints,
@@ -70,6 +72,11 @@ describe("recovery points over gRPC from a master target process", function () {
   let openClient: RecoveryPointsClient | undefined;
   let hydrations = 0;
   const versions = new Map<string, Map<string, string>>();
+  const agentLines: string[] = [];
+  const agentLog = {
+    info: (message: string) => agentLines.push(`${new Date().toISOString()} ${message}`),
+    warn: (message: string) => agentLines.push(`${new Date().toISOString()} warn: ${message}`),
+  };
   const epoch = Date.now();
 
   const identity = (name: string): TlsFiles => {
@@ -142,9 +149,9 @@ describe("recovery points over gRPC from a master target process", function () {
       { machineId: machine },
     );
 
-  /** Places a marker in the stream as the agent would, and waits until the master target applied it. */
-  async function mark(id: string, timeUnixMs: number, machine = machineId): Promise<void> {
-    await ingest(async (ingestClient) => {
+  /** Places a marker in the stream as the agent would; returns its seq once the process server has it durable. */
+  function placeMarker(id: string, timeUnixMs: number, machine = machineId): Promise<number> {
+    return ingest(async (ingestClient) => {
       const seq = (await openMachine(ingestClient, machine)).durableSeq + 1;
       const marker = { id, consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs, consistencyGroup: "" };
       const batch = ChangeBatch.encode({
@@ -162,16 +169,26 @@ describe("recovery points over gRPC from a master target process", function () {
       call.write({ machineId: machine, firstSeq: seq, lastSeq: seq, batch: Buffer.from(batch), resync: false });
       await acked;
       call.end();
-      await eventually(`marker ${id} applied`, async () =>
-        (await openMachine(ingestClient, machine)).appliedSeq >= seq ? true : undefined,
-      );
+      return seq;
     }, machine);
+  }
+
+  /** Places a marker and waits until the master target applied it. */
+  async function mark(id: string, timeUnixMs: number, machine = machineId): Promise<void> {
+    const seq = await placeMarker(id, timeUnixMs, machine);
+    await ingest(
+      (ingestClient) =>
+        eventually(`marker ${id} applied`, async () =>
+          (await openMachine(ingestClient, machine)).appliedSeq >= seq ? true : undefined,
+        ),
+      machine,
+    );
   }
 
   /** Writes a version into the source and replicates it; returns the source's description. */
   async function replicate(write: () => Promise<void>): Promise<Map<string, string>> {
     await write();
-    const agent = await pipeline.agent();
+    const agent = await pipeline.agent({ log: agentLog });
     await agent.run();
     return describeTree(pipeline.source);
   }
@@ -216,6 +233,14 @@ describe("recovery points over gRPC from a master target process", function () {
     await writeFile(join(pipeline.work, "key"), pipeline.key.toString("hex"), { mode: 0o600 });
     await startMasterTarget();
     await pipeline.startProcessServer();
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state !== "failed") return;
+    const log = await readFile(join(pipeline.work, "master-target.log"), "utf8").catch(() => "");
+    process.stderr.write(
+      `master target log (tail):\n${log.split("\n").slice(-30).join("\n")}\nprocess server warnings:\n${pipeline.warnings.slice(-20).join("\n")}\nagent:\n${agentLines.slice(-20).join("\n")}\n`,
+    );
   });
 
   after(async () => {
@@ -463,5 +488,47 @@ describe("recovery points over gRPC from a master target process", function () {
       assert.match(stderr, new RegExp(`point ${id} hydrated into`));
       assert.equal(sha256(await readFile(destination)), digests.get(id), `image at ${id}`);
     }
+  });
+
+  it("finishes an interrupted rollback over gRPC; frames and hydrations wait for it", async () => {
+    await version("v6", Date.now(), async () => {
+      await writeFile(file("v6.txt"), "six");
+    });
+    await replicate(async () => {
+      for (let index = 0; index < 4; index++) await writeFile(file(`after-v6-${index}`), randomBytes(70_000));
+      await rm(file("v6.txt"));
+    });
+    const [v6] = (await retained()).filter((point) => point.id === "v6");
+    assert.ok(v6 !== undefined);
+    // A rollback cut short after one undone change, as a crash there would leave it.
+    await stopMasterTarget("SIGTERM");
+    const journal = await UndoJournal.open(join(pipeline.work, "mt-state", "journals", machineId));
+    try {
+      assert.equal(await rollback(journal, pipeline.target, v6, { stopAfterGroups: 1 }), false);
+    } finally {
+      await journal.close();
+    }
+    await startMasterTarget();
+    assert.equal((await listPoints(client, machineId)).pendingRollback, "v6");
+    const appliedBefore = await ingest(async (ingestClient) => (await openMachine(ingestClient)).appliedSeq);
+    await placeMarker("refused-meanwhile", Date.now());
+    await eventually("the process server told that frames are refused", () =>
+      Promise.resolve(
+        pipeline.warnings.some((warning) => /being rolled back to recovery point "v6"/.test(warning))
+          ? true
+          : undefined,
+      ),
+    );
+    assert.equal(await ingest(async (ingestClient) => (await openMachine(ingestClient)).appliedSeq), appliedBefore);
+    await assert.rejects(
+      hydrateRemote(client, machineId, v6, join(pipeline.work, "hydrated", "during-rollback")),
+      /rolled back/,
+    );
+    await rollbackTo(client, machineId, v6);
+    assert.equal(treeDifference(expectedVersion("v6"), await describeTree(pipeline.target)), "");
+    assert.equal((await listPoints(client, machineId)).pendingRollback, "");
+    // The marker placed meanwhile is dropped with the process server's cache when the resync is ordered.
+    versions.set("v7", await replicate(() => Promise.resolve()));
+    assert.equal(treeDifference(expectedVersion("v7"), await describeTree(pipeline.target)), "");
   });
 });

@@ -133,9 +133,10 @@ export class ChangeSender {
     if (this.stream !== undefined && this.streamError === undefined) return false;
     this.stream = undefined;
     const reply = await this.open();
-    if (reply.resyncRequired) throw new ResyncNeeded("the process server requires it");
     this.unacked = this.unacked.filter((item) => item.request.lastSeq > reply.durableSeq);
     const first = this.unacked[0]?.request;
+    // A process server that requires a resync waits for exactly the batch that starts one.
+    if (reply.resyncRequired && first?.resync !== true) throw new ResyncNeeded("the process server requires it");
     const continues =
       first === undefined
         ? reply.durableSeq === this.lastSeqPushed()
