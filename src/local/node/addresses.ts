@@ -9,9 +9,14 @@ import { clusterTag } from "./layout.js";
 
 export const nodeAddress = "127.0.0.1";
 
+/** A number derived from the cluster directory, so each cluster starts its address search elsewhere. */
+function clusterSpread(clusterDir: string): number {
+  return parseInt(clusterTag(clusterDir).slice(0, 6), 16);
+}
+
 /** The second octet of this cluster's loopback fallback range: 2..254 (127.0.x and 127.1.x are left to the machine). */
 export function podRangeOctet(clusterDir: string): number {
-  return 2 + (parseInt(clusterTag(clusterDir).slice(0, 6), 16) % 253);
+  return 2 + (clusterSpread(clusterDir) % 253);
 }
 
 /** A finite list of addresses, the i-th one computed on demand. */
@@ -89,11 +94,17 @@ function subnetAt(index: number): string {
   return `198.${18 + Math.floor(index / 256)}.${index % 256}.0/24`;
 }
 
-function subnetPrefix(subnet: string): string {
+/** "198.18.N" of a /24 of 198.18.0.0/15; undefined for anything else. */
+function benchmarkingPrefix(subnet: string): string | undefined {
   const match = /^(198\.1[89]\.\d{1,3})\.0\/24$/.exec(subnet);
-  if (match?.[1] === undefined || Number(match[1].split(".")[2]) > 255)
-    throw new Error(`pod subnet ${subnet} is not a /24 of 198.18.0.0/15`);
+  if (match?.[1] === undefined || Number(match[1].split(".")[2]) > 255) return undefined;
   return match[1];
+}
+
+function subnetPrefix(subnet: string): string {
+  const prefix = benchmarkingPrefix(subnet);
+  if (prefix === undefined) throw new Error(`pod subnet ${subnet} is not a /24 of 198.18.0.0/15`);
+  return prefix;
 }
 
 /** Linux interface names hold at most 15 characters; netns names are file names. */
@@ -167,8 +178,8 @@ export function choosePodSubnet(clusterDir: string, inUse: readonly string[], pr
     const cidr = parseCidr(subnet);
     return cidr !== undefined && !taken.some((t) => overlaps(t, cidr));
   };
-  if (previous !== undefined && /^198\.1[89]\.\d+\.0\/24$/.test(previous) && free(previous)) return previous;
-  const start = parseInt(clusterTag(clusterDir).slice(0, 6), 16) % benchmarkingSubnets;
+  if (previous !== undefined && benchmarkingPrefix(previous) !== undefined && free(previous)) return previous;
+  const start = clusterSpread(clusterDir) % benchmarkingSubnets;
   for (let step = 0; step < benchmarkingSubnets; step++) {
     const candidate = subnetAt((start + step) % benchmarkingSubnets);
     if (free(candidate)) return candidate;
