@@ -59,6 +59,11 @@ async function namespacesNamed(match: (name: string) => boolean): Promise<string
     .filter((name) => name !== "" && match(name));
 }
 
+/** Where `ip netns add` mounts a named namespace. */
+function namespacePath(name: string): string {
+  return join("/run/netns", name);
+}
+
 async function interfaceExists(name: string): Promise<boolean> {
   return ip("link", "show", "dev", name).then(
     () => true,
@@ -208,13 +213,13 @@ class BridgedPodNetwork implements PodNetwork {
       await this.detach(uid);
       throw error;
     }
-    return { podIP, netnsPath: `/run/netns/${netns}` };
+    return { podIP, netnsPath: namespacePath(netns) };
   }
 
   async detach(uid: string): Promise<void> {
     const netns = podNamespaceName(this.clusterDir, uid);
     // Deleting the namespace destroys eth0 and with it the bridge's end of the pair.
-    if ((await namespacesNamed((n) => n === netns)).length > 0) await ip("netns", "delete", netns);
+    if (existsSync(namespacePath(netns))) await ip("netns", "delete", netns);
     this.addresses.release(uid);
   }
 
