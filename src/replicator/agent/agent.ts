@@ -14,7 +14,7 @@ import {
 import { makeGenericClientConstructor } from "@grpc/grpc-js";
 import { loadBlockHasher } from "../block-hash.js";
 import type { MarkerOp } from "../journal/change.js";
-import { consistencyFromWire, type PointConsistency } from "../journal/point.js";
+import { consistencyFromWire, consistencyToWire, type PointConsistency } from "../journal/point.js";
 import type { QuiesceHook } from "../journal/quiesce.js";
 import { encodePushRequest } from "./batch-encoder.js";
 import { checkMachineId } from "../machine-id.js";
@@ -96,11 +96,6 @@ export interface AgentSummary {
 const retryMs = 500;
 const drainPollMs = 100;
 const appliedPollMs = 50;
-const wireConsistency: Record<PointConsistency, Consistency> = {
-  app: Consistency.CONSISTENCY_APP,
-  crash: Consistency.CONSISTENCY_CRASH,
-  "best-effort": Consistency.CONSISTENCY_BEST_EFFORT,
-};
 /**
  * Catch-up rounds a cut gives writes that keep arriving before it settles for best-effort. Each
  * round re-reads every file written since the last one while capture stands still, so more
@@ -423,7 +418,7 @@ export class Agent implements CaptureStream {
 
   /** Appends the marker and pushes it; waitApplied() is what waits for it. */
   async emitMarker(marker: MarkerOp): Promise<number> {
-    const consistency = wireConsistency[consistencyFromWire(marker.consistency)];
+    const consistency = consistencyToWire(consistencyFromWire(marker.consistency));
     const { id, timeUnixMs, consistencyGroup } = marker;
     await this.sender.emit({ $case: "marker", value: { id, consistency, timeUnixMs, consistencyGroup } });
     const seq = this.sender.lastSeq;
