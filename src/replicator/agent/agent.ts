@@ -309,7 +309,7 @@ export class Agent implements CaptureStream {
       this.appliedSeq = reply.appliedSeq;
       this.report();
       if (reply.appliedSeq >= this.sender.lastSeq) return;
-      await sleep(50);
+      await sleep(appliedPollMs);
     }
   }
 
