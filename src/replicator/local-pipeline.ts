@@ -3,7 +3,7 @@
 // up front so any of the three can be killed and restarted in place.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -200,7 +200,6 @@ export class LocalPipeline {
       },
     );
     if (this.options.logDir !== undefined) {
-      const { createWriteStream } = await import("node:fs");
       child.stderr?.pipe(createWriteStream(join(this.options.logDir, `${role}.log`), { flags: "a" }));
     }
     this.processes.set(role, child);
