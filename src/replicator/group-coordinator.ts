@@ -2,16 +2,8 @@
 // name ksr-coordinator) through one BarrierCoordinator cut and writes committed group points to
 // the group point log. A member that cannot be reached, or does not reach the barrier in time,
 // means no group point; every member that was held is released either way.
-import { Metadata } from "@grpc/grpc-js";
-import {
-  BarrierClient,
-  Consistency,
-  type HoldReply,
-  type HookStepResult,
-  type MarkReply,
-  type ReleaseReply,
-} from "../gen/ksr/replication/v1/replication.js";
-import { unaryCall } from "./grpc-util.js";
+import { BarrierClient, Consistency, type HookStepResult } from "../gen/ksr/replication/v1/replication.js";
+import { callWithin, type UnaryMethod } from "./grpc-util.js";
 import type { MarkerOp } from "./journal/change.js";
 import {
   BarrierCoordinator,
@@ -59,14 +51,14 @@ class RemoteMember implements GroupMember {
     this.address = member.address;
   }
 
-  private deadline(): { deadline: number } {
-    return { deadline: Date.now() + this.timing.callTimeoutMs };
-  }
-
-  /** Failures name the member: the coordinator reports several at once. */
-  private async call<T>(what: string, work: () => Promise<T>): Promise<T> {
+  /** One Barrier call within the call timeout. Failures name the member: the coordinator reports several at once. */
+  private async call<Request, Reply>(
+    what: string,
+    method: UnaryMethod<Request, Reply>,
+    request: NoInfer<Request>,
+  ): Promise<Reply> {
     try {
-      return await work();
+      return await callWithin(method, request, this.timing.callTimeoutMs);
     } catch (error) {
       throw new Error(`${this.machineId} at ${this.address}: ${what}: ${(error as Error).message}`);
     }
@@ -81,38 +73,23 @@ class RemoteMember implements GroupMember {
   }
 
   async hold(cutId: string): Promise<void> {
-    const reply = await this.call("hold", () =>
-      unaryCall<Parameters<BarrierClient["hold"]>[0], HoldReply>(
-        (request, callback) => this.client.hold(request, new Metadata(), this.deadline(), callback),
-        {
-          cutId,
-          requested: this.requested === "app" ? Consistency.CONSISTENCY_APP : Consistency.CONSISTENCY_CRASH,
-          holdTimeoutMs: this.timing.holdTimeoutMs,
-        },
-      ),
-    );
+    const reply = await this.call("hold", this.client.hold.bind(this.client), {
+      cutId,
+      requested: this.requested === "app" ? Consistency.CONSISTENCY_APP : Consistency.CONSISTENCY_CRASH,
+      holdTimeoutMs: this.timing.holdTimeoutMs,
+    });
     this.reportHooks(cutId, reply.hooks);
     if (reply.machineId !== this.machineId)
       throw new Error(`the agent at ${this.machineId}'s address is machine ${reply.machineId}`);
   }
 
   async mark(marker: MarkerOp): Promise<{ seq: number; consistency: PointConsistency }> {
-    const reply = await this.call("mark", () =>
-      unaryCall<Parameters<BarrierClient["mark"]>[0], MarkReply>(
-        (request, callback) => this.client.mark(request, new Metadata(), this.deadline(), callback),
-        { cutId: marker.id, marker },
-      ),
-    );
+    const reply = await this.call("mark", this.client.mark.bind(this.client), { cutId: marker.id, marker });
     return { seq: reply.seq, consistency: consistencyFromWire(reply.consistency) };
   }
 
   async release(cutId: string): Promise<void> {
-    const reply = await this.call("release", () =>
-      unaryCall<Parameters<BarrierClient["release"]>[0], ReleaseReply>(
-        (request, callback) => this.client.release(request, new Metadata(), this.deadline(), callback),
-        { cutId },
-      ),
-    );
+    const reply = await this.call("release", this.client.release.bind(this.client), { cutId });
     this.reportHooks(cutId, reply.hooks);
   }
 }

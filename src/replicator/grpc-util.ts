@@ -1,8 +1,10 @@
 // gRPC plumbing shared by the replicators: errors as statuses, promisified calls, servers.
 import type { Http2Server, ServerHttp2Session } from "node:http2";
 import {
+  Metadata,
   Server,
   status,
+  type CallOptions,
   type ServerCredentials,
   type ServiceError,
   type UntypedServiceImplementation,
@@ -45,6 +47,26 @@ export function unaryCall<Request, Response>(
       else resolve(response);
     });
   });
+}
+
+/** A generated client's unary method in its (request, metadata, options, callback) form. */
+export type UnaryMethod<Request, Response> = (
+  request: Request,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Response) => void,
+) => unknown;
+
+/** One unary call that fails (DEADLINE_EXCEEDED) unless answered within `timeoutMs`. */
+export function callWithin<Request, Response>(
+  method: UnaryMethod<Request, Response>,
+  request: NoInfer<Request>,
+  timeoutMs: number,
+): Promise<Response> {
+  return unaryCall<Request, Response>(
+    (message, callback) => method(message, new Metadata(), { deadline: Date.now() + timeoutMs }, callback),
+    request,
+  );
 }
 
 export interface RunningServer {

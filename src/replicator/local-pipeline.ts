@@ -9,11 +9,10 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { freePort } from "../local/ports.js";
 import { packageRoot } from "../util/package-root.js";
-import { Metadata } from "@grpc/grpc-js";
-import { IngestClient, type OpenReply, type OpenRequest } from "../gen/ksr/replication/v1/replication.js";
+import { IngestClient, type OpenReply } from "../gen/ksr/replication/v1/replication.js";
 import type { AgentProgress, AgentSummary } from "./agent/agent.js";
 import type { PointReport } from "./agent/point-cutter.js";
-import { unaryCall } from "./grpc-util.js";
+import { callWithin } from "./grpc-util.js";
 import type { CompressionName } from "./frame-codec.js";
 import {
   agentCommonName,
@@ -124,10 +123,7 @@ export class LocalPipeline {
       grpcOptions,
     );
     try {
-      return await unaryCall<OpenRequest, OpenReply>(
-        (request, callback) => client.open(request, new Metadata(), { deadline: Date.now() + 2000 }, callback),
-        { machineId: this.machineId },
-      );
+      return await callWithin(client.open.bind(client), { machineId: this.machineId }, 2000);
     } finally {
       client.close();
     }

@@ -1,7 +1,7 @@
 // Numbers changes, packs them into batches and pushes them to the process server with a window
 // of unacknowledged bytes (backpressure). Unacknowledged batches are kept so a reconnect can
 // resend them; when the process server cannot continue the sequence, a resync is needed.
-import { Metadata, type ClientDuplexStream } from "@grpc/grpc-js";
+import type { ClientDuplexStream } from "@grpc/grpc-js";
 import {
   type Change,
   type IngestClient,
@@ -9,7 +9,7 @@ import {
   type PushAck,
   type PushRequest,
 } from "../../gen/ksr/replication/v1/replication.js";
-import { unaryCall } from "../grpc-util.js";
+import { callWithin } from "../grpc-util.js";
 import { encodeChangeBatch } from "./batch-encoder.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
 import { Signal } from "../signal.js";
@@ -57,10 +57,7 @@ export class ChangeSender {
   }
 
   open(): Promise<OpenReply> {
-    return unaryCall(
-      (request, callback) => this.client.open(request, new Metadata(), { deadline: Date.now() + 10_000 }, callback),
-      { machineId: this.machineId },
-    );
+    return callWithin(this.client.open.bind(this.client), { machineId: this.machineId }, 10_000);
   }
 
   /** Starts a resync: numbering continues at `nextSeq` and the first batch says it may follow a gap. */
