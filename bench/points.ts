@@ -9,15 +9,9 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Metadata } from "@grpc/grpc-js";
-import {
-  BarrierClient,
-  Consistency,
-  type CutReply,
-  type CutRequest,
-} from "../src/gen/ksr/replication/v1/replication.js";
+import { BarrierClient, Consistency } from "../src/gen/ksr/replication/v1/replication.js";
 import type { PointReport } from "../src/replicator/agent/point-cutter.js";
-import { unaryCall } from "../src/replicator/grpc-util.js";
+import { callWithin } from "../src/replicator/grpc-util.js";
 import { freePort } from "../src/local/ports.js";
 import { clientCredentials, grpcOptions } from "../src/replicator/tls.js";
 import { lagUnderLoad, percentile, type LagResult } from "./replication.js";
@@ -88,10 +82,9 @@ async function cutsWhileLoaded(
       await new Promise((resolve) => setTimeout(resolve, onDemandEveryMs));
       if (!loaded()) break;
       // Not awaited: the next cut starts while this one's marker travels to the master target.
-      const cut = unaryCall<CutRequest, CutReply>(
-        (request, callback) => client.cut(request, new Metadata(), { deadline: Date.now() + 120_000 }, callback),
-        { requested: Consistency.CONSISTENCY_CRASH },
-      ).catch(() => refused++);
+      const cut = callWithin(client.cut.bind(client), { requested: Consistency.CONSISTENCY_CRASH }, 120_000).catch(
+        () => refused++,
+      );
       cuts.push(cut);
     }
     await Promise.all(cuts);

@@ -1,15 +1,9 @@
 // Sends one machine's cached frames to the master target in seq order, with a window of
 // unacknowledged frames and a bandwidth limit; reconnects after outages and resumes from the
 // seq the master target reports as applied.
-import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import type {
-  ApplyAck,
-  ApplyClient,
-  ApplyStatus,
-  Frame,
-  MachineRef,
-} from "../../gen/ksr/replication/v1/replication.js";
-import { unaryCall } from "../grpc-util.js";
+import { status, type ServiceError } from "@grpc/grpc-js";
+import type { ApplyAck, ApplyClient, Frame } from "../../gen/ksr/replication/v1/replication.js";
+import { callWithin } from "../grpc-util.js";
 import { sleep } from "../signal.js";
 import type { BandwidthLimit } from "./bandwidth.js";
 import type { MachineState } from "./machine-state.js";
@@ -73,10 +67,7 @@ export class Forwarder {
 
   private async session(): Promise<void> {
     const { machineId } = this.machine;
-    const reply = await unaryCall<MachineRef, ApplyStatus>(
-      (request, callback) => this.client.status(request, new Metadata(), { deadline: Date.now() + 5000 }, callback),
-      { machineId },
-    );
+    const reply = await callWithin(this.client.status.bind(this.client), { machineId }, 5000);
     this.acknowledged(reply.appliedSeq);
     const call = this.client.apply();
     const inFlight: { lastSeq: number; bytes: number }[] = [];
