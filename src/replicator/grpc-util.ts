@@ -6,6 +6,7 @@ import {
   status,
   type CallOptions,
   type ServerCredentials,
+  type sendUnaryData,
   type ServiceError,
   type UntypedServiceImplementation,
   type ServiceDefinition,
@@ -35,6 +36,24 @@ export function toStatus(error: unknown, invalidArgument: (error: unknown) => bo
   if (error instanceof CallError) return { code: error.code, details: message };
   if (invalidArgument(error)) return { code: status.INVALID_ARGUMENT, details: message };
   return { code: status.INTERNAL, details: message };
+}
+
+/** Answers a unary call with the work's result, or with its error (a throw inside work included) as a status. */
+export function answerUnary<Reply>(
+  callback: sendUnaryData<Reply>,
+  work: () => Promise<Reply>,
+  asStatus: (error: unknown) => StatusError,
+): void {
+  Promise.resolve()
+    .then(work)
+    .then(
+      (reply) => {
+        callback(null, reply);
+      },
+      (error: unknown) => {
+        callback(asStatus(error), null);
+      },
+    );
 }
 
 export function unaryCall<Request, Response>(

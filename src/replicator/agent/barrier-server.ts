@@ -9,7 +9,14 @@ import {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { consistencyToWire, type PointConsistency } from "../journal/point.js";
 import type { HookStep } from "../journal/quiesce.js";
-import { shutdownServer, startServer, toStatus, type RunningServer, type StatusError } from "../grpc-util.js";
+import {
+  answerUnary,
+  shutdownServer,
+  startServer,
+  toStatus,
+  type RunningServer,
+  type StatusError,
+} from "../grpc-util.js";
 import { coordinatorCommonName, operatorCommonName, requirePeer, serverCredentials, type TlsFiles } from "../tls.js";
 import { CutStateError, defaultHoldTimeoutMs, maxHoldTimeoutMs, type PointCutter } from "./point-cutter.js";
 
@@ -22,14 +29,7 @@ function asStatus(error: unknown): StatusError {
 
 /** Answers a unary call with the work's result, or its error as a status. */
 function answer<T>(callback: sendUnaryData<T>, work: () => Promise<T>): void {
-  work().then(
-    (reply) => {
-      callback(null, reply);
-    },
-    (error: unknown) => {
-      callback(asStatus(error), null);
-    },
-  );
+  answerUnary(callback, work, asStatus);
 }
 
 /** Only APP asks for the quiesce hooks; anything else (crash, unspecified) is an ordinary cut. */

@@ -17,7 +17,14 @@ import {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../block-hash.js";
 import { codecFor, maxBatchBytes, sealFrame, type CompressionName } from "../frame-codec.js";
-import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
+import {
+  answerUnary,
+  shutdownServer,
+  startServer,
+  toStatus,
+  type RunningServer,
+  type StatusError,
+} from "../grpc-util.js";
 import { checkMachineId } from "../machine-id.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
 import {
@@ -88,23 +95,20 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
 
   const ingest: IngestServer = {
     open(call, callback) {
-      (async (): Promise<OpenReply> => {
-        requirePeer(call, [agentCommonName(call.request.machineId)]);
-        const state = await machine(call.request.machineId);
-        return {
-          durableSeq: state.cache.durableSeq,
-          appliedSeq: state.appliedSeq ?? 0,
-          masterTargetReachable: state.masterTargetReachable,
-          resyncRequired: state.needsResync,
-          pendingFrames: state.cache.frameCount,
-        };
-      })().then(
-        (reply) => {
-          callback(null, reply);
+      answerUnary(
+        callback,
+        async (): Promise<OpenReply> => {
+          requirePeer(call, [agentCommonName(call.request.machineId)]);
+          const state = await machine(call.request.machineId);
+          return {
+            durableSeq: state.cache.durableSeq,
+            appliedSeq: state.appliedSeq ?? 0,
+            masterTargetReachable: state.masterTargetReachable,
+            resyncRequired: state.needsResync,
+            pendingFrames: state.cache.frameCount,
+          };
         },
-        (error: unknown) => {
-          callback(toStatus(error, isInvalid), null);
-        },
+        asStatus,
       );
     },
     push(call) {
@@ -116,38 +120,32 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
   };
   const control: ControlServer = {
     status(call, callback) {
-      (async () => {
-        requirePeer(call, [operatorCommonName]);
-        const state = await machine(call.request.machineId);
-        return {
-          machineId: state.machineId,
-          durableSeq: state.cache.durableSeq,
-          appliedSeq: state.appliedSeq ?? 0,
-          cachedBytes: state.cache.bytes,
-          resyncRequired: state.needsResync,
-          masterTargetReachable: state.masterTargetReachable,
-        };
-      })().then(
-        (reply) => {
-          callback(null, reply);
+      answerUnary(
+        callback,
+        async () => {
+          requirePeer(call, [operatorCommonName]);
+          const state = await machine(call.request.machineId);
+          return {
+            machineId: state.machineId,
+            durableSeq: state.cache.durableSeq,
+            appliedSeq: state.appliedSeq ?? 0,
+            cachedBytes: state.cache.bytes,
+            resyncRequired: state.needsResync,
+            masterTargetReachable: state.masterTargetReachable,
+          };
         },
-        (error: unknown) => {
-          callback(toStatus(error, isInvalid), null);
-        },
+        asStatus,
       );
     },
     requestResync(call, callback) {
-      (async () => {
-        requirePeer(call, [operatorCommonName]);
-        await (await machine(call.request.machineId)).dropForResync();
-        return { accepted: true };
-      })().then(
-        (reply) => {
-          callback(null, reply);
+      answerUnary(
+        callback,
+        async () => {
+          requirePeer(call, [operatorCommonName]);
+          await (await machine(call.request.machineId)).dropForResync();
+          return { accepted: true };
         },
-        (error: unknown) => {
-          callback(toStatus(error, isInvalid), null);
-        },
+        asStatus,
       );
     },
   };
@@ -169,6 +167,10 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
 /** Read through a function: the forwarder flips it while the push loop awaits. */
 function isReachable(state: MachineState): boolean {
   return state.masterTargetReachable;
+}
+
+function asStatus(error: unknown): StatusError {
+  return toStatus(error, isInvalid);
 }
 
 function isInvalid(error: unknown): boolean {
@@ -214,7 +216,7 @@ function servePush(
   const fail = (error: unknown) => {
     if (failed) return;
     failed = true;
-    call.emit("error", toStatus(error, isInvalid));
+    call.emit("error", asStatus(error));
   };
   const handle = async (request: PushRequest): Promise<void> => {
     requirePeer(call, [agentCommonName(request.machineId)]);
@@ -275,7 +277,7 @@ function relayManifest(call: ServerWritableStream<ManifestRequest, ManifestEntry
   try {
     requirePeer(call, [agentCommonName(call.request.machineId)]);
   } catch (error) {
-    call.emit("error", toStatus(error, isInvalid));
+    call.emit("error", asStatus(error));
     return;
   }
   const upstream = client.manifest({ machineId: call.request.machineId });
