@@ -41,3 +41,8 @@ export async function lstatOrUndefined(path: string): Promise<Stats | undefined>
     throw error;
   }
 }
+
+/** Whether an entry is at the path (a symlink counts as itself, never followed). */
+export async function exists(path: string): Promise<boolean> {
+  return (await lstatOrUndefined(path)) !== undefined;
+}

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { ChangeCapturer, IntervalState, type Capture } from "./capture.js";
 import { changesNamespace, type ChangeJournal, type JournalChange } from "./change.js";
 import { fsyncDirectory } from "../durable-fs.js";
-import { lstatOrUndefined, writeFileAtomic } from "./durable.js";
+import { exists, lstatOrUndefined, writeFileAtomic } from "./durable.js";
 import { JournalCorruptError, JournalUsageError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
 import { consistencyUnspecified, invalidMarker, pointFromMarker, type RecoveryPoint } from "./point.js";
@@ -404,10 +404,6 @@ export class UndoJournal implements ChangeJournal {
     await this.log.close();
     await this.unlock();
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await lstatOrUndefined(path)) !== undefined;
 }
 
 async function readRollbackTarget(directory: string): Promise<string | undefined> {

@@ -14,7 +14,7 @@ import type {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
 import { CallError, toStatus } from "../grpc-util.js";
-import { lstatOrUndefined } from "../journal/durable.js";
+import { exists } from "../journal/durable.js";
 import { JournalUsageError } from "../journal/errors.js";
 import { hydrate, hydrateProgressPath, rollback } from "../journal/materialise.js";
 import { consistencyToWire, maxPointIdLength, type RecoveryPoint } from "../journal/point.js";
@@ -428,10 +428,6 @@ export class RecoveryPointsHost {
       if (!retained.has(staging) && !machine.hydrations.has(staging)) await removeStaging(staging);
     }
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await lstatOrUndefined(path)) !== undefined;
 }
 
 async function removeStaging(staging: string): Promise<void> {
