@@ -91,11 +91,14 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
     options.log ?? silentLog,
   );
   const machines = new Map<string, MachineApplier>();
+  const closeAppliersAndPoints = async (): Promise<void> => {
+    for (const applier of machines.values()) await applier.close();
+    await points.close();
+  };
   try {
     for (const spec of options.replicas) machines.set(spec.machineId, await openMachine(options, spec, points));
   } catch (error) {
-    for (const applier of machines.values()) await applier.close();
-    await points.close();
+    await closeAppliersAndPoints();
     throw error;
   }
 
@@ -148,8 +151,7 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
       [RecoveryPointsService, points.service()],
     ]);
   } catch (error) {
-    for (const applier of machines.values()) await applier.close();
-    await points.close();
+    await closeAppliersAndPoints();
     throw error;
   }
   const { server, port } = started;
@@ -159,8 +161,7 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
     journal: (machineId) => points.journal(machineId),
     async close() {
       await shutdownServer(server);
-      for (const applier of machines.values()) await applier.close();
-      await points.close();
+      await closeAppliersAndPoints();
     },
   };
 }
