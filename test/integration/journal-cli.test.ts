@@ -21,6 +21,10 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
   });
   after(() => removeSite(site));
 
+  /** Runs a local-mode subcommand on the suite's journal and replica. */
+  const onSite = (command: string, ...args: string[]) =>
+    ksrReplicator([command, "--journal", site.journalDir, "--replica", site.replicaRoot, ...args]);
+
   it("lists points, hydrates a chosen one and rolls the replica back", async () => {
     const listed = await ksrReplicator(["points", "--journal", site.journalDir, "--json"]);
     assert.equal(listed.code, 0, listed.stderr);
@@ -40,43 +44,16 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.ok(middle !== undefined);
     const byTime = new Date(middle.timeUnixMs + 30_000).toISOString();
     const destination = join(site.base, "drill");
-    const hydrated = await ksrReplicator([
-      "hydrate",
-      "--journal",
-      site.journalDir,
-      "--replica",
-      site.replicaRoot,
-      "--point",
-      byTime,
-      "--dest",
-      destination,
-    ]);
+    const hydrated = await onSite("hydrate", "--point", byTime, "--dest", destination);
     assert.equal(hydrated.code, 0, hydrated.stderr);
     assert.deepEqual(await readTree(destination), workload.expected.get(middle.id));
 
-    const unconfirmed = await ksrReplicator([
-      "rollback",
-      "--journal",
-      site.journalDir,
-      "--replica",
-      site.replicaRoot,
-      "--point",
-      middle.id,
-    ]);
+    const unconfirmed = await onSite("rollback", "--point", middle.id);
     assert.equal(unconfirmed.code, 1);
     assert.match(unconfirmed.stderr, /discards \d+ newer points; add --yes/);
     assert.deepEqual(await readTree(site.replicaRoot), workload.finalState, "nothing changes without --yes");
 
-    const rolled = await ksrReplicator([
-      "rollback",
-      "--journal",
-      site.journalDir,
-      "--replica",
-      site.replicaRoot,
-      "--point",
-      middle.id,
-      "--yes",
-    ]);
+    const rolled = await onSite("rollback", "--point", middle.id, "--yes");
     assert.equal(rolled.code, 0, rolled.stderr);
     assert.deepEqual(await readTree(site.replicaRoot), workload.expected.get(middle.id));
 
@@ -87,17 +64,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
   });
 
   it("explains bad input and a journal in use", async () => {
-    const unknown = await ksrReplicator([
-      "hydrate",
-      "--journal",
-      site.journalDir,
-      "--replica",
-      site.replicaRoot,
-      "--point",
-      "nope",
-      "--dest",
-      join(site.base, "x"),
-    ]);
+    const unknown = await onSite("hydrate", "--point", "nope", "--dest", join(site.base, "x"));
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /recovery point "nope" is not in the journal/);
     const missing = await ksrReplicator(["points", "--journal", join(site.base, "missing")]);
@@ -119,17 +86,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
       wrongReplica.stderr,
       /this journal belongs to the replica at .*replica; .*other-volume is a different/,
     );
-    const inside = await ksrReplicator([
-      "hydrate",
-      "--journal",
-      site.journalDir,
-      "--replica",
-      site.replicaRoot,
-      "--point",
-      "latest",
-      "--dest",
-      join(site.replicaRoot, "drill"),
-    ]);
+    const inside = await onSite("hydrate", "--point", "latest", "--dest", join(site.replicaRoot, "drill"));
     assert.equal(inside.code, 1);
     assert.match(inside.stderr, /overlaps .*replica, which hydration only reads/);
     const badRetention = await ksrReplicator(["prune", "--journal", site.journalDir, "--retention", "forever"]);
@@ -137,16 +94,7 @@ describe("journal: ksr replicator points|hydrate|rollback", function () {
     assert.match(badRetention.stderr, /expected a positive duration like 30s/);
     const journal = await openJournal(site);
     try {
-      const busy = await ksrReplicator([
-        "rollback",
-        "--journal",
-        site.journalDir,
-        "--replica",
-        site.replicaRoot,
-        "--point",
-        "latest",
-        "--yes",
-      ]);
+      const busy = await onSite("rollback", "--point", "latest", "--yes");
       assert.equal(busy.code, 1);
       assert.match(busy.stderr, /in use by process \d+/);
     } finally {
