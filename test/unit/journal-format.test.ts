@@ -13,6 +13,7 @@ import {
 } from "../fixture/journal-harness.js";
 import type { JournalOp } from "../../src/replicator/journal/change.js";
 import { interpretIntents, readTree, seededIntents } from "../fixture/journal-model.js";
+import { make, marker, write } from "../fixture/journal-ops.js";
 
 async function segmentFiles(site: JournalSite): Promise<string[]> {
   const directory = join(site.journalDir, "segments");
@@ -144,14 +145,8 @@ describe("journal: a crash between a journal record and its move", () => {
   });
   afterEach(() => removeSite(site));
 
-  const point = (id: string): JournalOp => ({
-    $case: "marker",
-    value: { id, consistency: 1, timeUnixMs: 1, consistencyGroup: "" },
-  });
-  const file = (path: string, text: string): JournalOp[] => [
-    { $case: "make", value: { path, kind: 1, mode: 0o644 } },
-    { $case: "write", value: { path, offset: 0, data: Buffer.from(text) } },
-  ];
+  const point = (id: string): JournalOp => marker(id, 1);
+  const file = (path: string, text: string): JournalOp[] => [make(path, 1, 0o644), write(path, 0, text)];
 
   for (const [name, destroying] of [
     ["remove", { $case: "remove", value: { path: "a" } }],

@@ -12,15 +12,15 @@ import {
 } from "../fixture/journal-harness.js";
 import { interpretIntents, readTree, seededIntents } from "../fixture/journal-model.js";
 import { TestReplica } from "../fixture/journal-replica.js";
+import { make, marker, write } from "../fixture/journal-ops.js";
 
 function populated(files: number, bytes: number): JournalOp[] {
-  const ops: JournalOp[] = [{ $case: "make", value: { path: "data", kind: 2, mode: 0o755 } }];
+  const ops: JournalOp[] = [make("data", 2, 0o755)];
   for (let index = 0; index < files; index++) {
     const path = `data/f${index}`;
-    ops.push({ $case: "make", value: { path, kind: 1, mode: 0o644 } });
-    ops.push({ $case: "write", value: { path, offset: 0, data: Buffer.alloc(bytes, index + 1) } });
+    ops.push(make(path, 1, 0o644), write(path, 0, Buffer.alloc(bytes, index + 1)));
   }
-  ops.push({ $case: "marker", value: { id: "base", consistency: 1, timeUnixMs: 1, consistencyGroup: "" } });
+  ops.push(marker("base", 1));
   return ops;
 }
 
@@ -72,11 +72,8 @@ describe("journal: hydration while the replica keeps changing", () => {
     try {
       await applyWorkload(site, workload, journal);
       const release = await journal.holdNamespace();
-      const write = journal.beforeChange(
-        { seq: 100, op: { $case: "write", value: { path: "data/f0", offset: 0, data: Buffer.from("x") } } },
-        site.replicaRoot,
-      );
-      assert.equal(await Promise.race([write.then(() => "done"), delay(200)]), "done");
+      const writing = journal.beforeChange({ seq: 100, op: write("data/f0", 0, "x") }, site.replicaRoot);
+      assert.equal(await Promise.race([writing.then(() => "done"), delay(200)]), "done");
       let renamed = false;
       const rename = journal
         .beforeChange({ seq: 101, op: { $case: "rename", value: { from: "data/f0", to: "data/g" } } }, site.replicaRoot)

@@ -14,6 +14,7 @@ import {
 } from "../fixture/journal-harness.js";
 import { interpretIntents, readTree, TreeModel, type Intent, type TreeState } from "../fixture/journal-model.js";
 import { TestReplica } from "../fixture/journal-replica.js";
+import { make, marker, write } from "../fixture/journal-ops.js";
 
 /** Builds a workload from explicit ops, snapshotting the model at each marker. */
 function scripted(ops: JournalOp[]): {
@@ -30,16 +31,6 @@ function scripted(ops: JournalOp[]): {
   });
   return { changes, expected, finalState: model.state() };
 }
-
-const marker = (id: string, time: number, consistency = 1): JournalOp => ({
-  $case: "marker",
-  value: { id, consistency, timeUnixMs: time, consistencyGroup: "" },
-});
-const write = (path: string, offset: number, text: string | Buffer): JournalOp => ({
-  $case: "write",
-  value: { path, offset, data: typeof text === "string" ? Buffer.from(text) : text },
-});
-const make = (path: string, kind: number, mode: number): JournalOp => ({ $case: "make", value: { path, kind, mode } });
 
 describe("journal: recovery points of a known history", () => {
   let site: JournalSite;
