@@ -288,10 +288,12 @@ async function removeStaleCopy(path: string): Promise<void> {
 
 /** Every path under root in walk order (the root itself not included). */
 export async function* walk(root: string, prefix: string): AsyncGenerator<string> {
-  for (const name of (await readdir(join(root, prefix))).sort()) {
-    const path = prefix === "" ? name : `${prefix}/${name}`;
+  // The entry types come with the listing: no lstat per entry (callers that need stats take their own).
+  const entries = await readdir(join(root, prefix), { withFileTypes: true });
+  for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const path = prefix === "" ? entry.name : `${prefix}/${entry.name}`;
     yield path;
-    if ((await lstat(join(root, path))).isDirectory()) yield* walk(root, path);
+    if (entry.isDirectory()) yield* walk(root, path);
   }
 }
 
