@@ -248,16 +248,6 @@ export class UndoJournal implements ChangeJournal {
     return found;
   }
 
-  /** The newest point at or before a time, optionally only app-consistent ones. */
-  latestPoint(
-    filter: { atOrBefore?: number; consistency?: RecoveryPoint["consistency"] } = {},
-  ): RecoveryPoint | undefined {
-    return this.points()
-      .filter((point) => filter.atOrBefore === undefined || point.timeUnixMs <= filter.atOrBefore)
-      .filter((point) => filter.consistency === undefined || point.consistency === filter.consistency)
-      .at(-1);
-  }
-
   /** The seq of the last change this journal has seen (the seam's replay boundary). */
   get lastSeq(): number {
     return Math.max(this.lastChangeSeq, this.log.lastSeq);
