@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { status, type ServerWritableStream } from "@grpc/grpc-js";
+import { status, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
 import type {
   Frame,
   HydrateReply,
@@ -13,7 +13,7 @@ import type {
   RecoveryPointsServer,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
-import { CallError, toStatus } from "../grpc-util.js";
+import { answerUnary, CallError, toStatus } from "../grpc-util.js";
 import { exists } from "../journal/durable.js";
 import { JournalUsageError } from "../journal/errors.js";
 import { hydrate, hydrateProgressPath, rollback } from "../journal/materialise.js";
@@ -252,22 +252,17 @@ export class RecoveryPointsHost {
   service(): RecoveryPointsServer {
     const answer = <Reply>(
       call: Parameters<typeof requirePeer>[0],
-      callback: (error: ReturnType<typeof toStatus> | null, reply: Reply | null) => void,
+      callback: sendUnaryData<Reply>,
       work: () => Promise<Reply>,
     ): void => {
-      Promise.resolve()
-        .then(() => {
+      answerUnary(
+        callback,
+        () => {
           requirePeer(call, [operatorCommonName]);
           return work();
-        })
-        .then(
-          (reply) => {
-            callback(null, reply);
-          },
-          (error: unknown) => {
-            callback(toStatus(error, isUsageError), null);
-          },
-        );
+        },
+        (error) => toStatus(error, isUsageError),
+      );
     };
     return {
       listPoints: (call, callback) => {
