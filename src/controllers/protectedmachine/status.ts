@@ -109,9 +109,18 @@ export function summarizePoints(perVolume: readonly (readonly PointInfo[])[]): R
   };
 }
 
-function healthFor(rpoMs: number | undefined, thresholdMs: number, reachable: boolean): MachineHealth {
-  if (rpoMs !== undefined && rpoMs > 2 * thresholdMs) return "Critical";
-  if ((rpoMs !== undefined && rpoMs > thresholdMs) || !reachable) return "Warning";
+/**
+ * Critical: not protected (a problem) or RPO above twice the threshold. Warning: RPO above the
+ * threshold, replicators that cannot be asked, or paused (the recovery site falls behind by choice).
+ */
+function healthFor(
+  phase: ProtectedMachinePhase,
+  rpoMs: number | undefined,
+  thresholdMs: number,
+  reachable: boolean,
+): MachineHealth {
+  if (phase === "Error" || (rpoMs !== undefined && rpoMs > 2 * thresholdMs)) return "Critical";
+  if (phase === "Paused" || (rpoMs !== undefined && rpoMs > thresholdMs) || !reachable) return "Warning";
   return "Healthy";
 }
 
@@ -150,11 +159,7 @@ export function computeStatus(input: StatusInput): StatusResult {
   const recoveryTime = observed && recoveryTimes.every((time) => time > 0) ? Math.min(...recoveryTimes) : undefined;
   const rpoMs = recoveryTime === undefined ? undefined : Math.max(0, now - recoveryTime);
   const tracked = phase === "Protected" || phase === "Resynchronizing";
-  const health = healthFor(
-    tracked ? rpoMs : undefined,
-    input.rpoThresholdMs,
-    phase !== "Error" && (observed || !everProtected),
-  );
+  const health = healthFor(phase, tracked ? rpoMs : undefined, input.rpoThresholdMs, observed || !everProtected);
 
   const initialReplication = { ...(previous?.initialReplication ?? {}) };
   if (!everProtected && observed) {
