@@ -10,7 +10,7 @@ import type {
   VolumeStatus,
 } from "../../api/types.js";
 import { Consistency, type ControlStatus, type PointInfo } from "../../gen/ksr/replication/v1/replication.js";
-import { rfc3339, setCondition, type Condition, type EventRecord } from "../../runtime/index.js";
+import { rfc3339, type ConditionUpdate, type EventRecord } from "../../runtime/index.js";
 import type { Problem } from "./workload.js";
 
 export interface VolumeObservation {
@@ -26,7 +26,6 @@ export interface VolumeObservation {
 }
 
 export interface StatusInput {
-  generation: number;
   previous: ProtectedMachineStatus | undefined;
   /** Something the user must fix: protection does not start (or stops being true) until then. */
   problem?: Problem;
@@ -42,7 +41,9 @@ export interface StatusInput {
 }
 
 export interface StatusResult {
-  status: ProtectedMachineStatus;
+  /** Every field but conditions, which the status writer sets at the reconciled generation. */
+  status: Omit<ProtectedMachineStatus, "conditions" | "observedGeneration">;
+  conditions: ConditionUpdate[];
   events: EventRecord[];
   /** The machine's RPO in seconds while it is known (for the metrics). */
   rpoSeconds?: number;
@@ -137,10 +138,9 @@ const phaseEvents: Partial<Record<ProtectedMachinePhase, { reason: string; note:
 export function computeStatus(input: StatusInput): StatusResult {
   const { previous, now } = input;
   const events: EventRecord[] = [];
-  const conditionContext = { observedGeneration: input.generation, now };
-  let conditions = (previous?.conditions ?? []) as Condition[]; // TODO(op-core runtime fit): API types use the runtime Condition
+  const conditions: ConditionUpdate[] = [];
   const set = (type: string, status: "True" | "False" | "Unknown", reason: string, message: string) => {
-    conditions = setCondition(conditions, { type, status, reason, message }, conditionContext);
+    conditions.push({ type, status, reason, message });
   };
 
   const controls = input.volumes.map((volume) => volume.control);
@@ -209,7 +209,7 @@ export function computeStatus(input: StatusInput): StatusResult {
       "NoQuiesceHooks",
       "the policy sets appConsistentFrequency but this machine has no spec.source.quiesce hooks: only crash-consistent points are taken",
     );
-  else conditions = conditions.filter((condition) => condition.type !== "AppConsistencyUnavailable");
+  else set("AppConsistencyUnavailable", "False", "NotNeeded", "app-consistent points need no hooks here, or have them");
 
   // Events: one per transition, never per reconcile.
   const previousReady = previous?.conditions?.find((condition) => condition.type === "Ready");
@@ -254,8 +254,7 @@ export function computeStatus(input: StatusInput): StatusResult {
     : previous?.recoveryPoints;
   const volumes = input.volumes.map((volume): VolumeStatus => volumeStatus(volume));
 
-  const status: ProtectedMachineStatus = {
-    observedGeneration: input.generation,
+  const status: StatusResult["status"] = {
     phase,
     health,
     ...(tracked && rpoMs !== undefined ? { rpo: formatDuration(rpoMs) } : {}),
@@ -264,9 +263,8 @@ export function computeStatus(input: StatusInput): StatusResult {
     ...(Object.keys(initialReplication).length === 0 ? {} : { initialReplication }),
     ...(points === undefined ? {} : { recoveryPoints: points }),
     ...(volumes.length === 0 ? {} : { volumes }),
-    conditions,
   };
-  return { status, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
+  return { status, conditions, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
 }
 
 function volumeStatus(volume: VolumeObservation): VolumeStatus {
