@@ -67,7 +67,7 @@ describe("protectedmachine: placement", () => {
   for (const [name, spec] of podSpecs) {
     it(`the ${name} holds no API credentials and requests resources`, () => {
       assert.equal(spec?.automountServiceAccountToken, false);
-      for (const container of spec?.containers ?? []) {
+      for (const container of spec.containers) {
         assert.ok(
           container.resources?.requests?.cpu !== undefined && container.resources.requests.memory !== undefined,
         );
@@ -109,7 +109,7 @@ describe("protectedmachine: placement", () => {
     );
     assert.deepEqual(agent.metadata.ownerReferences, owner);
     assert.equal(agent.metadata.labels?.[machineLabel], "db");
-    assert.equal(agent.metadata.labels?.["app.kubernetes.io/component"], "agent");
+    assert.equal(agent.metadata.labels["app.kubernetes.io/component"], "agent");
   });
 
   it("servers run in their site, one process at a time, behind a Service on the gRPC port", () => {
@@ -121,10 +121,10 @@ describe("protectedmachine: placement", () => {
     });
     for (const objects of [processServer, masterTarget]) {
       assert.equal(objects.deployment.spec?.strategy?.type, "Recreate");
-      assert.deepEqual(objects.service.spec?.selector, objects.deployment.spec?.template.metadata?.labels);
+      assert.deepEqual(objects.service.spec?.selector, objects.deployment.spec.template.metadata?.labels);
       assert.equal(objects.service.spec?.ports?.[0]?.port, 7443);
     }
-    assert.ok(processServer.deployment.spec?.template.spec?.containers[0]?.args?.includes("ksr-mt-x.app-dr.svc:7443"));
+    assert.ok(processServer.deployment.spec.template.spec.containers[0]?.args?.includes("ksr-mt-x.app-dr.svc:7443"));
   });
 
   it("the master target applies each stream into its replica claim and keeps its journal on its own claim", () => {

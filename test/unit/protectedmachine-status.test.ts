@@ -227,7 +227,7 @@ describe("protectedmachine: status from observations", () => {
       if (c.health !== "Healthy" && c.rpo !== undefined) {
         const rpoCondition = conditions.find((condition) => condition.type === "RpoWithinThreshold");
         assert.equal(rpoCondition?.status, "False");
-        assert.equal(rpoCondition?.reason, "RpoThresholdExceeded");
+        assert.equal(rpoCondition.reason, "RpoThresholdExceeded");
         assert.ok(events.every((event) => event.reason !== "RpoThresholdExceeded" || event.type === "Warning"));
       }
     });
@@ -237,7 +237,7 @@ describe("protectedmachine: status from observations", () => {
     const { conditions } = computeStatus(input({ appConsistencyUnavailable: true, volumes: [volume("a")] }));
     const condition = conditions.find((c) => c.type === "AppConsistencyUnavailable");
     assert.equal(condition?.status, "True");
-    assert.match(condition?.message ?? "", /spec.source.quiesce/);
+    assert.match(condition.message ?? "", /spec.source.quiesce/);
   });
 
   it("gives per-volume figures", () => {
@@ -273,10 +273,10 @@ describe("protectedmachine: recovery point summary", () => {
       ],
     ]);
     assert.equal(summary?.count, 3);
-    assert.equal(summary?.latest?.id, "p3");
-    assert.equal(summary?.latest?.consistency, "BestEffort");
-    assert.equal(summary?.latestAppConsistent?.id, "p1");
-    assert.equal(summary?.oldest?.id, "p1");
+    assert.equal(summary.latest?.id, "p3");
+    assert.equal(summary.latest.consistency, "BestEffort");
+    assert.equal(summary.latestAppConsistent?.id, "p1");
+    assert.equal(summary.oldest?.id, "p1");
   });
 
   it("several volumes: only as far as every volume has points", () => {
@@ -288,9 +288,9 @@ describe("protectedmachine: recovery point summary", () => {
       ],
     ]);
     assert.equal(summary?.latest?.id, "b2");
-    assert.equal(summary?.oldest?.id, "b1");
-    assert.equal(summary?.count, 2);
-    assert.equal(summary?.latestAppConsistent, undefined);
+    assert.equal(summary.oldest?.id, "b1");
+    assert.equal(summary.count, 2);
+    assert.equal(summary.latestAppConsistent, undefined);
   });
 });
 
@@ -302,5 +302,7 @@ describe("protectedmachine: durations", () => {
     [7_500_000, "2h5m"],
     [3_600_000, "1h"],
   ] as const)
-    it(`${ms} ms is ${text}`, () => assert.equal(formatDuration(ms), text));
+    it(`${ms} ms is ${text}`, () => {
+      assert.equal(formatDuration(ms), text);
+    });
 });

@@ -96,7 +96,11 @@ const replicatorSecurity: V1SecurityContext = {
  * (DESIGN.md §5, fidelity), which needs these capabilities and nothing else.
  */
 const masterTargetSecurity: V1SecurityContext = {
-  ...replicatorSecurity,
+  runAsUser: 0,
+  runAsGroup: 0,
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  seccompProfile: { type: "RuntimeDefault" },
   capabilities: { drop: ["ALL"], add: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP"] },
 };
 

@@ -56,7 +56,7 @@ function workloadOf(caches: MachineCaches, machine: ProtectedMachine): WorkloadO
       : kind === "Deployment"
         ? caches.deployments.get(name, namespace)
         : caches.pods.get(name, namespace);
-  return found as WorkloadObject | undefined;
+  return found;
 }
 
 export function planInputs(caches: MachineCaches, machine: ProtectedMachine): PlanInputs {

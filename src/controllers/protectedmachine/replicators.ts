@@ -91,10 +91,10 @@ async function ensureKeys(deps: ReplicatorDeps, machine: ProtectedMachine, plan:
   let key: string | undefined;
   if (ref !== undefined) {
     const secret = await deps.client.get(secrets, ref.name, namespace);
-    key = secret?.data?.[ref.key ?? "key"];
+    key = secret?.data?.[ref.key];
     if (key === undefined || Buffer.from(key, "base64").length !== 32)
       throw new Error(
-        `the policy's encryption key (Secret ${namespace}/${ref.name}, key ${ref.key ?? "key"}) is missing or not 32 bytes`,
+        `the policy's encryption key (Secret ${namespace}/${ref.name}, key ${ref.key}) is missing or not 32 bytes`,
       );
   }
   const labels = { ...commonLabels("master-target"), [replicatorLabel]: plan.masterTarget.name };
@@ -105,7 +105,7 @@ async function ensureKeys(deps: ReplicatorDeps, machine: ProtectedMachine, plan:
     kind: "Secret",
     type: "Opaque",
     metadata: { name, namespace: ns, labels },
-    data: { key: key ?? "" },
+    data: { key },
   });
   await apply(deps.client, secrets, secret(namespace), source, "keep");
   const copy = await deps.client.get(secrets, name, plan.masterTarget.namespace);

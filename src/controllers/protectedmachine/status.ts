@@ -163,11 +163,8 @@ export function computeStatus(input: StatusInput): StatusResult {
 
   const initialReplication = { ...(previous?.initialReplication ?? {}) };
   if (!everProtected && observed) {
-    const total = controls.reduce((sum, control) => sum + (control?.syncBytesTotal ?? 0), 0);
-    const done = controls.reduce(
-      (sum, control) => sum + Math.min(control?.syncBytesDone ?? 0, control?.syncBytesTotal ?? 0),
-      0,
-    );
+    const total = controls.reduce((sum, control) => sum + control.syncBytesTotal, 0);
+    const done = controls.reduce((sum, control) => sum + Math.min(control.syncBytesDone, control.syncBytesTotal), 0);
     initialReplication.bytesTotal = total;
     initialReplication.bytesReplicated = allSynced ? total : done;
     // Examined is not yet applied: 100 only once the recovery site confirmed it.
@@ -233,7 +230,7 @@ export function computeStatus(input: StatusInput): StatusResult {
     tracked &&
     rpoMs !== undefined &&
     rpoMs > input.rpoThresholdMs &&
-    (!wasOver || previous?.health !== health)
+    (!wasOver || previous.health !== health)
   )
     events.push({
       type: "Warning",

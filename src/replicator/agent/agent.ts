@@ -25,7 +25,7 @@ import { BlockSource } from "./block-source.js";
 import { Manifest } from "./manifest.js";
 import { CaptureLock, PointCutter, type CaptureStream, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
-import { treeBytes, TreeSource, type ScanProgress } from "./tree-source.js";
+import { treeBytes, TreeSource } from "./tree-source.js";
 import { TreeWatcher } from "./watcher.js";
 
 /** Refuses a source that does not exist or does not fit the capture mode, before anything is sent. */
@@ -129,7 +129,7 @@ export class Agent implements CaptureStream {
   private appliedSeq = 0;
   private readonly startedAt = Date.now();
   /** What the agent reports to the process server (Ingest.Report) for the operator's status and RPO. */
-  private readonly sync = { running: false, totalBytes: 0, progress: { examinedBytes: 0 } as ScanProgress };
+  private readonly sync = { running: false, totalBytes: 0, progress: { examinedBytes: 0 } };
   private watermark = { observedUnixMs: 0, coveredSeq: 0 };
 
   private constructor(
