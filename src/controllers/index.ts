@@ -3,11 +3,15 @@
 import type { Manager } from "../runtime/index.js";
 import type { OperatorDeps } from "./deps.js";
 import { addProtectedMachineController } from "./protectedmachine/controller.js";
+import { addReplicationPolicyController } from "./replicationpolicy/controller.js";
 
 export type { OperatorDeps } from "./deps.js";
 
 /** One entry per kind: (manager, deps) => controller registered with the manager. */
-const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [addProtectedMachineController];
+const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [
+  addReplicationPolicyController,
+  addProtectedMachineController,
+];
 
 export function addControllers(manager: Manager, deps: OperatorDeps): void {
   for (const add of controllers) add(manager, deps);

@@ -153,6 +153,9 @@ export class Controller {
     const enqueue = (event: WatchedEvent<KubeObject>) => {
       if (!source.predicates.every((predicate) => predicate(event))) return;
       for (const ref of source.map(event.object)) queue.add(objectKey(ref));
+      // As controller-runtime does: an update concerns what the object mapped to before, too (a machine moved
+      // to another policy changes both policies' counts). The queue folds duplicate keys.
+      if (event.old !== undefined) for (const ref of source.map(event.old)) queue.add(objectKey(ref));
     };
     return {
       onAdd: (object) => {

@@ -189,6 +189,26 @@ export class KubeClient {
     return this.json<T>({ method: "PATCH", path, body: patch, contentType: patchContentTypes[kind] });
   }
 
+  /**
+   * Server-side apply: the server merges the fields this manager sets and owns
+   * them; force takes over fields another manager set (an install re-run after
+   * a manual edit). Creates the object when it does not exist.
+   */
+  apply<T extends KubeObject>(
+    type: ResourceType<T>,
+    object: T,
+    options: { fieldManager: string; force?: boolean },
+  ): Promise<T> {
+    const { name, namespace } = object.metadata;
+    return this.json<T>({
+      method: "PATCH",
+      path: resourcePath(type, namespace, name),
+      query: { fieldManager: options.fieldManager, force: options.force === true ? "true" : undefined },
+      body: { ...object, apiVersion: apiVersionOf(type), kind: type.kind },
+      contentType: "application/apply-patch+yaml",
+    });
+  }
+
   /** Returns false when the object was already gone. */
   async delete(
     type: ResourceType<KubeObject>,

@@ -1,5 +1,5 @@
-// Resource types of built-in kinds the project's controllers use. Kinds from
-// src/api declare theirs next to their types.
+// Resource types of built-in kinds the project's controllers use (pods, workloads, Services and
+// volumes are in workload-resources.ts). Kinds from src/api declare theirs next to their types.
 import { resourceType, type KubeObject } from "./objects.js";
 
 export interface ConfigMap extends KubeObject {
@@ -37,4 +37,16 @@ export const namespaces = resourceType<Namespace>({
   kind: "Namespace",
   plural: "namespaces",
   namespaced: false,
+});
+
+export interface ServiceAccount extends KubeObject {
+  automountServiceAccountToken?: boolean;
+}
+
+export const serviceAccounts = resourceType<ServiceAccount>({
+  group: "",
+  version: "v1",
+  kind: "ServiceAccount",
+  plural: "serviceaccounts",
+  namespaced: true,
 });

@@ -85,7 +85,7 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
     ),
     ...replicaClaims.flatMap((claim) => claim.metadata.annotations?.["dr.ksr.io/stream"] ?? []),
   ]);
-  for (const stream of streams) await deps.certificates.revokeAgent({ namespace, machine: stream });
+  for (const stream of streams) await deps.certificates.revokeAgent({ namespace, machineId: stream });
 
   const mt = masterTargetName(policyRef.name, namespace, target.site);
   const sharing = deps

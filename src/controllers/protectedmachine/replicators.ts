@@ -225,7 +225,7 @@ export async function ensureReplicators(
       const secretName = await certificates.ensureReplicatorCertificate({
         namespace,
         role: "agent",
-        machine: volume.machineId,
+        machineId: volume.machineId,
         owner: machine,
       });
       streams.push({
