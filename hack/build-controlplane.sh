@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) and etcd from their Go modules into a cache directory
-# outside the repository. The directory name is a hash of the pins and of the
+# kube-scheduler, kubectl), kube-proxy and etcd from their Go modules, and the
+# cluster add-ons (CoreDNS, kube-network-policies) from theirs, into a cache
+# directory outside the repository. The directory name is a hash of the pins and of the
 # build recipe, so a second run costs nothing and a changed pin rebuilds.
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
@@ -14,11 +15,16 @@ kube_version="$(awk '$1=="k8s.io/kubernetes" {print $2; exit}' "$module/go.mod")
 etcd_version="$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' "$module/go.mod")"
 [ -n "$kube_version" ] && [ -n "$etcd_version" ] || { echo "build-controlplane: cannot read the pins from $module/go.mod" >&2; exit 1; }
 
+# The add-ons cannot share the control plane's go.mod (their Kubernetes libraries differ), so each
+# is installed from its own module at a pinned version, checked against the Go checksum database.
+coredns_version=v1.15.0
+network_policies_version=v0.8.0
+
 # Bump when the way the binaries are built (flags, ldflags, list) changes.
-recipe=1
-key="$( (echo "recipe $recipe"; cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go") | sha256sum | cut -c1-12)"
+recipe=2
+key="$( (echo "recipe $recipe coredns $coredns_version kube-network-policies $network_policies_version"; cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go") | sha256sum | cut -c1-12)"
 out="$cache_root/controlplane/kubernetes-$kube_version-etcd-$etcd_version-$key"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns kube-network-policies)
 
 built() {
   for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
@@ -60,7 +66,19 @@ CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kube-proxy \
   k8s.io/kubernetes/cmd/kubectl
+echo "control plane built after $((SECONDS - start)) s; building CoreDNS $coredns_version" >&2
+
+# Outside any module, so `go install MODULE@VERSION` uses the add-on's own go.mod and go.sum.
+cd "$tmp"
+CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" \
+  "github.com/coredns/coredns@$coredns_version"
+echo "CoreDNS built after $((SECONDS - start)) s; building kube-network-policies $network_policies_version" >&2
+# Its main package is cmd/, so go install names the binary "cmd".
+CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" \
+  "sigs.k8s.io/kube-network-policies/cmd@$network_policies_version"
+mv "$tmp/cmd" "$tmp/kube-network-policies"
 
 for b in "${binaries[@]}"; do [ -x "$tmp/$b" ] || { echo "build-controlplane: $b was not produced" >&2; exit 1; }; done
 rm -rf "$out"; mv "$tmp" "$out"; trap - EXIT

@@ -1,4 +1,4 @@
-// Finds the control-plane binaries, building them from the pinned Go modules on first use.
+// Finds the control-plane and add-on binaries, building them from the pinned Go modules on first use.
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
@@ -9,7 +9,10 @@ export const controlPlaneBinaries = [
   "kube-apiserver",
   "kube-controller-manager",
   "kube-scheduler",
+  "kube-proxy",
   "kubectl",
+  "coredns",
+  "kube-network-policies",
 ] as const;
 export type ControlPlaneBinary = (typeof controlPlaneBinaries)[number];
 

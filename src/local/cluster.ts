@@ -3,25 +3,26 @@
 // on loopback, with its own PKI and an admin kubeconfig.
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
-import { request as httpRequest } from "node:http";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair } from "../pki/certificates.js";
 import { resolveControlPlaneBinaries } from "./binaries.js";
+import { probe } from "./http-probe.js";
 import { renderKubeconfig } from "./kubeconfig.js";
 import { assertPortFree, freePort, loopback } from "./ports.js";
-import { nodeAgentComponent } from "./node/component.js";
+import { clearHeartbeat, nodeAgentComponent } from "./node/component.js";
 import { stopPodProcesses } from "./node/containment.js";
-import type { PodNetworkPlan } from "./node/addresses.js";
+import { addonSpecs, podNetworkUp, prepareAddons } from "./addons/addons.js";
+import { addressIn, type PodNetworkPlan } from "./node/addresses.js";
 import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
 const stateFileName = "cluster.json";
-const serviceClusterIpRange = "10.96.0.0/16";
-const firstServiceIp = "10.96.0.1";
+/** Without a pod network nothing routes Services anyway; the apiserver still needs a range. */
+const fallbackServiceSubnet = "198.19.255.0/24";
+const serviceSubnetOf = (podNetwork: PodNetworkPlan | undefined) => podNetwork?.serviceSubnet ?? fallbackServiceSubnet;
 
 export interface ClusterPorts {
   etcdClient: number;
@@ -100,7 +101,7 @@ function writePair(dir: string, name: string, pair: PemKeyPair): void {
  * apiserver's serving certificate follows the pod network: pods dial the
  * node's pod-network address, which may change between runs.
  */
-async function ensurePki(pkiDir: string, podNetworkAddress: string | undefined): Promise<void> {
+async function ensurePki(pkiDir: string, podNetwork: PodNetworkPlan | undefined): Promise<void> {
   mkdirSync(pkiDir, { recursive: true, mode: 0o700 });
   const ca = readPair(pkiDir, "ca") ?? (await createCertificateAuthority("ksr-local-ca"));
   writePair(pkiDir, "ca", ca);
@@ -128,7 +129,12 @@ async function ensurePki(pkiDir: string, podNetworkAddress: string | undefined):
       "kubernetes.default.svc",
       "kubernetes.default.svc.cluster.local",
     ],
-    ipAddresses: [loopback, firstServiceIp, ...(podNetworkAddress === undefined ? [] : [podNetworkAddress])],
+    ipAddresses: [
+      loopback,
+      // The kubernetes Service's ClusterIP, the first of the range.
+      addressIn(serviceSubnetOf(podNetwork), 1),
+      ...(podNetwork === undefined ? [] : [podNetwork.hostAddress]),
+    ],
   });
   writePair(pkiDir, "apiserver", serving);
 }
@@ -174,13 +180,16 @@ function writeKubeconfigs(dir: string, server: string): void {
 
 interface ComponentSpec {
   name: string;
+  /** The binary of that name in the binary directory, unless given. */
+  command?: string;
+  env?: NodeJS.ProcessEnv;
   /** Components of one stage start together once every earlier stage is healthy. */
   stage: number;
   args: string[];
   health: () => Promise<boolean>;
 }
 
-function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
+function componentSpecs(dir: string, ports: ClusterPorts, serviceSubnet: string): ComponentSpec[] {
   const pki = (file: string) => join(dir, "pki", file);
   const etcdUrl = `http://${loopback}:${ports.etcdClient}`;
   const peerUrl = `http://${loopback}:${ports.etcdPeer}`;
@@ -220,7 +229,7 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         `--client-ca-file=${pki("ca.crt")}`,
         "--authorization-mode=Node,RBAC",
         "--allow-privileged=true",
-        `--service-cluster-ip-range=${serviceClusterIpRange}`,
+        `--service-cluster-ip-range=${serviceSubnet}`,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         `--service-account-key-file=${pki("sa.pub")}`,
         `--service-account-signing-key-file=${pki("sa.key")}`,
@@ -274,34 +283,6 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
   ];
 }
 
-interface ProbeTls {
-  ca?: Buffer;
-  cert?: string;
-  key?: string;
-  /** The controller-manager and scheduler serve self-signed certificates; we only ask them for /healthz. */
-  insecure?: boolean;
-}
-
-/** True when url answers 200 within two seconds; HTTPS uses the given CA and client identity. */
-function probe(url: string, tls: ProbeTls = {}): Promise<boolean> {
-  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
-  return new Promise((resolvePromise) => {
-    const req = request(
-      url,
-      { timeout: 2000, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.insecure !== true },
-      (res) => {
-        res.resume();
-        resolvePromise(res.statusCode === 200);
-      },
-    );
-    req.on("error", () => {
-      resolvePromise(false);
-    });
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
-}
-
 function componentDied(record: ProcessRecord): Error {
   return new Error(
     `${record.name} exited during start-up; last lines of ${record.logFile}:\n${logTail(record.logFile)}`,
@@ -329,8 +310,9 @@ function startComponent(
   progress(`starting ${spec.name}`);
   const record = spawnDetached({
     name: spec.name,
-    command: join(state.binDir, spec.name),
+    command: spec.command ?? join(state.binDir, spec.name),
     args: spec.args,
+    ...(spec.env === undefined ? {} : { env: spec.env }),
     logFile: join(state.dir, "logs", `${spec.name}.log`),
   });
   state.components = [...state.components.filter((c) => c.name !== spec.name), record];
@@ -348,7 +330,9 @@ export async function restartComponent(
   name: string,
   readyTimeoutMs = 60_000,
 ): Promise<ClusterState> {
-  const spec = componentSpecs(state.dir, state.ports).find((candidate) => candidate.name === name);
+  const spec = componentSpecs(state.dir, state.ports, serviceSubnetOf(state.podNetwork)).find(
+    (candidate) => candidate.name === name,
+  );
   const record = state.components.find((candidate) => candidate.name === name);
   if (spec === undefined || record === undefined)
     throw new Error(`no component named ${name} in the cluster at ${state.dir}`);
@@ -379,7 +363,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
   const podNetwork = "plan" in planned ? planned.plan : undefined;
   if ("problem" in planned) progress(`no pod network (${planned.problem}); pods fall back to loopback addresses`);
   progress("generating certificates");
-  await ensurePki(join(dir, "pki"), podNetwork?.hostAddress);
+  await ensurePki(join(dir, "pki"), podNetwork);
   const server = `https://${loopback}:${ports.apiServer}`;
   writeKubeconfigs(dir, server);
 
@@ -395,7 +379,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
     ...(podNetwork === undefined ? {} : { podNetwork }),
   };
   const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
-  const specs = componentSpecs(dir, ports);
+  const specs = componentSpecs(dir, ports, serviceSubnetOf(podNetwork));
   const stages = [...new Set(specs.map((spec) => spec.stage))].sort((a, b) => a - b);
   try {
     for (const stage of stages) {
@@ -403,6 +387,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
       for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
     }
     await startNodeAgent(state, deadline, progress);
+    await startAddons(state, deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);
@@ -421,11 +406,27 @@ async function startNodeAgent(
   progress: (message: string) => void,
 ): Promise<void> {
   const spec = nodeAgentComponent(state.dir);
+  clearHeartbeat(state.dir);
   progress(`starting ${spec.name}`);
   const record = spawnDetached({ ...spec, logFile: join(state.dir, "logs", `${spec.name}.log`) });
   state.components.push(record);
   writeClusterState(state);
   await waitHealthy(spec, record, deadline);
+}
+
+/** kube-proxy, CoreDNS and kube-network-policies, in the namespaces the node agent made (src/local/addons). */
+async function startAddons(state: ClusterState, deadline: number, progress: (message: string) => void): Promise<void> {
+  const plan = state.podNetwork;
+  if (!podNetworkUp(state.dir, plan)) {
+    progress("no pod network namespaces: no kube-proxy, cluster DNS or NetworkPolicy enforcement");
+    return;
+  }
+  progress("preparing kube-proxy, CoreDNS and kube-network-policies");
+  await prepareAddons(state.dir, plan, state.kubeconfig, deadline);
+  const started = addonSpecs({ clusterDir: state.dir, binDir: state.binDir, plan }).map((spec) =>
+    startComponent(state, spec, progress),
+  );
+  for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
 }
 
 async function stopComponents(components: ProcessRecord[]): Promise<void> {
@@ -456,7 +457,13 @@ export async function status(
   const state = readClusterState(dir);
   if (state === undefined) return { components: [] };
   const specs = new Map(
-    [...componentSpecs(state.dir, state.ports), nodeAgentComponent(state.dir)].map((spec) => [spec.name, spec]),
+    [
+      ...componentSpecs(state.dir, state.ports, serviceSubnetOf(state.podNetwork)),
+      nodeAgentComponent(state.dir),
+      ...(state.podNetwork === undefined
+        ? []
+        : addonSpecs({ clusterDir: state.dir, binDir: state.binDir, plan: state.podNetwork })),
+    ].map((spec) => [spec.name, spec]),
   );
   const components: ComponentHealth[] = [];
   for (const record of state.components) {

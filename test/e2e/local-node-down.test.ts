@@ -81,7 +81,11 @@ describe("ksr local down with pods running (e2e)", function () {
     });
     const containers = recordedContainers(state);
     assert.equal(containers.length, 2);
-    assert.equal(ofThisCluster().length, 4, `switch, host veth and two pod namespaces: ${ofThisCluster().join(" ")}`);
+    assert.equal(
+      ofThisCluster().length,
+      6,
+      `core and two node namespaces, host veth and two pod namespaces: ${ofThisCluster().join(" ")}`,
+    );
 
     const stopped = await down({ dir });
     assert.ok(stopped.some((c) => c.name === "node-agent"));

@@ -70,7 +70,7 @@ describe("local node pod network building blocks", function () {
       { condition: true, apiServer: { host: plan.hostAddress, port: apiServicePort } },
     );
     const uid = "5c1b3f0e-1111-4222-8333-944455556666";
-    const sandbox = await network.attach(uid);
+    const sandbox = await network.attach(uid, "ksr-primary");
     const netns = podNamespaceName(dir, uid);
     assert.equal(sandbox.netnsPath, `/run/netns/${netns}`);
     const inPod = execFileSync("ip", ["-n", netns, "-4", "-o", "addr"], { encoding: "utf8" });
@@ -91,9 +91,9 @@ describe("local node pod network building blocks", function () {
     );
     assert.equal(relayed, "pong ping");
     assert.equal(await exchange(plan.hostAddress, apiServicePort, "from the node"), "pong from the node");
-    assert.equal(ofThisCluster().length, 3, ofThisCluster().join(" "));
+    assert.equal(ofThisCluster().length, 5, ofThisCluster().join(" "));
 
-    await network.detach(uid);
+    await network.detach(uid, "ksr-primary");
     assert.equal(networkNamespaces().includes(netns), false);
     await network.stop();
     network = undefined;
@@ -104,6 +104,7 @@ describe("local node pod network building blocks", function () {
     const unbuildable: PodNetworkPlan = {
       subnet: "198.19.255.0/24",
       hostAddress: "198.19.255.254",
+      serviceSubnet: "198.19.254.0/24",
       switchNamespace: names.switchNamespace,
       hostInterface: "an-interface-name-too-long-for-linux",
     };
@@ -116,7 +117,7 @@ describe("local node pod network building blocks", function () {
     const warnings = lines.filter((line) => line.level === 40);
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]?.msg ?? "", /network namespaces unavailable .*EndpointSlices/);
-    const sandbox = await network.attach("uid-1");
+    const sandbox = await network.attach("uid-1", "ksr-primary");
     assert.deepEqual(
       { loopback: sandbox.podIP.startsWith("127."), netns: sandbox.netnsPath },
       { loopback: true, netns: undefined },

@@ -35,10 +35,45 @@ export function loopbackRange(octet: number): AddressRange {
   };
 }
 
-/** Pod addresses .1 to .253 of a /24 (.254 is the node's end of the pod network). */
-export function subnetRange(subnet: string): AddressRange {
+/**
+ * Where each address of the cluster's /24 goes: every node has its own network
+ * namespace and pod range (its podCIDR half), the top addresses are fixed.
+ */
+export const reservedOctets = {
+  /** The kubelet's end in the root namespace: the node agent probes pods from here. */
+  kubelet: 250,
+  /** Node namespaces: .251 for the first node, .252 for the second. */
+  firstNode: 251,
+  /** The core router namespace joining root, nodes and CoreDNS. */
+  core: 253,
+  /** The root namespace's address: the apiserver forwarder. */
+  host: 254,
+} as const;
+
+/**
+ * Pod addresses of node `index` (0 or 1): .1 to .126 (the lower /25) and
+ * .129 to .249 (the upper /25, below the reserved addresses).
+ */
+export function nodePodRange(subnet: string, index: number): AddressRange {
   const prefix = subnetPrefix(subnet);
-  return { size: 253, addressAt: (index) => `${prefix}.${index + 1}`, description: subnet };
+  if (index !== 0 && index !== 1) throw new Error(`node index ${index} is not 0 or 1`);
+  const first = index === 0 ? 1 : 129;
+  const size = index === 0 ? 126 : reservedOctets.kubelet - 129;
+  return {
+    size,
+    addressAt: (i) => `${prefix}.${first + i}`,
+    description: `${prefix}.${index * 128}/25`,
+  };
+}
+
+/** The /25 holding node `index`'s pods, routed to that node's namespace. */
+export function nodePodCidr(subnet: string, index: number): string {
+  return `${subnetPrefix(subnet)}.${index * 128}/25`;
+}
+
+/** An address of the cluster's /24 by its last octet. */
+export function addressIn(subnet: string, octet: number): string {
+  return `${subnetPrefix(subnet)}.${octet}`;
 }
 
 /**
@@ -82,7 +117,9 @@ export interface PodNetworkPlan {
   subnet: string;
   /** The root network namespace's end of the pod network (.254): the apiserver forwarder listens here. */
   hostAddress: string;
-  /** Network namespace holding the bridge all pods of the cluster are attached to. */
+  /** The /24 of 198.18.0.0/15 ClusterIPs come from (kube-apiserver --service-cluster-ip-range). */
+  serviceSubnet: string;
+  /** The core router namespace: joins the root namespace, the node namespaces and CoreDNS. */
   switchNamespace: string;
   /** The root namespace's veth towards the bridge. */
   hostInterface: string;
@@ -115,6 +152,11 @@ export function networkNames(clusterDir: string): Pick<PodNetworkPlan, "switchNa
   return { switchNamespace: `ksr-${tag}`, hostInterface: `ksr${tag}`, podNamespacePrefix: `ksr-${tag}-` };
 }
 
+/** A node's own network namespace (its kube-proxy and policy enforcer run there): the prefix and the site. */
+export function nodeNamespaceName(clusterDir: string, site: string): string {
+  return `${networkNames(clusterDir).podNamespacePrefix}${site}`;
+}
+
 const uidDigits = (uid: string) =>
   uid
     .replace(/[^0-9a-f]/gi, "")
@@ -126,9 +168,12 @@ export function podNamespaceName(clusterDir: string, uid: string): string {
   return `${networkNames(clusterDir).podNamespacePrefix}${uidDigits(uid)}`;
 }
 
-/** The bridge's end of a pod's veth (inside the switch namespace, so only unique per cluster). */
+/** What every pod veth's node end is named after; nothing else in a node's namespace starts with it. */
+export const podPortPrefix = "p";
+
+/** The node's end of a pod's veth (inside the node's namespace, so only unique per cluster). */
 export function podSwitchPort(uid: string): string {
-  return `p${uidDigits(uid)}`;
+  return `${podPortPrefix}${uidDigits(uid)}`;
 }
 
 interface Cidr {
@@ -172,14 +217,14 @@ export function networksInUse(routes: string, addresses: string): string[] {
  * from a start derived from the cluster directory, so clusters sharing a
  * machine rarely compete and never overlap anything already routed.
  */
-export function choosePodSubnet(clusterDir: string, inUse: readonly string[], previous?: string): string {
+export function choosePodSubnet(clusterDir: string, inUse: readonly string[], previous?: string, offset = 0): string {
   const taken = inUse.flatMap((text) => parseCidr(text) ?? []);
   const free = (subnet: string) => {
     const cidr = parseCidr(subnet);
     return cidr !== undefined && !taken.some((t) => overlaps(t, cidr));
   };
   if (previous !== undefined && benchmarkingPrefix(previous) !== undefined && free(previous)) return previous;
-  const start = clusterSpread(clusterDir) % benchmarkingSubnets;
+  const start = (clusterSpread(clusterDir) + offset) % benchmarkingSubnets;
   for (let step = 0; step < benchmarkingSubnets; step++) {
     const candidate = subnetAt((start + step) % benchmarkingSubnets);
     if (free(candidate)) return candidate;
@@ -187,7 +232,27 @@ export function choosePodSubnet(clusterDir: string, inUse: readonly string[], pr
   throw new Error("every /24 of 198.18.0.0/15 is already routed on this machine; no pod subnet is left");
 }
 
-export function podNetworkPlan(clusterDir: string, subnet: string): PodNetworkPlan {
+export function podNetworkPlan(clusterDir: string, subnet: string, serviceSubnet: string): PodNetworkPlan {
   const { switchNamespace, hostInterface } = networkNames(clusterDir);
-  return { subnet, hostAddress: `${subnetPrefix(subnet)}.254`, switchNamespace, hostInterface };
+  subnetPrefix(serviceSubnet);
+  return {
+    subnet,
+    hostAddress: addressIn(subnet, reservedOctets.host),
+    serviceSubnet,
+    switchNamespace,
+    hostInterface,
+  };
+}
+
+/**
+ * The Service /24: its previous one while still free, else a free /24 other
+ * than the pod subnet, searched from the other half of 198.18.0.0/15.
+ */
+export function chooseServiceSubnet(
+  clusterDir: string,
+  inUse: readonly string[],
+  podSubnet: string,
+  previous?: string,
+): string {
+  return choosePodSubnet(clusterDir, [...inUse, podSubnet], previous, benchmarkingSubnets / 2);
 }

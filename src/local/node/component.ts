@@ -1,7 +1,7 @@
 // The node agent as one more component of `ksr local up`: how it is started
 // and how its health is judged (a heartbeat file it touches after every
 // successful round of node heartbeats).
-import { statSync, writeFileSync } from "node:fs";
+import { rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../../util/package-root.js";
 import { heartbeatIntervalMs } from "./registration.js";
@@ -13,6 +13,11 @@ const heartbeatFile = (clusterDir: string) => join(nodeLayout(clusterDir).script
 
 export function touchHeartbeat(clusterDir: string): void {
   writeFileSync(heartbeatFile(clusterDir), new Date().toISOString() + "\n");
+}
+
+/** A heartbeat left by the previous run must not make a starting agent look healthy. */
+export function clearHeartbeat(clusterDir: string): void {
+  rmSync(heartbeatFile(clusterDir), { force: true });
 }
 
 /** Healthy while the agent has completed a heartbeat round within three intervals. */

@@ -1,8 +1,11 @@
-// Pod networking with iproute2: one network namespace per pod, all attached to
-// a bridge in the cluster's own "switch" namespace, which a veth joins to the
-// root namespace (address .254). No default route anywhere, no forwarding: a
-// pod reaches other pods of the cluster and the node's .254, nothing else.
-// Everything is created and deleted by the cluster's own name prefix only.
+// Pod networking with iproute2, routed as kindnet does: one network namespace
+// per pod, its veth ending in its node's namespace (where the node's kube-proxy
+// and policy enforcer see every packet), both nodes joined by the cluster's
+// "core" router namespace, which a veth joins to the root namespace (.254).
+// Forwarding is on only inside the cluster's own namespaces and there is no
+// default route anywhere: a pod reaches the cluster's pods, Services and the
+// node's .254, nothing else. Everything is created and deleted by the
+// cluster's own name prefix only.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
@@ -10,34 +13,50 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Logger } from "pino";
 import {
+  addressIn,
   AddressPool,
   choosePodSubnet,
+  chooseServiceSubnet,
   loopbackRange,
   networkNames,
   networksInUse,
   nodeAddress,
+  nodeNamespaceName,
+  nodePodCidr,
+  nodePodRange,
   podNamespaceName,
   podNetworkPlan,
   podRangeOctet,
   podSwitchPort,
-  subnetRange,
+  reservedOctets,
   type PodNetworkPlan,
 } from "./addresses.js";
+import { localNodes } from "./layout.js";
 
 const run = promisify(execFile);
-const bridge = "br0";
+/** The core namespace's veth towards the root namespace. */
 const uplink = "uplink";
+/** A node namespace's veth towards the core. */
+const nodeUplink = "core";
+const coreLinkTo = (site: string) => `n-${site}`;
 /** What pods dial for the apiserver (KUBERNETES_SERVICE_PORT), as in a cluster. */
 export const apiServicePort = 443;
 
+/** The kube-dns Service's fixed ClusterIP: .10 of the Service /24, as kubeadm and kind choose. */
+export function clusterDnsAddress(serviceSubnet: string): string {
+  return addressIn(serviceSubnet, 10);
+}
+
 const toolDirs = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
-function findIp(): string {
-  const found = toolDirs.map((dir) => join(dir, "ip")).find((path) => existsSync(path));
+function findTool(name: string, packageName: string): string {
+  const found = toolDirs.map((dir) => join(dir, name)).find((path) => existsSync(path));
   if (found === undefined)
-    throw new Error("the local node's pod network needs ip from iproute2 (apt-get install iproute2)");
+    throw new Error(`the local node's pod network needs ${name} from ${packageName} (apt-get install ${packageName})`);
   return found;
 }
+
+const findIp = () => findTool("ip", "iproute2");
 
 async function ip(...args: string[]): Promise<string> {
   try {
@@ -48,6 +67,17 @@ async function ip(...args: string[]): Promise<string> {
       `ip ${args.join(" ")}: ${stderr !== undefined && stderr !== "" ? stderr : (error as Error).message}`,
     );
   }
+}
+
+/** Sets sysctls inside one of the cluster's namespaces (they are per namespace: the host's stay as they are). */
+async function sysctlIn(netns: string, ...settings: string[]): Promise<void> {
+  await ip("netns", "exec", netns, findTool("sysctl", "procps"), "-q", "-w", ...settings);
+}
+
+/** The cluster's routers forward; the host's ip_forward stays as it is. */
+async function makeRouter(netns: string): Promise<void> {
+  await sysctlIn(netns, "net.ipv4.ip_forward=1");
+  await ip("-n", netns, "link", "set", "lo", "up");
 }
 
 async function namespacesNamed(match: (name: string) => boolean): Promise<string[]> {
@@ -100,7 +130,9 @@ export async function planPodNetwork(
   try {
     await removeClusterNetwork(clusterDir);
     const inUse = networksInUse(await ip("-4", "route"), await ip("-4", "-o", "addr"));
-    return { plan: podNetworkPlan(clusterDir, choosePodSubnet(clusterDir, inUse, previous?.subnet)) };
+    const subnet = choosePodSubnet(clusterDir, inUse, previous?.subnet);
+    const serviceSubnet = chooseServiceSubnet(clusterDir, inUse, subnet, previous?.serviceSubnet);
+    return { plan: podNetworkPlan(clusterDir, subnet, serviceSubnet) };
   } catch (error) {
     return { problem: (error as Error).message };
   }
@@ -122,20 +154,57 @@ export interface PodNetwork {
   /** The apiserver as pods reach it (KUBERNETES_SERVICE_HOST/PORT). */
   readonly apiServer: { host: string; port: number };
   readonly condition: NetworkCondition;
-  attach(uid: string): Promise<PodSandboxNetwork>;
-  detach(uid: string): Promise<void>;
+  /** The cluster DNS Service's address for pods' resolv.conf; absent without a pod network. */
+  readonly clusterDns?: string;
+  /** Where the kubelet's probes come from (source address), so a cut-off site still probes its pods. */
+  readonly probeSource?: string;
+  attach(uid: string, nodeName: string): Promise<PodSandboxNetwork>;
+  detach(uid: string, nodeName: string): Promise<void>;
   stop(): Promise<void>;
 }
 
-async function createSwitch(plan: PodNetworkPlan): Promise<void> {
-  const sw = plan.switchNamespace;
-  await ip("netns", "add", sw);
-  await ip("-n", sw, "link", "add", bridge, "type", "bridge");
-  await ip("-n", sw, "link", "set", bridge, "up");
-  await ip("link", "add", plan.hostInterface, "type", "veth", "peer", "name", uplink, "netns", sw);
-  await ip("-n", sw, "link", "set", uplink, "master", bridge, "up");
+/**
+ * The core router: .253 on its uplink, routes to the root namespace's .254 and
+ * .250, and to each node's namespace and pod /25. The root namespace gets the
+ * /24 on its veth and the Service /24 via the core (answered by the first
+ * node's kube-proxy), so the host reaches ClusterIPs as a node would.
+ */
+async function createCore(clusterDir: string, plan: PodNetworkPlan): Promise<void> {
+  const core = plan.switchNamespace;
+  const at = (octet: number) => addressIn(plan.subnet, octet);
+  await ip("netns", "add", core);
+  await makeRouter(core);
+  await ip("link", "add", plan.hostInterface, "type", "veth", "peer", "name", uplink, "netns", core);
+  await ip("-n", core, "addr", "add", `${at(reservedOctets.core)}/32`, "dev", uplink);
+  await ip("-n", core, "link", "set", uplink, "up");
+  await sysctlIn(core, `net.ipv4.conf.${uplink}.proxy_arp=1`, `net.ipv4.neigh.${uplink}.proxy_delay=0`);
+  for (const octet of [reservedOctets.host, reservedOctets.kubelet])
+    await ip("-n", core, "route", "add", `${at(octet)}/32`, "dev", uplink);
   await ip("addr", "add", `${plan.hostAddress}/24`, "dev", plan.hostInterface);
+  await ip("addr", "add", `${at(reservedOctets.kubelet)}/32`, "dev", plan.hostInterface);
   await ip("link", "set", plan.hostInterface, "up");
+  await ip("route", "add", plan.serviceSubnet, "via", at(reservedOctets.core), "dev", plan.hostInterface);
+  for (const [index, identity] of localNodes.entries())
+    await createNodeNamespace(clusterDir, plan, index, identity.site);
+  await ip("-n", core, "route", "add", plan.serviceSubnet, "via", at(reservedOctets.firstNode));
+}
+
+/** A node's namespace: .251 or .252 towards the core, its pods' veths, and a route to the rest via the core. */
+async function createNodeNamespace(clusterDir: string, plan: PodNetworkPlan, index: number, site: string) {
+  const core = plan.switchNamespace;
+  const netns = nodeNamespaceName(clusterDir, site);
+  const node = addressIn(plan.subnet, reservedOctets.firstNode + index);
+  const coreAddress = addressIn(plan.subnet, reservedOctets.core);
+  await ip("netns", "add", netns);
+  await makeRouter(netns);
+  await ip("-n", core, "link", "add", coreLinkTo(site), "type", "veth", "peer", "name", nodeUplink, "netns", netns);
+  await ip("-n", core, "link", "set", coreLinkTo(site), "up");
+  await ip("-n", core, "route", "add", `${node}/32`, "dev", coreLinkTo(site));
+  await ip("-n", core, "route", "add", nodePodCidr(plan.subnet, index), "via", node);
+  await ip("-n", netns, "addr", "add", `${node}/32`, "dev", nodeUplink);
+  await ip("-n", netns, "link", "set", nodeUplink, "up");
+  await ip("-n", netns, "route", "add", `${coreAddress}/32`, "dev", nodeUplink);
+  await ip("-n", netns, "route", "add", plan.subnet, "via", coreAddress, "dev", nodeUplink);
 }
 
 interface Forwarder {
@@ -178,49 +247,77 @@ function startApiForwarder(host: string, apiPort: number, log: Logger): Promise<
   });
 }
 
-class BridgedPodNetwork implements PodNetwork {
-  private readonly addresses: AddressPool;
+interface NodeSegment {
+  netns: string;
+  gateway: string;
+  addresses: AddressPool;
+}
+
+class RoutedPodNetwork implements PodNetwork {
+  private readonly nodes = new Map<string, NodeSegment>();
   readonly apiServer: { host: string; port: number };
   readonly condition: NetworkCondition;
+  readonly clusterDns: string;
+  readonly probeSource: string;
 
   constructor(
     private readonly clusterDir: string,
     private readonly plan: PodNetworkPlan,
     private readonly forwarder: Forwarder,
   ) {
-    this.addresses = new AddressPool(subnetRange(plan.subnet));
+    for (const [index, identity] of localNodes.entries()) {
+      this.nodes.set(identity.name, {
+        netns: nodeNamespaceName(clusterDir, identity.site),
+        gateway: addressIn(plan.subnet, reservedOctets.firstNode + index),
+        addresses: new AddressPool(nodePodRange(plan.subnet, index)),
+      });
+    }
     this.apiServer = { host: plan.hostAddress, port: apiServicePort };
+    this.clusterDns = clusterDnsAddress(plan.serviceSubnet);
+    this.probeSource = addressIn(plan.subnet, reservedOctets.kubelet);
     this.condition = {
       available: true,
       reason: "PodNetworkReady",
-      message: `pods have their own network namespaces in ${plan.subnet}`,
+      message: `pods have their own network namespaces in ${plan.subnet}, Services in ${plan.serviceSubnet}`,
     };
   }
 
-  async attach(uid: string): Promise<PodSandboxNetwork> {
-    const podIP = this.addresses.allocate(uid);
+  private segment(nodeName: string): NodeSegment {
+    const segment = this.nodes.get(nodeName);
+    if (segment === undefined) throw new Error(`no pod network for node ${nodeName}`);
+    return segment;
+  }
+
+  async attach(uid: string, nodeName: string): Promise<PodSandboxNetwork> {
+    const segment = this.segment(nodeName);
+    const podIP = segment.addresses.allocate(uid);
     const netns = podNamespaceName(this.clusterDir, uid);
     const port = podSwitchPort(uid);
-    const sw = this.plan.switchNamespace;
     try {
       await ip("netns", "add", netns);
       await ip("-n", netns, "link", "set", "lo", "up");
-      await ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns);
-      await ip("-n", sw, "link", "set", port, "master", bridge, "up");
-      await ip("-n", netns, "addr", "add", `${podIP}/24`, "dev", "eth0");
+      await ip("-n", segment.netns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns);
+      await ip("-n", segment.netns, "link", "set", port, "up");
+      await ip("-n", segment.netns, "route", "add", `${podIP}/32`, "dev", port);
+      // Everything goes through the node's namespace (its kube-proxy and policy enforcer), as on a kindnet node:
+      // the pod only ever resolves its gateway's link address.
+      await ip("-n", netns, "addr", "add", `${podIP}/24`, "noprefixroute", "dev", "eth0");
       await ip("-n", netns, "link", "set", "eth0", "up");
+      await ip("-n", netns, "route", "add", segment.gateway, "dev", "eth0", "scope", "link");
+      for (const destination of [this.plan.subnet, this.plan.serviceSubnet])
+        await ip("-n", netns, "route", "add", destination, "via", segment.gateway, "dev", "eth0");
     } catch (error) {
-      await this.detach(uid);
+      await this.detach(uid, nodeName);
       throw error;
     }
     return { podIP, netnsPath: namespacePath(netns) };
   }
 
-  async detach(uid: string): Promise<void> {
+  async detach(uid: string, nodeName: string): Promise<void> {
     const netns = podNamespaceName(this.clusterDir, uid);
-    // Deleting the namespace destroys eth0 and with it the bridge's end of the pair.
+    // Deleting the namespace destroys eth0 and with it the node's end of the pair and its route.
     if (existsSync(namespacePath(netns))) await ip("netns", "delete", netns);
-    this.addresses.release(uid);
+    this.segment(nodeName).addresses.release(uid);
   }
 
   async stop(): Promise<void> {
@@ -273,9 +370,9 @@ export async function startPodNetwork(
   else {
     try {
       await removeClusterNetwork(clusterDir);
-      await createSwitch(plan);
+      await createCore(clusterDir, plan);
       const forwarder = await startApiForwarder(plan.hostAddress, apiPort, log);
-      return new BridgedPodNetwork(clusterDir, plan, forwarder);
+      return new RoutedPodNetwork(clusterDir, plan, forwarder);
     } catch (error) {
       problem = (error as Error).message;
       await removeClusterNetwork(clusterDir);
@@ -283,7 +380,8 @@ export async function startPodNetwork(
   }
   const message =
     `network namespaces unavailable (${problem}); pods get loopback addresses, ` +
-    "which the API refuses in EndpointSlices, so Services list no endpoints (run as root with iproute2)";
+    "which the API refuses in EndpointSlices, so Services list no endpoints and there is no cluster DNS " +
+    "(run as root with iproute2)";
   log.warn(message);
   return new LoopbackPodNetwork(clusterDir, apiPort, { available: false, reason: "NoNetworkNamespaces", message });
 }

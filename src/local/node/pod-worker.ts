@@ -1,7 +1,7 @@
 // One pod's lifecycle on the local node: images, address, volumes, init
 // containers in order, containers with restart policy and back-off, probes,
 // graceful termination, and the status the rest of the cluster sees.
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -21,6 +21,7 @@ import {
   type PodView,
 } from "./pod-status.js";
 import { Prober } from "./probes.js";
+import { podResolvConf, renderResolvConf } from "./resolv-conf.js";
 import {
   execInContainer,
   killContainerTree,
@@ -229,7 +230,7 @@ export class PodWorker {
       return true;
     }
     try {
-      this.sandbox = await this.ctx.network.attach(this.uid);
+      this.sandbox = await this.ctx.network.attach(this.uid, this.ctx.nodeName);
       return true;
     } catch (error) {
       const message = `failed to set up the pod's network: ${describeError(error)}`;
@@ -281,6 +282,8 @@ export class PodWorker {
       ].join("\n"),
     );
     writeFileSync(join(etc, "hostname"), `${name}\n`);
+    const resolv = podResolvConf(this.pod, this.ctx.network.clusterDns);
+    if (resolv !== undefined) writeFileSync(join(etc, "resolv.conf"), renderResolvConf(resolv));
   }
 
   private hostname(): string {
@@ -410,6 +413,16 @@ export class PodWorker {
       { source: join(this.podDir, "run"), target: "/run", readOnly: false, type: "dir" as const },
       { source: join(this.podDir, "etc", "hosts"), target: "/etc/hosts", readOnly: false, type: "file" as const },
       { source: join(this.podDir, "etc", "hostname"), target: "/etc/hostname", readOnly: false, type: "file" as const },
+      ...(existsSync(join(this.podDir, "etc", "resolv.conf"))
+        ? [
+            {
+              source: join(this.podDir, "etc", "resolv.conf"),
+              target: "/etc/resolv.conf",
+              readOnly: false,
+              type: "file" as const,
+            },
+          ]
+        : []),
     ];
   }
 
@@ -582,7 +595,8 @@ export class PodWorker {
     if (this.timer !== undefined) clearTimeout(this.timer);
     if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
     if (this.ctx.cgroupRoot !== undefined) await killCgroupTree(join(this.ctx.cgroupRoot, `pod-${this.uid}`));
-    if (this.sandbox !== undefined && this.pod.spec?.hostNetwork !== true) await this.ctx.network.detach(this.uid);
+    if (this.sandbox !== undefined && this.pod.spec?.hostNetwork !== true)
+      await this.ctx.network.detach(this.uid, this.ctx.nodeName);
     this.sandbox = undefined;
     rmSync(this.podDir, { recursive: true, force: true });
   }

@@ -10,7 +10,8 @@ import {
   podNetworkPlan,
   podRangeOctet,
   podSwitchPort,
-  subnetRange,
+  nodePodRange,
+  chooseServiceSubnet,
 } from "../../../src/local/node/addresses.js";
 import { clusterTag } from "../../../src/local/node/layout.js";
 
@@ -31,14 +32,23 @@ describe("local node pod addresses", () => {
     assert.equal(pool.allocate("a"), a);
   });
 
-  it("hands out .1 to .253 of the pod subnet, never .0 or the node's .254, then says it is full", () => {
-    const pool = new AddressPool(subnetRange("198.19.3.0/24"));
-    const addresses = Array.from({ length: 253 }, (_, i) => pool.allocate(`pod-${i}`));
-    assert.deepEqual([addresses[0], addresses.at(-1), new Set(addresses).size], ["198.19.3.1", "198.19.3.253", 253]);
-    assert.throws(() => pool.allocate("one-more"), /all 253 pod addresses in 198\.19\.3\.0\/24 are in use/);
-    pool.release("pod-7");
-    assert.equal(pool.allocate("one-more"), "198.19.3.8");
-  });
+  const nodeRanges: { index: number; first: string; last: string; size: number; cidr: string }[] = [
+    { index: 0, first: "198.19.3.1", last: "198.19.3.126", size: 126, cidr: "198.19.3.0/25" },
+    { index: 1, first: "198.19.3.129", last: "198.19.3.249", size: 121, cidr: "198.19.3.128/25" },
+  ];
+  for (const { index, first, last, size, cidr } of nodeRanges) {
+    it(`hands out ${first} to ${last} to node ${index}, never the reserved .250-.254, then says it is full`, () => {
+      const pool = new AddressPool(nodePodRange("198.19.3.0/24", index));
+      const addresses = Array.from({ length: size }, (_, i) => pool.allocate(`pod-${i}`));
+      assert.deepEqual([addresses[0], addresses.at(-1), new Set(addresses).size], [first, last, size]);
+      assert.throws(
+        () => pool.allocate("one-more"),
+        new RegExp(`all ${size} pod addresses in ${cidr.replace(/\./g, "\\.")} are in use`),
+      );
+      pool.release("pod-7");
+      assert.equal(pool.allocate("one-more"), addresses[7]);
+    });
+  }
 
   it("does not hand a released address out again before the others", () => {
     const pool = new AddressPool(loopbackRange(42));
@@ -50,7 +60,7 @@ describe("local node pod addresses", () => {
   it("never hands out one address twice while it is in use", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 20 })), { maxLength: 200 }), (ops) => {
-        const pool = new AddressPool(subnetRange("198.18.7.0/24"));
+        const pool = new AddressPool(nodePodRange("198.18.7.0/24", 0));
         const held = new Map<string, string>();
         for (const [allocate, id] of ops) {
           const owner = `pod-${id}`;
@@ -63,7 +73,7 @@ describe("local node pod addresses", () => {
         const addresses = [...held.values()];
         return (
           new Set(addresses).size === addresses.length &&
-          addresses.every((a) => /^198\.18\.7\.([1-9]\d?|1\d\d|2[0-4]\d|25[0-3])$/.test(a))
+          addresses.every((a) => /^198\.18\.7\.([1-9]\d?|1[01]\d|12[0-6])$/.test(a))
         );
       }),
     );
@@ -80,9 +90,11 @@ describe("local node pod addresses", () => {
 
   const badRanges: [string, () => unknown, RegExp][] = [
     ["loopback octet 0", () => loopbackRange(0), /not 1\.\.254/],
-    ["a /16", () => subnetRange("198.18.0.0/16"), /not a \/24 of 198\.18\.0\.0\/15/],
-    ["a private /24", () => subnetRange("10.0.0.0/24"), /not a \/24/],
-    ["a third octet above 255", () => podNetworkPlan("/tmp/x", "198.18.256.0/24"), /not a \/24/],
+    ["a /16", () => nodePodRange("198.18.0.0/16", 0), /not a \/24 of 198\.18\.0\.0\/15/],
+    ["a private /24", () => nodePodRange("10.0.0.0/24", 0), /not a \/24/],
+    ["a third node", () => nodePodRange("198.18.0.0/24", 2), /node index 2 is not 0 or 1/],
+    ["a third octet above 255", () => podNetworkPlan("/tmp/x", "198.18.256.0/24", "198.18.1.0/24"), /not a \/24/],
+    ["a private Service range", () => podNetworkPlan("/tmp/x", "198.18.1.0/24", "10.96.0.0/24"), /not a \/24/],
   ];
   for (const [name, make, error] of badRanges) {
     it(`refuses ${name}`, () => {
@@ -171,11 +183,21 @@ describe("local node pod subnet choice", () => {
     ]);
   });
 
-  it("records the node's .254 and the cluster's names in the plan", () => {
+  it("chooses a Service /24 apart from the pod subnet and everything in use, keeping the previous one while free", () => {
+    const pods = choosePodSubnet(dir, []);
+    const services = chooseServiceSubnet(dir, [], pods);
+    assert.notEqual(services, pods);
+    assert.equal(chooseServiceSubnet(dir, [], pods, "198.18.9.0/24"), "198.18.9.0/24");
+    assert.notEqual(chooseServiceSubnet(dir, ["198.18.9.0/24"], pods, "198.18.9.0/24"), "198.18.9.0/24");
+    assert.notEqual(chooseServiceSubnet(dir, [], "198.18.9.0/24", "198.18.9.0/24"), "198.18.9.0/24");
+  });
+
+  it("records the node's .254, the Service range and the cluster's names in the plan", () => {
     const tag = clusterTag(dir);
-    assert.deepEqual(podNetworkPlan(dir, "198.19.4.0/24"), {
+    assert.deepEqual(podNetworkPlan(dir, "198.19.4.0/24", "198.18.4.0/24"), {
       subnet: "198.19.4.0/24",
       hostAddress: "198.19.4.254",
+      serviceSubnet: "198.18.4.0/24",
       switchNamespace: `ksr-${tag}`,
       hostInterface: `ksr${tag}`,
     });
