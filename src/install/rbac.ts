@@ -57,6 +57,18 @@ export const clusterRules: readonly PolicyRule[] = [
   },
   {
     apiGroups: [""],
+    resources: ["configmaps"],
+    verbs: manage,
+    reason: "agents' quiesce hooks files",
+  },
+  {
+    apiGroups: [""],
+    resources: ["namespaces"],
+    verbs: read,
+    reason: "check that a machine's target namespace exists",
+  },
+  {
+    apiGroups: [""],
     resources: ["nodes"],
     verbs: read,
     reason: "place replicators by site label",

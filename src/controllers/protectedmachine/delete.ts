@@ -14,6 +14,7 @@ import {
 } from "../../runtime/index.js";
 import { protectedMachines } from "../../api/types.js";
 import type { CertificateIssuer } from "../certificates/issuer.js";
+import { certificateSecretName } from "../certificates/secret-issuer.js";
 import type { MachineMetrics } from "../metrics.js";
 import {
   cacheClaimName,
@@ -106,7 +107,7 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
     }
   } else {
     // The last machine of this master target: it and its process servers go, with their storage.
-    await deleteServer(deps, mt, target.namespace, journalClaimName(mt));
+    await deleteServer(deps, "master-target", mt, target.namespace, journalClaimName(mt));
     await client.delete(secrets, { name: keySecretName(mt), namespace: target.namespace });
     const processServers = caches.deployments
       .list(namespace)
@@ -119,7 +120,7 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
           ),
       );
     for (const ps of processServers)
-      await deleteServer(deps, ps.metadata.name, namespace, cacheClaimName(ps.metadata.name));
+      await deleteServer(deps, "process-server", ps.metadata.name, namespace, cacheClaimName(ps.metadata.name));
     await client.delete(secrets, { name: keySecretName(mt), namespace });
   }
   // Replica claims last: the master target no longer mounts them.
@@ -131,9 +132,20 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
   log.info({ streams: [...streams] }, "protection removed");
 }
 
-async function deleteServer(deps: DeleteDeps, name: string, namespace: string, claim: string): Promise<void> {
+async function deleteServer(
+  deps: DeleteDeps,
+  role: "process-server" | "master-target",
+  name: string,
+  namespace: string,
+  claim: string,
+): Promise<void> {
   await deps.client.delete(deployments, { name, namespace });
   await deps.client.delete(services, { name, namespace });
   await deps.client.delete(persistentVolumeClaims, { name: claim, namespace });
   deps.forgetPeers(name, namespace);
+  // The role's certificate serves every server of that role in the namespace: it goes with the last.
+  const others = deps.caches.deployments
+    .list(namespace)
+    .filter((d) => d.metadata.name !== name && d.metadata.labels?.[componentLabel] === role);
+  if (others.length === 0) await deps.client.delete(secrets, { name: certificateSecretName({ role }), namespace });
 }

@@ -23,7 +23,7 @@ import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
 import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
 import { computeStatus, type StatusInput, type VolumeObservation } from "./status.js";
-import { apiDurationMs } from "./policy-flags.js";
+import { policyDurationMs } from "../replicationpolicy/flags.js";
 import type { Problem, WorkloadObject } from "./workload.js";
 
 export interface MachineCaches extends OwnCaches {
@@ -136,7 +136,7 @@ function record(
     ...rest,
     previous: machine.status,
     now: context.clock.now(),
-    rpoThresholdMs: apiDurationMs(policy?.spec.rpoThreshold ?? "15m"),
+    rpoThresholdMs: policyDurationMs(policy?.spec.rpoThreshold ?? "15m", "rpoThreshold"),
     appConsistencyUnavailable:
       policy?.spec.appConsistentFrequency !== undefined && machine.spec.source.quiesce === undefined,
     ...(sourceSite === undefined ? {} : { activeSite: sourceSite }),

@@ -42,7 +42,7 @@ import {
   type AgentStream,
 } from "./placement.js";
 import type { Plan } from "./plan.js";
-import { apiDurationMs, replicatorFlags } from "./policy-flags.js";
+import { policyDurationMs, replicatorFlags, type ReplicatorFlags } from "../replicationpolicy/flags.js";
 
 /** The informers the controller reads its own objects from. */
 export interface OwnCaches {
@@ -63,8 +63,12 @@ export function serviceHost(name: string, namespace: string): string {
   return `${name}.${namespace}.svc`;
 }
 
-export function serviceDnsNames(name: string, namespace: string): string[] {
-  return [name, `${name}.${namespace}`, serviceHost(name, namespace), `${serviceHost(name, namespace)}.cluster.local`];
+/**
+ * The names a server certificate carries. One Secret serves every replicator of a role in a
+ * namespace (the issuer keys it by role), so it names them all: the namespace's Services.
+ */
+export function serviceDnsNames(namespace: string): string[] {
+  return [`*.${namespace}.svc`, `*.${namespace}.svc.cluster.local`];
 }
 
 /**
@@ -129,7 +133,7 @@ export async function ensureReplicators(
   const policyName = machine.spec.policyRef.name;
   const hooks = machine.spec.source.quiesce;
   const httpHooks = hooks !== undefined && hooks.pre.http !== undefined;
-  const flags = replicatorFlags(plan.policy.spec, httpHooks);
+  const flags = agentFlagsFor(replicatorFlags(plan.policy.spec), httpHooks);
   await ensureKeys(deps, machine, plan);
   const encryptionKey = { secretName: keySecretName(mt.name), key: "key" };
 
@@ -164,7 +168,7 @@ export async function ensureReplicators(
     const tls = await certificates.ensureReplicatorCertificate({
       namespace: mt.namespace,
       role: "master-target",
-      dnsNames: serviceDnsNames(mt.name, mt.namespace),
+      dnsNames: serviceDnsNames(mt.namespace),
     });
     const objects = masterTargetObjects({
       name: mt.name,
@@ -195,7 +199,7 @@ export async function ensureReplicators(
   const psTls = await certificates.ensureReplicatorCertificate({
     namespace,
     role: "process-server",
-    dnsNames: serviceDnsNames(ps.name, namespace),
+    dnsNames: serviceDnsNames(namespace),
   });
   const psObjects = processServerObjects({
     ...ps,
@@ -308,7 +312,10 @@ export function agentHooksFile(quiesce: NonNullable<ProtectedMachine["spec"]["so
         };
   const pre = url(quiesce.pre);
   const post = quiesce.post === undefined ? undefined : url(quiesce.post);
-  const timeoutSeconds = Math.max(1, Math.round(apiDurationMs(quiesce.timeout) / 1000));
+  const timeoutSeconds = Math.max(
+    1,
+    Math.round(policyDurationMs(quiesce.timeout, "spec.source.quiesce.timeout") / 1000),
+  );
   return {
     hooks: [
       {
@@ -319,4 +326,13 @@ export function agentHooksFile(quiesce: NonNullable<ProtectedMachine["spec"]["so
       },
     ],
   };
+}
+
+/** Without hooks nothing is quiesced, so the agent refuses an app cadence (the machine's status says why). */
+function agentFlagsFor(flags: ReplicatorFlags, hooks: boolean): ReplicatorFlags {
+  if (hooks) return flags;
+  const agent = [...flags.agent];
+  const at = agent.indexOf("--app-point-interval");
+  if (at >= 0) agent.splice(at, 2);
+  return { ...flags, agent };
 }
