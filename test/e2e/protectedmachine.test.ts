@@ -68,7 +68,12 @@ describe("ProtectedMachine end to end (e2e)", function () {
   });
 
   /** A StatefulSet whose pod writes `files` MiB of random files, then appends while CONTROL/write exists. */
-  const writer = (name: string, files: number, volumeMode?: string): StatefulSet => ({
+  const writer = (
+    name: string,
+    files: number,
+    accessMode = "ReadWriteOnce",
+    storageClassName = "standard",
+  ): StatefulSet => ({
     apiVersion: "apps/v1",
     kind: "StatefulSet",
     metadata: { name, namespace: ns },
@@ -80,6 +85,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
         metadata: { labels: { app: name } },
         spec: {
           terminationGracePeriodSeconds: 1,
+          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
           containers: [
             {
               name: "writer",
@@ -103,8 +109,8 @@ describe("ProtectedMachine end to end (e2e)", function () {
         {
           metadata: { name: "data" },
           spec: {
-            accessModes: [volumeMode ?? "ReadWriteOnce"],
-            storageClassName: "standard",
+            accessModes: [accessMode],
+            storageClassName,
             resources: { requests: { storage: "1Gi" } },
           },
         },
@@ -188,7 +194,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
         compression: "zstd",
         resync: { mode: "Automatic" },
       },
-    } as ReplicationPolicy;
+    };
     await client.create(replicationPolicies, policy);
     await client.create(statefulSets, writer("app", 20));
   });
@@ -215,14 +221,14 @@ describe("ProtectedMachine end to end (e2e)", function () {
     process.stdout.write(`      apply → Protected: ${Math.round(performance.now() - started)} ms (20 MiB)\n`);
     protectedAt = found.status?.initialReplication?.completionTime ?? "";
     assert.equal(found.status?.initialReplication?.progressPercent, 100);
-    assert.equal(found.status?.health, "Healthy");
+    assert.equal(found.status.health, "Healthy");
     assert.deepEqual(
-      found.status?.volumes?.map((v) => [v.name, v.claimName, v.replicaClaimName]),
+      found.status.volumes?.map((v) => [v.name, v.claimName, v.replicaClaimName]),
       [["data-0", "data-app-0", "data-app-0"]],
     );
-    const ready = found.status?.conditions?.find((c) => c.type === "Ready");
+    const ready = found.status.conditions?.find((c) => c.type === "Ready");
     assert.equal(ready?.status, "True");
-    assert.equal(ready?.observedGeneration, found.metadata.generation);
+    assert.equal(ready.observedGeneration, found.metadata.generation);
     await replicaMatches();
     const list = await client.list(events, { namespace: ns });
     const reasons = list.items.filter((e) => e.regarding?.name === "app").map((e) => e.reason);
@@ -231,7 +237,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
     const [agent] = await agentPods("app");
     assert.ok(agent !== undefined);
     assert.equal(agent.spec?.automountServiceAccountToken, false);
-    assert.equal(agent.spec?.nodeName, "ksr-primary");
+    assert.equal(agent.spec.nodeName, "ksr-primary");
   });
 
   it("keeps the RPO under the policy's threshold while the writer keeps going", async () => {
@@ -401,22 +407,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
       {
         name: "unbound",
         reason: "ClaimNotBound",
-        set: {
-          ...writer("unbound", 1),
-          spec: {
-            ...writer("unbound", 1).spec!,
-            volumeClaimTemplates: [
-              {
-                metadata: { name: "data" },
-                spec: {
-                  accessModes: ["ReadWriteOnce"],
-                  storageClassName: "missing",
-                  resources: { requests: { storage: "1Gi" } },
-                },
-              },
-            ],
-          },
-        },
+        set: writer("unbound", 1, "ReadWriteOnce", "missing"),
       },
       { name: "rwop", reason: "ClaimIsReadWriteOncePod", set: writer("rwop", 1, "ReadWriteOncePod") },
     ];

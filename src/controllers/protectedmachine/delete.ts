@@ -99,14 +99,14 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
         other.spec.target.site === target.site,
     );
   const deployment = caches.deployments.get(mt, target.namespace);
-  if (sharing.length > 0) {
-    if (deployment !== undefined) {
-      const trimmed = withoutReplicas(deployment, streams);
-      if (JSON.stringify(trimmed.spec) !== JSON.stringify(deployment.spec))
-        await client.patch(deployments, { name: mt, namespace: target.namespace }, { spec: trimmed.spec }, "merge");
-    }
+  const trimmed = deployment === undefined ? undefined : withoutReplicas(deployment, streams);
+  const remaining = (trimmed?.spec?.template.spec?.containers[0]?.args ?? []).filter((arg) => arg === "--replica");
+  if (sharing.length > 0 && remaining.length > 0) {
+    if (trimmed !== undefined && JSON.stringify(trimmed.spec) !== JSON.stringify(deployment?.spec))
+      await client.patch(deployments, { name: mt, namespace: target.namespace }, { spec: trimmed.spec }, "merge");
   } else {
-    // The last machine of this master target: it and its process servers go, with their storage.
+    // The last replica of this master target: it and its process servers go, with their storage
+    // (a sharing machine that has no replica yet places them again when it gets one).
     await deleteServer(deps, "master-target", mt, target.namespace, journalClaimName(mt));
     await client.delete(secrets, { name: keySecretName(mt), namespace: target.namespace });
     const processServers = caches.deployments

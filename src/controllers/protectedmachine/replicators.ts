@@ -279,6 +279,16 @@ export async function ensureReplicators(
     });
     await apply(client, pods, desired, caches.pods.get(agent.name, namespace), "recreate");
   }
+  // Agents of pods that are gone or moved away go too (their replacements were placed above).
+  const wanted = new Set(plan.agents.map((agent) => agent.name));
+  for (const pod of caches.pods.list(namespace))
+    if (
+      pod.metadata.labels?.["app.kubernetes.io/component"] === "agent" &&
+      pod.metadata.ownerReferences?.some((ref) => ref.uid === machine.metadata.uid) === true &&
+      !wanted.has(pod.metadata.name) &&
+      pod.metadata.deletionTimestamp === undefined
+    )
+      await client.delete(pods, { name: pod.metadata.name, namespace });
   return { processServer: ps, masterTarget: mt };
 }
 
