@@ -41,7 +41,6 @@ const input = (fields: Partial<StatusInput>): StatusInput => ({
   previous: undefined,
   paused: false,
   rpoThresholdMs: 5 * minute,
-  appConsistencyUnavailable: false,
   volumes: [],
   now,
   ...fields,
@@ -234,7 +233,12 @@ describe("protectedmachine: status from observations", () => {
   }
 
   it("reports a policy asking for app-consistent points of a machine without hooks", () => {
-    const { conditions } = computeStatus(input({ appConsistencyUnavailable: true, volumes: [volume("a")] }));
+    const { conditions } = computeStatus(
+      input({
+        appConsistencyUnavailable: { reason: "NoQuiesceHooks", message: "no spec.source.quiesce hooks" },
+        volumes: [volume("a")],
+      }),
+    );
     const condition = conditions.find((c) => c.type === "AppConsistencyUnavailable");
     assert.equal(condition?.status, "True");
     assert.match(condition.message ?? "", /spec.source.quiesce/);

@@ -137,8 +137,7 @@ function record(
     previous: machine.status,
     now: context.clock.now(),
     rpoThresholdMs: policyDurationMs(policy?.spec.rpoThreshold ?? "15m", "rpoThreshold"),
-    appConsistencyUnavailable:
-      policy?.spec.appConsistentFrequency !== undefined && machine.spec.source.quiesce === undefined,
+    ...appConsistency(policy, machine),
     ...(sourceSite === undefined ? {} : { activeSite: sourceSite }),
   });
   // Fields the new status no longer has are cleared, not left from the previous one.
@@ -160,6 +159,32 @@ function record(
   if (newBytes > 0) metrics.replicatedBytes.inc(labels, newBytes);
   metrics.recoveryPoints.set(labels, result.status.recoveryPoints?.count ?? 0);
   metrics.health.set(labels, healthValue[result.status.health ?? "Healthy"]);
+}
+
+/** The policy asks for app-consistent points; can this machine's hooks give them? */
+function appConsistency(
+  policy: ReplicationPolicy | undefined,
+  machine: ProtectedMachine,
+): Pick<StatusInput, "appConsistencyUnavailable"> {
+  if (policy?.spec.appConsistentFrequency === undefined) return {};
+  const quiesce = machine.spec.source.quiesce;
+  if (quiesce === undefined)
+    return {
+      appConsistencyUnavailable: {
+        reason: "NoQuiesceHooks",
+        message:
+          "the policy sets appConsistentFrequency but this machine has no spec.source.quiesce hooks: only crash-consistent points are taken",
+      },
+    };
+  if (quiesce.pre.exec !== undefined || quiesce.post?.exec !== undefined)
+    return {
+      appConsistencyUnavailable: {
+        reason: "ExecHooksNotSupported",
+        message:
+          "exec quiesce hooks are not run yet (HTTP hooks are): only crash-consistent points are taken; use http hooks for app-consistent points",
+      },
+    };
+  return {};
 }
 
 function sum(volumes: readonly VolumeObservation[], value: (volume: VolumeObservation) => number): number {

@@ -34,7 +34,8 @@ export interface StatusInput {
   waiting?: Problem;
   rpoThresholdMs: number;
   /** The policy asks for app-consistent points but the machine has no quiesce hooks. */
-  appConsistencyUnavailable: boolean;
+  /** Why the policy's app-consistent points cannot be taken for this machine, if they cannot. */
+  appConsistencyUnavailable?: Problem;
   activeSite?: string;
   volumes: readonly VolumeObservation[];
   now: number;
@@ -199,12 +200,12 @@ export function computeStatus(input: StatusInput): StatusResult {
       );
     else set("RpoWithinThreshold", "True", "RpoWithinThreshold", `RPO ${formatDuration(rpoMs)} is within ${threshold}`);
   }
-  if (input.appConsistencyUnavailable)
+  if (input.appConsistencyUnavailable !== undefined)
     set(
       "AppConsistencyUnavailable",
       "True",
-      "NoQuiesceHooks",
-      "the policy sets appConsistentFrequency but this machine has no spec.source.quiesce hooks: only crash-consistent points are taken",
+      input.appConsistencyUnavailable.reason,
+      input.appConsistencyUnavailable.message,
     );
   else set("AppConsistencyUnavailable", "False", "NotNeeded", "app-consistent points need no hooks here, or have them");
 
