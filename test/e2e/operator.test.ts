@@ -86,7 +86,7 @@ describe("operator installed by ksr install (e2e)", function () {
     await client.create(replicationPolicies, policy("reconciled"));
     const ready = await readyPolicy("reconciled");
     assert.equal(ready.status?.protectedMachines, 0);
-    assert.equal(findCondition(ready.status?.conditions, "EncryptionKeyValid")?.reason, "EncryptionDisabled");
+    assert.equal(findCondition(ready.status.conditions, "EncryptionKeyValid")?.reason, "EncryptionDisabled");
   });
 
   it("re-running ksr install changes nothing", async () => {
