@@ -5,8 +5,10 @@ import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { clusterRules, namespaceRules, rbacTable } from "../../src/install/rbac.js";
+import { podProblem } from "../../src/install/install.js";
 import { operatorManifests } from "../../src/install/manifests.js";
 import { siteLabel } from "../../src/local/node/layout.js";
+import type { Pod } from "../../src/runtime/index.js";
 import { packageRoot } from "../../src/util/package-root.js";
 
 interface DeploymentShape {
@@ -82,4 +84,68 @@ describe("ksr install manifests", () => {
         assert.equal(object.metadata.namespace, "ksr-system", `${type.kind} ${object.metadata.name}`);
     }
   });
+});
+
+describe("ksr install --wait: why an operator pod is not ready", () => {
+  const pod = (extra: Partial<Pod>): Pod => ({ metadata: { name: "ksr-operator-x" }, ...extra });
+  const cases: [string, Pod, RegExp][] = [
+    [
+      "unscheduled",
+      pod({
+        status: {
+          conditions: [
+            { type: "PodScheduled", status: "False", message: "0/2 nodes are available: 2 Insufficient cpu." },
+          ],
+        },
+      }),
+      /pod ksr-operator-x is not scheduled: 0\/2 nodes are available: 2 Insufficient cpu\./,
+    ],
+    [
+      "image not in the node's table",
+      pod({
+        spec: { nodeName: "ksr-recovery", containers: [{ name: "operator" }] },
+        status: {
+          containerStatuses: [
+            {
+              name: "operator",
+              ready: false,
+              restartCount: 0,
+              state: { waiting: { reason: "ErrImageNeverPull", message: "image x is not in the table" } },
+            },
+          ],
+        },
+      }),
+      /on ksr-recovery: container operator waiting \(ErrImageNeverPull: image x is not in the table\)/,
+    ],
+    [
+      "crashing",
+      pod({
+        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
+        status: {
+          containerStatuses: [
+            {
+              name: "operator",
+              ready: false,
+              restartCount: 3,
+              state: { terminated: { exitCode: 1, reason: "Error" } },
+            },
+          ],
+        },
+      }),
+      /container operator exited 1 \(Error\), restarts 3/,
+    ],
+    [
+      "running, not ready",
+      pod({
+        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
+        status: { containerStatuses: [{ name: "operator", ready: false, restartCount: 0, state: { running: {} } }] },
+      }),
+      /running, not ready \(\/readyz failing\)/,
+    ],
+  ];
+  for (const [name, example, expected] of cases) {
+    it(name, () => {
+      assert.match(podProblem(example), expected);
+    });
+  }
 });
