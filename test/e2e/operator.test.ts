@@ -21,6 +21,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { forgetOperator, useOperator } from "../fixture/operator.js";
+import { httpText } from "./local-node-helpers.js";
 
 const crds = resourceType<KubeObject>({
   group: "apiextensions.k8s.io",
@@ -85,8 +86,20 @@ describe("operator installed by ksr install (e2e)", function () {
 
     await client.create(replicationPolicies, policy("reconciled"));
     const ready = await readyPolicy("reconciled");
+
+    // One registry on /metrics: controller-runtime's metrics next to the protection metrics.
+    const leaderPod = leaders[0];
+    const metrics = await httpText(`http://${leaderPod?.status?.podIP ?? ""}:8080/metrics`);
+    assert.match(
+      metrics,
+      /controller_runtime_reconcile_total\{controller="replicationpolicy",result="requeue_after"\} [1-9]/,
+    );
+    assert.match(metrics, /leader_election_master_status\{name="ksr-operator"\} 1/);
+    for (const name of ["rpo_seconds", "pending_bytes", "health", "recovery_points"])
+      assert.match(metrics, new RegExp(`# TYPE ksr_machine_${name} gauge|# TYPE ksr_${name} gauge`));
+    assert.match(metrics, /# TYPE ksr_replicated_bytes_total counter/);
     assert.equal(ready.status?.protectedMachines, 0);
-    assert.equal(findCondition(ready.status?.conditions, "EncryptionKeyValid")?.reason, "EncryptionDisabled");
+    assert.equal(findCondition(ready.status.conditions, "EncryptionKeyValid")?.reason, "EncryptionDisabled");
   });
 
   it("re-running ksr install changes nothing", async () => {

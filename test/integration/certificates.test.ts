@@ -5,8 +5,9 @@
 // refused by the process server that mounts the revocation list.
 import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { connect, type PeerCertificate } from "node:tls";
 import { join } from "node:path";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import * as x509 from "@peculiar/x509";
@@ -24,6 +25,7 @@ import { startProcessServer } from "../../src/replicator/process-server/server.j
 import { clientCredentials, grpcOptions, type TlsFiles } from "../../src/replicator/tls.js";
 import { configMaps, KubeClient, secrets, systemClock, type Clock, type Secret } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
+import { eventually } from "../fixture/eventually.js";
 
 const dayMs = 24 * 60 * 60 * 1000;
 
@@ -196,6 +198,79 @@ describe("certificate issuer on a real API server, with a process server using i
       }
       agent.close();
       reconnected.close();
+    } finally {
+      await server.close();
+      clock.offsetMs = 0;
+    }
+  });
+
+  it("a process server picks up its renewed certificate from the files, while open connections go on", async function () {
+    this.timeout(120_000);
+    const machine = machineIdOf({ namespace: cluster.namespace, name: "c" });
+    const serverSecret = await issuer.ensureReplicatorCertificate({
+      namespace: cluster.namespace,
+      role: "process-server",
+      dnsNames: ["localhost"],
+    });
+    const agentSecret = await issuer.ensureReplicatorCertificate({
+      namespace: cluster.namespace,
+      role: "agent",
+      machineId: machine,
+    });
+    const serverFiles = await mount(serverSecret);
+    const agentFiles = await mount(agentSecret);
+    const port = await freePort();
+    const server = await startProcessServer({
+      listen: `localhost:${port}`,
+      tls: serverFiles,
+      encryptionKey: randomBytes(32),
+      cacheDir: join(work, "ps-cache-renewal"),
+      masterTarget: `localhost:${await freePort()}`,
+      compression: "zstd",
+      cacheLimitBytes: 1024 ** 3,
+      bandwidthBytesPerSecond: 0,
+      log: { warn: () => undefined },
+    });
+    /** The serial the server presents to a new connection. */
+    const presented = async () => {
+      const [ca, cert, key] = await Promise.all(
+        [agentFiles.ca, agentFiles.cert, agentFiles.key].map((file) => readFile(file)),
+      );
+      return new Promise<string>((resolve, reject) => {
+        const socket = connect({ host: "localhost", port, ca, cert, key, ALPNProtocols: ["h2"] }, () => {
+          const peer: PeerCertificate = socket.getPeerCertificate();
+          socket.destroy();
+          resolve(peer.serialNumber);
+        });
+        socket.once("error", reject);
+      });
+    };
+    const serial = (secret: Secret | undefined) => certificateOf(secret).serialNumber.toUpperCase().replace(/^0+/, "");
+    try {
+      const before = await client.get(secrets, serverSecret, cluster.namespace);
+      assert.equal((await presented()).replace(/^0+/, ""), serial(before));
+      const open = new IngestClient(`localhost:${port}`, await clientCredentials(agentFiles), grpcOptions);
+      await openReply(open, machine);
+
+      clock.offsetMs = 21 * dayMs; // past two thirds of a server certificate's 30 days
+      await issuer.ensureReplicatorCertificate({
+        namespace: cluster.namespace,
+        role: "process-server",
+        dnsNames: ["localhost"],
+      });
+      const renewed = await client.get(secrets, serverSecret, cluster.namespace);
+      assert.notEqual(serial(renewed), serial(before));
+      // The kubelet rewrites the mounted files; the process server is not restarted.
+      await writeFile(serverFiles.cert, decoded(renewed, "tls.crt"));
+      await writeFile(serverFiles.key, decoded(renewed, "tls.key"));
+      await eventually(
+        "new connections to see the renewed certificate",
+        async () => ((await presented()).replace(/^0+/, "") === serial(renewed) ? true : undefined),
+        90_000,
+        { intervalMs: 1000 },
+      );
+      await openReply(open, machine); // the connection opened before the renewal still works
+      open.close();
     } finally {
       await server.close();
       clock.offsetMs = 0;

@@ -76,7 +76,9 @@ describe("ReplicationPolicy controller on a real API server", function () {
           : undefined;
       },
       20_000,
-      { describe: async () => JSON.stringify((await client.get(replicationPolicies, name, cluster.namespace))?.status) },
+      {
+        describe: async () => JSON.stringify((await client.get(replicationPolicies, name, cluster.namespace))?.status),
+      },
     );
   const eventsAbout = async (name: string) =>
     (await client.list(eventsV1, { namespace: cluster.namespace })).items.filter((e) => e.regarding.name === name);
@@ -109,26 +111,31 @@ describe("ReplicationPolicy controller on a real API server", function () {
       ready: "False",
       message: /key "aes" holds 31 bytes; AES-256 needs exactly 32/,
     },
-    { name: "good-key", secret: { aes: Buffer.alloc(32, 7) }, reason: "PolicyValid", ready: "True", message: /used by/ },
+    {
+      name: "good-key",
+      secret: { aes: Buffer.alloc(32, 7) },
+      reason: "PolicyValid",
+      ready: "True",
+      message: /used by/,
+    },
   ];
   for (const example of cases) {
     it(`${example.name}: Ready ${example.ready} (${example.reason}), an Event, and nothing of the key in status`, async () => {
-      if (example.secret !== undefined)
-        await client.create(secrets, keySecret(`${example.name}-key`, example.secret));
+      if (example.secret !== undefined) await client.create(secrets, keySecret(`${example.name}-key`, example.secret));
       const created =
         example.name === "plain" ? policy(example.name) : encrypted(example.name, `${example.name}-key`, "aes");
       await client.create(replicationPolicies, created);
       const current = await readyReason(example.name, example.reason);
       const ready = findCondition(current.status?.conditions, "Ready");
       assert.equal(ready?.status, example.ready);
-      assert.match(ready?.message ?? "", example.message);
-      assert.equal(ready?.observedGeneration, current.metadata.generation);
+      assert.match(ready.message, example.message);
+      assert.equal(ready.observedGeneration, current.metadata.generation);
       const events = await eventually("an Event", async () => {
         const found = await eventsAbout(example.name);
         return found.length > 0 ? found : undefined;
       });
       assert.equal(events[0]?.reason, example.reason);
-      assert.equal(events[0]?.type, example.ready === "True" ? "Normal" : "Warning");
+      assert.equal(events[0].type, example.ready === "True" ? "Normal" : "Warning");
       if (example.secret !== undefined) {
         const text = JSON.stringify({ status: current.status, events });
         for (const value of Object.values(example.secret)) assert.ok(!text.includes(value.toString("base64")));
@@ -177,7 +184,10 @@ describe("ReplicationPolicy controller on a real API server", function () {
       { bandwidthLimit: "50Mi" },
       { appConsistentFrequency: "1h" },
     ];
-    const hashes = new Set([flags.hash, ...changes.map((change) => replicatorFlags({ ...current.spec, ...change }).hash)]);
+    const hashes = new Set([
+      flags.hash,
+      ...changes.map((change) => replicatorFlags({ ...current.spec, ...change }).hash),
+    ]);
     assert.equal(hashes.size, changes.length + 1);
     assert.deepEqual(replicatorFlags({ ...current.spec, bandwidthLimit: "50Mi" }).processServer, [
       "--compression",
