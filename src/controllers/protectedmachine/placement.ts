@@ -4,6 +4,7 @@
 // gets API credentials (none of them calls the API).
 import type { V1Container, V1SecurityContext, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import type { Deployment, OwnerReference, PersistentVolumeClaim, Pod, Service } from "../../runtime/index.js";
+import { revocationListKey, revocationListName } from "../certificates/secret-issuer.js";
 import {
   barrierBasePort,
   cacheClaimName,
@@ -17,6 +18,7 @@ import {
 export const image = "kube-site-recovery";
 const tlsDir = "/etc/ksr/tls";
 const keyDir = "/etc/ksr/key";
+const revokedDir = "/etc/ksr/revoked";
 
 /** Secret holding a replicator's mutual-TLS identity (ca.crt, tls.crt, tls.key). */
 export interface TlsSecret {
@@ -222,6 +224,8 @@ export function processServerObjects(input: ProcessServerInput): {
       "--encryption-key",
       `${keyDir}/${input.encryptionKey.key}`,
       ...tlsArgs(tlsDir),
+      "--revoked-serials",
+      `${revokedDir}/${revocationListKey}`,
       ...input.flags,
     ],
     ports: serverPorts(),
@@ -230,6 +234,7 @@ export function processServerObjects(input: ProcessServerInput): {
     securityContext: replicatorSecurity,
     volumeMounts: [
       { name: "cache", mountPath: "/var/lib/ksr/cache" },
+      { name: "revoked", mountPath: revokedDir, readOnly: true },
       { name: "tls", mountPath: tlsDir, readOnly: true },
       { name: "key", mountPath: keyDir, readOnly: true },
     ],
@@ -237,6 +242,8 @@ export function processServerObjects(input: ProcessServerInput): {
   return {
     deployment: server(input, "process-server", container, [
       claimVolume("cache", cache),
+      // Agents whose machine was deleted are refused from the moment the issuer lists them.
+      { name: "revoked", configMap: { name: revocationListName, optional: true, defaultMode: 0o444 } },
       secretVolume("tls", input.tls.secretName),
       secretVolume("key", input.encryptionKey.secretName),
     ]),
