@@ -54,13 +54,7 @@ export const clusterRules: readonly PolicyRule[] = [
     resources: ["services", "persistentvolumeclaims", "secrets", "configmaps"],
     verbs: manage,
     reason:
-      "replicator Services; cache, replica and journal PVCs; the CA and replicator mTLS Secrets; the agent revocation list",
-  },
-  {
-    apiGroups: [""],
-    resources: ["configmaps"],
-    verbs: manage,
-    reason: "agents' quiesce hooks files",
+      "replicator Services; cache, replica and journal PVCs; the CA and replicator mTLS Secrets; the agent revocation list and agents' hooks files",
   },
   {
     apiGroups: [""],

@@ -108,6 +108,8 @@ describe("ksr install --wait: why an operator pod is not ready", () => {
           containerStatuses: [
             {
               name: "operator",
+              image: "kube-site-recovery",
+              imageID: "",
               ready: false,
               restartCount: 0,
               state: { waiting: { reason: "ErrImageNeverPull", message: "image x is not in the table" } },
@@ -125,6 +127,8 @@ describe("ksr install --wait: why an operator pod is not ready", () => {
           containerStatuses: [
             {
               name: "operator",
+              image: "kube-site-recovery",
+              imageID: "",
               ready: false,
               restartCount: 3,
               state: { terminated: { exitCode: 1, reason: "Error" } },
@@ -138,7 +142,18 @@ describe("ksr install --wait: why an operator pod is not ready", () => {
       "running, not ready",
       pod({
         spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
-        status: { containerStatuses: [{ name: "operator", ready: false, restartCount: 0, state: { running: {} } }] },
+        status: {
+          containerStatuses: [
+            {
+              name: "operator",
+              image: "kube-site-recovery",
+              imageID: "",
+              ready: false,
+              restartCount: 0,
+              state: { running: {} },
+            },
+          ],
+        },
       }),
       /running, not ready \(\/readyz failing\)/,
     ],
