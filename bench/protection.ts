@@ -18,63 +18,15 @@ import {
 import { policyDurationMs } from "../src/controllers/replicationpolicy/flags.js";
 import { defaultNamespace, leaseName } from "../src/install/manifests.js";
 import { down, up } from "../src/local/cluster.js";
-import {
-  KubeClient,
-  leases,
-  namespaces,
-  persistentVolumeClaims,
-  pods,
-  statefulSets,
-  type StatefulSet,
-} from "../src/runtime/index.js";
+import { KubeClient, leases, namespaces, persistentVolumeClaims, pods, statefulSets } from "../src/runtime/index.js";
 import { packageRoot } from "../src/util/package-root.js";
+import { ringOfMiB, writerStatefulSet } from "../test/fixture/writer.js";
 
 const ns = "bench";
 const target = "bench-dr";
 
-function writer(name: string, mib: number, control: string): StatefulSet {
-  return {
-    apiVersion: "apps/v1",
-    kind: "StatefulSet",
-    metadata: { name, namespace: ns },
-    spec: {
-      serviceName: name,
-      replicas: 1,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name } },
-        spec: {
-          terminationGracePeriodSeconds: 1,
-          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
-          containers: [
-            {
-              name: "writer",
-              image: "busybox:1.36",
-              command: [
-                "sh",
-                "-c",
-                `trap 'exit 0' TERM; mkdir -p /data/static; i=0; while [ $i -lt ${mib} ]; do [ -e /data/static/f$i ] || head -c 1048576 /dev/urandom > /data/static/f$i; i=$((i+1)); done; touch /data/ready; ` +
-                  // 5 MB/s: 1 MiB every 0.2 s into a ring of 64 files, while CONTROL/write exists.
-                  `n=0; while true; do if [ -e /ctl/write ]; then head -c 1048576 /dev/urandom > /data/ring-$((n % 64)); n=$((n+1)); fi; sleep 0.2; done`,
-              ],
-              volumeMounts: [
-                { name: "data", mountPath: "/data" },
-                { name: "ctl", mountPath: "/ctl", readOnly: true },
-              ],
-            },
-          ],
-          volumes: [{ name: "ctl", hostPath: { path: join(control, name), type: "DirectoryOrCreate" } }],
-        },
-      },
-      volumeClaimTemplates: [
-        {
-          metadata: { name: "data" },
-          spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "2Gi" } } },
-        },
-      ],
-    },
-  };
-}
+const writer = (name: string, mib: number, control: string) =>
+  writerStatefulSet({ name, namespace: ns, mib, control, whileWriting: ringOfMiB });
 
 function machine(name: string): ProtectedMachine {
   return {

@@ -1,5 +1,7 @@
 import { strict as assert } from "node:assert";
 import type { V1PodSpec } from "@kubernetes/client-node";
+import { agentHooksFile } from "../../src/controllers/protectedmachine/replicators.js";
+import { parseHooks } from "../../src/replicator/agent/hooks-file.js";
 import {
   agentPod,
   masterTargetObjects,
@@ -169,5 +171,28 @@ describe("protectedmachine: placement", () => {
   it("keeps distinct long names distinct", () => {
     assert.notEqual(streamId(`${"d".repeat(100)}-0`), streamId(`${"d".repeat(100)}-1`));
     assert.notEqual(processServerName("p", "primary", "a"), processServerName("p", "primary", "b"));
+  });
+});
+
+describe("protectedmachine: the agent's hooks file from HTTP quiesce hooks", () => {
+  it("is a file the agent accepts, calling the workload pod's own address", () => {
+    const file = agentHooksFile(
+      {
+        pre: { http: { port: 8080, path: "/admin/quiesce", scheme: "HTTP", method: "POST" } },
+        post: { http: { port: 8080, path: "/admin/resume", scheme: "HTTP", method: "PUT" } },
+        timeout: "1m30s",
+        onFailure: "TakeCrashConsistent",
+      },
+      "198.18.0.7",
+    );
+    const hooks = parseHooks(JSON.stringify(file), "hooks.json");
+    assert.deepEqual(hooks, [
+      {
+        name: "workload",
+        timeoutMs: 90_000,
+        pre: { kind: "http", url: "http://198.18.0.7:8080/admin/quiesce", method: "POST" },
+        post: { kind: "http", url: "http://198.18.0.7:8080/admin/resume", method: "PUT" },
+      },
+    ]);
   });
 });
