@@ -121,10 +121,13 @@ export async function run(): Promise<void> {
     // 2. RPO under 5 MB/s, read from status (refreshed every 10 s by the controller).
     await writeFile(join(control, "big", "write"), "");
     const rpo: number[] = [];
+    const throughput: number[] = [];
     const rpoUntil = Date.now() + rpoSeconds * 1000;
     while (Date.now() < rpoUntil) {
-      const text = (await client.get(protectedMachines, "big", ns))?.status?.rpo;
-      if (text !== undefined) rpo.push(policyDurationMs(text, "rpo") / 1000);
+      const status = (await client.get(protectedMachines, "big", ns))?.status;
+      if (status?.rpo !== undefined) rpo.push(policyDurationMs(status.rpo, "rpo") / 1000);
+      const rate = status?.volumes?.[0]?.throughputBytesPerSecond;
+      if (rate !== undefined) throughput.push(rate);
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
     await rm(join(control, "big", "write"), { force: true });
@@ -154,6 +157,8 @@ export async function run(): Promise<void> {
         p50Seconds: percentile(rpo, 50),
         p99Seconds: percentile(rpo, 99),
         maxSeconds: rpo.at(-1),
+        // What the process server received meanwhile (status.volumes[0].throughputBytesPerSecond).
+        meanThroughputBytesPerSecond: throughput.reduce((a, b) => a + b, 0) / Math.max(1, throughput.length),
       },
       operatorRss: { idleBytes: idleRss, machines: machines + 1, bytes: manyRss, allProtectedSeconds: manySeconds },
     };
