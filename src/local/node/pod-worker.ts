@@ -448,6 +448,9 @@ export class PodWorker {
     const pid = run.process?.record.pid ?? -1;
     const target = {
       podIP: this.podIP ?? "",
+      ...(this.ctx.network.probeSource === undefined || this.pod.spec?.hostNetwork === true
+        ? {}
+        : { sourceAddress: this.ctx.network.probeSource }),
       container: run.spec,
       exec: (argv: string[], timeoutMs: number) => execInContainer(pid, argv, run.env ?? {}, timeoutMs, this.ctx.tools),
     };
