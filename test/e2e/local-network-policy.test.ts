@@ -2,37 +2,10 @@
 // kube-network-policies in each node's namespace. Prober pods try their targets
 // every half second and log one JSON line per round; a verdict counts once three
 // rounds in a row agree (a new policy or pod takes the enforcer a moment).
-import {
-  CoreV1Api,
-  NetworkingV1Api,
-  type V1NetworkPolicy,
-  type V1NetworkPolicySpec,
-  type V1Pod,
-} from "@kubernetes/client-node";
-import { siteLabel } from "../../src/local/node/layout.js";
-import { readContainerLog } from "../../src/local/node/logs.js";
+import { CoreV1Api, NetworkingV1Api, type V1NetworkPolicy, type V1NetworkPolicySpec } from "@kubernetes/client-node";
 import { useCluster } from "../fixture/cluster.js";
 import { podCondition, waitFor, waitForDefaultServiceAccount } from "./local-node-helpers.js";
-
-const proberScript = `
-import json, os, socket, time, urllib.request
-targets = json.loads(os.environ["TARGETS"])
-while True:
-    results = {}
-    for name, target in sorted(targets.items()):
-        try:
-            if target.startswith("dns:"):
-                socket.getaddrinfo(target[4:], 80, socket.AF_INET, socket.SOCK_STREAM)
-            else:
-                urllib.request.urlopen(target, timeout=1).read()
-            results[name] = "ok"
-        except Exception:
-            results[name] = "blocked"
-    print(json.dumps(results), flush=True)
-    time.sleep(0.5)
-`;
-
-type Verdicts = Record<string, "ok" | "blocked">;
+import { prober, proberSettlesOn, webPod, type Verdicts } from "./network-probers.js";
 
 describe("NetworkPolicy on ksr local (e2e)", function () {
   this.timeout(180_000);
@@ -43,41 +16,6 @@ describe("NetworkPolicy on ksr local (e2e)", function () {
   const isolated = () => `${cluster.namespace}-iso`;
   const ips = new Map<string, string>();
 
-  const webPod = (name: string, site: string): V1Pod => ({
-    metadata: { name, labels: { app: name } },
-    spec: {
-      nodeSelector: { [siteLabel]: site },
-      containers: [
-        {
-          name: "web",
-          image: "debian:12",
-          command: ["python3", "-m", "http.server", "8080", "--directory", "/etc"],
-          ports: [{ name: "http", containerPort: 8080 }],
-          readinessProbe: { httpGet: { path: "/hostname", port: "http" }, periodSeconds: 1 },
-        },
-      ],
-    },
-  });
-  const prober = (
-    name: string,
-    site: string,
-    labels: Record<string, string>,
-    targets: Record<string, string>,
-  ): V1Pod => ({
-    metadata: { name, labels },
-    spec: {
-      nodeSelector: { [siteLabel]: site },
-      terminationGracePeriodSeconds: 1,
-      containers: [
-        {
-          name: "probe",
-          image: "debian:12",
-          command: ["python3", "-u", "-c", proberScript],
-          env: [{ name: "TARGETS", value: JSON.stringify(targets) }],
-        },
-      ],
-    },
-  });
   const ready = (namespace: string, name: string) =>
     waitFor(`${namespace}/${name} Ready`, async () => {
       const pod = await core().readNamespacedPod({ name, namespace });
@@ -86,31 +24,8 @@ describe("NetworkPolicy on ksr local (e2e)", function () {
   const policy = (name: string, spec: V1NetworkPolicySpec): Promise<V1NetworkPolicy> =>
     networking().createNamespacedNetworkPolicy({ namespace: isolated(), body: { metadata: { name }, spec } });
 
-  /** The prober's log so far; empty until its first start. */
-  const proberLog = (namespace: string, pod: string) => {
-    try {
-      return readContainerLog({ dir: cluster.state.dir, namespace, pod }).trim();
-    } catch {
-      return "";
-    }
-  };
-
-  /** Waits until the prober's last three rounds all show the expected verdicts. */
   const settlesOn = (namespace: string, pod: string, expected: Verdicts) =>
-    waitFor(
-      `${namespace}/${pod} sees ${JSON.stringify(expected)}`,
-      () => {
-        const lines = proberLog(namespace, pod).split("\n").slice(-3);
-        if (lines.length < 3 || lines.some((line) => !line.startsWith("{"))) return Promise.resolve(undefined);
-        const rounds = lines.map((line) => JSON.parse(line) as Verdicts);
-        return Promise.resolve(
-          rounds.every((round) => JSON.stringify(round) === JSON.stringify(expected)) ? true : undefined,
-        );
-      },
-      90_000,
-      () =>
-        Promise.resolve(readContainerLog({ dir: cluster.state.dir, namespace, pod }).trim().split("\n").at(-1) ?? ""),
-    );
+    proberSettlesOn(cluster.state.dir, namespace, pod, expected);
 
   before(async function () {
     this.timeout(180_000);

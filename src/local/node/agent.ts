@@ -14,11 +14,12 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
-import { localNodes, nodeLayout, type NodeLayout } from "./layout.js";
+import { localNodes, nodeLayout, type LocalNodeIdentity, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
 import { startProvisioner } from "./provisioner.js";
 import { startHeartbeats } from "./registration.js";
+import { siteController } from "./site-controller.js";
 import { findHostTools } from "./runtime.js";
 import type { VolumeSources } from "./volumes.js";
 
@@ -115,15 +116,27 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     volumeRefreshMs: 60_000,
   };
   const workers = new Map<string, PodWorker>();
-  const informers = localNodes.map((identity) => {
-    const ctx: NodeContext = { ...base, nodeName: identity.name, events: eventRecorder(core, identity.name, log) };
+  const workerNode = new Map<string, string>();
+  /** Nodes whose site is down: they neither watch the API nor heartbeat. */
+  const cutOff = new Set<string>();
+  const watchNode = (identity: LocalNodeIdentity) => {
+    const ctx: NodeContext = {
+      ...base,
+      nodeName: identity.name,
+      events: eventRecorder(core, identity.name, log),
+      cutOff: () => cutOff.has(identity.name),
+    };
     const upsert = (pod: V1Pod) => {
       const uid = pod.metadata?.uid ?? "";
       const existing = workers.get(uid);
       if (existing !== undefined) existing.update(pod);
       else {
-        const worker = new PodWorker(pod, ctx, (done) => workers.delete(done));
+        const worker = new PodWorker(pod, ctx, (done) => {
+          workers.delete(done);
+          workerNode.delete(done);
+        });
         workers.set(uid, worker);
+        workerNode.set(uid, identity.name);
         worker.kick();
       }
     };
@@ -135,12 +148,35 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       log,
       `spec.nodeName=${identity.name}`,
     );
+  };
+  const informers = new Map<string, ReturnType<typeof watchNode>>();
+  const sites = siteController(state.dir, state.podNetwork, network.condition.available, log, {
+    cutOff(identity) {
+      cutOff.add(identity.name);
+      const informer = informers.get(identity.name);
+      informers.delete(identity.name);
+      return informer?.stop() ?? Promise.resolve();
+    },
+    async powerOff(identity) {
+      // All at once, as in a power loss: nothing is written to the API.
+      const doomed = [...workers].filter(([uid]) => workerNode.get(uid) === identity.name);
+      for (const [uid] of doomed) {
+        workers.delete(uid);
+        workerNode.delete(uid);
+      }
+      await Promise.all(doomed.map(([, worker]) => worker.kill()));
+    },
+    reconnect(identity) {
+      cutOff.delete(identity.name);
+      if (!informers.has(identity.name)) informers.set(identity.name, watchNode(identity));
+    },
   });
+  await sites.apply();
   // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
   const heartbeats = await startHeartbeats(
     core,
     kubeConfig.makeApiClient(CoordinationV1Api),
-    { nodes: localNodes, network: network.condition },
+    { nodes: localNodes, network: network.condition, cutOff: (name) => cutOff.has(name) },
     log,
     () => {
       touchHeartbeat(state.dir);
@@ -156,7 +192,8 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
   );
   return {
     async stop() {
-      await Promise.all(informers.map((informer) => informer.stop()));
+      sites.stop();
+      await Promise.all([...informers.values()].map((informer) => informer.stop()));
       await provisioner.stop();
       heartbeats.stop();
       await Promise.all([...workers.values()].map((worker) => worker.kill()));

@@ -49,6 +49,8 @@ export interface NodeContext {
   restartBackoff: { baseMs: number; maxMs: number };
   /** How often file-backed volumes (configMap, secret, token) are rewritten. */
   volumeRefreshMs: number;
+  /** True while the node's site is cut off from the API (site down --mode network): nothing is written. */
+  cutOff?: () => boolean;
 }
 
 interface ContainerRun {
@@ -629,6 +631,10 @@ export class PodWorker {
   }
 
   private async publish(): Promise<void> {
+    if (this.ctx.cutOff?.() === true) {
+      this.kick(retryMs);
+      return;
+    }
     const status = podStatus(this.pod, this.view());
     const serialized = JSON.stringify(status);
     if (serialized === this.lastPublished) return;
