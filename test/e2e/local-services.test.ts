@@ -61,24 +61,7 @@ describe("Service networking on ksr local (e2e)", function () {
   before(async function () {
     this.timeout(120_000);
     await waitForDefaultServiceAccount(core(), ns());
-    await core().createNamespacedPod({
-      namespace: ns(),
-      body: {
-        metadata: { name: "web", labels: { app: "web" } },
-        spec: {
-          nodeSelector: { [siteLabel]: "recovery" },
-          containers: [
-            {
-              name: "web",
-              image: "debian:12",
-              command: ["python3", "-m", "http.server", "8080", "--directory", "/etc"],
-              ports: [{ name: "http", containerPort: 8080 }],
-              readinessProbe: { httpGet: { path: "/hostname", port: "http" }, periodSeconds: 1 },
-            },
-          ],
-        },
-      },
-    });
+    await core().createNamespacedPod({ namespace: ns(), body: webPod("web", "recovery") });
     const ports = [{ name: "http", port: 80, targetPort: "http" }];
     const service = (name: string, spec: object) =>
       core().createNamespacedService({
