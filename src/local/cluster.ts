@@ -16,6 +16,7 @@ import { nodeAgentComponent } from "./node/component.js";
 import { stopPodProcesses } from "./node/containment.js";
 import type { PodNetworkPlan } from "./node/addresses.js";
 import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
+import { waitUntilUsable } from "./readiness.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -61,6 +62,8 @@ export interface ComponentHealth {
 }
 
 const stateFile = (dir: string) => join(dir, stateFileName);
+/** The apiserver's identity towards the nodes' kubelet API (DIR/pki/kube-apiserver-kubelet-client.crt). */
+export const kubeletClient = "kube-apiserver-kubelet-client";
 
 export function readClusterState(dir: string): ClusterState | undefined {
   const file = stateFile(resolve(dir));
@@ -118,6 +121,13 @@ async function ensurePki(pkiDir: string, podNetworkAddress: string | undefined):
     // The public key is written last: its presence marks a complete client PKI.
     writeFileSync(join(pkiDir, "sa.pub"), serviceAccount.publicKey.export({ type: "spki", format: "pem" }).toString());
   }
+  // Added after the first PKI layout: clusters made before it get it at their next `up`.
+  if (readPair(pkiDir, kubeletClient) === undefined)
+    writePair(
+      pkiDir,
+      kubeletClient,
+      await authority.issue({ commonName: kubeletClient, organizations: ["system:masters"], usage: "client" }),
+    );
   const serving = await authority.issue({
     commonName: "kube-apiserver",
     usage: "server",
@@ -219,6 +229,11 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         `--tls-private-key-file=${pki("apiserver.key")}`,
         `--client-ca-file=${pki("ca.crt")}`,
         "--authorization-mode=Node,RBAC",
+        // The nodes' kubelet API (src/local/node/kubelet-server): both nodes are 127.0.0.1, on ports of their own.
+        `--kubelet-client-certificate=${pki(`${kubeletClient}.crt`)}`,
+        `--kubelet-client-key=${pki(`${kubeletClient}.key`)}`,
+        `--kubelet-certificate-authority=${pki("ca.crt")}`,
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         `--service-cluster-ip-range=${serviceClusterIpRange}`,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -403,6 +418,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
       for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
     }
     await startNodeAgent(state, deadline, progress);
+    await waitUntilUsable(dir, deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);
