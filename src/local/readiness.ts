@@ -25,7 +25,9 @@ function kubeletHealthy(node: V1Node, tls: { ca: string; cert: string; key: stri
       res.resume();
       resolve(res.statusCode === 200);
     });
-    req.on("error", () => resolve(false));
+    req.on("error", () => {
+      resolve(false);
+    });
     req.on("timeout", () => req.destroy());
     req.end();
   });
@@ -39,7 +41,8 @@ export async function checkUsable(core: CoreV1Api, tls: { ca: string; cert: stri
   );
   for (const { name } of localNodes) {
     const node = nodes.find((n) => n.metadata?.name === name);
-    if (node?.status?.conditions?.find((c) => c.type === "Ready")?.status !== "True") waitingFor.push(`node ${name} Ready`);
+    if (node?.status?.conditions?.find((c) => c.type === "Ready")?.status !== "True")
+      waitingFor.push(`node ${name} Ready`);
     else if (!(await kubeletHealthy(node, tls))) waitingFor.push(`the kubelet API of node ${name}`);
   }
   const serviceAccount = await core.readNamespacedServiceAccount({ name: "default", namespace: "default" }).then(
@@ -60,7 +63,11 @@ export async function waitUntilUsable(
   kubeConfig.loadFromFile(join(dir, "kubeconfig"));
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const pki = (file: string) => readFileSync(join(dir, "pki", file), "utf8");
-  const tls = { ca: pki("ca.crt"), cert: pki("kube-apiserver-kubelet-client.crt"), key: pki("kube-apiserver-kubelet-client.key") };
+  const tls = {
+    ca: pki("ca.crt"),
+    cert: pki("kube-apiserver-kubelet-client.crt"),
+    key: pki("kube-apiserver-kubelet-client.key"),
+  };
   let reported = "";
   for (;;) {
     const { usable, waitingFor } = await checkUsable(core, tls);
@@ -68,7 +75,8 @@ export async function waitUntilUsable(
     const summary = waitingFor.join(", ");
     if (summary !== reported) progress(`waiting for ${summary}`);
     reported = summary;
-    if (Date.now() > deadline) throw new Error(`the cluster in ${dir} did not become usable in time; still waiting for ${summary}`);
+    if (Date.now() > deadline)
+      throw new Error(`the cluster in ${dir} did not become usable in time; still waiting for ${summary}`);
     await sleep(200);
   }
 }

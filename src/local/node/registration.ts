@@ -214,11 +214,19 @@ async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, facts: N
 export async function startHeartbeats(
   core: CoreV1Api,
   coordination: CoordinationV1Api,
-  { nodes, network, kubeletPorts }: { nodes: readonly LocalNodeIdentity[]; network: NetworkCondition; kubeletPorts?: Record<string, number> },
+  {
+    nodes,
+    network,
+    kubeletPorts,
+  }: { nodes: readonly LocalNodeIdentity[]; network: NetworkCondition; kubeletPorts?: Record<string, number> },
   log: Logger,
   onBeat: () => void,
 ): Promise<{ stop(): void }> {
-  const facts: NodeFacts = { capacity: machineCapacity(), network, ...(kubeletPorts === undefined ? {} : { kubeletPorts }) };
+  const facts: NodeFacts = {
+    capacity: machineCapacity(),
+    network,
+    ...(kubeletPorts === undefined ? {} : { kubeletPorts }),
+  };
   for (const identity of nodes) {
     await registerNode(core, identity, facts);
     await renewLease(coordination, core, identity);

@@ -15,7 +15,14 @@ export interface NodeRequestAttributes {
   name: string;
 }
 
-const verbs: Record<string, string> = { POST: "create", GET: "get", HEAD: "get", PUT: "update", PATCH: "patch", DELETE: "delete" };
+const verbs: Record<string, string> = {
+  POST: "create",
+  GET: "get",
+  HEAD: "get",
+  PUT: "update",
+  PATCH: "patch",
+  DELETE: "delete",
+};
 
 const isSubpath = (path: string, prefix: string) => path === prefix || path.startsWith(`${prefix}/`);
 
@@ -87,7 +94,8 @@ export function subjectAccessReviewer(
         },
       },
     });
-    const decision: Decision = response.status?.allowed === true ? { allowed: true } : { allowed: false, reason: response.status?.reason ?? "" };
+    const decision: Decision =
+      response.status?.allowed === true ? { allowed: true } : { allowed: false, reason: response.status?.reason ?? "" };
     cache.set(key, { decision, until: Date.now() + (decision.allowed ? ttl.allowedMs : ttl.deniedMs) });
     return decision;
   };

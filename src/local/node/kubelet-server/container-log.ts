@@ -81,7 +81,9 @@ export function writeContainerLog(path: string, outputs: { stdout: Readable; std
         for (const entry of entriesOf(chunk, stream, nowNs())) file.write(encodeEntry(entry));
       });
       source.on("close", resolve);
-      source.on("error", () => resolve());
+      source.on("error", () => {
+        resolve();
+      });
     });
   return Promise.all([pump(outputs.stdout, "stdout"), pump(outputs.stderr, "stderr")]).then(
     () => new Promise<void>((resolve) => file.end(resolve)),

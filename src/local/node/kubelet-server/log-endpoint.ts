@@ -86,7 +86,12 @@ function limitedWriter(out: Writable, limitBytes: number | undefined) {
 
 const pollMs = 100;
 
-export async function followLog(file: string, query: ContainerLogQuery, out: Writable, control: FollowControl): Promise<void> {
+export async function followLog(
+  file: string,
+  query: ContainerLogQuery,
+  out: Writable,
+  control: FollowControl,
+): Promise<void> {
   const write = limitedWriter(out, query.limitBytes);
   const timestamps = query.timestamps === true;
   let { entries, next } = readEntries(file);

@@ -61,10 +61,18 @@ export function portForwarder(context: PortForwardContext): (stream: SpdyStream)
   };
 }
 
-function open(target: PortForwardTarget, port: number, context: PortForwardContext): { socket: Duplex; failed: Promise<string> } {
+function open(
+  target: PortForwardTarget,
+  port: number,
+  context: PortForwardContext,
+): { socket: Duplex; failed: Promise<string> } {
   if ("host" in target) {
     const socket = connect({ host: target.host, port });
-    const failed = new Promise<string>((resolve) => socket.once("error", (error) => resolve(error.message)));
+    const failed = new Promise<string>((resolve) =>
+      socket.once("error", (error) => {
+        resolve(error.message);
+      }),
+    );
     return { socket, failed };
   }
   const child = spawn(context.nsenter, [`--net=${target.netns}`, "--", context.nodeBinary, "-e", relay, String(port)], {

@@ -22,7 +22,12 @@ export interface StreamOptions {
 export function streamOptions(query: URLSearchParams): StreamOptions {
   const flag = (name: string) => query.get(name) === "1" || query.get(name) === "true";
   const tty = flag("tty");
-  const options = { stdin: flag("input") || flag("stdin"), stdout: flag("output") || flag("stdout"), stderr: flag("error") || flag("stderr"), tty };
+  const options = {
+    stdin: flag("input") || flag("stdin"),
+    stdout: flag("output") || flag("stdout"),
+    stderr: flag("error") || flag("stderr"),
+    tty,
+  };
   if (tty) options.stderr = false;
   if (!options.stdin && !options.stdout && !options.stderr)
     throw new Error("you must specify at least 1 of stdin, stdout, stderr");
@@ -37,7 +42,10 @@ export function negotiateProtocol(offered: string[], supported: readonly string[
 /** Values of a possibly repeated, possibly comma-joined header. */
 export function headerValues(value: string | string[] | undefined): string[] {
   const values = value === undefined ? [] : Array.isArray(value) ? value : [value];
-  return values.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "");
+  return values
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim())
+    .filter((v) => v !== "");
 }
 
 const streamTypes = ["error", "stdin", "stdout", "stderr", "resize"] as const;
@@ -90,7 +98,11 @@ function endStream(stream: Writable | undefined): Promise<void> {
 }
 
 /** Writes the final status, half-closes every stream and says GOAWAY. */
-async function finish(session: SpdySession, streams: RemoteCommandStreams, status: Record<string, unknown>): Promise<void> {
+async function finish(
+  session: SpdySession,
+  streams: RemoteCommandStreams,
+  status: Record<string, unknown>,
+): Promise<void> {
   await Promise.all([endStream(streams.get("stdout")), endStream(streams.get("stderr"))]);
   const error = streams.get("error");
   if (error !== undefined && !error.destroyed) {

@@ -67,7 +67,13 @@ interface Reply {
   error(status: number, message: string): void;
 }
 
-const statusText: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error" };
+const statusText: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  500: "Internal Server Error",
+};
 
 function socketReply(socket: Socket): Reply {
   return {
@@ -94,10 +100,16 @@ function responseReply(res: ServerResponse): Reply {
 }
 
 /** /VERB/NAMESPACE/POD[/UID]/CONTAINER (exec, attach, containerLogs) or /portForward/NAMESPACE/POD[/UID]. */
-export function parsePodPath(path: string): { verb: string; namespace: string; pod: string; uid?: string; container?: string } | undefined {
-  const parts = path.split("/").slice(1).map((part) => decodeURIComponent(part));
+export function parsePodPath(
+  path: string,
+): { verb: string; namespace: string; pod: string; uid?: string; container?: string } | undefined {
+  const parts = path
+    .split("/")
+    .slice(1)
+    .map((part) => decodeURIComponent(part));
   const [verb, namespace, pod, ...rest] = parts;
-  if (verb === undefined || namespace === undefined || pod === undefined || namespace === "" || pod === "") return undefined;
+  if (verb === undefined || namespace === undefined || pod === undefined || namespace === "" || pod === "")
+    return undefined;
   if (verb === "portForward") {
     if (rest.length > 1) return undefined;
     return { verb, namespace, pod, ...(rest[0] === undefined || rest[0] === "" ? {} : { uid: rest[0] }) };
@@ -170,7 +182,8 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
       res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8" });
       const stillWriting = () => {
         const current = options.findPod(target.namespace, target.pod);
-        if (current?.object.metadata?.uid !== meta.uid || current?.containerProcess(container) === undefined) return false;
+        if (current?.object.metadata?.uid !== meta.uid || current?.containerProcess(container) === undefined)
+          return false;
         try {
           return runLogFile(podDir, { pod: target.pod, container }) === file;
         } catch {
@@ -189,7 +202,8 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     handleRequest(req, res).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status : 500;
-      if (status === 500) log.warn({ node: options.nodeName, path: req.url, error: (error as Error).message }, "kubelet request failed");
+      if (status === 500)
+        log.warn({ node: options.nodeName, path: req.url, error: (error as Error).message }, "kubelet request failed");
       responseReply(res).error(status, (error as Error).message);
     });
   });
@@ -200,7 +214,7 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     const target = parsePodPath(url.pathname);
     if (target === undefined || !["exec", "attach", "portForward"].includes(target.verb))
       throw new HttpError(404, "404 page not found");
-    const upgradeTo = String(req.headers.upgrade ?? "").toLowerCase();
+    const upgradeTo = (req.headers.upgrade ?? "").toLowerCase();
     if (!upgradeTo.includes("spdy/3.1"))
       throw new HttpError(400, `unable to upgrade: this kubelet speaks SPDY/3.1 (asked for ${upgradeTo || "nothing"})`);
     const pod = podFor(target.namespace, target.pod, target.uid);
@@ -208,7 +222,10 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     const offered = headerValues(req.headers["x-stream-protocol-version"]);
     const protocol = negotiateProtocol(offered, supported);
     if (protocol === undefined)
-      throw new HttpError(403, `unable to upgrade: unable to negotiate protocol: client supports [${offered.join(" ")}], server supports [${supported.join(" ")}]`);
+      throw new HttpError(
+        403,
+        `unable to upgrade: unable to negotiate protocol: client supports [${offered.join(" ")}], server supports [${supported.join(" ")}]`,
+      );
     const podName = `${target.namespace}/${target.pod}`;
     let handler: StreamHandler;
     let run: (session: SpdySession) => Promise<unknown>;
@@ -235,7 +252,8 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
         throw new HttpError(400, (error as Error).message);
       }
       const argv = url.searchParams.getAll("command");
-      if (target.verb === "exec" && argv.length === 0) throw new HttpError(400, "you must specify at least one command for the container");
+      if (target.verb === "exec" && argv.length === 0)
+        throw new HttpError(400, "you must specify at least one command for the container");
       const streams = new RemoteCommandStreams(stream);
       handler = streams.accept;
       run =
@@ -257,12 +275,21 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     try {
       await run(session);
     } catch (error) {
-      log.warn({ node: options.nodeName, path: url.pathname, error: (error as Error).message }, "kubelet stream failed");
+      log.warn(
+        { node: options.nodeName, path: url.pathname, error: (error as Error).message },
+        "kubelet stream failed",
+      );
       session.close();
     }
   };
 
-  const attachOutput = async (pod: PodHandle, container: string, out: Writable, _err: Writable | undefined, stop: Promise<void>) => {
+  const attachOutput = async (
+    pod: PodHandle,
+    container: string,
+    out: Writable,
+    _err: Writable | undefined,
+    stop: Promise<void>,
+  ) => {
     const meta = pod.object.metadata ?? {};
     const podDir = podLogDir(options.layout, meta.namespace ?? "", meta.name ?? "", meta.uid ?? "");
     const file = runLogFile(podDir, { pod: meta.name ?? "", container });
@@ -278,7 +305,8 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     socket.on("error", () => undefined);
     upgrade(req, socket, head).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status : 500;
-      if (status === 500) log.warn({ node: options.nodeName, path: req.url, error: (error as Error).message }, "kubelet stream failed");
+      if (status === 500)
+        log.warn({ node: options.nodeName, path: req.url, error: (error as Error).message }, "kubelet stream failed");
       if (socket.writable && !socket.destroyed) socketReply(socket).error(status, (error as Error).message);
     });
   });
@@ -296,7 +324,9 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     port,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => {
+          resolve();
+        });
         server.closeAllConnections();
         for (const session of sessions) session.destroy();
       }),

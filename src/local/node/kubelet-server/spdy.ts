@@ -30,11 +30,15 @@ export const rstStatus = { protocolError: 1, invalidStream: 2, refusedStream: 3,
 // The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00 §2.6.10.1):
 // 4-byte-length-prefixed header names and words, then a run of plain text.
 const dictionaryWords = [
-  ..."options head post put delete trace accept accept-charset accept-encoding accept-language accept-ranges age".split(" "),
+  ..."options head post put delete trace accept accept-charset accept-encoding accept-language accept-ranges age".split(
+    " ",
+  ),
   ..."allow authorization cache-control connection content-base content-encoding content-language".split(" "),
   ..."content-length content-location content-md5 content-range content-type date etag expect expires from".split(" "),
   ..."host if-match if-modified-since if-none-match if-range if-unmodified-since last-modified location".split(" "),
-  ..."max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after server te trailer".split(" "),
+  ..."max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after server te trailer".split(
+    " ",
+  ),
   ..."transfer-encoding upgrade user-agent vary via warning www-authenticate method get status".split(" "),
   "200 OK",
   "version",
@@ -94,7 +98,8 @@ export class FrameReader {
 }
 
 function frameHeader(first: number, flags: number, length: number): Buffer {
-  if (length > maxFrameLength) throw new SpdyProtocolError(`frame payload of ${length} bytes exceeds ${maxFrameLength}`);
+  if (length > maxFrameLength)
+    throw new SpdyProtocolError(`frame payload of ${length} bytes exceeds ${maxFrameLength}`);
   const header = Buffer.alloc(8);
   header.writeUInt32BE(first >>> 0, 0);
   header.writeUInt8(flags, 4);
@@ -304,7 +309,11 @@ export class SpdySession {
         return;
       }
       for (const frame of frames) {
-        this.inbound = this.inbound.then(() => this.handle(frame)).catch((error: unknown) => this.fail(error));
+        this.inbound = this.inbound
+          .then(() => this.handle(frame))
+          .catch((error: unknown) => {
+            this.fail(error);
+          });
       }
     });
     socket.on("close", () => {
