@@ -29,6 +29,12 @@ export interface ExecStreams {
   stderr?: Writable;
   /** Terminal sizes, as the client sends them (JSON objects one after another). */
   resize?: Readable;
+  /**
+   * Resolves when the client goes away. Its input then ends; a tty is hung
+   * up (the pty closes, so the command gets SIGHUP), while a command without
+   * one keeps running, as with a container runtime's exec.
+   */
+  hangUp?: Promise<void>;
 }
 
 export interface ExecTools extends HostTools {
@@ -184,6 +190,10 @@ export function runInContainer(
       for (const size of decoder.push(chunk.toString("utf8"))) resizes.write(`${size.Width} ${size.Height}\n`);
     });
   }
+  void streams.hangUp?.then(() => {
+    stdin.end();
+    if (tty && child.exitCode === null) child.kill("SIGTERM");
+  });
   return new Promise((resolve, reject) => {
     let exitCode: number | undefined;
     const outputs = [stdout, stderr];

@@ -137,6 +137,9 @@ export async function serveExec(
         ...(streams.get("stdout") === undefined ? {} : { stdout: streams.get("stdout") }),
         ...(streams.get("stderr") === undefined ? {} : { stderr: streams.get("stderr") }),
         ...(readable("resize") === undefined ? {} : { resize: readable("resize") }),
+        hangUp: new Promise<void>((resolve) => {
+          session.onClose(resolve);
+        }),
       },
       options.tty,
       tools,
