@@ -2,11 +2,13 @@
 // built kubectl's logs, exec and port-forward through the real apiserver,
 // and direct requests that the kubelet must refuse.
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
 import { CoreV1Api, RbacAuthorizationV1Api, type V1Pod } from "@kubernetes/client-node";
+import { encodeMaskedFrame, opcode } from "../../src/local/node/kubelet-server/websocket.js";
 import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair } from "../../src/pki/certificates.js";
 import { useCluster } from "../fixture/cluster.js";
 import {
@@ -184,6 +186,70 @@ describe("kubelet API on the local nodes (e2e)", function () {
       assert.deepEqual([inside.code, inside.stdout], [0, "shell\nshell\nshell\n"], inside.stderr);
       const missing = await kubectl(["exec", "shell", "--", "/no/such/command"]);
       assert.notEqual(missing.code, 0);
+    });
+
+    it("a WebSocket exec the apiserver passes through (v4.channel.k8s.io, no v5) reaches the node", async () => {
+      await runningPod(pod("websocket", idle));
+      const pki = (file: string) => readFileSync(join(cluster.state.dir, "pki", file), "utf8");
+      const command = ["sh", "-c", "read line; echo got $line; echo oops >&2; exit 3"];
+      const query = [
+        ...command.map((c) => `command=${encodeURIComponent(c)}`),
+        "stdin=true",
+        "stdout=true",
+        "stderr=true",
+      ];
+      const server = new URL(cluster.state.server);
+      const messages = await new Promise<Buffer[]>((resolve, reject) => {
+        const req = request({
+          host: server.hostname,
+          port: server.port,
+          path: `/api/v1/namespaces/${ns()}/pods/websocket/exec?${query.join("&")}`,
+          ca: pki("ca.crt"),
+          cert: pki("admin.crt"),
+          key: pki("admin.key"),
+          headers: {
+            Connection: "Upgrade",
+            Upgrade: "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": randomBytes(16).toString("base64"),
+            "Sec-WebSocket-Protocol": "v4.channel.k8s.io",
+          },
+        });
+        req.on("response", (res) => {
+          reject(new Error(`no upgrade: HTTP ${res.statusCode}`));
+        });
+        req.on("error", reject);
+        req.on("upgrade", (res, socket) => {
+          assert.equal(res.headers["sec-websocket-protocol"], "v4.channel.k8s.io");
+          const received: Buffer[] = [];
+          let pending = Buffer.alloc(0);
+          socket.on("data", (chunk: Buffer) => {
+            pending = Buffer.concat([pending, chunk]);
+            // Server frames are unmasked; these messages are shorter than 64 KiB.
+            for (;;) {
+              const short = (pending[1] ?? 0) & 0x7f;
+              const offset = short === 126 ? 4 : 2;
+              if (pending.length < offset) break;
+              const length = short === 126 ? pending.readUInt16BE(2) : short;
+              if (pending.length < offset + length) break;
+              if (((pending[0] ?? 0) & 0x0f) === opcode.binary)
+                received.push(pending.subarray(offset, offset + length));
+              pending = pending.subarray(offset + length);
+            }
+          });
+          socket.on("close", () => {
+            resolve(received);
+          });
+          socket.write(encodeMaskedFrame(opcode.binary, Buffer.from("\u0000hi\n"), randomBytes(4)));
+        });
+        req.end();
+      });
+      const on = (channel: number) =>
+        Buffer.concat(messages.filter((m) => m[0] === channel).map((m) => m.subarray(1))).toString();
+      assert.equal(on(1), "got hi\n");
+      assert.equal(on(2), "oops\n");
+      const status = JSON.parse(on(3)) as { reason?: string; details?: { causes?: { message?: string }[] } };
+      assert.deepEqual([status.reason, status.details?.causes?.[0]?.message], ["NonZeroExitCode", "3"]);
     });
 
     it("kubectl exec -t gives the command a terminal of the client's size", async () => {

@@ -18,6 +18,15 @@ import {
   type SpdyHeaders,
   type SpdyStream,
 } from "../../../src/local/node/kubelet-server/spdy.js";
+import { channelCodec, webSocketProtocols } from "../../../src/local/node/kubelet-server/channels.js";
+import {
+  acceptKey,
+  encodeFrame,
+  encodeMaskedFrame,
+  opcode,
+  WebSocketProtocolError,
+  WsFrameReader,
+} from "../../../src/local/node/kubelet-server/websocket.js";
 
 function adler32(data: Buffer): number {
   let a = 1;
@@ -293,4 +302,54 @@ describe("kubelet API: SPDY session", () => {
     client.socket.write(bad);
     await new Promise((resolve) => client.socket.once("close", resolve));
   });
+});
+
+describe("kubelet API: WebSocket framing and channels", () => {
+  it("answers the handshake with RFC 6455's accept key", () => {
+    assert.equal(acceptKey("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  });
+
+  it("unmasks every client frame, however the bytes are split", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.constantFrom(opcode.text, opcode.binary, opcode.ping),
+            fc.uint8Array({ maxLength: 70_000 }).map((a) => Buffer.from(a)),
+            fc.uint8Array({ minLength: 4, maxLength: 4 }).map((a) => Buffer.from(a)),
+          ),
+          { maxLength: 4 },
+        ),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (frames, cuts) => {
+          const reader = new WsFrameReader();
+          const bytes = Buffer.concat(frames.map(([op, payload, mask]) => encodeMaskedFrame(op, payload, mask)));
+          const read = split(bytes, cuts).flatMap((piece) => reader.push(piece));
+          assert.deepEqual(
+            read.map((f) => [f.opcode, f.payload.toString("hex")]),
+            frames.map(([op, payload]) => [op, payload.toString("hex")]),
+          );
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  it("refuses unmasked client frames and frames over the size limit", () => {
+    assert.throws(() => new WsFrameReader().push(encodeFrame(opcode.text, Buffer.from("x"))), /must be masked/);
+    const huge = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0x10, 0, 0, 0]);
+    assert.throws(() => new WsFrameReader().push(huge), WebSocketProtocolError);
+  });
+
+  for (const protocol of webSocketProtocols) {
+    it(`${protocol}: decodes what it encodes on every channel`, () => {
+      const codec = channelCodec(protocol);
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 4 }), fc.uint8Array({ maxLength: 100 }), (n, bytes) => {
+          const { data } = codec.encode(n, Buffer.from(bytes));
+          assert.deepEqual(codec.decode(data), { channel: n, data: Buffer.from(bytes) });
+        }),
+      );
+    });
+  }
 });

@@ -3,9 +3,16 @@
 // `streamType` header (error, stdin, stdout, stderr, resize); once all the
 // request asked for are open the command runs, and its end is reported as a
 // JSON metav1.Status on the error stream, non-zero exit codes included.
-import type { Readable, Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import type { SpdySession, SpdyStream } from "./spdy.js";
-import { errorStatus, exitStatus, runInContainer, type ContainerProcess, type ExecTools } from "./exec.js";
+import {
+  errorStatus,
+  exitStatus,
+  runInContainer,
+  type ContainerProcess,
+  type ExecStreams,
+  type ExecTools,
+} from "./exec.js";
 
 export const remoteCommandProtocols = ["v4.channel.k8s.io"];
 /** How long the client has to open its streams (the kubelet's default stream creation timeout). */
@@ -97,86 +104,103 @@ function endStream(stream: Writable | undefined): Promise<void> {
   });
 }
 
-/** Writes the final status, half-closes every stream and says GOAWAY. */
-async function finish(
-  session: SpdySession,
-  streams: RemoteCommandStreams,
-  status: Record<string, unknown>,
-): Promise<void> {
-  await Promise.all([endStream(streams.get("stdout")), endStream(streams.get("stderr"))]);
-  const error = streams.get("error");
-  if (error !== undefined && !error.destroyed) {
-    error.write(JSON.stringify(status));
-    await endStream(error);
-  }
-  session.close();
+/** One exec's or attach's connection to the client, whatever carries it. */
+export interface RemoteCommandTransport {
+  /** Resolves once the client opened what it asked for; rejects on timeout. */
+  ready(): Promise<void>;
+  streams(): ExecStreams;
+  /** Reports the outcome on the error channel and closes the connection. */
+  finish(status: Record<string, unknown>): Promise<void>;
+  /** Resolves when the connection is gone. */
+  readonly closed: Promise<void>;
+  /** Closes without a status (the client never finished opening its streams). */
+  abort(): void;
 }
 
-/** Serves one exec once the SPDY connection is up. */
+/** The SPDY transport: one stream per channel, GOAWAY at the end. */
+export function spdyTransport(session: SpdySession, collected: RemoteCommandStreams): RemoteCommandTransport {
+  const closed = new Promise<void>((resolve) => {
+    session.onClose(resolve);
+  });
+  return {
+    ready: () => collected.ready(),
+    streams: () => {
+      const stdin = collected.get("stdin");
+      const stdout = collected.get("stdout");
+      const stderr = collected.get("stderr");
+      const resize = collected.get("resize");
+      return {
+        ...(stdin === undefined ? {} : { stdin }),
+        ...(stdout === undefined ? {} : { stdout }),
+        ...(stderr === undefined ? {} : { stderr }),
+        ...(resize === undefined ? {} : { resize }),
+        hangUp: closed,
+      };
+    },
+    async finish(status) {
+      await Promise.all([endStream(collected.get("stdout")), endStream(collected.get("stderr"))]);
+      const error = collected.get("error");
+      if (error !== undefined && !error.destroyed) {
+        error.write(JSON.stringify(status));
+        await endStream(error);
+      }
+      session.close();
+    },
+    closed,
+    abort: () => {
+      session.close();
+    },
+  };
+}
+
+/** Serves one exec once the client's connection is up. */
 export async function serveExec(
-  session: SpdySession,
-  streams: RemoteCommandStreams,
+  transport: RemoteCommandTransport,
   target: ContainerProcess,
   argv: string[],
   options: StreamOptions,
   tools: ExecTools,
 ): Promise<number | undefined> {
   try {
-    await streams.ready();
+    await transport.ready();
   } catch {
-    session.close();
+    transport.abort();
     return undefined;
   }
-  const readable = (type: StreamType): Readable | undefined => streams.get(type);
+  const { stdin, ...rest } = transport.streams();
   try {
     const { exitCode } = await runInContainer(
       target,
       argv,
-      {
-        ...(options.stdin && readable("stdin") !== undefined ? { stdin: readable("stdin") } : {}),
-        ...(streams.get("stdout") === undefined ? {} : { stdout: streams.get("stdout") }),
-        ...(streams.get("stderr") === undefined ? {} : { stderr: streams.get("stderr") }),
-        ...(readable("resize") === undefined ? {} : { resize: readable("resize") }),
-        hangUp: new Promise<void>((resolve) => {
-          session.onClose(resolve);
-        }),
-      },
+      { ...rest, ...(options.stdin && stdin !== undefined ? { stdin } : {}) },
       options.tty,
       tools,
     );
-    await finish(session, streams, exitStatus(exitCode));
+    await transport.finish(exitStatus(exitCode));
     return exitCode;
   } catch (error) {
-    await finish(session, streams, errorStatus(`error executing command in container: ${(error as Error).message}`));
+    await transport.finish(errorStatus(`error executing command in container: ${(error as Error).message}`));
     return undefined;
   }
 }
 
 /**
  * Attach: the container's output from now on, until it ends or the client
- * leaves. Containers here run with stdin closed, so input is refused up front,
- * as the kubelet refuses it for a container without `stdin: true`.
+ * leaves. Containers here run with stdin closed, so there is no input to
+ * attach to; what the client sends is dropped.
  */
 export async function serveAttach(
-  session: SpdySession,
-  streams: RemoteCommandStreams,
-  follow: (out: Writable, err: Writable | undefined, stop: Promise<void>) => Promise<void>,
+  transport: RemoteCommandTransport,
+  follow: (out: Writable, stop: Promise<void>) => Promise<void>,
 ): Promise<void> {
   try {
-    await streams.ready();
+    await transport.ready();
   } catch {
-    session.close();
+    transport.abort();
     return;
   }
-  const stdout = streams.get("stdout");
-  if (stdout === undefined) {
-    await finish(session, streams, { metadata: {}, status: "Success" });
-    return;
-  }
-  const left = new Promise<void>((resolve) => {
-    session.onClose(resolve);
-    stdout.on("close", resolve);
-  });
-  await follow(stdout, streams.get("stderr"), left);
-  await finish(session, streams, { metadata: {}, status: "Success" });
+  const { stdout, stdin } = transport.streams();
+  stdin?.resume();
+  if (stdout !== undefined) await follow(stdout, transport.closed);
+  await transport.finish({ metadata: {}, status: "Success" });
 }

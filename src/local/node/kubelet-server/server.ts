@@ -23,8 +23,13 @@ import {
   RemoteCommandStreams,
   serveAttach,
   serveExec,
+  spdyTransport,
   streamOptions,
+  type RemoteCommandTransport,
+  type StreamOptions,
 } from "./remotecommand.js";
+import { webSocketProtocols, webSocketTransport } from "./channels.js";
+import { acceptKey } from "./websocket.js";
 import { SpdySession, type StreamHandler } from "./spdy.js";
 
 /** What the server needs of a pod on its node. */
@@ -130,7 +135,8 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     rejectUnauthorized: false,
   });
 
-  const sessions = new Set<SpdySession>();
+  /** Upgraded connections are no longer the HTTP server's: closed by hand on stop. */
+  const upgraded = new Set<Socket>();
   const authenticate = async (req: IncomingMessage): Promise<ClientIdentity> => {
     const socket = req.socket as TLSSocket;
     const identity = socket.authorized ? identityOf(socket.getPeerCertificate()) : undefined;
@@ -208,6 +214,30 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     });
   });
 
+  /** What a remote command (exec, attach) needs, checked before the upgrade is answered. */
+  const remoteCommand = (target: NonNullable<ReturnType<typeof parsePodPath>>, pod: PodHandle, url: URL) => {
+    const container = target.container ?? "";
+    const process = pod.containerProcess(container);
+    if (process === undefined)
+      throw new HttpError(400, `container ${container} is not valid for pod ${target.pod}: it is not running`);
+    let stream: StreamOptions;
+    try {
+      stream = streamOptions(url.searchParams);
+    } catch (error) {
+      throw new HttpError(400, (error as Error).message);
+    }
+    const argv = url.searchParams.getAll("command");
+    if (target.verb === "exec" && argv.length === 0)
+      throw new HttpError(400, "you must specify at least one command for the container");
+    return {
+      stream,
+      run: (transport: RemoteCommandTransport) =>
+        target.verb === "exec"
+          ? serveExec(transport, process, argv, stream, options.tools)
+          : serveAttach(transport, (out, stop) => attachOutput(pod, container, out, stop)),
+    };
+  };
+
   const upgrade = async (req: IncomingMessage, socket: Socket, head: Buffer) => {
     await authenticate(req);
     const url = new URL(req.url ?? "/", "https://kubelet");
@@ -215,9 +245,35 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     if (target === undefined || !["exec", "attach", "portForward"].includes(target.verb))
       throw new HttpError(404, "404 page not found");
     const upgradeTo = (req.headers.upgrade ?? "").toLowerCase();
-    if (!upgradeTo.includes("spdy/3.1"))
-      throw new HttpError(400, `unable to upgrade: this kubelet speaks SPDY/3.1 (asked for ${upgradeTo || "nothing"})`);
     const pod = podFor(target.namespace, target.pod, target.uid);
+    if (upgradeTo === "websocket" && target.verb !== "portForward") {
+      const command = remoteCommand(target, pod, url);
+      const offered = headerValues(req.headers["sec-websocket-protocol"]);
+      const protocol = offered.length === 0 ? "channel.k8s.io" : negotiateProtocol(offered, webSocketProtocols);
+      const key = req.headers["sec-websocket-key"];
+      if (protocol === undefined || typeof key !== "string")
+        throw new HttpError(
+          400,
+          `unable to upgrade: client offers [${offered.join(" ")}], server supports [${webSocketProtocols.join(" ")}]`,
+        );
+      socket.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n` +
+          (offered.length === 0 ? "" : `Sec-WebSocket-Protocol: ${protocol}\r\n`) +
+          "\r\n",
+      );
+      upgraded.add(socket);
+      socket.on("close", () => upgraded.delete(socket));
+      const transport = webSocketTransport(socket, protocol, command.stream);
+      if (head.length > 0) socket.unshift(head);
+      await command.run(transport);
+      return;
+    }
+    if (!upgradeTo.includes("spdy/3.1"))
+      throw new HttpError(
+        400,
+        `unable to upgrade: this kubelet speaks SPDY/3.1, and WebSocket for exec and attach (asked for ${upgradeTo || "nothing"})`,
+      );
     const supported = target.verb === "portForward" ? portForwardProtocols : remoteCommandProtocols;
     const offered = headerValues(req.headers["x-stream-protocol-version"]);
     const protocol = negotiateProtocol(offered, supported);
@@ -241,36 +297,18 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
       });
       run = () => Promise.resolve();
     } else {
-      const container = target.container ?? "";
-      const process = pod.containerProcess(container);
-      if (process === undefined)
-        throw new HttpError(400, `container ${container} is not valid for pod ${target.pod}: it is not running`);
-      let stream;
-      try {
-        stream = streamOptions(url.searchParams);
-      } catch (error) {
-        throw new HttpError(400, (error as Error).message);
-      }
-      const argv = url.searchParams.getAll("command");
-      if (target.verb === "exec" && argv.length === 0)
-        throw new HttpError(400, "you must specify at least one command for the container");
-      const streams = new RemoteCommandStreams(stream);
+      const command = remoteCommand(target, pod, url);
+      const streams = new RemoteCommandStreams(command.stream);
       handler = streams.accept;
-      run =
-        target.verb === "exec"
-          ? (session) => serveExec(session, streams, process, argv, stream, options.tools)
-          : (session) =>
-              serveAttach(session, streams, (out: Writable, err: Writable | undefined, stop: Promise<void>) =>
-                attachOutput(pod, container, out, err, stop),
-              );
+      run = (session) => command.run(spdyTransport(session, streams));
     }
     socket.write(
       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n" +
         `X-Stream-Protocol-Version: ${protocol}\r\n\r\n`,
     );
+    upgraded.add(socket);
+    socket.on("close", () => upgraded.delete(socket));
     const session = new SpdySession(socket, handler);
-    sessions.add(session);
-    session.onClose(() => sessions.delete(session));
     session.feed(head);
     try {
       await run(session);
@@ -283,13 +321,7 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
     }
   };
 
-  const attachOutput = async (
-    pod: PodHandle,
-    container: string,
-    out: Writable,
-    _err: Writable | undefined,
-    stop: Promise<void>,
-  ) => {
+  const attachOutput = async (pod: PodHandle, container: string, out: Writable, stop: Promise<void>) => {
     const meta = pod.object.metadata ?? {};
     const podDir = podLogDir(options.layout, meta.namespace ?? "", meta.name ?? "", meta.uid ?? "");
     const file = runLogFile(podDir, { pod: meta.name ?? "", container });
@@ -328,7 +360,7 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
           resolve();
         });
         server.closeAllConnections();
-        for (const session of sessions) session.destroy();
+        for (const socket of upgraded) socket.destroy();
       }),
   };
 }
