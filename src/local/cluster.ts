@@ -3,8 +3,6 @@
 // on loopback, with its own PKI and an admin kubeconfig.
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
-import { request as httpRequest } from "node:http";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,7 +14,8 @@ import { nodeAgentComponent } from "./node/component.js";
 import { stopPodProcesses } from "./node/containment.js";
 import type { PodNetworkPlan } from "./node/addresses.js";
 import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
-import { waitUntilUsable } from "./readiness.js";
+import { probe } from "./probe.js";
+import { kubeletClient, waitUntilUsable } from "./readiness.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -62,8 +61,6 @@ export interface ComponentHealth {
 }
 
 const stateFile = (dir: string) => join(dir, stateFileName);
-/** The apiserver's identity towards the nodes' kubelet API (DIR/pki/kube-apiserver-kubelet-client.crt). */
-export const kubeletClient = "kube-apiserver-kubelet-client";
 
 export function readClusterState(dir: string): ClusterState | undefined {
   const file = stateFile(resolve(dir));
@@ -287,34 +284,6 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
       health: () => probe(`https://${loopback}:${ports.scheduler}/healthz`, { insecure: true }),
     },
   ];
-}
-
-interface ProbeTls {
-  ca?: Buffer;
-  cert?: string;
-  key?: string;
-  /** The controller-manager and scheduler serve self-signed certificates; we only ask them for /healthz. */
-  insecure?: boolean;
-}
-
-/** True when url answers 200 within two seconds; HTTPS uses the given CA and client identity. */
-function probe(url: string, tls: ProbeTls = {}): Promise<boolean> {
-  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
-  return new Promise((resolvePromise) => {
-    const req = request(
-      url,
-      { timeout: 2000, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.insecure !== true },
-      (res) => {
-        res.resume();
-        resolvePromise(res.statusCode === 200);
-      },
-    );
-    req.on("error", () => {
-      resolvePromise(false);
-    });
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
 }
 
 function componentDied(record: ProcessRecord): Error {

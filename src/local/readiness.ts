@@ -4,11 +4,11 @@
 // refuses pods without it), and each node's kubelet API answering /healthz
 // to the apiserver's own client certificate.
 import { readFileSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CoreV1Api, KubeConfig, type V1Node } from "@kubernetes/client-node";
 import { localNodes } from "./node/layout.js";
+import { probe } from "./probe.js";
 
 export interface Usability {
   usable: boolean;
@@ -16,21 +16,14 @@ export interface Usability {
   waitingFor: string[];
 }
 
+/** The apiserver's identity towards the nodes' kubelet API (DIR/pki/kube-apiserver-kubelet-client.crt). */
+export const kubeletClient = "kube-apiserver-kubelet-client";
+
 function kubeletHealthy(node: V1Node, tls: { ca: string; cert: string; key: string }): Promise<boolean> {
   const port = node.status?.daemonEndpoints?.kubeletEndpoint?.Port ?? 0;
   const address = node.status?.addresses?.find((a) => a.type === "InternalIP")?.address;
   if (port === 0 || address === undefined) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const req = request({ host: address, port, path: "/healthz", timeout: 2000, ...tls }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on("error", () => {
-      resolve(false);
-    });
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
+  return probe(`https://${address}:${port}/healthz`, tls);
 }
 
 export async function checkUsable(core: CoreV1Api, tls: { ca: string; cert: string; key: string }): Promise<Usability> {
@@ -65,8 +58,8 @@ export async function waitUntilUsable(
   const pki = (file: string) => readFileSync(join(dir, "pki", file), "utf8");
   const tls = {
     ca: pki("ca.crt"),
-    cert: pki("kube-apiserver-kubelet-client.crt"),
-    key: pki("kube-apiserver-kubelet-client.key"),
+    cert: pki(`${kubeletClient}.crt`),
+    key: pki(`${kubeletClient}.key`),
   };
   let reported = "";
   for (;;) {

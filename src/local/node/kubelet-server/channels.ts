@@ -5,6 +5,7 @@
 // as a JSON status on the error channel; before v4 only a failure's message.
 import type { Socket } from "node:net";
 import { PassThrough, Writable } from "node:stream";
+import { execStreams } from "./exec.js";
 import type { RemoteCommandTransport, StreamOptions } from "./remotecommand.js";
 import { WebSocketConnection } from "./websocket.js";
 
@@ -78,13 +79,7 @@ export function webSocketTransport(socket: Socket, protocol: string, options: St
         stdout !== undefined ? channel.stdout : stderr !== undefined ? channel.stderr : channel.error,
         Buffer.alloc(0),
       ),
-    streams: () => ({
-      ...(stdin === undefined ? {} : { stdin }),
-      ...(stdout === undefined ? {} : { stdout }),
-      ...(stderr === undefined ? {} : { stderr }),
-      ...(resize === undefined ? {} : { resize }),
-      hangUp: closed,
-    }),
+    streams: () => execStreams({ stdin, stdout, stderr, resize }, closed),
     async finish(status) {
       if (v4) await send(channel.error, Buffer.from(JSON.stringify(status)));
       else if (status.status !== "Success")

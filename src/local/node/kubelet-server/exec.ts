@@ -37,6 +37,25 @@ export interface ExecStreams {
   hangUp?: Promise<void>;
 }
 
+/** ExecStreams from whichever channels the client opened. */
+export function execStreams(
+  {
+    stdin,
+    stdout,
+    stderr,
+    resize,
+  }: Partial<Record<"stdin" | "resize", Readable> & Record<"stdout" | "stderr", Writable>>,
+  hangUp: Promise<void>,
+): ExecStreams {
+  return {
+    ...(stdin === undefined ? {} : { stdin }),
+    ...(stdout === undefined ? {} : { stdout }),
+    ...(stderr === undefined ? {} : { stderr }),
+    ...(resize === undefined ? {} : { resize }),
+    hangUp,
+  };
+}
+
 export interface ExecTools extends HostTools {
   python3?: string;
 }

@@ -7,6 +7,7 @@ import type { Writable } from "node:stream";
 import type { SpdySession, SpdyStream } from "./spdy.js";
 import {
   errorStatus,
+  execStreams,
   exitStatus,
   runInContainer,
   type ContainerProcess,
@@ -124,19 +125,16 @@ export function spdyTransport(session: SpdySession, collected: RemoteCommandStre
   });
   return {
     ready: () => collected.ready(),
-    streams: () => {
-      const stdin = collected.get("stdin");
-      const stdout = collected.get("stdout");
-      const stderr = collected.get("stderr");
-      const resize = collected.get("resize");
-      return {
-        ...(stdin === undefined ? {} : { stdin }),
-        ...(stdout === undefined ? {} : { stdout }),
-        ...(stderr === undefined ? {} : { stderr }),
-        ...(resize === undefined ? {} : { resize }),
-        hangUp: closed,
-      };
-    },
+    streams: () =>
+      execStreams(
+        {
+          stdin: collected.get("stdin"),
+          stdout: collected.get("stdout"),
+          stderr: collected.get("stderr"),
+          resize: collected.get("resize"),
+        },
+        closed,
+      ),
     async finish(status) {
       await Promise.all([endStream(collected.get("stdout")), endStream(collected.get("stderr"))]);
       const error = collected.get("error");
