@@ -147,6 +147,8 @@ export interface RunningProcess {
   exited: Promise<ContainerExit>;
   /** Resolves once the launch script has built the container's root and handed over to its command (or exited). */
   setUp: Promise<void>;
+  /** Resolves once all the container's output is in its log file (its stdout and stderr closed). */
+  logWritten: Promise<void>;
 }
 
 /** The launch script's last step changes the process's root; until then the container is still being assembled. */
@@ -184,7 +186,7 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
   const [command, args] = launchCommand(spec, tools);
   // Output goes through the node, which stamps each line (CRI log format), as a runtime's shim does.
   const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: spec.env });
-  void writeContainerLog(spec.logFile, { stdout: child.stdout, stderr: child.stderr });
+  const logWritten = writeContainerLog(spec.logFile, { stdout: child.stdout, stderr: child.stderr });
   const exited = new Promise<ContainerExit>((resolve) => {
     child.on("error", () => {
       resolve({ exitCode: 128 });
@@ -199,6 +201,7 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
     record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile },
     exited,
     setUp: waitForSetUp(pid, exited),
+    logWritten,
   };
 }
 
