@@ -10,6 +10,7 @@ import { addressIn, reservedOctets } from "../../src/local/node/addresses.js";
 import { siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
+import { webPod } from "./network-probers.js";
 import {
   httpText,
   podCondition,

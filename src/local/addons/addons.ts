@@ -19,7 +19,7 @@ import {
 } from "@kubernetes/client-node";
 import { stringify } from "yaml";
 import { loadCertificateAuthority } from "../../pki/certificates.js";
-import { probe } from "../http-probe.js";
+import { probe } from "../probe.js";
 import { renderKubeconfig } from "../kubeconfig.js";
 import { addressIn, nodeNamespaceName, podPortPrefix, reservedOctets, type PodNetworkPlan } from "../node/addresses.js";
 import { describeError, statusCode } from "../node/kube.js";

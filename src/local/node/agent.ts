@@ -4,7 +4,14 @@
 // acts as the storage provisioner, which a node identity may not do.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CoordinationV1Api, CoreV1Api, KubeConfig, StorageV1Api, type V1Pod } from "@kubernetes/client-node";
+import {
+  AuthorizationV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  StorageV1Api,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { pino, type Logger } from "pino";
 import { packageRoot } from "../../util/package-root.js";
 import { readClusterState } from "../cluster.js";
@@ -14,6 +21,7 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
+import { startKubeletServers } from "./kubelet-server/node-servers.js";
 import { localNodes, nodeLayout, type LocalNodeIdentity, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
@@ -116,7 +124,6 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     volumeRefreshMs: 60_000,
   };
   const workers = new Map<string, PodWorker>();
-  const workerNode = new Map<string, string>();
   /** Nodes whose site is down: they neither watch the API nor heartbeat. */
   const cutOff = new Set<string>();
   const watchNode = (identity: LocalNodeIdentity) => {
@@ -131,12 +138,8 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       const existing = workers.get(uid);
       if (existing !== undefined) existing.update(pod);
       else {
-        const worker = new PodWorker(pod, ctx, (done) => {
-          workers.delete(done);
-          workerNode.delete(done);
-        });
+        const worker = new PodWorker(pod, ctx, (done) => workers.delete(done));
         workers.set(uid, worker);
-        workerNode.set(uid, identity.name);
         worker.kick();
       }
     };
@@ -159,11 +162,8 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     },
     async powerOff(identity) {
       // All at once, as in a power loss: nothing is written to the API.
-      const doomed = [...workers].filter(([uid]) => workerNode.get(uid) === identity.name);
-      for (const [uid] of doomed) {
-        workers.delete(uid);
-        workerNode.delete(uid);
-      }
+      const doomed = [...workers].filter(([, worker]) => worker.nodeName === identity.name);
+      for (const [uid] of doomed) workers.delete(uid);
       await Promise.all(doomed.map(([, worker]) => worker.kill()));
     },
     reconnect(identity) {
@@ -172,11 +172,26 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     },
   });
   await sites.apply();
+  const kubelets = await startKubeletServers({
+    clusterDir: state.dir,
+    layout,
+    authorization: kubeConfig.makeApiClient(AuthorizationV1Api),
+    findPod: (nodeName, namespace, name) =>
+      [...workers.values()].find(
+        (w) => w.nodeName === nodeName && w.object.metadata?.namespace === namespace && w.object.metadata.name === name,
+      ),
+    log,
+  });
   // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
   const heartbeats = await startHeartbeats(
     core,
     kubeConfig.makeApiClient(CoordinationV1Api),
-    { nodes: localNodes, network: network.condition, cutOff: (name) => cutOff.has(name) },
+    {
+      nodes: localNodes,
+      network: network.condition,
+      kubeletPorts: kubelets.ports,
+      cutOff: (name) => cutOff.has(name),
+    },
     log,
     () => {
       touchHeartbeat(state.dir);
@@ -196,6 +211,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       await Promise.all([...informers.values()].map((informer) => informer.stop()));
       await provisioner.stop();
       heartbeats.stop();
+      await kubelets.stop();
       await Promise.all([...workers.values()].map((worker) => worker.kill()));
       await stopPodProcesses(state.dir);
       await network.stop();
