@@ -83,6 +83,14 @@ describe("Service networking on ksr local (e2e)", function () {
         ? true
         : undefined,
     );
+    // Each node's kube-proxy programs the Services in its own time (a second or so, longer under load).
+    for (const ip of nodeIPs())
+      await waitFor(`kube-proxy on ${ip} serving the NodePort`, () =>
+        httpText(`http://${ip}:${nodePort}/hostname`).then(
+          (body) => (body.trim() === "web" ? true : undefined),
+          () => undefined,
+        ),
+      );
   });
 
   it("resolves ClusterIP, headless and apiserver names from a pod on the other site and reaches them", async () => {
@@ -128,8 +136,9 @@ describe("Service networking on ksr local (e2e)", function () {
     });
   });
 
-  it("answers a NodePort on both nodes' addresses from the host, as a kind node's address does", async () => {
+  it("answers a NodePort on both nodes' addresses and the ClusterIP from the host, as on a kind node", async () => {
     for (const ip of nodeIPs()) assert.equal((await httpText(`http://${ip}:${nodePort}/hostname`)).trim(), "web");
+    assert.equal((await httpText(`http://${clusterIP}/hostname`)).trim(), "web");
   });
 
   it("leaves a hostNetwork pod the machine's resolv.conf, and gives ClusterFirstWithHostNet the cluster's", async () => {
