@@ -8,7 +8,6 @@ import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair } from "../pki/certificates.js";
 import { resolveControlPlaneBinaries } from "./binaries.js";
-import { probe } from "./http-probe.js";
 import { renderKubeconfig } from "./kubeconfig.js";
 import { assertPortFree, freePort, loopback } from "./ports.js";
 import { clearHeartbeat, nodeAgentComponent } from "./node/component.js";
@@ -16,6 +15,8 @@ import { stopPodProcesses } from "./node/containment.js";
 import { addonSpecs, podNetworkUp, prepareAddons } from "./addons/addons.js";
 import { addressIn, type PodNetworkPlan } from "./node/addresses.js";
 import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
+import { probe } from "./probe.js";
+import { kubeletClient, waitUntilUsable } from "./readiness.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -119,6 +120,13 @@ async function ensurePki(pkiDir: string, podNetwork: PodNetworkPlan | undefined)
     // The public key is written last: its presence marks a complete client PKI.
     writeFileSync(join(pkiDir, "sa.pub"), serviceAccount.publicKey.export({ type: "spki", format: "pem" }).toString());
   }
+  // Added after the first PKI layout: clusters made before it get it at their next `up`.
+  if (readPair(pkiDir, kubeletClient) === undefined)
+    writePair(
+      pkiDir,
+      kubeletClient,
+      await authority.issue({ commonName: kubeletClient, organizations: ["system:masters"], usage: "client" }),
+    );
   const serving = await authority.issue({
     commonName: "kube-apiserver",
     usage: "server",
@@ -228,6 +236,11 @@ function componentSpecs(dir: string, ports: ClusterPorts, serviceSubnet: string)
         `--tls-private-key-file=${pki("apiserver.key")}`,
         `--client-ca-file=${pki("ca.crt")}`,
         "--authorization-mode=Node,RBAC",
+        // The nodes' kubelet API (src/local/node/kubelet-server): both nodes are 127.0.0.1, on ports of their own.
+        `--kubelet-client-certificate=${pki(`${kubeletClient}.crt`)}`,
+        `--kubelet-client-key=${pki(`${kubeletClient}.key`)}`,
+        `--kubelet-certificate-authority=${pki("ca.crt")}`,
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         `--service-cluster-ip-range=${serviceSubnet}`,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -388,6 +401,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
     }
     await startNodeAgent(state, deadline, progress);
     await startAddons(state, deadline, progress);
+    await waitUntilUsable(dir, deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);

@@ -10,6 +10,7 @@ import { addressIn, reservedOctets } from "../../src/local/node/addresses.js";
 import { siteLabel } from "../../src/local/node/layout.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { useCluster } from "../fixture/cluster.js";
+import { webPod } from "./network-probers.js";
 import {
   httpText,
   podCondition,
@@ -61,24 +62,7 @@ describe("Service networking on ksr local (e2e)", function () {
   before(async function () {
     this.timeout(120_000);
     await waitForDefaultServiceAccount(core(), ns());
-    await core().createNamespacedPod({
-      namespace: ns(),
-      body: {
-        metadata: { name: "web", labels: { app: "web" } },
-        spec: {
-          nodeSelector: { [siteLabel]: "recovery" },
-          containers: [
-            {
-              name: "web",
-              image: "debian:12",
-              command: ["python3", "-m", "http.server", "8080", "--directory", "/etc"],
-              ports: [{ name: "http", containerPort: 8080 }],
-              readinessProbe: { httpGet: { path: "/hostname", port: "http" }, periodSeconds: 1 },
-            },
-          ],
-        },
-      },
-    });
+    await core().createNamespacedPod({ namespace: ns(), body: webPod("web", "recovery") });
     const ports = [{ name: "http", port: 80, targetPort: "http" }];
     const service = (name: string, spec: object) =>
       core().createNamespacedService({
@@ -99,6 +83,14 @@ describe("Service networking on ksr local (e2e)", function () {
         ? true
         : undefined,
     );
+    // Each node's kube-proxy programs the Services in its own time (a second or so, longer under load).
+    for (const ip of nodeIPs())
+      await waitFor(`kube-proxy on ${ip} serving the NodePort`, () =>
+        httpText(`http://${ip}:${nodePort}/hostname`).then(
+          (body) => (body.trim() === "web" ? true : undefined),
+          () => undefined,
+        ),
+      );
   });
 
   it("resolves ClusterIP, headless and apiserver names from a pod on the other site and reaches them", async () => {
@@ -144,8 +136,9 @@ describe("Service networking on ksr local (e2e)", function () {
     });
   });
 
-  it("answers a NodePort on both nodes' addresses from the host, as a kind node's address does", async () => {
+  it("answers a NodePort on both nodes' addresses and the ClusterIP from the host, as on a kind node", async () => {
     for (const ip of nodeIPs()) assert.equal((await httpText(`http://${ip}:${nodePort}/hostname`)).trim(), "web");
+    assert.equal((await httpText(`http://${clusterIP}/hostname`)).trim(), "web");
   });
 
   it("leaves a hostNetwork pod the machine's resolv.conf, and gives ClusterFirstWithHostNet the cluster's", async () => {

@@ -2,7 +2,9 @@
 import { Command, Option } from "commander";
 import { defaultClusterDir, down, status, up } from "../../local/cluster.js";
 import { parsePort } from "../../local/ports.js";
+import { siteStates } from "../../local/node/sites.js";
 import { logsCommand, nodeAgentCommand } from "./local-node.js";
+import { describeSite, siteCommand } from "./local-site.js";
 
 export function localCommand(): Command {
   const local = new Command("local").description("run a real Kubernetes control plane on this machine, without Docker");
@@ -61,9 +63,12 @@ export function localCommand(): Command {
         process.stdout.write(`not running; start it with: ksr local up --dir ${options.dir}\n`);
       for (const c of report.components)
         process.stdout.write(`${c.name.padEnd(24)} pid ${String(c.pid).padEnd(8)} ${c.detail}\n`);
+      for (const { site, node, state } of siteStates(report.state.dir))
+        process.stdout.write(`site ${site.padEnd(19)} node ${node.padEnd(14)} ${describeSite(state)}\n`);
       if (report.components.length === 0 || report.components.some((c) => !c.healthy)) process.exitCode = 1;
     });
   local.addCommand(nodeAgentCommand());
   local.addCommand(logsCommand());
+  local.addCommand(siteCommand());
   return local;
 }

@@ -5,7 +5,9 @@
 // DNS behind the kube-dns Service's fixed ClusterIP. They are components of
 // `ksr local up` like the control plane: recorded in cluster.json, logs in
 // DIR/logs, stopped by `ksr local down`.
+import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -17,7 +19,7 @@ import {
 } from "@kubernetes/client-node";
 import { stringify } from "yaml";
 import { loadCertificateAuthority } from "../../pki/certificates.js";
-import { probe } from "../http-probe.js";
+import { probe } from "../probe.js";
 import { renderKubeconfig } from "../kubeconfig.js";
 import { addressIn, nodeNamespaceName, podPortPrefix, reservedOctets, type PodNetworkPlan } from "../node/addresses.js";
 import { describeError, statusCode } from "../node/kube.js";
@@ -42,6 +44,55 @@ const kubeProxyHealthPort = 10256;
 const networkPolicyMetricsPort = 9080;
 const coreDnsReadyPort = 8181;
 const serviceAccountDir = "/run/secrets/kubernetes.io/serviceaccount";
+const policyQueue = 100;
+const run = promisify(execFile);
+
+/**
+ * kube-network-policies queues packets with nftables' queue expression, which
+ * some kernels lack (nft_queue not built: "Could not process rule: No such
+ * file or directory") while the xtables NFQUEUE target works. There, every new
+ * forwarded connection of the node's pods goes to the same queue through
+ * iptables-nft, and the enforcer gives its verdict as usual (unselected pods
+ * are allowed). Returns which path the node uses.
+ */
+export async function ensurePolicyQueue(netns: string, kubelet: string): Promise<"nftables" | "xtables"> {
+  const probeTable = "ksr-queue-probe";
+  try {
+    await run("ip", [
+      "netns",
+      "exec",
+      netns,
+      "nft",
+      `add table inet ${probeTable}; add chain inet ${probeTable} c; add rule inet ${probeTable} c queue num ${policyQueue} bypass`,
+    ]);
+    await run("ip", ["netns", "exec", netns, "nft", "delete", "table", "inet", probeTable]);
+    return "nftables";
+  } catch {
+    await run("ip", ["netns", "exec", netns, "nft", "delete", "table", "inet", probeTable]).catch(() => undefined);
+  }
+  // The kubelet's probes are never subject to policy, as on a real node.
+  const rule = [
+    "FORWARD",
+    "!",
+    "-s",
+    `${kubelet}/32`,
+    "-m",
+    "conntrack",
+    "--ctstate",
+    "NEW",
+    "-j",
+    "NFQUEUE",
+    "--queue-num",
+    String(policyQueue),
+    "--queue-bypass",
+  ];
+  const present = await run("ip", ["netns", "exec", netns, "iptables-nft", "-C", ...rule]).then(
+    () => true,
+    () => false,
+  );
+  if (!present) await run("ip", ["netns", "exec", netns, "iptables-nft", "-A", ...rule]);
+  return "xtables";
+}
 
 const addonDir = (clusterDir: string) => join(clusterDir, "addons");
 const netnsPath = (name: string) => join("/run/netns", name);
@@ -99,6 +150,9 @@ export function addonSpecs({ clusterDir, binDir, plan }: AddonContext): AddonSpe
           join(binDir, "kube-network-policies"),
           `--hostname-override=${identity.name}`,
           `--metrics-bind-address=${address}:${networkPolicyMetricsPort}`,
+          `--nfqueue-id=${policyQueue}`,
+          // As the xtables fallback below: with the enforcer stopped, traffic flows (and is not checked).
+          "--fail-open",
           "--v=1",
         ],
         env: {
@@ -337,6 +391,16 @@ export async function prepareAddons(
     writeFileSync(join(dir, `kube-proxy-${site}.yaml`), kubeProxyConfig(clusterDir, plan, index));
   }
   writeFileSync(join(dir, "Corefile"), corefile(clusterDir, plan));
+
+  const queues: string[] = [];
+  for (const identity of localNodes) {
+    const path = await ensurePolicyQueue(
+      nodeNamespaceName(clusterDir, identity.site),
+      addressIn(plan.subnet, reservedOctets.kubelet),
+    );
+    queues.push(`${identity.name}: ${path}`);
+  }
+  writeFileSync(join(dir, "policy-queue"), queues.join("\n") + "\n");
 
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(adminKubeconfig);

@@ -4,7 +4,14 @@
 // acts as the storage provisioner, which a node identity may not do.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CoordinationV1Api, CoreV1Api, KubeConfig, StorageV1Api, type V1Pod } from "@kubernetes/client-node";
+import {
+  AuthorizationV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  StorageV1Api,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { pino, type Logger } from "pino";
 import { packageRoot } from "../../util/package-root.js";
 import { readClusterState } from "../cluster.js";
@@ -14,11 +21,13 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
-import { localNodes, nodeLayout, type NodeLayout } from "./layout.js";
+import { startKubeletServers } from "./kubelet-server/node-servers.js";
+import { localNodes, nodeLayout, type LocalNodeIdentity, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
 import { startProvisioner } from "./provisioner.js";
 import { startHeartbeats } from "./registration.js";
+import { siteController } from "./site-controller.js";
 import { findHostTools } from "./runtime.js";
 import type { VolumeSources } from "./volumes.js";
 
@@ -115,8 +124,15 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     volumeRefreshMs: 60_000,
   };
   const workers = new Map<string, PodWorker>();
-  const informers = localNodes.map((identity) => {
-    const ctx: NodeContext = { ...base, nodeName: identity.name, events: eventRecorder(core, identity.name, log) };
+  /** Nodes whose site is down: they neither watch the API nor heartbeat. */
+  const cutOff = new Set<string>();
+  const watchNode = (identity: LocalNodeIdentity) => {
+    const ctx: NodeContext = {
+      ...base,
+      nodeName: identity.name,
+      events: eventRecorder(core, identity.name, log),
+      cutOff: () => cutOff.has(identity.name),
+    };
     const upsert = (pod: V1Pod) => {
       const uid = pod.metadata?.uid ?? "";
       const existing = workers.get(uid);
@@ -135,12 +151,47 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       log,
       `spec.nodeName=${identity.name}`,
     );
+  };
+  const informers = new Map<string, ReturnType<typeof watchNode>>();
+  const sites = siteController(state.dir, state.podNetwork, network.condition.available, log, {
+    cutOff(identity) {
+      cutOff.add(identity.name);
+      const informer = informers.get(identity.name);
+      informers.delete(identity.name);
+      return informer?.stop() ?? Promise.resolve();
+    },
+    async powerOff(identity) {
+      // All at once, as in a power loss: nothing is written to the API.
+      const doomed = [...workers].filter(([, worker]) => worker.nodeName === identity.name);
+      for (const [uid] of doomed) workers.delete(uid);
+      await Promise.all(doomed.map(([, worker]) => worker.kill()));
+    },
+    reconnect(identity) {
+      cutOff.delete(identity.name);
+      if (!informers.has(identity.name)) informers.set(identity.name, watchNode(identity));
+    },
+  });
+  await sites.apply();
+  const kubelets = await startKubeletServers({
+    clusterDir: state.dir,
+    layout,
+    authorization: kubeConfig.makeApiClient(AuthorizationV1Api),
+    findPod: (nodeName, namespace, name) =>
+      [...workers.values()].find(
+        (w) => w.nodeName === nodeName && w.object.metadata?.namespace === namespace && w.object.metadata.name === name,
+      ),
+    log,
   });
   // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
   const heartbeats = await startHeartbeats(
     core,
     kubeConfig.makeApiClient(CoordinationV1Api),
-    { nodes: localNodes, network: network.condition },
+    {
+      nodes: localNodes,
+      network: network.condition,
+      kubeletPorts: kubelets.ports,
+      cutOff: (name) => cutOff.has(name),
+    },
     log,
     () => {
       touchHeartbeat(state.dir);
@@ -156,9 +207,11 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
   );
   return {
     async stop() {
-      await Promise.all(informers.map((informer) => informer.stop()));
+      sites.stop();
+      await Promise.all([...informers.values()].map((informer) => informer.stop()));
       await provisioner.stop();
       heartbeats.stop();
+      await kubelets.stop();
       await Promise.all([...workers.values()].map((worker) => worker.kill()));
       await stopPodProcesses(state.dir);
       await network.stop();

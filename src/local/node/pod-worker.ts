@@ -30,6 +30,7 @@ import {
   type HostTools,
   type RunningProcess,
 } from "./runtime.js";
+import type { ContainerProcess } from "./kubelet-server/exec.js";
 import { containerMounts, preparePodVolumes, VolumeNotReady, type PodVolume, type VolumeSources } from "./volumes.js";
 
 export interface NodeContext {
@@ -49,6 +50,8 @@ export interface NodeContext {
   restartBackoff: { baseMs: number; maxMs: number };
   /** How often file-backed volumes (configMap, secret, token) are rewritten. */
   volumeRefreshMs: number;
+  /** True while the node's site is cut off from the API (site down --mode network): nothing is written. */
+  cutOff?: () => boolean;
 }
 
 interface ContainerRun {
@@ -448,6 +451,9 @@ export class PodWorker {
     const pid = run.process?.record.pid ?? -1;
     const target = {
       podIP: this.podIP ?? "",
+      ...(this.ctx.network.probeSource === undefined || this.pod.spec?.hostNetwork === true
+        ? {}
+        : { sourceAddress: this.ctx.network.probeSource }),
       container: run.spec,
       exec: (argv: string[], timeoutMs: number) => execInContainer(pid, argv, run.env ?? {}, timeoutMs, this.ctx.tools),
     };
@@ -601,6 +607,36 @@ export class PodWorker {
     rmSync(this.podDir, { recursive: true, force: true });
   }
 
+  /** The pod as last seen; the kubelet API finds pods by namespace and name. */
+  get object(): V1Pod {
+    return this.pod;
+  }
+
+  get nodeName(): string {
+    return this.ctx.nodeName;
+  }
+
+  /** What exec and attach need of a running container; undefined while it is not running. */
+  containerProcess(name: string): ContainerProcess | undefined {
+    const run = this.runs.find((r) => r.spec.name === name && r.phase.kind === "running");
+    const process = run?.process;
+    if (run === undefined || process === undefined) return undefined;
+    const user = this.user(run.spec);
+    return {
+      pid: process.record.pid,
+      env: run.env ?? {},
+      ...(user === undefined ? {} : { user }),
+      ...(run.cgroup === undefined ? {} : { cgroup: run.cgroup }),
+    };
+  }
+
+  /** Where port-forward connects: inside the pod's network namespace, or to the pod's address without one. */
+  get portForwardTarget(): { netns: string } | { host: string } | undefined {
+    if (this.sandbox === undefined) return undefined;
+    if (this.sandbox.netnsPath !== undefined) return { netns: this.sandbox.netnsPath };
+    return { host: this.pod.spec?.hostNetwork === true ? "127.0.0.1" : this.sandbox.podIP };
+  }
+
   private view(): PodView {
     const toView = (run: ContainerRun): ContainerView => ({
       name: run.spec.name,
@@ -626,6 +662,10 @@ export class PodWorker {
   }
 
   private async publish(): Promise<void> {
+    if (this.ctx.cutOff?.() === true) {
+      this.kick(retryMs);
+      return;
+    }
     const status = podStatus(this.pod, this.view());
     const serialized = JSON.stringify(status);
     if (serialized === this.lastPublished) return;

@@ -11,6 +11,8 @@ export type ProbeOutcome = { ok: true } | { ok: false; message: string };
 
 export interface ProbeTarget {
   podIP: string;
+  /** The kubelet's own address to probe from (policy enforcement and site isolation let it through). */
+  sourceAddress?: string;
   container: V1Container;
   /** Runs argv inside the container (exec probes). */
   exec(argv: string[], timeoutMs: number): Promise<{ exitCode: number; output: string }>;
@@ -25,9 +27,12 @@ export function resolvePort(port: number | string | undefined, container: V1Cont
   return named.containerPort;
 }
 
-function tcpProbe(host: string, port: number, timeoutMs: number): Promise<ProbeOutcome> {
+const from = (sourceAddress: string | undefined) =>
+  sourceAddress === undefined ? {} : { localAddress: sourceAddress };
+
+function tcpProbe(host: string, port: number, timeoutMs: number, sourceAddress?: string): Promise<ProbeOutcome> {
   return new Promise((resolve) => {
-    const socket = connect({ host, port, timeout: timeoutMs });
+    const socket = connect({ host, port, timeout: timeoutMs, ...from(sourceAddress) });
     socket.once("connect", () => {
       socket.destroy();
       resolve({ ok: true });
@@ -55,7 +60,8 @@ function httpProbe(
   for (const header of probe.httpHeaders ?? []) headers[header.name] = header.value;
   const send = scheme === "https" ? httpsRequest : httpRequest;
   return new Promise((resolve) => {
-    const req = send(url, { headers, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
+    const options = { headers, timeout: timeoutMs, rejectUnauthorized: false, ...from(target.sourceAddress) };
+    const req = send(url, options, (res) => {
       res.resume();
       const status = res.statusCode ?? 0;
       resolve(
@@ -88,10 +94,17 @@ export function healthCheckStatus(frame: Buffer): number | undefined {
   return body.length >= 2 && body[0] === 0x08 ? body[1] : body.length === 0 ? 0 : undefined;
 }
 
-function grpcProbe(probe: NonNullable<V1Probe["grpc"]>, podIP: string, timeoutMs: number): Promise<ProbeOutcome> {
+function grpcProbe(probe: NonNullable<V1Probe["grpc"]>, target: ProbeTarget, timeoutMs: number): Promise<ProbeOutcome> {
+  const podIP = target.podIP;
   const authority = `http://${podIP}:${probe.port}`;
   return new Promise((resolve) => {
-    const session = http2Connect(authority);
+    const source = target.sourceAddress;
+    const session = http2Connect(
+      authority,
+      source === undefined
+        ? {}
+        : { createConnection: () => connect({ host: podIP, port: probe.port, localAddress: source }) },
+    );
     const finish = (outcome: ProbeOutcome) => {
       clearTimeout(timer);
       session.destroy();
@@ -147,10 +160,10 @@ export async function runProbe(probe: V1Probe, target: ProbeTarget): Promise<Pro
     }
     if (probe.tcpSocket !== undefined) {
       const port = resolvePort(probe.tcpSocket.port, target.container);
-      return await tcpProbe(probe.tcpSocket.host ?? target.podIP, port, timeoutMs);
+      return await tcpProbe(probe.tcpSocket.host ?? target.podIP, port, timeoutMs, target.sourceAddress);
     }
     if (probe.httpGet !== undefined) return await httpProbe(probe.httpGet, target, timeoutMs);
-    if (probe.grpc !== undefined) return await grpcProbe(probe.grpc, target.podIP, timeoutMs);
+    if (probe.grpc !== undefined) return await grpcProbe(probe.grpc, target, timeoutMs);
     return { ok: false, message: "probe has no handler (exec, tcpSocket, httpGet or grpc)" };
   } catch (error) {
     return { ok: false, message: (error as Error).message };

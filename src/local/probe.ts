@@ -1,9 +1,9 @@
-// Health checks of the local cluster's components: an HTTP(S) GET that must answer 200.
-import { request as httpsRequest } from "node:https";
+// Health probes of local components: an HTTP(S) GET that must answer 200.
 import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 
 export interface ProbeTls {
-  ca?: Buffer;
+  ca?: Buffer | string;
   cert?: string;
   key?: string;
   /** The controller-manager and scheduler serve self-signed certificates; we only ask them for /healthz. */
