@@ -71,24 +71,52 @@ async function readTls(files: TlsFiles): Promise<{ ca: Buffer; cert: Buffer; key
 /** How often certificate files are checked for a renewal (the operator renews days before expiry). */
 const certificateRefreshMs = 30_000;
 
-function fileWatcher(files: TlsFiles) {
-  return new experimental.FileWatcherCertificateProvider({
+/**
+ * A provider that follows the files, primed: it has read them once before it
+ * is handed to grpc-js, so the first handshake already has a certificate (an
+ * unprimed server resets connections until its first read completes).
+ */
+async function fileWatcher(files: TlsFiles): Promise<experimental.FileWatcherCertificateProvider> {
+  await readTls(files); // fail now, naming the file, rather than at the first handshake
+  const provider = new experimental.FileWatcherCertificateProvider({
     caCertificateFile: files.ca,
     certificateFile: files.cert,
     privateKeyFile: files.key,
     refreshIntervalMs: certificateRefreshMs,
   });
+  let onCa: experimental.CaCertificateUpdateListener = () => undefined;
+  let onIdentity: experimental.IdentityCertificateUpdateListener = () => undefined;
+  await Promise.all([
+    new Promise<void>((resolve) => {
+      provider.addCaCertificateListener(
+        (onCa = () => {
+          resolve();
+        }),
+      );
+    }),
+    new Promise<void>((resolve) => {
+      provider.addIdentityCertificateListener(
+        (onIdentity = () => {
+          resolve();
+        }),
+      );
+    }),
+  ]);
+  // The provider keeps what it read; grpc-js's own listeners restart the refresh timer.
+  provider.removeCaCertificateListener(onCa);
+  provider.removeIdentityCertificateListener(onIdentity);
+  return provider;
 }
 
 /** Server credentials that follow the files: new handshakes use the renewed certificate, open streams stay. */
 export async function serverCredentials(files: TlsFiles): Promise<ServerCredentials> {
-  await readTls(files); // fail now, naming the file, rather than at the first handshake
-  return experimental.createCertificateProviderServerCredentials(fileWatcher(files), fileWatcher(files), true);
+  const provider = await fileWatcher(files);
+  return experimental.createCertificateProviderServerCredentials(provider, provider, true);
 }
 
 export async function clientCredentials(files: TlsFiles): Promise<ChannelCredentials> {
-  await readTls(files);
-  return experimental.createCertificateProviderChannelCredentials(fileWatcher(files), fileWatcher(files));
+  const provider = await fileWatcher(files);
+  return experimental.createCertificateProviderChannelCredentials(provider, provider);
 }
 
 /** Serials compare as numbers: upper-case hex without leading zeros (Node prints them so). */

@@ -82,6 +82,31 @@ describe("certificate issuer on a real API server, with a process server using i
     return files;
   }
 
+  const ensure = (role: "process-server" | "agent", machineId?: string) =>
+    issuer.ensureReplicatorCertificate(
+      role === "agent"
+        ? { namespace: cluster.namespace, role, machineId }
+        : { namespace: cluster.namespace, role, dnsNames: ["localhost"] },
+    );
+
+  /** A process server on loopback with the given identity (master target absent: Open needs none). */
+  const processServer = async (tls: TlsFiles, cacheDir: string, revokedSerialsFile?: string) => {
+    const port = await freePort();
+    const server = await startProcessServer({
+      listen: `localhost:${port}`,
+      tls,
+      encryptionKey: randomBytes(32),
+      cacheDir: join(work, cacheDir),
+      masterTarget: `localhost:${await freePort()}`,
+      compression: "zstd",
+      cacheLimitBytes: 1024 ** 3,
+      bandwidthBytesPerSecond: 0,
+      log: { warn: () => undefined },
+      ...(revokedSerialsFile === undefined ? {} : { revokedSerialsFile }),
+    });
+    return { port, server };
+  };
+
   it("makes one CA Secret however many operators start at once, and issues identities from it", async () => {
     const rivals = [1, 2, 3].map(() => new SecretIssuer({ client, caNamespace: cluster.namespace, clock }));
     const names = await Promise.all(
@@ -123,39 +148,19 @@ describe("certificate issuer on a real API server, with a process server using i
   it("binds an agent to its machine, renews in place before expiry, and revokes it when its machine goes", async () => {
     const machineA = machineIdOf({ namespace: cluster.namespace, name: "a" });
     const machineB = machineIdOf({ namespace: cluster.namespace, name: "b" });
-    const serverSecret = await issuer.ensureReplicatorCertificate({
-      namespace: cluster.namespace,
-      role: "process-server",
-      dnsNames: ["localhost"],
-    });
-    const agentSecret = await issuer.ensureReplicatorCertificate({
-      namespace: cluster.namespace,
-      role: "agent",
-      machineId: machineA,
-    });
+    const serverSecret = await ensure("process-server");
+    const agentSecret = await ensure("agent", machineA);
     assert.equal(agentSecret, certificateSecretName({ role: "agent", machineId: machineA }));
     const first = await client.get(secrets, agentSecret, cluster.namespace);
     assert.equal(certificateOf(first).subjectName.getField("CN")[0], `ksr-agent:${machineA}`);
 
     // Asked again while fresh: nothing is written.
-    await issuer.ensureReplicatorCertificate({ namespace: cluster.namespace, role: "agent", machineId: machineA });
+    await ensure("agent", machineA);
     const unchanged = await client.get(secrets, agentSecret, cluster.namespace);
     assert.equal(unchanged?.metadata.resourceVersion, first?.metadata.resourceVersion);
 
     const revokedFile = join(work, "revoked");
-    const port = await freePort();
-    const server = await startProcessServer({
-      listen: `localhost:${port}`,
-      tls: await mount(serverSecret),
-      encryptionKey: randomBytes(32),
-      cacheDir: join(work, "ps-cache"),
-      masterTarget: `localhost:${await freePort()}`,
-      compression: "zstd",
-      cacheLimitBytes: 1024 ** 3,
-      bandwidthBytesPerSecond: 0,
-      log: { warn: () => undefined },
-      revokedSerialsFile: revokedFile,
-    });
+    const { port, server } = await processServer(await mount(serverSecret), "ps-cache", revokedFile);
     const connect = async () =>
       new IngestClient(`localhost:${port}`, await clientCredentials(await mount(agentSecret)), grpcOptions);
     try {
@@ -169,7 +174,7 @@ describe("certificate issuer on a real API server, with a process server using i
 
       // Two thirds into its 7 days the agent's certificate is renewed: same Secret, new content.
       clock.offsetMs = 5 * dayMs;
-      await issuer.ensureReplicatorCertificate({ namespace: cluster.namespace, role: "agent", machineId: machineA });
+      await ensure("agent", machineA);
       const renewed = await client.get(secrets, agentSecret, cluster.namespace);
       assert.notEqual(certificateOf(renewed).serialNumber, certificateOf(first).serialNumber);
       await openReply(agent, machineA); // the connection made with the old certificate goes on
@@ -207,30 +212,11 @@ describe("certificate issuer on a real API server, with a process server using i
   it("a process server picks up its renewed certificate from the files, while open connections go on", async function () {
     this.timeout(120_000);
     const machine = machineIdOf({ namespace: cluster.namespace, name: "c" });
-    const serverSecret = await issuer.ensureReplicatorCertificate({
-      namespace: cluster.namespace,
-      role: "process-server",
-      dnsNames: ["localhost"],
-    });
-    const agentSecret = await issuer.ensureReplicatorCertificate({
-      namespace: cluster.namespace,
-      role: "agent",
-      machineId: machine,
-    });
+    const serverSecret = await ensure("process-server");
+    const agentSecret = await ensure("agent", machine);
     const serverFiles = await mount(serverSecret);
     const agentFiles = await mount(agentSecret);
-    const port = await freePort();
-    const server = await startProcessServer({
-      listen: `localhost:${port}`,
-      tls: serverFiles,
-      encryptionKey: randomBytes(32),
-      cacheDir: join(work, "ps-cache-renewal"),
-      masterTarget: `localhost:${await freePort()}`,
-      compression: "zstd",
-      cacheLimitBytes: 1024 ** 3,
-      bandwidthBytesPerSecond: 0,
-      log: { warn: () => undefined },
-    });
+    const { port, server } = await processServer(serverFiles, "ps-cache-renewal");
     /** The serial the server presents to a new connection. */
     const presented = async () => {
       const [ca, cert, key] = await Promise.all(
@@ -253,11 +239,7 @@ describe("certificate issuer on a real API server, with a process server using i
       await openReply(open, machine);
 
       clock.offsetMs = 21 * dayMs; // past two thirds of a server certificate's 30 days
-      await issuer.ensureReplicatorCertificate({
-        namespace: cluster.namespace,
-        role: "process-server",
-        dnsNames: ["localhost"],
-      });
+      await ensure("process-server");
       const renewed = await client.get(secrets, serverSecret, cluster.namespace);
       assert.notEqual(serial(renewed), serial(before));
       // The kubelet rewrites the mounted files; the process server is not restarted.
