@@ -1,7 +1,9 @@
 // The `ksr` command line.
 import { Command } from "commander";
 import { withJournalCommands } from "./commands/journal.js";
+import { installCommands } from "./commands/install.js";
 import { localCommand } from "./commands/local.js";
+import { operatorCommand } from "./commands/operator.js";
 import { replicateCommand } from "./commands/replicate.js";
 import { replicatorCommand } from "./commands/replicator.js";
 import { runProgram } from "./run.js";
@@ -20,6 +22,8 @@ export function ksrProgram(): Command {
   program.addCommand(localCommand());
   program.addCommand(withJournalCommands(replicatorCommand()));
   program.addCommand(replicateCommand());
+  program.addCommand(operatorCommand());
+  for (const command of installCommands()) program.addCommand(command);
   return program;
 }
 

@@ -6,3 +6,12 @@ export function checkMachineId(machineId: string): string {
     throw new Error(`machine id "${machineId}" must be 1-128 letters, digits, '.', '_' or '-', starting alphanumeric`);
   return machineId;
 }
+
+/**
+ * The machine id of a ProtectedMachine: namespace and name, so that machines of
+ * the same name in two namespaces never share a cache or an agent identity.
+ * A namespace holds no dot, so the first dot splits it from the name.
+ */
+export function machineIdOf(ref: { namespace: string; name: string }): string {
+  return checkMachineId(`${ref.namespace}.${ref.name}`);
+}

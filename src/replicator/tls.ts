@@ -1,14 +1,18 @@
 // Mutual TLS for every replicator connection. Certificates come from files (the operator
-// issues them from its CA); a peer's role is its certificate's common name.
+// issues them from its CA as Secrets, mounted into the pods) and are re-read when they
+// change, so a renewal reaches new connections while open streams keep going. A peer's
+// identity is its certificate's common name: the role ("ksr-process-server") and, for an
+// agent, the one machine it may push for ("ksr-agent:<machine id>").
+import { readFileSync, statSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ChannelCredentials, ServerCredentials, status } from "@grpc/grpc-js";
+import { ChannelCredentials, ServerCredentials, experimental, status } from "@grpc/grpc-js";
+import { createCertificateAuthority } from "../pki/certificates.js";
 
 /** The part of every server call this module needs. */
 interface ServerSurfaceCall {
-  getAuthContext(): { sslPeerCertificate?: { subject: { CN?: string | string[] } } };
+  getAuthContext(): { sslPeerCertificate?: { subject: { CN?: string | string[] }; serialNumber?: string } };
 }
-import { createCertificateAuthority } from "../pki/certificates.js";
 
 export interface TlsFiles {
   ca: string;
@@ -22,9 +26,41 @@ export const masterTargetCommonName = "ksr-master-target";
 /** A consistency group's coordinator: may hold, mark and release agents (their Barrier service). */
 export const coordinatorCommonName = "ksr-coordinator";
 
+export const replicatorRoles = ["agent", "process-server", "master-target", "coordinator", "operator"] as const;
+export type ReplicatorRole = (typeof replicatorRoles)[number];
+
+export interface PeerIdentity {
+  role: ReplicatorRole;
+  /** Agents only: the machine whose changes the agent may push. */
+  machineId?: string;
+}
+
+const agentPrefix = "ksr-agent:";
+
+/** The common name that carries an identity. */
+export function commonNameOf(identity: PeerIdentity): string {
+  if (identity.role === "agent") {
+    if (identity.machineId === undefined || identity.machineId === "")
+      throw new Error("an agent identity needs a machine id");
+    return `${agentPrefix}${identity.machineId}`;
+  }
+  if (identity.machineId !== undefined) throw new Error(`a ${identity.role} identity carries no machine id`);
+  return `ksr-${identity.role}`;
+}
+
+/** The identity a common name carries, or undefined for a name no replicator certificate has. */
+export function parseCommonName(commonName: string): PeerIdentity | undefined {
+  if (commonName.startsWith(agentPrefix)) {
+    const machineId = commonName.slice(agentPrefix.length);
+    return machineId === "" ? undefined : { role: "agent", machineId };
+  }
+  const role = replicatorRoles.find((candidate) => candidate !== "agent" && commonName === `ksr-${candidate}`);
+  return role === undefined ? undefined : { role };
+}
+
 /** The common name an agent's certificate must carry to push changes for a machine. */
 export function agentCommonName(machineId: string): string {
-  return `ksr-agent:${machineId}`;
+  return commonNameOf({ role: "agent", machineId });
 }
 
 async function readTls(files: TlsFiles): Promise<{ ca: Buffer; cert: Buffer; key: Buffer }> {
@@ -32,33 +68,105 @@ async function readTls(files: TlsFiles): Promise<{ ca: Buffer; cert: Buffer; key
   return { ca, cert, key };
 }
 
+/** How often certificate files are checked for a renewal (the operator renews days before expiry). */
+const certificateRefreshMs = 30_000;
+
+function fileWatcher(files: TlsFiles) {
+  return new experimental.FileWatcherCertificateProvider({
+    caCertificateFile: files.ca,
+    certificateFile: files.cert,
+    privateKeyFile: files.key,
+    refreshIntervalMs: certificateRefreshMs,
+  });
+}
+
+/** Server credentials that follow the files: new handshakes use the renewed certificate, open streams stay. */
 export async function serverCredentials(files: TlsFiles): Promise<ServerCredentials> {
-  const { ca, cert, key } = await readTls(files);
-  return ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
+  await readTls(files); // fail now, naming the file, rather than at the first handshake
+  return experimental.createCertificateProviderServerCredentials(fileWatcher(files), fileWatcher(files), true);
 }
 
 export async function clientCredentials(files: TlsFiles): Promise<ChannelCredentials> {
-  const { ca, cert, key } = await readTls(files);
-  return ChannelCredentials.createSsl(ca, key, cert);
+  await readTls(files);
+  return experimental.createCertificateProviderChannelCredentials(fileWatcher(files), fileWatcher(files));
+}
+
+/** Serials compare as numbers: upper-case hex without leading zeros (Node prints them so). */
+export function normalizeSerial(serial: string): string {
+  return serial
+    .trim()
+    .toUpperCase()
+    .replace(/^0+(?=.)/, "");
+}
+
+/**
+ * Serial numbers of revoked agent certificates, one per line (hex, as the
+ * operator writes them into the revocation ConfigMap the process server
+ * mounts). Re-read when the file changes; a missing file revokes nothing.
+ */
+export class RevocationList {
+  private serials = new Set<string>();
+  private seenMtimeMs = -1;
+
+  constructor(private readonly path: string) {}
+
+  isRevoked(serial: string | undefined): boolean {
+    this.refresh();
+    return serial !== undefined && this.serials.has(normalizeSerial(serial));
+  }
+
+  private refresh(): void {
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(this.path).mtimeMs;
+    } catch {
+      this.serials = new Set();
+      return;
+    }
+    if (mtimeMs === this.seenMtimeMs) return;
+    this.seenMtimeMs = mtimeMs;
+    const lines = readFileSync(this.path, "utf8").split("\n");
+    const serials = lines.map((line) => line.trim().split(/\s+/)[0] ?? "").filter((serial) => serial !== "");
+    this.serials = new Set(serials.map(normalizeSerial));
+  }
 }
 
 export class PermissionError extends Error {
   readonly code = status.PERMISSION_DENIED;
 }
 
-/** The verified common name of the client certificate on a call. */
-export function peerCommonName(call: ServerSurfaceCall): string {
-  const certificate = call.getAuthContext().sslPeerCertificate;
-  const commonName = certificate?.subject.CN;
+/** The verified identity of the client certificate on a call. */
+export function peerIdentity(call: ServerSurfaceCall): PeerIdentity {
+  const commonName = call.getAuthContext().sslPeerCertificate?.subject.CN;
   if (typeof commonName !== "string" || commonName === "")
     throw new PermissionError("the client presented no certificate with a common name");
-  return commonName;
+  const identity = parseCommonName(commonName);
+  if (identity === undefined) throw new PermissionError(`certificate "${commonName}" carries no replicator role`);
+  return identity;
 }
 
-export function requirePeer(call: ServerSurfaceCall, allowed: readonly string[]): void {
-  const commonName = peerCommonName(call);
-  if (!allowed.includes(commonName))
-    throw new PermissionError(`certificate "${commonName}" may not call this service (allowed: ${allowed.join(", ")})`);
+/** Admits the roles given; agents are admitted per machine by requireAgentOf. */
+export function requireRole(call: ServerSurfaceCall, allowed: readonly Exclude<ReplicatorRole, "agent">[]): void {
+  const identity = peerIdentity(call);
+  if (!(allowed as readonly ReplicatorRole[]).includes(identity.role))
+    throw new PermissionError(
+      `certificate "${commonNameOf(identity)}" may not call this service (allowed: ${allowed.join(", ")})`,
+    );
+}
+
+/** Admits only the agent of machineId, and only while its certificate is not revoked. */
+export function requireAgentOf(call: ServerSurfaceCall, machineId: string, revoked?: RevocationList): void {
+  const identity = peerIdentity(call);
+  if (identity.role !== "agent")
+    throw new PermissionError(
+      `a ${identity.role} certificate may not push changes; only machine ${machineId}'s agent may`,
+    );
+  if (identity.machineId !== machineId)
+    throw new PermissionError(
+      `the agent of machine ${identity.machineId ?? ""} may not push for machine ${machineId}: its certificate names its own machine only`,
+    );
+  if (revoked?.isRevoked(call.getAuthContext().sslPeerCertificate?.serialNumber) === true)
+    throw new PermissionError(`the certificate of machine ${machineId}'s agent was revoked (the machine was deleted)`);
 }
 
 /** Options every replicator channel and server shares: large frames, keepalive to notice dead peers. */

@@ -38,3 +38,79 @@ export const namespaces = resourceType<Namespace>({
   plural: "namespaces",
   namespaced: false,
 });
+
+export interface ServiceAccount extends KubeObject {
+  automountServiceAccountToken?: boolean;
+}
+
+export interface Service extends KubeObject {
+  spec?: {
+    selector?: Record<string, string>;
+    ports?: { name?: string; port: number; targetPort?: number | string; protocol?: string }[];
+    type?: string;
+    clusterIP?: string;
+  };
+}
+
+export interface PodCondition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+}
+
+export interface ContainerStatus {
+  name: string;
+  ready: boolean;
+  restartCount: number;
+  state?: {
+    waiting?: { reason?: string; message?: string };
+    running?: { startedAt?: string };
+    terminated?: { exitCode: number; reason?: string; message?: string };
+  };
+}
+
+export interface Pod extends KubeObject {
+  spec?: { nodeName?: string; containers: { name: string; image?: string }[] } & Record<string, unknown>;
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: PodCondition[];
+    containerStatuses?: ContainerStatus[];
+  };
+}
+
+export interface Deployment extends KubeObject {
+  spec?: { replicas?: number; selector: { matchLabels?: Record<string, string> } } & Record<string, unknown>;
+  status?: {
+    observedGeneration?: number;
+    replicas?: number;
+    updatedReplicas?: number;
+    readyReplicas?: number;
+    availableReplicas?: number;
+    conditions?: PodCondition[];
+  };
+}
+
+export const serviceAccounts = resourceType<ServiceAccount>({
+  group: "",
+  version: "v1",
+  kind: "ServiceAccount",
+  plural: "serviceaccounts",
+  namespaced: true,
+});
+export const services = resourceType<Service>({
+  group: "",
+  version: "v1",
+  kind: "Service",
+  plural: "services",
+  namespaced: true,
+});
+export const pods = resourceType<Pod>({ group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true });
+export const deployments = resourceType<Deployment>({
+  group: "apps",
+  version: "v1",
+  kind: "Deployment",
+  plural: "deployments",
+  namespaced: true,
+});

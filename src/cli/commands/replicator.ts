@@ -96,6 +96,10 @@ function processServerCommand(): Command {
     )
     .option("--cache-limit <size>", "per machine; beyond it the cache is dropped and the machine resyncs", "10Gi")
     .option("--bandwidth-limit <size>", "per machine, bytes per second towards the master target (0 = unlimited)", "0")
+    .option(
+      "--revoked-serials <file>",
+      "serial numbers of revoked agent certificates, one per line (re-read when it changes)",
+    )
     .action(
       async (
         options: TlsOptions & {
@@ -106,6 +110,7 @@ function processServerCommand(): Command {
           compression: string;
           cacheLimit: string;
           bandwidthLimit: string;
+          revokedSerials?: string;
         },
       ) => {
         const server = await startProcessServer({
@@ -118,6 +123,7 @@ function processServerCommand(): Command {
           cacheLimitBytes: parseByteSize(options.cacheLimit, "--cache-limit"),
           bandwidthBytesPerSecond: parseByteSize(options.bandwidthLimit, "--bandwidth-limit"),
           log: stderrLog,
+          ...(options.revokedSerials === undefined ? {} : { revokedSerialsFile: resolve(options.revokedSerials) }),
         });
         await serveUntilSignalled(server);
       },

@@ -17,10 +17,10 @@ import {
   type RunningServer,
   type StatusError,
 } from "../grpc-util.js";
-import { coordinatorCommonName, operatorCommonName, requirePeer, serverCredentials, type TlsFiles } from "../tls.js";
+import { requireRole, serverCredentials, type ReplicatorRole, type TlsFiles } from "../tls.js";
 import { CutStateError, defaultHoldTimeoutMs, maxHoldTimeoutMs, type PointCutter } from "./point-cutter.js";
 
-const callers = [coordinatorCommonName, operatorCommonName];
+const callers: Exclude<ReplicatorRole, "agent">[] = ["coordinator", "operator"];
 
 function asStatus(error: unknown): StatusError {
   if (error instanceof CutStateError) return { code: status.FAILED_PRECONDITION, details: error.message };
@@ -63,7 +63,7 @@ export async function startBarrierServer(options: {
   const barrier: BarrierServer = {
     hold(call, callback) {
       answer(callback, async () => {
-        requirePeer(call, callers);
+        requireRole(call, callers);
         const request = call.request;
         if (request.cutId === "") throw new RangeError("cut_id must not be empty");
         const held = await points.hold(request.cutId, requested(request.requested), {
@@ -79,7 +79,7 @@ export async function startBarrierServer(options: {
     },
     mark(call, callback) {
       answer(callback, async () => {
-        requirePeer(call, callers);
+        requireRole(call, callers);
         const { cutId, marker } = call.request;
         if (marker === undefined) throw new RangeError("mark needs a marker");
         const marked = await points.mark(cutId, marker, true);
@@ -88,13 +88,13 @@ export async function startBarrierServer(options: {
     },
     release(call, callback) {
       answer(callback, async () => {
-        requirePeer(call, callers);
+        requireRole(call, callers);
         return { hooks: stepResults(await points.release(call.request.cutId)) };
       });
     },
     cut(call, callback) {
       answer(callback, async () => {
-        requirePeer(call, callers);
+        requireRole(call, callers);
         const report = await points.cut(requested(call.request.requested), true);
         return {
           pointId: report.id,

@@ -20,7 +20,7 @@ import { hydrate, hydrateProgressPath, rollback } from "../journal/materialise.j
 import { consistencyToWire, maxPointIdLength, type RecoveryPoint } from "../journal/point.js";
 import { UndoJournal } from "../journal/undo-journal.js";
 import { checkMachineId } from "../machine-id.js";
-import { operatorCommonName, requirePeer } from "../tls.js";
+import { requireRole } from "../tls.js";
 import { FrameRejected, type FrameAdmission, type MachineApplier } from "./machine-applier.js";
 import { checkCursor, measurePoint, pointReplies } from "./point-stream.js";
 
@@ -251,14 +251,14 @@ export class RecoveryPointsHost {
 
   service(): RecoveryPointsServer {
     const answer = <Reply>(
-      call: Parameters<typeof requirePeer>[0],
+      call: Parameters<typeof requireRole>[0],
       callback: sendUnaryData<Reply>,
       work: () => Promise<Reply>,
     ): void => {
       answerUnary(
         callback,
         () => {
-          requirePeer(call, [operatorCommonName]);
+          requireRole(call, ["operator"]);
           return work();
         },
         (error) => toStatus(error, isUsageError),
@@ -353,7 +353,7 @@ export class RecoveryPointsHost {
    * stream and kept for resuming after an interrupted one (until its point is pruned).
    */
   private async hydrate(call: ServerWritableStream<HydrateRequest, HydrateReply>): Promise<void> {
-    requirePeer(call, [operatorCommonName]);
+    requireRole(call, ["operator"]);
     const machine = this.machine(call.request.machineId);
     const point = this.point(machine, call.request.pointId, call.request.pointSeq);
     const cursor = { path: call.request.resume?.path ?? "", offset: call.request.resume?.offset ?? 0 };

@@ -15,7 +15,7 @@ import { loadBlockHasher } from "../block-hash.js";
 import { DurableCounter } from "../durable-counter.js";
 import { checkMachineId } from "../machine-id.js";
 import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
-import { processServerCommonName, requirePeer, serverCredentials, type TlsFiles } from "../tls.js";
+import { requireRole, serverCredentials, type TlsFiles } from "../tls.js";
 import { describeEntry, describeImage, walkTree } from "../tree-walk.js";
 import type { UndoJournal } from "../journal/undo-journal.js";
 import { isRejection, MachineApplier } from "./machine-applier.js";
@@ -117,7 +117,7 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
   const implementation: ApplyServer = {
     status(call, callback) {
       try {
-        requirePeer(call, [processServerCommonName]);
+        requireRole(call, ["process-server"]);
         const found = machine(call.request.machineId);
         callback(null, { machineId: found.machineId, appliedSeq: found.appliedSeq, replicaKind: found.replica.kind });
       } catch (error) {
@@ -129,7 +129,7 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
     },
     apply(call) {
       try {
-        requirePeer(call, [processServerCommonName]);
+        requireRole(call, ["process-server"]);
       } catch (error) {
         fail(call, error);
         return;
@@ -217,7 +217,7 @@ async function streamManifest(
   machine: (machineId: string) => MachineApplier,
   points: RecoveryPointsHost,
 ): Promise<void> {
-  requirePeer(call, [processServerCommonName]);
+  requireRole(call, ["process-server"]);
   const applier = machine(call.request.machineId);
   await applier.exclusive(async () => {
     await applier.replica.sync();

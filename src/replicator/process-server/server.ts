@@ -28,11 +28,11 @@ import {
 import { checkMachineId } from "../machine-id.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
 import {
-  agentCommonName,
   clientCredentials,
   grpcOptions,
-  operatorCommonName,
-  requirePeer,
+  requireAgentOf,
+  requireRole,
+  RevocationList,
   serverCredentials,
   type TlsFiles,
 } from "../tls.js";
@@ -53,6 +53,8 @@ export interface ProcessServerOptions {
   /** Per machine, towards the master target; 0 = unlimited. */
   bandwidthBytesPerSecond: number;
   log: ForwarderLog;
+  /** Serials of revoked agent certificates, one per line (the operator's revocation ConfigMap, mounted). */
+  revokedSerialsFile?: string;
 }
 
 /** Agents are paused (HTTP/2 flow control) while this much of their data awaits fsync. */
@@ -72,6 +74,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
   const applyClient = new ApplyClient(options.masterTarget, await clientCredentials(options.tls), grpcOptions);
   const machines = new Map<string, Promise<MachineState>>();
   const forwarders: Forwarder[] = [];
+  const revoked = options.revokedSerialsFile === undefined ? undefined : new RevocationList(options.revokedSerialsFile);
 
   const machine = (machineId: string): Promise<MachineState> => {
     let opened = machines.get(machineId);
@@ -98,7 +101,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       answerUnary(
         callback,
         async (): Promise<OpenReply> => {
-          requirePeer(call, [agentCommonName(call.request.machineId)]);
+          requireAgentOf(call, call.request.machineId, revoked);
           const state = await machine(call.request.machineId);
           return {
             durableSeq: state.cache.durableSeq,
@@ -112,10 +115,10 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       );
     },
     push(call) {
-      servePush(call, machine, options);
+      servePush(call, machine, options, revoked);
     },
     replicaManifest(call) {
-      relayManifest(call, applyClient);
+      relayManifest(call, applyClient, revoked);
     },
   };
   const control: ControlServer = {
@@ -123,7 +126,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       answerUnary(
         callback,
         async () => {
-          requirePeer(call, [operatorCommonName]);
+          requireRole(call, ["operator"]);
           const state = await machine(call.request.machineId);
           return {
             machineId: state.machineId,
@@ -141,7 +144,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       answerUnary(
         callback,
         async () => {
-          requirePeer(call, [operatorCommonName]);
+          requireRole(call, ["operator"]);
           await (await machine(call.request.machineId)).dropForResync();
           return { accepted: true };
         },
@@ -209,6 +212,7 @@ function servePush(
   call: ServerDuplexStream<PushRequest, PushAck>,
   machine: (machineId: string) => Promise<MachineState>,
   options: ProcessServerOptions,
+  revoked: RevocationList | undefined,
 ): void {
   let queue: Promise<void> = Promise.resolve();
   let acks: Promise<void> = Promise.resolve();
@@ -219,7 +223,7 @@ function servePush(
     call.emit("error", asStatus(error));
   };
   const handle = async (request: PushRequest): Promise<void> => {
-    requirePeer(call, [agentCommonName(request.machineId)]);
+    requireAgentOf(call, request.machineId, revoked);
     const state = await machine(request.machineId);
     if (state.needsResync && !request.resync) {
       acks = acks.then(() => {
@@ -273,9 +277,13 @@ function servePush(
   });
 }
 
-function relayManifest(call: ServerWritableStream<ManifestRequest, ManifestEntry>, client: ApplyClient): void {
+function relayManifest(
+  call: ServerWritableStream<ManifestRequest, ManifestEntry>,
+  client: ApplyClient,
+  revoked: RevocationList | undefined,
+): void {
   try {
-    requirePeer(call, [agentCommonName(call.request.machineId)]);
+    requireAgentOf(call, call.request.machineId, revoked);
   } catch (error) {
     call.emit("error", asStatus(error));
     return;

@@ -1,0 +1,85 @@
+// `ksr operator`: the operator's process. One manager (leader election on a
+// Lease in its namespace, /metrics, /healthz, /readyz), every controller of
+// src/controllers, JSON logs; SIGTERM drains reconciles, hands the lease back
+// and exits.
+import { KubeConfig } from "@kubernetes/client-node";
+import { Command } from "commander";
+import { SecretIssuer } from "../../controllers/certificates/secret-issuer.js";
+import { operatorDeps } from "../../controllers/deps.js";
+import { addControllers } from "../../controllers/index.js";
+import { MachineMetrics } from "../../controllers/metrics.js";
+import { defaultNamespace, leaseName, operatorHealthPort, operatorName } from "../../install/manifests.js";
+import { parsePort } from "../../local/ports.js";
+import { createLogger, Manager } from "../../runtime/index.js";
+import { durationMs } from "../../util/duration.js";
+
+function duration(value: string, flag: string): number {
+  const ms = durationMs(value);
+  if (ms === undefined || ms <= 0) throw new Error(`${flag} must be a duration such as 15s or 2m, got "${value}"`);
+  return ms;
+}
+
+export function operatorCommand(): Command {
+  return new Command("operator")
+    .description("run the operator: reconcile the dr.ksr.io kinds (normally as the ksr-operator Deployment)")
+    .option("--kubeconfig <file>", "kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+    .option(
+      "--namespace <ns>",
+      "namespace of the operator's Lease and CA Secret",
+      process.env.POD_NAMESPACE ?? defaultNamespace,
+    )
+    .option("--health-port <port>", "port of /metrics, /healthz and /readyz", String(operatorHealthPort))
+    .option("--lease-duration <duration>", "how long a standby waits after the leader's last renewal", "15s")
+    .option("--renew-deadline <duration>", "a leader that cannot renew for this long steps down", "10s")
+    .option("--retry-period <duration>", "pause between lease attempts", "2s")
+    .action(
+      async (options: {
+        kubeconfig?: string;
+        namespace: string;
+        healthPort: string;
+        leaseDuration: string;
+        renewDeadline: string;
+        retryPeriod: string;
+      }) => {
+        const kubeConfig = new KubeConfig();
+        if (options.kubeconfig === undefined) kubeConfig.loadFromDefault();
+        else kubeConfig.loadFromFile(options.kubeconfig);
+        const logger = createLogger({ name: operatorName });
+        const manager = new Manager({
+          name: operatorName,
+          kubeConfig,
+          logger,
+          leaderElection: {
+            leaseName,
+            leaseNamespace: options.namespace,
+            ...(process.env.POD_NAME === undefined ? {} : { identity: `${process.env.POD_NAME}_${process.pid}` }),
+            leaseDurationMs: duration(options.leaseDuration, "--lease-duration"),
+            renewDeadlineMs: duration(options.renewDeadline, "--renew-deadline"),
+            retryPeriodMs: duration(options.retryPeriod, "--retry-period"),
+          },
+          health: { port: parsePort(options.healthPort, "--health-port") },
+        });
+        const metrics = new MachineMetrics(manager.metrics.registry);
+        const certificates = new SecretIssuer({
+          client: manager.client,
+          caNamespace: options.namespace,
+          clock: manager.clock,
+        });
+        addControllers(manager, operatorDeps(manager, { metrics, certificates, namespace: options.namespace }));
+        const stop = (signal: string) => {
+          logger.info({ signal }, "shutting down");
+          void manager.stop();
+        };
+        process.once("SIGTERM", () => { stop("SIGTERM"); });
+        process.once("SIGINT", () => { stop("SIGINT"); });
+        await manager.start();
+        logger.info(
+          { namespace: options.namespace, healthPort: manager.healthPort, identity: manager.identity },
+          "operator started",
+        );
+        const end = await manager.done;
+        // Lost leadership: exit non-zero and let the Deployment restart us as a fresh standby.
+        process.exitCode = end === "lost-leadership" ? 1 : 0;
+      },
+    );
+}
