@@ -9,7 +9,7 @@ set -euo pipefail
 helm_version=v3.19.5
 cache_root="${KSR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-site-recovery}"
 # Bump when the way the binary is built (flags, ldflags) changes.
-recipe=1
+recipe=2
 key="$(echo "helm $helm_version recipe $recipe" | sha256sum | cut -c1-12)"
 out="$cache_root/helm/helm-$helm_version-$key"
 
@@ -36,8 +36,15 @@ start=$SECONDS
 tmp="$out.tmp.$$"
 rm -rf "$tmp"; mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-CGO_ENABLED=0 GOBIN="$tmp" GOFLAGS=-mod=mod go install -trimpath \
-  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+# As helm's Makefile does: its version, and the Kubernetes version of its client modules (the
+# default .Capabilities.KubeVersion of `helm template` and `helm lint`; otherwise v1.20).
+k8s_minor=34
+ldflags="-X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  ldflags="$ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+done
+CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath \
+  -ldflags "-s -w $ldflags" \
   "helm.sh/helm/v3/cmd/helm@$helm_version"
 [ -x "$tmp/helm" ] || { echo "build-helm: helm was not produced" >&2; exit 1; }
 rm -rf "$out"; mv "$tmp" "$out"; trap - EXIT
