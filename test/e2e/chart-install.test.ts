@@ -35,18 +35,27 @@ describe("helm install of the chart into ksr local (e2e)", function () {
   });
 
   const operatorPods = async (): Promise<Pod[]> =>
-    (await client.list(pods, { namespace: cluster.namespace, labelSelector: "app.kubernetes.io/name=ksr-operator" })).items.filter(
-      (pod) => pod.metadata.deletionTimestamp === undefined,
-    );
+    (
+      await client.list(pods, { namespace: cluster.namespace, labelSelector: "app.kubernetes.io/name=ksr-operator" })
+    ).items.filter((pod) => pod.metadata.deletionTimestamp === undefined);
   const ready = (pod: Pod) => pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true;
 
   it("installs the CRDs and two Ready operator pods on different sites, one holding the Lease", async () => {
     const installed = await helmIn(["install", release, chartDir, "--wait", "--timeout", "5m"]);
     assert.equal(installed.code, 0, installed.stderr);
-    assert.match(installed.stdout, new RegExp(`kube-site-recovery 0\\.1\\.0 is installed in namespace ${cluster.namespace}`));
-    assert.match(installed.stdout, /The operator runs 2 replica\(s\), one per value of the node label topology\.dr\.ksr\.io\/site/);
+    assert.match(
+      installed.stdout,
+      new RegExp(`kube-site-recovery 0\\.1\\.0 is installed in namespace ${cluster.namespace}`),
+    );
+    assert.match(
+      installed.stdout,
+      /The operator runs 2 replica\(s\), one per value of the node label topology\.dr\.ksr\.io\/site/,
+    );
     for (const kind of kinds) assert.ok(await client.get(crds, crdName(kind)), `CRD ${crdName(kind)} missing`);
-    assert.ok(await client.get(clusterRoles, `ksr-operator-${cluster.namespace}`), "the chart's ClusterRole is missing");
+    assert.ok(
+      await client.get(clusterRoles, `ksr-operator-${cluster.namespace}`),
+      "the chart's ClusterRole is missing",
+    );
 
     const running = await eventually(
       "two Ready operator pods",
@@ -75,7 +84,11 @@ describe("helm install of the chart into ksr local (e2e)", function () {
   it("helm uninstall removes the operator and its cluster-wide RBAC", async () => {
     const removed = await helmIn(["uninstall", release, "--wait", "--timeout", "2m"]);
     assert.equal(removed.code, 0, removed.stderr);
-    await eventually("no operator pod left", async () => ((await operatorPods()).length === 0 ? true : undefined), 60_000);
+    await eventually(
+      "no operator pod left",
+      async () => ((await operatorPods()).length === 0 ? true : undefined),
+      60_000,
+    );
     assert.equal(await client.get(clusterRoles, `ksr-operator-${cluster.namespace}`), undefined);
   });
 });

@@ -20,7 +20,7 @@ const podmanRun = ["--runtime", "runc", "run", "--ulimit", "nofile=1024:1024", "
 /** Why podman cannot run containers here, or undefined when it can. */
 async function podmanUnavailable(): Promise<string | undefined> {
   const info = await runTool("podman", ["--runtime", "runc", "info", "--format", "{{.Host.OCIRuntime.Name}}"]).catch(
-    (error: Error) => ({ code: 127, stdout: "", stderr: error.message }),
+    (error: unknown) => ({ code: 127, stdout: "", stderr: error instanceof Error ? error.message : String(error) }),
   );
   return info.code === 0 ? undefined : `podman cannot run here: ${info.stderr.trim().split("\n").pop() ?? ""}`;
 }
@@ -43,7 +43,13 @@ describe("kube-site-recovery image (e2e, podman)", function () {
     const run = await runTool("podman", [...podmanRun, "--rm", "--network", "none", image, "version"]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, `ksr ${version}\n`);
-    const inspect = await runTool("podman", ["image", "inspect", "--format", "{{.Config.User}} {{json .Config.Entrypoint}}", image]);
+    const inspect = await runTool("podman", [
+      "image",
+      "inspect",
+      "--format",
+      "{{.Config.User}} {{json .Config.Entrypoint}}",
+      image,
+    ]);
     assert.equal(inspect.stdout.trim(), '65532:65532 ["ksr"]');
   });
 

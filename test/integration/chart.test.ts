@@ -57,7 +57,9 @@ describe("Helm chart", function () {
     for (const { value, kind } of cases) {
       it(`${value} alone renders only the ${kind}, and only when the API is served`, async () => {
         const withApi = await renderChart([...monitoringApi, "--set", `${value}=true`]);
-        const monitoringKinds = kindsOf(withApi).filter((k) => ["ServiceMonitor", "PrometheusRule", "ConfigMap"].includes(k));
+        const monitoringKinds = kindsOf(withApi).filter((k) =>
+          ["ServiceMonitor", "PrometheusRule", "ConfigMap"].includes(k),
+        );
         assert.deepEqual(monitoringKinds, [kind]);
         const withoutApi = await renderChart(["--set", `${value}=true`]);
         assert.equal(withoutApi.filter((o) => o.kind === kind).length, 0, `${kind} rendered without the API`);
@@ -104,15 +106,27 @@ describe("Helm chart", function () {
       { args: ["--set", "operator.replicas=two"], message: /\/operator\/replicas.*got string, want integer/ },
       { args: ["--set", "image.pullPolicy=Sometimes"], message: /\/image\/pullPolicy/ },
       { args: ["--set", "image.repository="], message: /\/image\/repository/ },
-      { args: ["--set", "operator.leaderElection.leaseDuration=15"], message: /\/operator\/leaderElection\/leaseDuration/ },
+      {
+        args: ["--set", "operator.leaderElection.leaseDuration=15"],
+        message: /\/operator\/leaderElection\/leaseDuration/,
+      },
       { args: ["--set", "operator.healthPort=80"], message: /\/operator\/healthPort.*minimum/ },
       { args: ["--set", "operator.resources.requests.cpu=lots"], message: /\/operator\/resources\/requests\/cpu/ },
       { args: ["--set", "prometheusRule.runbookBaseUrl=ftp://x"], message: /\/prometheusRule\/runbookBaseUrl/ },
       { args: ["--set", "metrics.serviceMonitor.interval=often"], message: /\/metrics\/serviceMonitor\/interval/ },
       { args: ["--set", "operater.replicas=2"], message: /additional properties 'operater' not allowed/ },
-      { args: ["--set", "serviceAccount.create=false"], message: /serviceAccount\.name is required when serviceAccount\.create is false/ },
       {
-        args: [...monitoringApi, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
+        args: ["--set", "serviceAccount.create=false"],
+        message: /serviceAccount\.name is required when serviceAccount\.create is false/,
+      },
+      {
+        args: [
+          ...monitoringApi,
+          "--set",
+          "metrics.serviceMonitor.enabled=true",
+          "--set",
+          "metrics.service.enabled=false",
+        ],
         message: /metrics\.serviceMonitor\.enabled needs metrics\.service\.enabled/,
       },
     ];
@@ -142,7 +156,8 @@ describe("Helm chart", function () {
       for (const object of await renderChart()) {
         if (!object.kind.endsWith("Role")) continue;
         for (const rule of object.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
-          for (const word of [...rule.apiGroups, ...rule.resources, ...rule.verbs]) assert.ok(!word.includes("*"), `${object.kind} has ${word}`);
+          for (const word of [...rule.apiGroups, ...rule.resources, ...rule.verbs])
+            assert.ok(!word.includes("*"), `${object.kind} has ${word}`);
       }
     });
 
@@ -176,7 +191,9 @@ describe("Helm chart", function () {
       };
       const chartDeployment = one(await renderChart(), "Deployment");
       assert.deepEqual(pick(chartDeployment), pick(installedOf("Deployment")));
-      const args = ((chartDeployment.spec as { template: PodTemplate }).template.spec.containers[0] as { args: string[] }).args;
+      const args = (
+        (chartDeployment.spec as { template: PodTemplate }).template.spec.containers[0] as { args: string[] }
+      ).args;
       assert.deepEqual(args.slice(0, 3), ["operator", "--namespace=$(POD_NAMESPACE)", "--health-port=8080"]);
     });
   });

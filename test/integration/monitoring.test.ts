@@ -41,10 +41,19 @@ describe("monitoring", function () {
   });
 
   it("the PrometheusRule the chart renders passes promtool check rules", async () => {
-    const objects = await renderChart(["--api-versions", "monitoring.coreos.com/v1", "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.runbookBaseUrl=https://docs.example.com/runbooks.md"]);
+    const objects = await renderChart([
+      "--api-versions",
+      "monitoring.coreos.com/v1",
+      "--set",
+      "prometheusRule.enabled=true",
+      "--set",
+      "prometheusRule.runbookBaseUrl=https://docs.example.com/runbooks.md",
+    ]);
     const rule = objects.find((o) => o.kind === "PrometheusRule");
     assert.ok(rule, "no PrometheusRule rendered");
-    const spec = rule.spec as { groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[] };
+    const spec = rule.spec as {
+      groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[];
+    };
     const file = join(dir, "rendered.yaml");
     writeFileSync(file, stringify(spec));
     const result = await promtool(["check", "rules", file]);
@@ -53,7 +62,8 @@ describe("monitoring", function () {
     const alerts = spec.groups.flatMap((g) => g.rules);
     for (const alert of alerts) {
       assert.equal(alert.annotations.runbook_url, `https://docs.example.com/runbooks.md#${alert.alert.toLowerCase()}`);
-      for (const name of metricNames(alert.expr)) assert.ok(knownMetrics.has(name), `${alert.alert} uses unknown ${name}`);
+      for (const name of metricNames(alert.expr))
+        assert.ok(knownMetrics.has(name), `${alert.alert} uses unknown ${name}`);
     }
   });
 
@@ -84,7 +94,10 @@ describe("monitoring", function () {
     assert.ok(queries.length >= 10);
     // Grafana's variables replaced by what it substitutes, so promtool parses each query as a recording rule.
     const grafana = (expr: string) =>
-      expr.replaceAll("$__rate_interval", "2m").replaceAll("$__range", "1h").replaceAll(/\$(namespace|machine)/g, ".*");
+      expr
+        .replaceAll("$__rate_interval", "2m")
+        .replaceAll("$__range", "1h")
+        .replaceAll(/\$(namespace|machine)/g, ".*");
     const rules = queries.map((q, i) => ({ record: `dashboard:query_${i}`, expr: grafana(q.expr) }));
     for (const q of queries)
       for (const name of metricNames(q.expr)) assert.ok(knownMetrics.has(name), `${q.what} uses unknown ${name}`);
@@ -93,7 +106,13 @@ describe("monitoring", function () {
     const result = await promtool(["check", "rules", file]);
     assert.equal(result.code, 0, result.stdout + result.stderr);
     const panels = dashboard.panels.map((p) => p.title);
-    for (const wanted of ["RPO per machine", "Replication throughput", "Pending bytes", "Recovery points", "RTO of failover runs"])
+    for (const wanted of [
+      "RPO per machine",
+      "Replication throughput",
+      "Pending bytes",
+      "Recovery points",
+      "RTO of failover runs",
+    ])
       assert.ok(panels.includes(wanted), `dashboard has no "${wanted}" panel`);
   });
 });

@@ -70,8 +70,12 @@ export function operatorCommand(): Command {
           logger.info({ signal }, "shutting down");
           void manager.stop();
         };
-        process.once("SIGTERM", () => { stop("SIGTERM"); });
-        process.once("SIGINT", () => { stop("SIGINT"); });
+        process.once("SIGTERM", () => {
+          stop("SIGTERM");
+        });
+        process.once("SIGINT", () => {
+          stop("SIGINT");
+        });
         await manager.start();
         logger.info(
           { namespace: options.namespace, healthPort: manager.healthPort, identity: manager.identity },
