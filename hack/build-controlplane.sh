@@ -30,12 +30,9 @@ if built; then
 fi
 
 # Concurrent callers (parallel test runs, `ksr local up` in two shells) wait for one build.
-mkdir -p "$cache_root/controlplane"
-exec 9>"$cache_root/controlplane/.build.lock"
-if ! flock -n 9; then
-  echo "another build of the control plane is running; waiting for it" >&2
-  flock 9
-fi
+# shellcheck source=hack/build-lock.sh
+source "$here/build-lock.sh"
+take_build_lock "$cache_root/controlplane" "the control plane"
 if built; then
   echo "$out"
   exit 0

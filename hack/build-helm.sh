@@ -19,12 +19,9 @@ if [ -x "$out/helm" ]; then
   exit 0
 fi
 
-mkdir -p "$cache_root/helm"
-exec 9>"$cache_root/helm/.build.lock"
-if ! flock -n 9; then
-  echo "another build of helm is running; waiting for it" >&2
-  flock 9
-fi
+# shellcheck source=hack/build-lock.sh
+source "$(dirname "${BASH_SOURCE[0]}")/build-lock.sh"
+take_build_lock "$cache_root/helm" helm
 if [ -x "$out/helm" ]; then
   echo "$out/helm"
   exit 0
