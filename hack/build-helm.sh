@@ -27,12 +27,10 @@ if [ -x "$out/helm" ]; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-helm: 'go' is not on PATH; install Go 1.24 or newer" >&2; exit 1; }
+require_go build-helm
 echo "building helm $helm_version from its Go module into $out (a cold build takes a few minutes)" >&2
 start=$SECONDS
-tmp="$out.tmp.$$"
-rm -rf "$tmp"; mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+make_build_dir "$out"
 # As helm's Makefile does: its version, and the Kubernetes version of its client modules (the
 # default .Capabilities.KubeVersion of `helm template` and `helm lint`; otherwise v1.20).
 k8s_minor=34

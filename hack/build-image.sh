@@ -13,8 +13,9 @@ mapfile -t bases < <(bash "$here/build-base-images.sh")
 [ "${#bases[@]}" -eq 2 ] || { echo "build-image: build-base-images.sh printed no image names" >&2; exit 1; }
 
 ca_args=()
-# A TLS-inspecting egress proxy's CA: mounted for npm, not copied into the image.
-bundle="${NODE_EXTRA_CA_CERTS:-}"
+# The host's CA bundle (which holds a TLS-inspecting egress proxy's CA, where there is one): mounted
+# for npm, not copied into the image.
+bundle="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}"
 if [ -n "$bundle" ] && [ -f "$bundle" ]; then
   ca_args=(--volume "$bundle:/etc/ssl/host-ca.crt:ro" --build-arg npm_config_cafile=/etc/ssl/host-ca.crt)
 fi
