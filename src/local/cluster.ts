@@ -3,8 +3,6 @@
 // on loopback, with its own PKI and an admin kubeconfig.
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
-import { request as httpRequest } from "node:http";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,6 +14,8 @@ import { nodeAgentComponent } from "./node/component.js";
 import { stopPodProcesses } from "./node/containment.js";
 import type { PodNetworkPlan } from "./node/addresses.js";
 import { planPodNetwork, removeClusterNetwork } from "./node/network.js";
+import { probe } from "./probe.js";
+import { kubeletClient, waitUntilUsable } from "./readiness.js";
 import { isRunning, logTail, spawnDetached, stopProcess, type ProcessRecord } from "./processes.js";
 
 export const defaultClusterDir = join(homedir(), ".ksr", "local");
@@ -118,6 +118,13 @@ async function ensurePki(pkiDir: string, podNetworkAddress: string | undefined):
     // The public key is written last: its presence marks a complete client PKI.
     writeFileSync(join(pkiDir, "sa.pub"), serviceAccount.publicKey.export({ type: "spki", format: "pem" }).toString());
   }
+  // Added after the first PKI layout: clusters made before it get it at their next `up`.
+  if (readPair(pkiDir, kubeletClient) === undefined)
+    writePair(
+      pkiDir,
+      kubeletClient,
+      await authority.issue({ commonName: kubeletClient, organizations: ["system:masters"], usage: "client" }),
+    );
   const serving = await authority.issue({
     commonName: "kube-apiserver",
     usage: "server",
@@ -219,6 +226,11 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
         `--tls-private-key-file=${pki("apiserver.key")}`,
         `--client-ca-file=${pki("ca.crt")}`,
         "--authorization-mode=Node,RBAC",
+        // The nodes' kubelet API (src/local/node/kubelet-server): both nodes are 127.0.0.1, on ports of their own.
+        `--kubelet-client-certificate=${pki(`${kubeletClient}.crt`)}`,
+        `--kubelet-client-key=${pki(`${kubeletClient}.key`)}`,
+        `--kubelet-certificate-authority=${pki("ca.crt")}`,
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         `--service-cluster-ip-range=${serviceClusterIpRange}`,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -272,34 +284,6 @@ function componentSpecs(dir: string, ports: ClusterPorts): ComponentSpec[] {
       health: () => probe(`https://${loopback}:${ports.scheduler}/healthz`, { insecure: true }),
     },
   ];
-}
-
-interface ProbeTls {
-  ca?: Buffer;
-  cert?: string;
-  key?: string;
-  /** The controller-manager and scheduler serve self-signed certificates; we only ask them for /healthz. */
-  insecure?: boolean;
-}
-
-/** True when url answers 200 within two seconds; HTTPS uses the given CA and client identity. */
-function probe(url: string, tls: ProbeTls = {}): Promise<boolean> {
-  const request = url.startsWith("https:") ? httpsRequest : httpRequest;
-  return new Promise((resolvePromise) => {
-    const req = request(
-      url,
-      { timeout: 2000, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.insecure !== true },
-      (res) => {
-        res.resume();
-        resolvePromise(res.statusCode === 200);
-      },
-    );
-    req.on("error", () => {
-      resolvePromise(false);
-    });
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
 }
 
 function componentDied(record: ProcessRecord): Error {
@@ -403,6 +387,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
       for (const [spec, record] of started) await waitHealthy(spec, record, deadline);
     }
     await startNodeAgent(state, deadline, progress);
+    await waitUntilUsable(dir, deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);

@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { logText } from "../../src/local/node/kubelet-server/container-log.js";
 import { clusterCgroup, killCgroupTree } from "../../src/local/node/containment.js";
 import { execInContainer, findHostTools, startContainer, type LaunchSpec } from "../../src/local/node/runtime.js";
 import { isRunning } from "../../src/local/processes.js";
@@ -59,11 +60,9 @@ describe("local node container runtime", function () {
     ].join("; ");
     const container = startContainer(spec(script), tools);
     const exit = await container.exited;
-    assert.equal(exit.exitCode, 0, readFileSync(join(dir, "logs", "0.log"), "utf8"));
-    assert.equal(
-      readFileSync(join(dir, "logs", "0.log"), "utf8"),
-      `pod-under-test /${unique}/data hello\nread-only\n4096\n`,
-    );
+    await container.logWritten;
+    assert.equal(exit.exitCode, 0, logText(join(dir, "logs", "0.log")));
+    assert.equal(logText(join(dir, "logs", "0.log")), `pod-under-test /${unique}/data hello\nread-only\n4096\n`);
     assert.equal(readFileSync(join(dir, "disk.img")).subarray(0, 5).toString(), "block");
     assert.equal(existsSync(`/dev/${unique}`), false, "device paths live in the container's own /dev");
     assert.equal(readFileSync(join(dir, "volume", "out"), "utf8"), "written\n");

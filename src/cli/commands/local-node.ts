@@ -20,7 +20,9 @@ export function nodeAgentCommand(): Command {
 
 export function logsCommand(): Command {
   return new Command("logs")
-    .description("print a container's output from the local node")
+    .description(
+      "print a container's output from the local node's log files (kubectl logs reads the same through the API)",
+    )
     .argument("<pod>", "pod name")
     .option("-c, --container <name>", "container name (needed when the pod has several)")
     .option("-n, --namespace <namespace>", "namespace of the pod", "default")

@@ -4,7 +4,14 @@
 // acts as the storage provisioner, which a node identity may not do.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CoordinationV1Api, CoreV1Api, KubeConfig, StorageV1Api, type V1Pod } from "@kubernetes/client-node";
+import {
+  AuthorizationV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  StorageV1Api,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { pino, type Logger } from "pino";
 import { packageRoot } from "../../util/package-root.js";
 import { readClusterState } from "../cluster.js";
@@ -14,6 +21,7 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
+import { startKubeletServers } from "./kubelet-server/node-servers.js";
 import { localNodes, nodeLayout, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
@@ -136,11 +144,21 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       `spec.nodeName=${identity.name}`,
     );
   });
+  const kubelets = await startKubeletServers({
+    clusterDir: state.dir,
+    layout,
+    authorization: kubeConfig.makeApiClient(AuthorizationV1Api),
+    findPod: (nodeName, namespace, name) =>
+      [...workers.values()].find(
+        (w) => w.nodeName === nodeName && w.object.metadata?.namespace === namespace && w.object.metadata.name === name,
+      ),
+    log,
+  });
   // Heartbeats last: the first one marks the agent healthy, and by then it serves pods and claims.
   const heartbeats = await startHeartbeats(
     core,
     kubeConfig.makeApiClient(CoordinationV1Api),
-    { nodes: localNodes, network: network.condition },
+    { nodes: localNodes, network: network.condition, kubeletPorts: kubelets.ports },
     log,
     () => {
       touchHeartbeat(state.dir);
@@ -159,6 +177,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
       await Promise.all(informers.map((informer) => informer.stop()));
       await provisioner.stop();
       heartbeats.stop();
+      await kubelets.stop();
       await Promise.all([...workers.values()].map((worker) => worker.kill()));
       await stopPodProcesses(state.dir);
       await network.stop();

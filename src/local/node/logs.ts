@@ -1,7 +1,9 @@
-// `ksr local logs`: container output kept under DIR/node/logs, readable
-// without the API (there is no kubelet server for `kubectl logs` to reach).
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+// Finding a container's log file under DIR/node/logs: for the kubelet API's
+// containerLogs endpoint and for `ksr local logs`, which reads the same files
+// without the API.
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { logText } from "./kubelet-server/container-log.js";
 import { nodeLayout } from "./layout.js";
 
 export interface LogRequest {
@@ -30,8 +32,12 @@ function podLogDirectory(dir: string, namespace: string, pod: string): string {
 }
 
 export function containerLogFile(request: LogRequest): string {
-  const podDir = podLogDirectory(request.dir, request.namespace, request.pod);
-  const containers = readdirSync(podDir);
+  return runLogFile(podLogDirectory(request.dir, request.namespace, request.pod), request);
+}
+
+/** The current (or, with previous, the last but one) run's log of a container in one pod's log directory. */
+export function runLogFile(podDir: string, request: Pick<LogRequest, "pod" | "container" | "previous">): string {
+  const containers = existsSync(podDir) ? readdirSync(podDir) : [];
   const container = request.container ?? (containers.length === 1 ? containers[0] : undefined);
   if (container === undefined) {
     throw new Error(`pod ${request.pod} has several containers (${containers.join(", ")}); choose one with -c`);
@@ -52,6 +58,7 @@ export function containerLogFile(request: LogRequest): string {
   return join(podDir, container, `${run}.log`);
 }
 
+/** The container's output as it wrote it, without the CRI log format's timestamps. */
 export function readContainerLog(request: LogRequest): string {
-  return readFileSync(containerLogFile(request), "utf8");
+  return logText(containerLogFile(request));
 }

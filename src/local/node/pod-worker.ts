@@ -29,6 +29,7 @@ import {
   type HostTools,
   type RunningProcess,
 } from "./runtime.js";
+import type { ContainerProcess } from "./kubelet-server/exec.js";
 import { containerMounts, preparePodVolumes, VolumeNotReady, type PodVolume, type VolumeSources } from "./volumes.js";
 
 export interface NodeContext {
@@ -585,6 +586,36 @@ export class PodWorker {
     if (this.sandbox !== undefined && this.pod.spec?.hostNetwork !== true) await this.ctx.network.detach(this.uid);
     this.sandbox = undefined;
     rmSync(this.podDir, { recursive: true, force: true });
+  }
+
+  /** The pod as last seen; the kubelet API finds pods by namespace and name. */
+  get object(): V1Pod {
+    return this.pod;
+  }
+
+  get nodeName(): string {
+    return this.ctx.nodeName;
+  }
+
+  /** What exec and attach need of a running container; undefined while it is not running. */
+  containerProcess(name: string): ContainerProcess | undefined {
+    const run = this.runs.find((r) => r.spec.name === name && r.phase.kind === "running");
+    const process = run?.process;
+    if (run === undefined || process === undefined) return undefined;
+    const user = this.user(run.spec);
+    return {
+      pid: process.record.pid,
+      env: run.env ?? {},
+      ...(user === undefined ? {} : { user }),
+      ...(run.cgroup === undefined ? {} : { cgroup: run.cgroup }),
+    };
+  }
+
+  /** Where port-forward connects: inside the pod's network namespace, or to the pod's address without one. */
+  get portForwardTarget(): { netns: string } | { host: string } | undefined {
+    if (this.sandbox === undefined) return undefined;
+    if (this.sandbox.netnsPath !== undefined) return { netns: this.sandbox.netnsPath };
+    return { host: this.pod.spec?.hostNetwork === true ? "127.0.0.1" : this.sandbox.podIP };
   }
 
   private view(): PodView {

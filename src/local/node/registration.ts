@@ -23,6 +23,8 @@ const kubeletVersion = "v1.34.4";
 export interface NodeFacts {
   capacity: NodeCapacity;
   network: NetworkCondition;
+  /** Node name → port of its kubelet API (published as daemonEndpoints.kubeletEndpoint). */
+  kubeletPorts?: Record<string, number>;
 }
 
 export interface NodeCapacity {
@@ -112,7 +114,7 @@ export function nodeObject(identity: LocalNodeIdentity, facts: NodeFacts, now: D
         { type: "InternalIP", address: nodeAddress },
         { type: "Hostname", address: identity.name },
       ],
-      daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
+      daemonEndpoints: { kubeletEndpoint: { Port: facts.kubeletPorts?.[identity.name] ?? 0 } },
       nodeInfo: {
         machineID: readMachineId(),
         systemUUID: readMachineId(),
@@ -212,11 +214,19 @@ async function postStatus(core: CoreV1Api, identity: LocalNodeIdentity, facts: N
 export async function startHeartbeats(
   core: CoreV1Api,
   coordination: CoordinationV1Api,
-  { nodes, network }: { nodes: readonly LocalNodeIdentity[]; network: NetworkCondition },
+  {
+    nodes,
+    network,
+    kubeletPorts,
+  }: { nodes: readonly LocalNodeIdentity[]; network: NetworkCondition; kubeletPorts?: Record<string, number> },
   log: Logger,
   onBeat: () => void,
 ): Promise<{ stop(): void }> {
-  const facts: NodeFacts = { capacity: machineCapacity(), network };
+  const facts: NodeFacts = {
+    capacity: machineCapacity(),
+    network,
+    ...(kubeletPorts === undefined ? {} : { kubeletPorts }),
+  };
   for (const identity of nodes) {
     await registerNode(core, identity, facts);
     await renewLease(coordination, core, identity);

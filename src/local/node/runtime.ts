@@ -3,17 +3,7 @@
 // unless the pod uses the node's network, its output appended to a log file,
 // its process tree kept in a cgroup (or at least a process group) of its own.
 import { spawn } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readlinkSync,
-  realpathSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -21,6 +11,7 @@ import { isRunning, readProcStat, type ProcessRecord } from "../processes.js";
 import { killCgroupTree, signalProcessGroup } from "./containment.js";
 import type { BindMount, FilesystemPlan, HostView, TopLevelEntry } from "./filesystem.js";
 import { planFilesystem, privateDev } from "./filesystem.js";
+import { writeContainerLog } from "./kubelet-server/container-log.js";
 
 export interface HostTools {
   unshare: string;
@@ -156,6 +147,8 @@ export interface RunningProcess {
   exited: Promise<ContainerExit>;
   /** Resolves once the launch script has built the container's root and handed over to its command (or exited). */
   setUp: Promise<void>;
+  /** Resolves once all the container's output is in its log file (its stdout and stderr closed). */
+  logWritten: Promise<void>;
 }
 
 /** The launch script's last step changes the process's root; until then the container is still being assembled. */
@@ -190,28 +183,26 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
   mkdirSync(spec.scratchDir, { recursive: true });
   writeFileSync(spec.scriptFile, launchScript(spec, plan, tools), { mode: 0o700 });
   mkdirSync(dirname(spec.logFile), { recursive: true });
-  const log = openSync(spec.logFile, "a");
-  try {
-    const [command, args] = launchCommand(spec, tools);
-    const child = spawn(command, args, { detached: true, stdio: ["ignore", log, log], env: spec.env });
-    const exited = new Promise<ContainerExit>((resolve) => {
-      child.on("error", () => {
-        resolve({ exitCode: 128 });
-      });
-      child.on("exit", (code, signal) => {
-        if (signal !== null) resolve({ exitCode: 128 + constants.signals[signal], signal });
-        else resolve({ exitCode: code ?? 128 });
-      });
+  const [command, args] = launchCommand(spec, tools);
+  // Output goes through the node, which stamps each line (CRI log format), as a runtime's shim does.
+  const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: spec.env });
+  const logWritten = writeContainerLog(spec.logFile, { stdout: child.stdout, stderr: child.stderr });
+  const exited = new Promise<ContainerExit>((resolve) => {
+    child.on("error", () => {
+      resolve({ exitCode: 128 });
     });
-    const pid = child.pid ?? -1;
-    return {
-      record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile },
-      exited,
-      setUp: waitForSetUp(pid, exited),
-    };
-  } finally {
-    closeSync(log);
-  }
+    child.on("exit", (code, signal) => {
+      if (signal !== null) resolve({ exitCode: 128 + constants.signals[signal], signal });
+      else resolve({ exitCode: code ?? 128 });
+    });
+  });
+  const pid = child.pid ?? -1;
+  return {
+    record: { name: spec.hostname, pid, startTicks: readProcStat(pid)?.startTicks ?? -1, logFile: spec.logFile },
+    exited,
+    setUp: waitForSetUp(pid, exited),
+    logWritten,
+  };
 }
 
 /** Sends a signal to the container's main process only, as a container runtime's stop does. */

@@ -2,6 +2,7 @@ import { strict as assert } from "node:assert";
 import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { encodeEntry, entriesOf, nowNs } from "../../../src/local/node/kubelet-server/container-log.js";
 import { findCgroup2Mount } from "../../../src/local/node/containment.js";
 import { nodeLayout } from "../../../src/local/node/layout.js";
 import { containerLogFile, readContainerLog } from "../../../src/local/node/logs.js";
@@ -11,7 +12,10 @@ describe("local node logs", () => {
   const write = (podDir: string, container: string, run: number, text: string) => {
     const path = join(nodeLayout(dir).logs, podDir, container);
     mkdirSync(path, { recursive: true });
-    writeFileSync(join(path, `${run}.log`), text);
+    writeFileSync(
+      join(path, `${run}.log`),
+      Buffer.concat(entriesOf(Buffer.from(text), "stdout", nowNs()).map(encodeEntry)),
+    );
   };
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "ksr-logs-"));
