@@ -16,11 +16,13 @@ export interface OperatorDeps {
   certificates: CertificateIssuer;
   /** Where the operator runs: its CA Secret and its Lease live there. */
   namespace: string;
+  /** Reconcile only this namespace (tests, or an operator confined to one namespace); default all. */
+  watchNamespace?: string;
 }
 
 export function operatorDeps(
   manager: Manager,
-  extra: Pick<OperatorDeps, "metrics" | "certificates" | "namespace">,
+  extra: Pick<OperatorDeps, "metrics" | "certificates" | "namespace" | "watchNamespace">,
 ): OperatorDeps {
   const { client, cache, log, events, clock } = manager;
   return { client, cache, log, events, clock, ...extra };

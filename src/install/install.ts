@@ -63,7 +63,7 @@ export async function install(kubeConfig: KubeConfig, options: InstallOptions, p
 }
 
 /** Why a pod is not ready, in the words kubectl describe would use. */
-function podProblem(pod: Pod): string {
+export function podProblem(pod: Pod): string {
   const name = pod.metadata.name;
   const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
   if (pod.spec?.nodeName === undefined)

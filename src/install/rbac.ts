@@ -51,9 +51,10 @@ export const clusterRules: readonly PolicyRule[] = [
   },
   {
     apiGroups: [""],
-    resources: ["services", "persistentvolumeclaims", "secrets"],
+    resources: ["services", "persistentvolumeclaims", "secrets", "configmaps"],
     verbs: manage,
-    reason: "replicator Services, cache/replica/journal PVCs, replicator mTLS Secrets and the CA Secret",
+    reason:
+      "replicator Services; cache, replica and journal PVCs; the CA and replicator mTLS Secrets; the agent revocation list",
   },
   {
     apiGroups: [""],
@@ -112,4 +113,16 @@ export const namespaceRules: readonly PolicyRule[] = [
 /** The rule as the API server takes it. */
 export function rbacRule(rule: PolicyRule): { apiGroups: string[]; resources: string[]; verbs: string[] } {
   return { apiGroups: rule.apiGroups, resources: rule.resources, verbs: rule.verbs };
+}
+
+/** The rules as a Markdown table, as docs/operator.md shows them (a unit test keeps the two equal). */
+export function rbacTable(): string {
+  const row = (scope: string, rule: PolicyRule) =>
+    `| ${scope} | ${rule.apiGroups.map((g) => (g === "" ? "core" : g)).join(", ")} | ${rule.resources.join(", ")} | ${rule.verbs.join(", ")} | ${rule.reason} |`;
+  return [
+    "| scope | API group | resources | verbs | why |",
+    "| --- | --- | --- | --- | --- |",
+    ...clusterRules.map((rule) => row("cluster", rule)),
+    ...namespaceRules.map((rule) => row("install namespace", rule)),
+  ].join("\n");
 }

@@ -13,5 +13,7 @@ export function checkMachineId(machineId: string): string {
  * A namespace holds no dot, so the first dot splits it from the name.
  */
 export function machineIdOf(ref: { namespace: string; name: string }): string {
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ref.namespace))
+    throw new Error(`namespace "${ref.namespace}" is not a DNS-1123 label`);
   return checkMachineId(`${ref.namespace}.${ref.name}`);
 }

@@ -238,7 +238,9 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
     const impostor = new IngestClient(address, await clientCredentials(otherAgent));
     await assert.rejects(
       openReply(impostor, machineId),
-      (error: ServiceError) => error.code === status.PERMISSION_DENIED,
+      (error: ServiceError) =>
+        error.code === status.PERMISSION_DENIED &&
+        error.details.includes(`the agent of machine other may not push for machine ${machineId}`),
     );
     impostor.close();
   });

@@ -29,6 +29,8 @@ import { ensureAuthority } from "./authority.js";
 import type { CertificateIssuer, ReplicatorCertificateRequest } from "./issuer.js";
 
 export const revocationListName = "ksr-revoked-agents";
+/** Serials (and expiry) of certificates this Secret held before: revoking the identity revokes them too. */
+const earlierSerialsAnnotation = "dr.ksr.io/earlier-serials";
 export const revocationListKey = "serials";
 /** A certificate is renewed once this fraction of its life has passed. */
 const renewAfter = 2 / 3;
@@ -102,6 +104,12 @@ export class SecretIssuer implements CertificateIssuer {
       });
     } else {
       // Same Secret, new content: mounted files change in place, so pods need no restart.
+      const now = this.options.clock.now();
+      const earlier = [...issuedSerials(existing)].filter((entry) => Date.parse(entry.notAfter) > now);
+      secret.metadata.annotations = {
+        ...secret.metadata.annotations,
+        [earlierSerialsAnnotation]: earlier.map((entry) => `${entry.serial} ${entry.notAfter}`).join(","),
+      };
       secret.metadata.resourceVersion = existing.metadata.resourceVersion;
       await client.replace(secrets, { ...existing, ...secret, metadata: { ...existing.metadata, ...secret.metadata } });
     }
@@ -112,10 +120,7 @@ export class SecretIssuer implements CertificateIssuer {
     const { client } = this.options;
     const name = certificateSecretName({ role: "agent", machineId: ref.machineId });
     const secret = await client.get(secrets, name, ref.namespace);
-    if (secret !== undefined) {
-      const cert = new x509.X509Certificate(decode(secret.data?.["tls.crt"]));
-      await this.addToRevocationList(ref.namespace, normalizeSerial(cert.serialNumber), cert.notAfter, ref.machineId);
-    }
+    if (secret !== undefined) await this.addToRevocationList(ref.namespace, [...issuedSerials(secret)], ref.machineId);
     await client.delete(secrets, { name, namespace: ref.namespace });
   }
 
@@ -154,12 +159,7 @@ export class SecretIssuer implements CertificateIssuer {
     return this.options.clock.now() < cert.notBefore.getTime() + lifetime * renewAfter;
   }
 
-  private async addToRevocationList(
-    namespace: string,
-    serial: string,
-    notAfter: Date,
-    machineId: string,
-  ): Promise<void> {
+  private async addToRevocationList(namespace: string, revoked: IssuedSerial[], machineId: string): Promise<void> {
     const { client, clock } = this.options;
     for (;;) {
       const existing = await client.get(configMaps, revocationListName, namespace);
@@ -169,11 +169,10 @@ export class SecretIssuer implements CertificateIssuer {
         .filter((line) => line.trim() !== "")
         .filter((line) => {
           const [entrySerial = "", expires = ""] = line.split(/\s+/);
-          return entrySerial !== serial && Date.parse(expires) > now;
+          return !revoked.some((entry) => entry.serial === entrySerial) && Date.parse(expires) > now;
         });
-      const data = {
-        [revocationListKey]: [...kept, `${serial} ${notAfter.toISOString()} ${machineId}`].join("\n") + "\n",
-      };
+      const added = revoked.map((entry) => `${entry.serial} ${entry.notAfter} ${machineId}`);
+      const data = { [revocationListKey]: [...kept, ...added].join("\n") + "\n" };
       try {
         if (existing === undefined) {
           await client.create(configMaps, {
@@ -195,5 +194,25 @@ export class SecretIssuer implements CertificateIssuer {
         if (!isAlreadyExists(error) && !isConflict(error)) throw error;
       }
     }
+  }
+}
+
+interface IssuedSerial {
+  serial: string;
+  /** ISO time. */
+  notAfter: string;
+}
+
+/** The Secret's current certificate and the earlier ones it held (still valid until they expire). */
+function* issuedSerials(secret: Secret): Generator<IssuedSerial> {
+  try {
+    const cert = new x509.X509Certificate(decode(secret.data?.["tls.crt"]));
+    yield { serial: normalizeSerial(cert.serialNumber), notAfter: cert.notAfter.toISOString() };
+  } catch {
+    // Not a certificate (someone edited the Secret): nothing of it can be presented anyway.
+  }
+  for (const entry of (secret.metadata.annotations?.[earlierSerialsAnnotation] ?? "").split(",")) {
+    const [serial, notAfter] = entry.trim().split(" ");
+    if (serial !== undefined && serial !== "" && notAfter !== undefined) yield { serial, notAfter };
   }
 }

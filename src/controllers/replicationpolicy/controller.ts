@@ -3,20 +3,25 @@
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../api/types.js";
 import { predicates, type Manager, type WatchedEvent } from "../../runtime/index.js";
 import type { OperatorDeps } from "../deps.js";
-import { newPolicyReconciler } from "./reconcile.js";
+import { newPolicyReconciler, type PolicyControllerOptions } from "./reconcile.js";
 
 const policyChanged = (event: WatchedEvent<ProtectedMachine>) =>
   event.type !== "update" || event.old?.spec.policyRef.name !== event.object.spec.policyRef.name;
 
-export function addReplicationPolicyController(manager: Manager, deps: OperatorDeps) {
+export function addReplicationPolicyController(
+  manager: Manager,
+  deps: OperatorDeps,
+  options: PolicyControllerOptions = {},
+) {
+  const scope = { namespace: deps.watchNamespace };
   return manager
     .controller("replicationpolicy")
-    .for(replicationPolicies, { predicates: [predicates.generationChanged] })
+    .for(replicationPolicies, { scope, predicates: [predicates.generationChanged] })
     .watches(
       protectedMachines,
       (machine) => [{ namespace: machine.metadata.namespace, name: machine.spec.policyRef.name }],
-      { predicates: [policyChanged] },
+      { scope, predicates: [policyChanged] },
     )
     .withConcurrency(2)
-    .complete(newPolicyReconciler(deps));
+    .complete(newPolicyReconciler(deps, options));
 }

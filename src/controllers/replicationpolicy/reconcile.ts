@@ -14,15 +14,20 @@ import {
 import type { OperatorDeps } from "../deps.js";
 import { recordPolicyStatus, type KeyObservation } from "./status.js";
 
-/** Secrets are read directly (not cached cluster-wide), so a broken key is looked at again this often. */
-export const recheckKeyMs = 30_000;
-/** A valid key is checked again this often, to notice the Secret being deleted or changed. */
-export const revalidateKeyMs = 5 * 60_000;
+export interface PolicyControllerOptions {
+  /** Secrets are read directly (not cached cluster-wide), so a broken key is looked at again this often. */
+  recheckKeyMs?: number;
+  /** A valid key is checked again this often, to notice the Secret being deleted or changed. */
+  revalidateKeyMs?: number;
+}
 
-export function newPolicyReconciler(deps: OperatorDeps): Reconciler {
+export function newPolicyReconciler(deps: OperatorDeps, options: PolicyControllerOptions = {}): Reconciler {
   const { client, cache, events } = deps;
-  const policies = cache.informer(replicationPolicies);
-  const machines = cache.informer(protectedMachines);
+  const scope = { namespace: deps.watchNamespace };
+  const policies = cache.informer(replicationPolicies, scope);
+  const machines = cache.informer(protectedMachines, scope);
+  const recheckKeyMs = options.recheckKeyMs ?? 30_000;
+  const revalidateKeyMs = options.revalidateKeyMs ?? 5 * 60_000;
 
   const observeKey = async (policy: ReplicationPolicy): Promise<KeyObservation> => {
     const ref = policy.spec.encryption?.keySecretRef;

@@ -1,0 +1,151 @@
+// What `ksr install` applies, checked without a cluster: least-privilege RBAC
+// (no wildcards, documented as it is), and a Deployment that keeps a standby
+// on the other site and runs unprivileged.
+import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { clusterRules, namespaceRules, rbacTable } from "../../src/install/rbac.js";
+import { podProblem } from "../../src/install/install.js";
+import { operatorManifests } from "../../src/install/manifests.js";
+import { siteLabel } from "../../src/local/node/layout.js";
+import type { Pod } from "../../src/runtime/index.js";
+import { packageRoot } from "../../src/util/package-root.js";
+
+interface DeploymentShape {
+  spec: {
+    replicas: number;
+    template: {
+      spec: {
+        topologySpreadConstraints: { topologyKey: string; maxSkew: number; whenUnsatisfiable: string }[];
+        securityContext: { runAsNonRoot: boolean };
+        containers: {
+          image: string;
+          args: string[];
+          securityContext: { allowPrivilegeEscalation: boolean; capabilities: { drop: string[] } };
+          livenessProbe: { httpGet: { path: string } };
+          readinessProbe: { httpGet: { path: string } };
+          resources: { requests: Record<string, string> };
+        }[];
+      };
+    };
+  };
+}
+
+describe("ksr install manifests", () => {
+  const manifests = operatorManifests({ namespace: "ksr-system", image: "kube-site-recovery", replicas: 2 });
+
+  it("grants no wildcard verb, resource or API group", () => {
+    for (const rule of [...clusterRules, ...namespaceRules]) {
+      for (const value of [...rule.verbs, ...rule.resources, ...rule.apiGroups])
+        assert.ok(!value.includes("*"), `${JSON.stringify(rule)} holds a wildcard`);
+      assert.ok(rule.verbs.length > 0 && rule.resources.length > 0 && rule.reason !== "");
+    }
+  });
+
+  it("keeps leases namespaced and out of the ClusterRole", () => {
+    assert.ok(!clusterRules.some((rule) => rule.resources.includes("leases")));
+    const role = manifests.find((m) => m.type.kind === "Role")?.object as unknown as {
+      rules: { resources: string[] }[];
+    };
+    assert.deepEqual(
+      role.rules.flatMap((rule) => rule.resources),
+      ["leases"],
+    );
+  });
+
+  it("documents exactly the rules it applies (docs/operator.md)", () => {
+    const doc = readFileSync(join(packageRoot, "docs", "operator.md"), "utf8");
+    assert.ok(doc.includes(rbacTable()), "docs/operator.md's permission table differs from src/install/rbac.ts");
+  });
+
+  it("runs two unprivileged replicas spread across the sites, probed on /healthz and /readyz", () => {
+    const deployment = manifests.find((m) => m.type.kind === "Deployment")?.object as unknown as DeploymentShape;
+    assert.equal(deployment.spec.replicas, 2);
+    const pod = deployment.spec.template.spec;
+    const spread = pod.topologySpreadConstraints[0];
+    assert.deepEqual(
+      [spread?.topologyKey, spread?.maxSkew, spread?.whenUnsatisfiable],
+      [siteLabel, 1, "DoNotSchedule"],
+    );
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    const [container] = pod.containers;
+    assert.equal(container?.image, "kube-site-recovery");
+    assert.equal(container.args[0], "operator");
+    assert.equal(container.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(container.securityContext.capabilities.drop, ["ALL"]);
+    assert.equal(container.livenessProbe.httpGet.path, "/healthz");
+    assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+    assert.ok(container.resources.requests.memory !== undefined);
+  });
+
+  it("puts every namespaced object in the install namespace", () => {
+    for (const { type, object } of manifests) {
+      if (type.namespaced)
+        assert.equal(object.metadata.namespace, "ksr-system", `${type.kind} ${object.metadata.name}`);
+    }
+  });
+});
+
+describe("ksr install --wait: why an operator pod is not ready", () => {
+  const pod = (extra: Partial<Pod>): Pod => ({ metadata: { name: "ksr-operator-x" }, ...extra });
+  const cases: [string, Pod, RegExp][] = [
+    [
+      "unscheduled",
+      pod({
+        status: {
+          conditions: [
+            { type: "PodScheduled", status: "False", message: "0/2 nodes are available: 2 Insufficient cpu." },
+          ],
+        },
+      }),
+      /pod ksr-operator-x is not scheduled: 0\/2 nodes are available: 2 Insufficient cpu\./,
+    ],
+    [
+      "image not in the node's table",
+      pod({
+        spec: { nodeName: "ksr-recovery", containers: [{ name: "operator" }] },
+        status: {
+          containerStatuses: [
+            {
+              name: "operator",
+              ready: false,
+              restartCount: 0,
+              state: { waiting: { reason: "ErrImageNeverPull", message: "image x is not in the table" } },
+            },
+          ],
+        },
+      }),
+      /on ksr-recovery: container operator waiting \(ErrImageNeverPull: image x is not in the table\)/,
+    ],
+    [
+      "crashing",
+      pod({
+        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
+        status: {
+          containerStatuses: [
+            {
+              name: "operator",
+              ready: false,
+              restartCount: 3,
+              state: { terminated: { exitCode: 1, reason: "Error" } },
+            },
+          ],
+        },
+      }),
+      /container operator exited 1 \(Error\), restarts 3/,
+    ],
+    [
+      "running, not ready",
+      pod({
+        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
+        status: { containerStatuses: [{ name: "operator", ready: false, restartCount: 0, state: { running: {} } }] },
+      }),
+      /running, not ready \(\/readyz failing\)/,
+    ],
+  ];
+  for (const [name, example, expected] of cases) {
+    it(name, () => {
+      assert.match(podProblem(example), expected);
+    });
+  }
+});
