@@ -36,23 +36,18 @@ if built; then
 fi
 
 # Concurrent callers (parallel test runs, `ksr local up` in two shells) wait for one build.
-mkdir -p "$cache_root/controlplane"
-exec 9>"$cache_root/controlplane/.build.lock"
-if ! flock -n 9; then
-  echo "another build of the control plane is running; waiting for it" >&2
-  flock 9
-fi
+# shellcheck source=hack/build-lock.sh
+source "$here/build-lock.sh"
+take_build_lock "$cache_root/controlplane" "the control plane"
 if built; then
   echo "$out"
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-controlplane: 'go' is not on PATH; install Go 1.24 or newer" >&2; exit 1; }
+require_go build-controlplane
 echo "building Kubernetes $kube_version and etcd $etcd_version into $out (a cold build takes 10-30 minutes)" >&2
 start=$SECONDS
-tmp="$out.tmp.$$"
-rm -rf "$tmp"; mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+make_build_dir "$out"
 
 major="${kube_version#v}"; major="${major%%.*}"
 minor="${kube_version#v*.}"; minor="${minor%%.*}"

@@ -16,19 +16,20 @@ import { packageRoot } from "../../src/util/package-root.js";
 describe("API schemas", () => {
   describe("generated files match the schemas (run `npm run gen:api` when this fails)", function () {
     this.timeout(30_000);
-    it("crds/, src/api/types.ts and docs/api.md are up to date", async () => {
+    it("crds/ (and the chart's copy and RBAC), src/api/types.ts and docs/api.md are up to date", async () => {
       const artifacts = await generateArtifacts(packageRoot);
-      strictEqual(artifacts.length, kinds.length + 2);
+      strictEqual(artifacts.length, 2 * kinds.length + 4);
       for (const artifact of artifacts) {
         const committed = readFileSync(join(packageRoot, artifact.path), "utf8");
         ok(committed === artifact.content, `${artifact.path} differs from what src/api/ generates`);
       }
     });
-    it("crds/ holds nothing but the generated CRDs", () => {
-      deepStrictEqual(
-        readdirSync(join(packageRoot, "crds")).sort(),
-        kinds.map((definition) => `${definition.plural}.yaml`).sort(),
-      );
+    it("crds/ and the chart's crds/ hold nothing but the generated CRDs", () => {
+      for (const dir of ["crds", "charts/kube-site-recovery/crds"])
+        deepStrictEqual(
+          readdirSync(join(packageRoot, dir)).sort(),
+          kinds.map((definition) => `${definition.plural}.yaml`).sort(),
+        );
     });
   });
 

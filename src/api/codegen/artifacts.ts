@@ -1,11 +1,13 @@
 // Everything generated from the schemas, as file contents keyed by path: the
-// CRDs, the TypeScript types and the API reference. Used by `npm run gen:api`
+// CRDs (also the Helm chart's copy), the chart's RBAC rules (from src/install/rbac.ts, the
+// rules `ksr install` applies), the TypeScript types and the API reference. Used by `npm run gen:api`
 // to write them and by the unit tests to fail when the committed files drift.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { format, resolveConfig } from "prettier";
 import { stringify } from "yaml";
 import { customResourceDefinition, kinds } from "../crds.js";
+import { clusterRules, namespaceRules, rbacRule, type PolicyRule } from "../../install/rbac.js";
 import type { KindDefinition } from "../kind.js";
 import { renderApiReference, type KindExample } from "./markdown.js";
 import { renderTypes } from "./typescript.js";
@@ -58,14 +60,28 @@ async function formatted(root: string, path: string, text: string): Promise<Arti
 
 /** Every generated file, formatted the way `npm run lint` expects. */
 export async function generateArtifacts(root: string): Promise<Artifact[]> {
-  const crds = kinds.map((definition) =>
-    formatted(
-      root,
-      `crds/${definition.plural}.yaml`,
-      `# ${generatedNotice}\n${stringify(customResourceDefinition(definition), { lineWidth: 0 })}`,
+  // The Helm chart installs the same CRDs from its own crds/ directory.
+  const crds = kinds.flatMap((definition) =>
+    ["crds", "charts/kube-site-recovery/crds"].map((dir) =>
+      formatted(
+        root,
+        `${dir}/${definition.plural}.yaml`,
+        `# ${generatedNotice}\n${stringify(customResourceDefinition(definition), { lineWidth: 0 })}`,
+      ),
     ),
   );
-  const formattedFiles = await Promise.all([...crds, formatted(root, "src/api/types.ts", renderTypes(kinds))]);
+  const chartRbac = (file: string, rules: readonly PolicyRule[]) =>
+    formatted(
+      root,
+      `charts/kube-site-recovery/files/${file}`,
+      `# Generated from src/install/rbac.ts by \`npm run gen:api\`; do not edit.\n${stringify(rules.map(rbacRule))}`,
+    );
+  const formattedFiles = await Promise.all([
+    ...crds,
+    chartRbac("cluster-rules.yaml", clusterRules),
+    chartRbac("namespace-rules.yaml", namespaceRules),
+    formatted(root, "src/api/types.ts", renderTypes(kinds)),
+  ]);
   // Markdown stays as printed: prettier would pad the tables to the widest cell.
   return [...formattedFiles, { path: "docs/api.md", content: renderApiReference(kinds, exampleReader(root)) }];
 }
