@@ -1,5 +1,5 @@
 // Controller runtime figures on a dedicated `ksr local` control plane:
-//  1. reconcile throughput of the sample controller (test/integration/sample-controller.ts),
+//  1. reconcile throughput of the sample controller (test/fixture/sample-controller.ts),
 //     against a baseline that makes the same API writes directly, with the same parallelism;
 //  2. memory of an informer caching 5,000 ConfigMaps, against holding the same
 //     objects as a plain list response.
@@ -21,12 +21,12 @@ import {
   Informer,
   KubeClient,
   namespaces,
-  setCondition,
-  updateStatus,
+  StatusWriter,
+  systemClock,
   type ConfigMap,
 } from "../src/runtime/index.js";
-import { addMirrorController, copyName, mirrors, type Mirror } from "../test/integration/sample-controller.js";
-import { installMirrorCrd, mirror, testManager } from "../test/integration/runtime-fixture.js";
+import { addMirrorController, copyName, mirrors, type Mirror } from "../test/fixture/sample-controller.js";
+import { installMirrorCrd, mirror, testManager } from "../test/fixture/runtime.js";
 
 setFlagsFromString("--expose-gc");
 const collectGarbage = runInNewContext("gc") as () => void;
@@ -86,15 +86,10 @@ async function baselineRun(client: KubeClient, count: number, parallelism: numbe
     const { object: withFinalizer = object } = await addFinalizer(client, mirrors, object, "bench.ksr.io/f");
     const copy: ConfigMap = { metadata: { name: copyName(object.metadata.name), namespace }, data: object.spec.data };
     await client.create(configMaps, copy);
-    await updateStatus(client, mirrors, withFinalizer, (current) => ({
-      observedGeneration: current.metadata.generation,
-      copiedKeys: 2,
-      conditions: setCondition(
-        undefined,
-        { type: "Ready", status: "True", reason: "CopyUpToDate" },
-        { now: Date.now() },
-      ),
-    }));
+    const status = new StatusWriter(client, mirrors, withFinalizer, systemClock);
+    status.set({ copiedKeys: 2 });
+    status.condition({ type: "Ready", status: "True", reason: "CopyUpToDate" });
+    await status.write();
   });
   return (performance.now() - started) / 1000;
 }

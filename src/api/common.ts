@@ -165,7 +165,9 @@ export const conditions: ArrayNode = array({
           maxLength: 1024,
         }),
       ),
-      message: string({ description: "Human-readable details about the last transition.", maxLength: 32768 }),
+      message: required(
+        string({ description: "Human-readable details about the last transition; may be empty.", maxLength: 32768 }),
+      ),
       lastTransitionTime: required(timestamp("When the condition last changed status.")),
       observedGeneration: integer({
         description: "metadata.generation the condition was computed from.",

@@ -1,11 +1,14 @@
 // Generated from the schemas in src/api/ by `npm run gen:api`; do not edit.
-import type { V1ObjectMeta } from "@kubernetes/client-node";
+import type { Condition, ConditionStatus } from "../runtime/conditions.js";
+import { resourceType, type ObjectMeta } from "../runtime/objects.js";
+
+export type { Condition, ConditionStatus };
 
 /** ReplicationPolicy sets recovery point frequency and retention, capture mode, compression, encryption at rest, bandwidth and resync behaviour for the ProtectedMachines that reference it (ASR: replication policy). */
 export interface ReplicationPolicy {
   apiVersion: "dr.ksr.io/v1alpha1";
   kind: "ReplicationPolicy";
-  metadata: V1ObjectMeta;
+  metadata: ObjectMeta;
   spec: ReplicationPolicySpec;
   status?: ReplicationPolicyStatus;
 }
@@ -14,7 +17,7 @@ export interface ReplicationPolicy {
 export interface ProtectedMachine {
   apiVersion: "dr.ksr.io/v1alpha1";
   kind: "ProtectedMachine";
-  metadata: V1ObjectMeta;
+  metadata: ObjectMeta;
   spec: ProtectedMachineSpec;
   status?: ProtectedMachineStatus;
 }
@@ -23,7 +26,7 @@ export interface ProtectedMachine {
 export interface RecoveryPlan {
   apiVersion: "dr.ksr.io/v1alpha1";
   kind: "RecoveryPlan";
-  metadata: V1ObjectMeta;
+  metadata: ObjectMeta;
   spec: RecoveryPlanSpec;
   status?: RecoveryPlanStatus;
 }
@@ -32,10 +35,46 @@ export interface RecoveryPlan {
 export interface FailoverRun {
   apiVersion: "dr.ksr.io/v1alpha1";
   kind: "FailoverRun";
-  metadata: V1ObjectMeta;
+  metadata: ObjectMeta;
   spec: FailoverRunSpec;
   status?: FailoverRunStatus;
 }
+
+/** Where ReplicationPolicy objects live in the API, for the runtime's client and caches. */
+export const replicationPolicies = resourceType<ReplicationPolicy>({
+  group: "dr.ksr.io",
+  version: "v1alpha1",
+  kind: "ReplicationPolicy",
+  plural: "replicationpolicies",
+  namespaced: true,
+});
+
+/** Where ProtectedMachine objects live in the API, for the runtime's client and caches. */
+export const protectedMachines = resourceType<ProtectedMachine>({
+  group: "dr.ksr.io",
+  version: "v1alpha1",
+  kind: "ProtectedMachine",
+  plural: "protectedmachines",
+  namespaced: true,
+});
+
+/** Where RecoveryPlan objects live in the API, for the runtime's client and caches. */
+export const recoveryPlans = resourceType<RecoveryPlan>({
+  group: "dr.ksr.io",
+  version: "v1alpha1",
+  kind: "RecoveryPlan",
+  plural: "recoveryplans",
+  namespaced: true,
+});
+
+/** Where FailoverRun objects live in the API, for the runtime's client and caches. */
+export const failoverRuns = resourceType<FailoverRun>({
+  group: "dr.ksr.io",
+  version: "v1alpha1",
+  kind: "FailoverRun",
+  plural: "failoverruns",
+  namespaced: true,
+});
 
 /** Continuous: changes stream as they happen. Interval: changes are collected and shipped every syncInterval (like Hyper-V Replica), which costs RPO but saves bandwidth on busy volumes. */
 export type Capture = "Continuous" | "Interval";
@@ -99,25 +138,6 @@ export interface ReplicationPolicySpec {
   bandwidthLimit?: string;
   /** Resynchronisation after a gap (lost cache, forced shutdown, resize): both ends compare block hashes and send only the differences. */
   resync: ResyncSpec;
-}
-
-/** Status of the condition. */
-export type ConditionStatus = "True" | "False" | "Unknown";
-
-/** One aspect of the object's current state. */
-export interface Condition {
-  /** Type of condition in CamelCase, e.g. Ready, Valid, Degraded. */
-  type: string;
-  /** Status of the condition. */
-  status: ConditionStatus;
-  /** Programmatic identifier for the last transition, in CamelCase. */
-  reason: string;
-  /** Human-readable details about the last transition. */
-  message?: string;
-  /** When the condition last changed status. */
-  lastTransitionTime: string;
-  /** metadata.generation the condition was computed from. */
-  observedGeneration?: number;
 }
 
 /** Observed state of the policy. */

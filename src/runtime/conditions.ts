@@ -40,12 +40,7 @@ export function setCondition(
   update: ConditionUpdate,
   context: { observedGeneration?: number; now: number },
 ): Condition[] {
-  if (!typePattern.test(update.type) || update.type.length > 316) {
-    throw new Error(`condition type ${JSON.stringify(update.type)} is not a valid metav1.Condition type`);
-  }
-  if (!reasonPattern.test(update.reason) || update.reason.length > 1024) {
-    throw new Error(`condition reason ${JSON.stringify(update.reason)} must be CamelCase (letters, digits, _ , :)`);
-  }
+  validateCondition(update);
   const existing = conditions?.find((condition) => condition.type === update.type);
   const next: Condition = {
     type: update.type,
@@ -59,6 +54,16 @@ export function setCondition(
   return existing === undefined
     ? [...(conditions ?? []), next]
     : (conditions ?? []).map((condition) => (condition.type === update.type ? next : condition));
+}
+
+/** Throws what the API server would reject, so a bad condition fails where it is set. */
+export function validateCondition(update: ConditionUpdate): void {
+  if (!typePattern.test(update.type) || update.type.length > 316) {
+    throw new Error(`condition type ${JSON.stringify(update.type)} is not a valid metav1.Condition type`);
+  }
+  if (!reasonPattern.test(update.reason) || update.reason.length > 1024) {
+    throw new Error(`condition reason ${JSON.stringify(update.reason)} must be CamelCase (letters, digits, _ , :)`);
+  }
 }
 
 export function findCondition(conditions: readonly Condition[] | undefined, type: string): Condition | undefined {

@@ -3,7 +3,9 @@
 // state itself and the event that woke it only says which object to look at.
 import { randomUUID } from "node:crypto";
 import type { InformerCache } from "./cache.js";
+import type { Clock } from "./clock.js";
 import type { InformerHandler, InformerScope } from "./informer.js";
+import { isFenced } from "./kube-client.js";
 import { errorMessage, type Logger } from "./logging.js";
 import type { RuntimeMetrics } from "./metrics.js";
 import { objectKey, parseObjectKey, type KubeObject, type ObjectRef, type ResourceType } from "./objects.js";
@@ -20,6 +22,14 @@ export interface ReconcileContext {
   log: Logger;
   /** How many times in a row this key has failed before this attempt. */
   retries: number;
+  /**
+   * Aborted when this process must stop acting: on shutdown and as soon as the
+   * lease is lost. Long work passes it on or checks it between steps; the
+   * manager's client refuses every request once it has aborted.
+   */
+  signal: AbortSignal;
+  /** The manager's clock: condition times, ages, requeue decisions. */
+  clock: Clock;
 }
 
 /** void: done until something changes; requeueAfterMs: look again after that long even if nothing changes. */
@@ -76,12 +86,16 @@ export interface ControllerDeps {
   cache: InformerCache;
   metrics: RuntimeMetrics;
   logger: Logger;
+  clock: Clock;
+  /** The manager's: aborted on shutdown and on loss of leadership. */
+  signal: AbortSignal;
 }
 
 export class Controller {
   private queue: WorkQueue | undefined;
   private workers: Promise<void>[] = [];
   private abandonStart: () => void = () => undefined;
+  private acting: AbortController | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -105,6 +119,8 @@ export class Controller {
     if (this.queue !== undefined) return;
     const queue = new WorkQueue({ rateLimit: this.rateLimit, observer: this.deps.metrics.queueObserver(this.name) });
     this.queue = queue;
+    const acting = new AbortController();
+    this.acting = acting;
     for (const source of this.sources) {
       this.deps.cache.informer(source.type, source.scope).addHandler(this.handlerFor(source, queue));
     }
@@ -114,7 +130,8 @@ export class Controller {
     await Promise.race([synced, stopped]);
     if (this.queue !== queue) return;
     this.deps.metrics.maxConcurrentReconciles.set({ controller: this.name }, this.concurrency);
-    this.workers = Array.from({ length: this.concurrency }, () => this.work(queue));
+    const signal = AbortSignal.any([this.deps.signal, acting.signal]);
+    this.workers = Array.from({ length: this.concurrency }, () => this.work(queue, signal));
     this.log.info({ concurrency: this.concurrency }, "controller started");
   }
 
@@ -123,6 +140,8 @@ export class Controller {
     const queue = this.queue;
     if (queue === undefined) return;
     this.queue = undefined;
+    // First, before draining: reconciles in flight must stop acting now, not when they next look.
+    this.acting?.abort();
     this.abandonStart();
     await queue.shutDownAndDrain();
     await Promise.all(this.workers);
@@ -150,13 +169,13 @@ export class Controller {
     };
   }
 
-  private async work(queue: WorkQueue): Promise<void> {
+  private async work(queue: WorkQueue, signal: AbortSignal): Promise<void> {
     for (;;) {
       const key = await queue.get();
       if (key === undefined) return;
       this.deps.metrics.activeWorkers.inc({ controller: this.name });
       try {
-        await this.reconcileKey(queue, key);
+        await this.reconcileKey(queue, key, signal);
       } finally {
         this.deps.metrics.activeWorkers.dec({ controller: this.name });
         queue.done(key);
@@ -164,7 +183,7 @@ export class Controller {
     }
   }
 
-  private async reconcileKey(queue: WorkQueue, key: string): Promise<void> {
+  private async reconcileKey(queue: WorkQueue, key: string, signal: AbortSignal): Promise<void> {
     const ref = parseObjectKey(key);
     const log = this.log.child({ key, namespace: ref.namespace, name: ref.name, reconcileID: randomUUID() });
     const stopTimer = this.deps.metrics.reconcileTime.startTimer({ controller: this.name });
@@ -172,7 +191,8 @@ export class Controller {
       this.deps.metrics.reconcileTotal.inc({ controller: this.name, result });
     };
     try {
-      const outcome = await this.reconciler({ ...ref, key }, { log, retries: queue.numRequeues(key) });
+      const context = { log, retries: queue.numRequeues(key), signal, clock: this.deps.clock };
+      const outcome = await this.reconciler({ ...ref, key }, context);
       queue.forget(key);
       if (outcome !== undefined) {
         queue.addAfter(key, outcome.requeueAfterMs);
@@ -182,6 +202,11 @@ export class Controller {
       }
       log.debug({ requeueAfterMs: outcome?.requeueAfterMs }, "reconciled");
     } catch (error) {
+      if (signal.aborted && (isFenced(error) || signal.reason === error)) {
+        // Stopping: the next leader (or the next start) picks the key up again from the cache.
+        log.info({ err: errorMessage(error) }, "reconcile abandoned: this process stopped acting");
+        return;
+      }
       count("error");
       this.deps.metrics.reconcileErrors.inc({ controller: this.name });
       if (error instanceof TerminalError) {

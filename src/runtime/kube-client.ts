@@ -83,15 +83,32 @@ interface RawRequest {
 
 const listPageSize = 500;
 
+/** A request refused or cut because the client's fence signal aborted (shutdown, or the lease lost). */
+export class FencedError extends Error {
+  constructor(what: string) {
+    super(`${what}: not sent, this process no longer acts (shut down or lost leadership)`);
+    this.name = "FencedError";
+  }
+}
+
+export const isFenced = (error: unknown): boolean => error instanceof FencedError;
+
+/** The connection pool, shared between a client and its fenced views. */
+interface Transport {
+  agent: Agent | undefined;
+}
+
 export class KubeClient {
   private readonly server: URL;
   private readonly requestTimeoutMs: number;
   private readonly maxSockets: number;
-  private agent: Agent | undefined;
+  private readonly transport: Transport;
+  private readonly fence: AbortSignal | undefined;
 
   constructor(
     readonly kubeConfig: KubeConfig,
-    options: KubeClientOptions = {},
+    private readonly options: KubeClientOptions = {},
+    shared?: { transport: Transport; fence: AbortSignal },
   ) {
     const cluster = kubeConfig.getCurrentCluster();
     if (cluster === null) throw new Error("the kubeconfig has no current cluster; set current-context");
@@ -100,6 +117,17 @@ export class KubeClient {
     if (this.server.protocol !== "https:") throw new Error(`the API server must use https, got ${cluster.server}`);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.maxSockets = options.maxSockets ?? 32;
+    this.transport = shared?.transport ?? { agent: undefined };
+    this.fence = shared?.fence;
+  }
+
+  /**
+   * The same client (same connections) refusing every request once signal has
+   * aborted and cutting those in flight: controllers get this view, so that a
+   * process that lost its lease cannot write, whatever its reconcilers do.
+   */
+  fenced(signal: AbortSignal): KubeClient {
+    return new KubeClient(this.kubeConfig, this.options, { transport: this.transport, fence: signal });
   }
 
   async get<T extends KubeObject>(type: ResourceType<T>, name: string, namespace?: string): Promise<T | undefined> {
@@ -209,12 +237,22 @@ export class KubeClient {
   }
 
   private async json<T>(raw: RawRequest): Promise<T> {
+    const what = `${raw.method} ${raw.path}`;
+    if (this.fenceDown()) throw new FencedError(what);
     const payload = raw.body === undefined ? undefined : JSON.stringify(raw.body);
     const options = await this.requestOptions(raw, payload);
+    if (this.fenceDown()) throw new FencedError(what);
     options.agent = this.sharedAgent(options);
-    const { statusCode, body } = await sendRequest(options, payload, this.requestTimeoutMs);
+    options.signal = this.fence;
+    const { statusCode, body } = await sendRequest(options, payload, this.requestTimeoutMs).catch((error: unknown) => {
+      throw this.fenceDown() ? new FencedError(what) : error;
+    });
     if (statusCode < 200 || statusCode >= 300) throw apiErrorFrom(statusCode, body, `${raw.method} ${raw.path}`);
     return JSON.parse(body) as T;
+  }
+
+  private fenceDown(): boolean {
+    return this.fence?.aborted === true;
   }
 
   private async requestOptions(raw: RawRequest, payload?: string): Promise<RequestOptions> {
@@ -242,7 +280,7 @@ export class KubeClient {
   }
 
   private sharedAgent(options: RequestOptions): Agent {
-    this.agent ??= new Agent({
+    this.transport.agent ??= new Agent({
       keepAlive: true,
       maxSockets: this.maxSockets,
       ca: options.ca,
@@ -251,13 +289,13 @@ export class KubeClient {
       rejectUnauthorized: options.rejectUnauthorized,
       servername: options.servername,
     });
-    return this.agent;
+    return this.transport.agent;
   }
 
   /** Closes idle keep-alive connections (so a stopped process can exit promptly). */
   close(): void {
-    this.agent?.destroy();
-    this.agent = undefined;
+    this.transport.agent?.destroy();
+    this.transport.agent = undefined;
   }
 }
 

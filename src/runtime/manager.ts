@@ -1,13 +1,16 @@
 // The manager owns what controllers share: the API client, the informer cache,
-// metrics, the health server, the event recorder and leader election. Caches
-// start at once (a standby stays warm); controllers run only while this process
-// leads; losing the lease stops them all and ends the manager.
+// metrics, the health server, the event recorder, the clock and leader
+// election. Caches start at once (a standby stays warm); controllers run only
+// while this process leads; losing the lease stops them all and ends the
+// manager. The client controllers get is fenced: from the moment the manager
+// stops or loses the lease, it refuses every request and cuts those in flight.
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import type { AddressInfo } from "node:net";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { BackoffPolicy } from "./backoff.js";
 import { InformerCache, type ListWatchWrapper } from "./cache.js";
+import { systemClock, type Clock } from "./clock.js";
 import { ControllerBuilder, type Controller } from "./controller.js";
 import { EventRecorder } from "./events.js";
 import { HealthServer } from "./health-server.js";
@@ -34,12 +37,18 @@ export interface ManagerOptions {
   client?: KubeClientOptions;
   /** How long stop() waits for reconciles in flight. */
   shutdownTimeoutMs?: number;
+  /** The clock reconciles see (ReconcileContext.clock); tests pass a fake one. */
+  clock?: Clock;
 }
 
 export type ManagerEnd = "stopped" | "lost-leadership";
 
 export class Manager {
+  /** For controllers: refuses requests once the manager stops acting (see signal). */
   readonly client: KubeClient;
+  /** Aborted when the manager stops or loses the lease: after that, nothing may act. */
+  readonly signal: AbortSignal;
+  readonly clock: Clock;
   readonly cache: InformerCache;
   readonly metrics = new RuntimeMetrics();
   readonly events: EventRecorder;
@@ -52,24 +61,34 @@ export class Manager {
   private readonly elector: LeaderElector | undefined;
   private readonly health: HealthServer;
   private readonly stopSignal = new AbortController();
+  /** Unfenced: the lease, the caches and the event recorder keep working while the manager shuts down. */
+  private readonly apiClient: KubeClient;
   private lifecycle: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private healthAddress: AddressInfo | undefined;
 
   constructor(private readonly options: ManagerOptions) {
     this.log = (options.logger ?? silentLogger).child({ manager: options.name });
-    this.client = new KubeClient(options.kubeConfig, options.client);
+    this.clock = options.clock ?? systemClock;
+    this.signal = this.stopSignal.signal;
+    this.apiClient = new KubeClient(options.kubeConfig, options.client);
+    this.client = this.apiClient.fenced(this.signal);
     this.identity = options.leaderElection?.identity ?? `${hostname()}_${randomUUID()}`;
-    this.cache = new InformerCache({ client: this.client, logger: this.log, ...options.cache });
-    this.events = new EventRecorder(this.client, {
+    this.cache = new InformerCache({ client: this.apiClient, logger: this.log, ...options.cache });
+    this.events = new EventRecorder(this.apiClient, {
       reportingController: options.name,
       reportingInstance: this.identity,
+      clock: this.clock,
       logger: this.log,
     });
     this.elector =
       options.leaderElection === undefined
         ? undefined
-        : new LeaderElector(this.client, { ...options.leaderElection, identity: this.identity }, { logger: this.log });
+        : new LeaderElector(
+            this.apiClient,
+            { ...options.leaderElection, identity: this.identity },
+            { logger: this.log, clock: this.clock },
+          );
     this.health = new HealthServer(this.metrics.registry, {
       healthy: () => ({ ok: this.stopping === undefined, detail: this.stopping === undefined ? "ok" : "stopping" }),
       ready: () => this.readiness(),
@@ -85,6 +104,8 @@ export class Manager {
       cache: this.cache,
       metrics: this.metrics,
       logger: this.log,
+      clock: this.clock,
+      signal: this.signal,
     });
   }
 
@@ -148,7 +169,7 @@ export class Manager {
     await this.cache.stop();
     await this.events.flush();
     await this.health.close();
-    this.client.close();
+    this.apiClient.close();
     this.log.info({ reason }, "manager stopped");
     this.resolveDone(reason);
   }

@@ -11,8 +11,8 @@ import {
   type Manager,
   type Reconciler,
 } from "../../src/runtime/index.js";
-import { addMirrorController, copyName, mirrors, newMirrorReconciler } from "./sample-controller.js";
-import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
+import { addMirrorController, copyName, mirrors, newMirrorReconciler } from "../fixture/sample-controller.js";
+import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "../fixture/runtime.js";
 
 /** Collects pino's JSON lines. */
 function captureLogs(): { lines: Record<string, unknown>[]; stream: Writable } {

@@ -7,12 +7,14 @@ import {
   eventsV1,
   KubeClient,
   removeFinalizer,
-  setCondition,
-  updateStatus,
+  reconcileWithStatus,
+  StatusWriter,
+  systemClock,
+  findCondition,
   type ConfigMap,
 } from "../../src/runtime/index.js";
-import { mirrors, type Mirror } from "./sample-controller.js";
-import { installMirrorCrd, mirror } from "./runtime-fixture.js";
+import { mirrors, type Mirror } from "../fixture/sample-controller.js";
+import { installMirrorCrd, mirror } from "../fixture/runtime.js";
 
 describe("runtime: finalizer, status and event helpers on a real API server", function () {
   this.timeout(30_000);
@@ -59,30 +61,62 @@ describe("runtime: finalizer, status and event helpers on a real API server", fu
     }
   });
 
-  it("writes status only when it changes, recomputing from a fresh copy on conflict", async () => {
+  it("writes status once, only when it changes, with the generation reconciled even after a conflict", async () => {
     const created = await client.create(mirrors, mirror(cluster.namespace, "status", { k: "v" }));
-    const ready = (current: Mirror) => ({
-      observedGeneration: current.metadata.generation,
-      conditions: setCondition(
-        current.status?.conditions,
-        { type: "Ready", status: "True", reason: "Done" },
-        { observedGeneration: current.metadata.generation, now: Date.now() },
-      ),
-    });
-    const first = await updateStatus(client, mirrors, created, ready);
+    const ready = (object: Mirror) => {
+      const writer = new StatusWriter(client, mirrors, object, systemClock);
+      writer.set({ copiedKeys: 1 });
+      writer.condition({ type: "Ready", status: "True", reason: "Done" });
+      return writer;
+    };
+    const firstWriter = ready(created);
+    const first = await firstWriter.write();
     assert.equal(first.changed, true);
-    const unchanged = await updateStatus(client, mirrors, first.object!, ready);
+    assert.equal(first.object?.status?.observedGeneration, 1);
+    await assert.rejects(firstWriter.write(), /written already/);
+    const unchanged = await ready(first.object).write();
     assert.equal(unchanged.changed, false);
     assert.equal(
       (await client.get(mirrors, "status", cluster.namespace))?.metadata.resourceVersion,
-      first.object?.metadata.resourceVersion,
+      first.object.metadata.resourceVersion,
     );
 
-    // A spec change makes `created` stale twice over; the helper re-reads and computes from generation 2.
-    await client.replace(mirrors, { ...first.object!, spec: { data: { k: "w" } } });
-    const recomputed = await updateStatus(client, mirrors, created, ready);
-    assert.equal(recomputed.changed, true);
-    assert.equal(recomputed.object?.status?.observedGeneration, 2);
+    // A spec change while generation 1 was being reconciled: the write conflicts, is applied to the fresh
+    // copy, and still says generation 1 was observed (generation 2 has not been reconciled yet).
+    await client.replace(mirrors, { ...first.object, spec: { data: { k: "w" } } });
+    const stale = ready(first.object);
+    stale.condition({ type: "Ready", status: "False", reason: "Stale" });
+    const afterConflict = await stale.write();
+    assert.equal(afterConflict.changed, true);
+    assert.equal(afterConflict.object?.metadata.generation, 2);
+    assert.equal(afterConflict.object.status?.observedGeneration, 1);
+    const condition = findCondition(afterConflict.object.status.conditions, "Ready");
+    assert.equal(condition?.reason, "Stale");
+    assert.equal(condition.observedGeneration, 1);
+  });
+
+  it("writes status when the reconcile body fails, and not at all once the signal aborted", async () => {
+    const created = await client.create(mirrors, mirror(cluster.namespace, "deferred", { k: "v" }));
+    const failing = new StatusWriter(client, mirrors, created, systemClock);
+    await assert.rejects(
+      reconcileWithStatus(failing, new AbortController().signal, () => {
+        failing.condition({ type: "Ready", status: "False", reason: "CopyFailed", message: "boom" });
+        return Promise.reject(new Error("boom"));
+      }),
+      /boom/,
+    );
+    const afterFailure = await client.get(mirrors, "deferred", cluster.namespace);
+    assert.equal(findCondition(afterFailure?.status?.conditions, "Ready")?.reason, "CopyFailed");
+
+    const stopped = new AbortController();
+    const late = new StatusWriter(client, mirrors, afterFailure!, systemClock);
+    await reconcileWithStatus(late, stopped.signal, () => {
+      late.condition({ type: "Ready", status: "True", reason: "Done" });
+      stopped.abort();
+      return Promise.resolve(undefined);
+    });
+    const afterAbort = await client.get(mirrors, "deferred", cluster.namespace);
+    assert.equal(afterAbort?.metadata.resourceVersion, afterFailure?.metadata.resourceVersion, "nothing written");
   });
 
   it("records events.k8s.io/v1 Events and folds repeats into one series", async () => {

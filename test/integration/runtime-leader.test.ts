@@ -1,10 +1,19 @@
 import { strict as assert } from "node:assert";
 import { setTimeout as sleep } from "node:timers/promises";
 import { useCluster } from "../fixture/cluster.js";
-import { findCondition, KubeClient, leases, type Manager, type Reconciler } from "../../src/runtime/index.js";
+import { once } from "node:events";
+import {
+  configMaps,
+  findCondition,
+  isFenced,
+  KubeClient,
+  leases,
+  type Manager,
+  type Reconciler,
+} from "../../src/runtime/index.js";
 import { microTime } from "../../src/runtime/events.js";
-import { addMirrorController, mirrors, newMirrorReconciler } from "./sample-controller.js";
-import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
+import { addMirrorController, mirrors, newMirrorReconciler } from "../fixture/sample-controller.js";
+import { absentKind, installMirrorCrd, mirror, testManager, waitFor } from "../fixture/runtime.js";
 
 const timing = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 500 };
 
@@ -40,6 +49,22 @@ describe("runtime: leader election on a Lease", function () {
     addMirrorController(manager, { reconciler: counting, namespace: cluster.namespace });
     managers.push(manager);
     return { manager, reconciled };
+  }
+
+  /** Someone else takes the lease (as after a network partition long enough for it to expire). */
+  async function stealLease(name: string): Promise<void> {
+    const lease = (await client.get(leases, name, cluster.namespace))!;
+    const now = microTime(Date.now());
+    await client.replace(leases, {
+      ...lease,
+      spec: {
+        holderIdentity: "thief",
+        leaseDurationSeconds: 60,
+        acquireTime: now,
+        renewTime: now,
+        leaseTransitions: 1,
+      },
+    });
   }
 
   const isReady = async (name: string) =>
@@ -87,19 +112,7 @@ describe("runtime: leader election on a Lease", function () {
     await client.create(mirrors, mirror(cluster.namespace, "before-loss", { k: "v" }));
     await waitFor("before-loss Ready", () => isReady("before-loss"));
 
-    // Someone else takes the lease (as after a network partition long enough for it to expire).
-    const lease = (await client.get(leases, "stolen", cluster.namespace))!;
-    const now = microTime(Date.now());
-    await client.replace(leases, {
-      ...lease,
-      spec: {
-        holderIdentity: "thief",
-        leaseDurationSeconds: 60,
-        acquireTime: now,
-        renewTime: now,
-        leaseTransitions: 1,
-      },
-    });
+    await stealLease("stolen");
     const lostAt = performance.now();
     assert.equal(await only.manager.done, "lost-leadership");
     const lostAfterMs = performance.now() - lostAt;
@@ -119,6 +132,38 @@ describe("runtime: leader election on a Lease", function () {
       "thief",
       "nothing released a lease it no longer held",
     );
+  });
+
+  it("aborts a reconcile in flight when the lease is lost, and its writes no longer reach the API", async () => {
+    const manager = testManager(cluster.kubeConfig, {
+      leaderElection: { leaseName: "fenced", leaseNamespace: cluster.namespace, identity: "fenced", ...timing },
+    });
+    managers.push(manager);
+    let started: () => void = () => undefined;
+    const inFlight = new Promise<void>((resolve) => (started = resolve));
+    const attempts: unknown[] = [];
+    manager
+      .controller("ignores-the-signal")
+      .for(mirrors, { scope: { namespace: cluster.namespace } })
+      .complete(async ({ name }, context) => {
+        assert.equal(context.clock, manager.clock, "reconciles see the manager's clock");
+        started();
+        await once(context.signal, "abort");
+        // A reconciler that keeps going regardless: the client it was given refuses.
+        const late = { metadata: { name: `${name}-after-loss`, namespace: cluster.namespace } };
+        attempts.push(await manager.client.create(configMaps, late).catch((error: unknown) => error));
+        return undefined;
+      });
+    await manager.start();
+    await waitFor("leadership", () => manager.isLeader);
+    await client.create(mirrors, mirror(cluster.namespace, "in-flight", { k: "v" }));
+    await inFlight;
+
+    await stealLease("fenced");
+    assert.equal(await manager.done, "lost-leadership");
+    assert.equal(attempts.length, 1);
+    assert.ok(isFenced(attempts[0]), `the write was refused, got ${String(attempts[0])}`);
+    assert.equal(await client.get(configMaps, "in-flight-after-loss", cluster.namespace), undefined);
   });
 
   it("keeps renewing while its controllers still wait for caches that cannot sync", async () => {

@@ -14,9 +14,9 @@ import {
   type Manager,
   type ResourceType,
 } from "../../src/runtime/index.js";
-import { addMirrorController, mirrors } from "./sample-controller.js";
-import { installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
-import { FreezingProxy } from "./tcp-proxy.js";
+import { addMirrorController, mirrors } from "../fixture/sample-controller.js";
+import { installMirrorCrd, mirror, testManager, waitFor } from "../fixture/runtime.js";
+import { FreezingProxy } from "../fixture/tcp-proxy.js";
 
 /** A kubeconfig like the given one, but reaching the API server through 127.0.0.1:port. */
 function throughPort(kubeConfig: KubeConfig, port: number): KubeConfig {

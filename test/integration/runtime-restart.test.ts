@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { down, restartComponent, up, type ClusterState } from "../../src/local/cluster.js";
 import { kubeConfigFor, sharedCluster } from "../fixture/cluster.js";
 import { findCondition, KubeClient, type Manager } from "../../src/runtime/index.js";
-import { addMirrorController, mirrors, type Mirror } from "./sample-controller.js";
-import { installMirrorCrd, mirror, testManager, waitFor } from "./runtime-fixture.js";
+import { addMirrorController, mirrors, type Mirror } from "../fixture/sample-controller.js";
+import { installMirrorCrd, mirror, testManager, waitFor } from "../fixture/runtime.js";
 
 describe("runtime: a controller across an API server kill and restart", function () {
   this.timeout(120_000);

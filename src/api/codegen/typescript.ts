@@ -1,7 +1,9 @@
 // Prints the TypeScript types of the kinds from their schemas (src/api/types.ts).
 // Fields with a default are not optional: every object read from the API
-// server has them.
-import { apiVersion } from "../common.js";
+// server has them. Metadata and conditions are the runtime's own types, and
+// every kind gets a ResourceType, so controllers use the kinds with src/runtime
+// directly.
+import { apiVersion, group, version } from "../common.js";
 import type { KindDefinition } from "../kind.js";
 import { hasDefault, type SchemaNode } from "../schema.js";
 
@@ -17,10 +19,17 @@ function docComment(text: string, indent: string): string {
   return `${indent}/** ${text.replaceAll("*/", "*\\/")} */\n`;
 }
 
+/** Schema types that src/runtime defines already: the generated file imports them instead of declaring copies. */
+const runtimeTypes: Readonly<Record<string, string>> = {
+  Condition: "../runtime/conditions.js",
+  ConditionStatus: "../runtime/conditions.js",
+};
+
 class TypePrinter {
   readonly declarations = new Map<string, Declaration>();
 
   private declare(name: string, description: string, form: Declaration["form"], body: string): string {
+    if (name in runtimeTypes) return name;
     const existing = this.declarations.get(name);
     if (existing !== undefined && existing.body !== body)
       throw new Error(`two different schemas are both named ${name}; give one of them another typeName`);
@@ -75,11 +84,33 @@ function kindInterface(definition: KindDefinition): string {
   return `${docComment(definition.description, "")}export interface ${definition.kind} {
   apiVersion: ${JSON.stringify(apiVersion)};
   kind: ${JSON.stringify(definition.kind)};
-  metadata: V1ObjectMeta;
+  metadata: ObjectMeta;
   spec: ${definition.kind}Spec;
   status?: ${definition.kind}Status;
 }
 `;
+}
+
+/** protectedMachines for ProtectedMachine/protectedmachines: the kind's camel case carried into its plural. */
+export function resourceTypeName(definition: KindDefinition): string {
+  const lower = definition.kind.toLowerCase();
+  let shared = 0;
+  while (shared < lower.length && lower[shared] === definition.plural[shared]) shared++;
+  const camel = definition.kind.slice(0, shared) + definition.plural.slice(shared);
+  return camel.charAt(0).toLowerCase() + camel.slice(1);
+}
+
+function resourceTypeConstant(definition: KindDefinition): string {
+  const spec = { group, version, kind: definition.kind, plural: definition.plural, namespaced: true };
+  return `${docComment(`Where ${definition.kind} objects live in the API, for the runtime's client and caches.`, "")}export const ${resourceTypeName(definition)} = resourceType<${definition.kind}>(${JSON.stringify(spec)});
+`;
+}
+
+function runtimeImports(): string[] {
+  const byModule = new Map<string, string[]>();
+  for (const [name, module] of Object.entries(runtimeTypes))
+    byModule.set(module, [...(byModule.get(module) ?? []), name]);
+  return [...byModule].map(([module, names]) => `import type { ${names.join(", ")} } from "${module}";`);
 }
 
 /** The whole src/api/types.ts, before formatting. */
@@ -93,9 +124,13 @@ export function renderTypes(kinds: readonly KindDefinition[]): string {
   }
   const parts = [
     "// Generated from the schemas in src/api/ by `npm run gen:api`; do not edit.",
-    'import type { V1ObjectMeta } from "@kubernetes/client-node";',
+    ...runtimeImports(),
+    'import { resourceType, type ObjectMeta } from "../runtime/objects.js";',
+    "",
+    `export type { ${Object.keys(runtimeTypes).join(", ")} };`,
     "",
     ...kinds.map(kindInterface),
+    ...kinds.map(resourceTypeConstant),
     ...[...printer.declarations.values()].map(renderDeclaration),
   ];
   return parts.join("\n");

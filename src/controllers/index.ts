@@ -1,0 +1,13 @@
+// Every controller of the operator, registered with one manager. Each kind's
+// folder exports an add<Kind>Controller(manager, deps); add yours here.
+import type { Manager } from "../runtime/index.js";
+import type { OperatorDeps } from "./deps.js";
+
+export type { OperatorDeps } from "./deps.js";
+
+/** One entry per kind: (manager, deps) => controller registered with the manager. */
+const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [];
+
+export function addControllers(manager: Manager, deps: OperatorDeps): void {
+  for (const add of controllers) add(manager, deps);
+}

@@ -1,0 +1,50 @@
+// The operator's protection metrics, labelled by namespace and machine, in the
+// manager's registry: /metrics serves them next to controller-runtime's. The
+// ProtectedMachine controller sets them from what the replicators report.
+import { Counter, Gauge, type Registry } from "prom-client";
+
+const machineLabels = ["namespace", "machine"] as const;
+type MachineLabel = (typeof machineLabels)[number];
+
+/** ksr_machine_health values. */
+export const healthValue = { Healthy: 0, Warning: 1, Critical: 2 } as const;
+
+export interface MachineRef {
+  namespace: string;
+  machine: string;
+}
+
+export class MachineMetrics {
+  /** now − source time of the newest change durable at the recovery site (DESIGN.md §5). */
+  readonly rpoSeconds: Gauge<MachineLabel>;
+  /** Bytes captured at the source and not yet durable at the master target. */
+  readonly pendingBytes: Gauge<MachineLabel>;
+  /** Bytes made durable at the master target. */
+  readonly replicatedBytes: Counter<MachineLabel>;
+  /** Recovery points the journal holds. */
+  readonly recoveryPoints: Gauge<MachineLabel>;
+  /** 0 Healthy, 1 Warning, 2 Critical (against the policy's rpoThreshold). */
+  readonly health: Gauge<MachineLabel>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    const gauge = (name: string, help: string) => new Gauge({ name, help, labelNames: machineLabels, registers });
+    this.rpoSeconds = gauge("ksr_machine_rpo_seconds", "Current recovery point objective of a protected machine");
+    this.pendingBytes = gauge("ksr_machine_pending_bytes", "Bytes changed at the source not yet durable at the target");
+    this.replicatedBytes = new Counter({
+      name: "ksr_replicated_bytes_total",
+      help: "Bytes of a machine made durable at the recovery site",
+      labelNames: machineLabels,
+      registers,
+    });
+    this.recoveryPoints = gauge("ksr_recovery_points", "Recovery points held in a machine's journal");
+    this.health = gauge("ksr_machine_health", "Protection health of a machine: 0 Healthy, 1 Warning, 2 Critical");
+  }
+
+  /** Drops every series of a machine (after it is deleted), so /metrics does not report it forever. */
+  forget(ref: MachineRef): void {
+    const labels = { namespace: ref.namespace, machine: ref.machine };
+    for (const metric of [this.rpoSeconds, this.pendingBytes, this.replicatedBytes, this.recoveryPoints, this.health])
+      metric.remove(labels);
+  }
+}
