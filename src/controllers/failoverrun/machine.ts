@@ -288,7 +288,7 @@ function blocks(other: OtherRun, run: FailoverRun): boolean {
   if (!other.started)
     // Runs start in the order they were created; the first one waiting goes first.
     return (
-      byAge(other, { creationTimestamp: String(run.metadata.creationTimestamp ?? ""), name: run.metadata.name ?? "" }) <
+      byAge(other, { creationTimestamp: run.metadata.creationTimestamp ?? "", name: run.metadata.name }) <
       0
     );
   if (phase !== "Succeeded") return true;
@@ -309,7 +309,7 @@ interface Context {
 
 const readyCondition = (context: Context, status: "True" | "False", reason: string, message: string): Condition[] =>
   setCondition(
-    context.status.conditions as Condition[] | undefined,
+    context.status.conditions,
     { type: "Ready", status, reason, message },
     { observedGeneration: context.run.metadata.generation, now: context.observed.now },
   );
