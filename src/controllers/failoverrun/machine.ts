@@ -287,10 +287,7 @@ function blocks(other: OtherRun, run: FailoverRun): boolean {
   if (phase === "Failed" || phase === "Committed" || phase === "CleanedUp") return false;
   if (!other.started)
     // Runs start in the order they were created; the first one waiting goes first.
-    return (
-      byAge(other, { creationTimestamp: run.metadata.creationTimestamp ?? "", name: run.metadata.name }) <
-      0
-    );
+    return byAge(other, { creationTimestamp: run.metadata.creationTimestamp ?? "", name: run.metadata.name }) < 0;
   if (phase !== "Succeeded") return true;
   // A finished failover waits for its commit; a finished drill holds only other drills until its cleanup.
   if (other.type === "Test") return run.spec.type === "Test" && !other.cleanup;
