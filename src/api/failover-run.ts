@@ -65,7 +65,14 @@ const approval = object({
         ],
       }),
     ),
-    approvedBy: required(string({ description: "Who approved.", minLength: 1, maxLength: 256 })),
+    approvedBy: required(
+      string({
+        description: "Who approved.",
+        minLength: 1,
+        maxLength: 256,
+        rules: [{ rule: "self.matches('[^ \\t]')", message: "must name who approved, not be blank" }],
+      }),
+    ),
     time: timestamp("When it was approved."),
     comment: string({ description: "Free text kept with the run.", maxLength: 1024 }),
   },
