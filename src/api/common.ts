@@ -183,3 +183,11 @@ export const observedGeneration = integer({
   format: "int64",
   minimum: 0,
 });
+
+/** A recovery point's consistency, as the journal recorded it (never overstated). */
+export const pointConsistency = string({
+  typeName: "PointConsistency",
+  description:
+    "The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments).",
+  enum: ["CrashConsistent", "AppConsistent", "BestEffort"] as const,
+});

@@ -2,6 +2,7 @@
 // reprotect), run to completion like a Job; its progress lives in status so an
 // operator restart resumes it without repeating a step.
 import {
+  pointConsistency,
   conditions,
   dnsLabel,
   exactlyOneOf,
@@ -288,13 +289,7 @@ const usedPoint = object({
     machine: required(string({ description: "Machine name.", maxLength: 253 })),
     id: required(string({ description: "Recovery point id.", maxLength: 128 })),
     time: required(timestamp("When the point was taken.")),
-    consistency: required(
-      string({
-        typeName: "PointConsistency",
-        description: "Its consistency.",
-        enum: ["CrashConsistent", "AppConsistent"] as const,
-      }),
-    ),
+    consistency: required(pointConsistency),
   },
 });
 

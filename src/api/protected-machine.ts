@@ -1,6 +1,7 @@
 // ProtectedMachine: one workload and its volumes under replication (ASR: a
 // protected VM or server), with where and how it comes up when failed over.
 import {
+  pointConsistency,
   conditions,
   dnsLabel,
   duration,
@@ -257,13 +258,7 @@ const recoveryPointRef = (description: string) =>
     properties: {
       id: required(string({ description: "Identifier, usable in a FailoverRun's recoveryPoint.id.", maxLength: 128 })),
       time: required(timestamp("When the point was taken (source clock).")),
-      consistency: required(
-        string({
-          description: "The consistency the point really has.",
-          typeName: "PointConsistency",
-          enum: ["CrashConsistent", "AppConsistent"] as const,
-        }),
-      ),
+      consistency: required(pointConsistency),
     },
   });
 

@@ -315,8 +315,8 @@ export interface InitialReplicationStatus {
   completionTime?: string;
 }
 
-/** The consistency the point really has. */
-export type PointConsistency = "CrashConsistent" | "AppConsistent";
+/** The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments). */
+export type PointConsistency = "CrashConsistent" | "AppConsistent" | "BestEffort";
 
 /** The newest point. */
 export interface RecoveryPointReference {
@@ -324,7 +324,7 @@ export interface RecoveryPointReference {
   id: string;
   /** When the point was taken (source clock). */
   time: string;
-  /** The consistency the point really has. */
+  /** The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments). */
   consistency: PointConsistency;
 }
 
@@ -648,7 +648,7 @@ export interface UsedRecoveryPoint {
   id: string;
   /** When the point was taken. */
   time: string;
-  /** Its consistency. */
+  /** The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments). */
   consistency: PointConsistency;
 }
 

@@ -2,11 +2,12 @@
 // folder exports an add<Kind>Controller(manager, deps); add yours here.
 import type { Manager } from "../runtime/index.js";
 import type { OperatorDeps } from "./deps.js";
+import { addProtectedMachineController } from "./protectedmachine/controller.js";
 
 export type { OperatorDeps } from "./deps.js";
 
 /** One entry per kind: (manager, deps) => controller registered with the manager. */
-const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [];
+const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [addProtectedMachineController];
 
 export function addControllers(manager: Manager, deps: OperatorDeps): void {
   for (const add of controllers) add(manager, deps);

@@ -16,3 +16,4 @@ export * from "./metrics.js";
 export * from "./logging.js";
 export * from "./clock.js";
 export * from "./backoff.js";
+export * from "./workload-resources.js";

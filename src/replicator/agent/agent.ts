@@ -2,6 +2,7 @@
 // server. After a restart it continues from its manifest when the process server's durable seq
 // proves the manifest matches; otherwise it resyncs against the replica's block hashes.
 import { mkdir, stat } from "node:fs/promises";
+import { Metadata } from "@grpc/grpc-js";
 import { join } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import {
@@ -24,7 +25,7 @@ import { BlockSource } from "./block-source.js";
 import { Manifest } from "./manifest.js";
 import { CaptureLock, PointCutter, type CaptureStream, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
-import { TreeSource } from "./tree-source.js";
+import { treeBytes, TreeSource, type ScanProgress } from "./tree-source.js";
 import { TreeWatcher } from "./watcher.js";
 
 /** Refuses a source that does not exist or does not fit the capture mode, before anything is sent. */
@@ -109,6 +110,7 @@ const FastPushClient = makeGenericClientConstructor(
   "ksr.replication.v1.Ingest",
 ) as unknown as typeof IngestClient;
 const manifestSaveIntervalMs = 2000;
+const reportIntervalMs = 1000;
 
 export class Agent implements CaptureStream {
   private readonly client: IngestClient;
@@ -126,6 +128,9 @@ export class Agent implements CaptureStream {
   private scanDue = false;
   private appliedSeq = 0;
   private readonly startedAt = Date.now();
+  /** What the agent reports to the process server (Ingest.Report) for the operator's status and RPO. */
+  private readonly sync = { running: false, totalBytes: 0, progress: { examinedBytes: 0 } as ScanProgress };
+  private watermark = { observedUnixMs: 0, coveredSeq: 0 };
 
   private constructor(
     private readonly options: AgentOptions,
@@ -177,6 +182,9 @@ export class Agent implements CaptureStream {
       this.watcher = new TreeWatcher(options.source);
       this.watcher.start(); // before the first scan, so nothing changed during it goes unnoticed
     }
+    const reporting = setInterval(() => {
+      this.sendReport();
+    }, reportIntervalMs);
     try {
       await this.untilDone(() => this.start());
       this.ready = !this.stopped;
@@ -187,6 +195,7 @@ export class Agent implements CaptureStream {
       }
       await this.saveManifest(true);
     } finally {
+      clearInterval(reporting);
       this.watcher?.close();
       this.sender.close();
       this.client.close();
@@ -238,13 +247,40 @@ export class Agent implements CaptureStream {
   }
 
   private async scan(): Promise<void> {
-    if (this.options.mode === "tree") await new TreeSource(this.options.source, this.manifest, this.sender).fullScan();
+    const observedUnixMs = Date.now();
+    if (this.options.mode === "tree")
+      await new TreeSource(this.options.source, this.manifest, this.sender).fullScan(this.sync.progress);
     else await new BlockSource(this.options.source, this.manifest, this.sender).scan();
     await this.settle();
+    this.observed(observedUnixMs);
+  }
+
+  /** Every change observed before observedUnixMs has been sent (a seq at or below the last one). */
+  private observed(observedUnixMs: number): void {
+    if (observedUnixMs > this.watermark.observedUnixMs)
+      this.watermark = { observedUnixMs, coveredSeq: this.sender.lastSeq };
+  }
+
+  /** Best effort, once a second: the report only feeds status and RPO, and the next one repeats it. */
+  private sendReport(): void {
+    const { running, totalBytes, progress } = this.sync;
+    const report = {
+      machineId: this.options.machineId,
+      ...this.watermark,
+      syncing: running,
+      syncBytesTotal: totalBytes,
+      syncBytesDone: Math.min(progress.examinedBytes, totalBytes),
+      captureMode: this.options.mode,
+    };
+    this.client.report(report, new Metadata(), { deadline: Date.now() + reportIntervalMs * 5 }, () => undefined);
   }
 
   /** Compares the source with the replica's block hashes and sends only what differs. */
   private async resync(): Promise<void> {
+    this.sync.running = true;
+    this.sync.progress.examinedBytes = 0;
+    this.sync.totalBytes =
+      this.options.mode === "tree" ? await treeBytes(this.options.source) : (await stat(this.options.source)).size;
     const reply = await this.waitUntilDrained();
     const entries = await this.replicaManifest();
     const replica = Manifest.fromReplica(this.options.machineId, entries);
@@ -263,6 +299,8 @@ export class Agent implements CaptureStream {
     });
     this.watcher?.take();
     await this.scan();
+    if (this.options.mode === "block") this.sync.progress.examinedBytes = this.sync.totalBytes;
+    this.sync.running = false;
   }
 
   private async waitUntilDrained(): Promise<OpenReply> {
@@ -319,7 +357,9 @@ export class Agent implements CaptureStream {
       await this.untilDone(async () => {
         const due = this.scanDue || Date.now() - lastScan >= this.options.scanIntervalMs;
         if (this.watcher === undefined || due) lastScan = Date.now();
+        const observedUnixMs = Date.now();
         await this.captureRound(due);
+        this.observed(observedUnixMs);
       });
       if (this.isStopped()) break;
       const watcher = this.watcher;

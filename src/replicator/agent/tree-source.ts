@@ -12,6 +12,18 @@ import { wireParent } from "../wire-path.js";
 import { sameObjectMoved, statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
 import type { ChangeSender } from "./sender.js";
 
+/** Bytes of regular files a full scan has gone through, for progress reports. */
+export interface ScanProgress {
+  examinedBytes: number;
+}
+
+/** Bytes of the regular files under root: the size of a full comparison, before it starts. */
+export async function treeBytes(root: string): Promise<number> {
+  let total = 0;
+  for await (const { stats } of walkTree(root)) if (stats.isFile()) total += Number(stats.size);
+  return total;
+}
+
 export class TreeSource {
   constructor(
     readonly root: string,
@@ -20,12 +32,13 @@ export class TreeSource {
   ) {}
 
   /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
-  async fullScan(): Promise<void> {
+  async fullScan(progress?: ScanProgress): Promise<void> {
     const seen = new Set<string>();
     for await (const { path, stats } of walkTree(this.root)) {
       if (entryKind(stats) === EntryKind.ENTRY_KIND_UNSPECIFIED) continue;
       seen.add(path);
       await this.reconcile(path, stats, { recurse: false, detectMoves: true });
+      if (progress !== undefined && stats.isFile()) progress.examinedBytes += Number(stats.size);
     }
     const gone = [...this.manifest.entries.keys()].filter((path) => !seen.has(path)).sort();
     for (const path of gone) {

@@ -3,6 +3,7 @@
 import { join } from "node:path";
 import { DurableCounter } from "../durable-counter.js";
 import { Signal } from "../signal.js";
+import { AgentProgress } from "./agent-progress.js";
 import { GroupCommitter, MachineCache } from "./frame-cache.js";
 
 export class MachineState {
@@ -14,6 +15,7 @@ export class MachineState {
   /** Settles when everything queued so far is durable. */
   lastDurable: Promise<void> = Promise.resolve();
   readonly changed = new Signal();
+  readonly progress = new AgentProgress();
 
   private constructor(
     readonly machineId: string,

@@ -117,6 +117,17 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
     replicaManifest(call) {
       relayManifest(call, applyClient);
     },
+    report(call, callback) {
+      answerUnary(
+        callback,
+        async () => {
+          requirePeer(call, [agentCommonName(call.request.machineId)]);
+          (await machine(call.request.machineId)).progress.record(call.request, Date.now());
+          return {};
+        },
+        asStatus,
+      );
+    },
   };
   const control: ControlServer = {
     status(call, callback) {
@@ -125,6 +136,8 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
         async () => {
           requirePeer(call, [operatorCommonName]);
           const state = await machine(call.request.machineId);
+          const { progress } = state;
+          const report = progress.latest;
           return {
             machineId: state.machineId,
             durableSeq: state.cache.durableSeq,
@@ -132,6 +145,13 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             cachedBytes: state.cache.bytes,
             resyncRequired: state.needsResync,
             masterTargetReachable: state.masterTargetReachable,
+            recoveryTimeUnixMs: progress.recoveryTimeAt(state.appliedSeq ?? 0),
+            syncing: report?.syncing ?? false,
+            syncBytesTotal: report?.syncBytesTotal ?? 0,
+            syncBytesDone: report?.syncBytesDone ?? 0,
+            captureMode: report?.captureMode ?? "",
+            lastReportUnixMs: progress.latestAt,
+            receivedBytes: progress.receivedBytes,
           };
         },
         asStatus,
@@ -228,6 +248,7 @@ function servePush(
       return;
     }
     checkPush(request, state);
+    state.progress.receivedBytes += request.batch.length;
     // While the master target drains the cache, agents wait (backpressure); only an outage drops it.
     // An empty cache always takes one batch, however large, so progress is possible.
     const overLimit = () => state.cache.bytes > 0 && state.cache.bytes + request.batch.length > options.cacheLimitBytes;

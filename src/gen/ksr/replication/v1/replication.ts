@@ -172,6 +172,27 @@ export interface PushRequest {
   resync: boolean;
 }
 
+/** What an agent knows about its own progress, reported about once a second. */
+export interface AgentReport {
+  machineId: string;
+  /**
+   * Every change the agent observed before this time (its clock) has a seq at or below covered_seq:
+   * once the master target applied covered_seq, the recovery site holds the source as of this time.
+   */
+  observedUnixMs: number;
+  coveredSeq: number;
+  /** A full comparison with the replica (initial replication or a resync) is running. */
+  syncing: boolean;
+  /** Bytes of regular files the running (or last) full comparison covers, and how many it has examined. */
+  syncBytesTotal: number;
+  syncBytesDone: number;
+  /** "tree" or "block". */
+  captureMode: string;
+}
+
+export interface AgentReportReply {
+}
+
 export interface PushAck {
   durableSeq: number;
   resyncRequired: boolean;
@@ -227,6 +248,16 @@ export interface ControlStatus {
   cachedBytes: number;
   resyncRequired: boolean;
   masterTargetReachable: boolean;
+  /** Source time up to which the recovery site holds every observed change (0: not known yet). */
+  recoveryTimeUnixMs: number;
+  /** From the agent's latest report (see AgentReport); last_report_unix_ms is when the process server received it. */
+  syncing: boolean;
+  syncBytesTotal: number;
+  syncBytesDone: number;
+  captureMode: string;
+  lastReportUnixMs: number;
+  /** Batch bytes accepted from the agent since this process server started. */
+  receivedBytes: number;
 }
 
 export interface ResyncReply {
@@ -1474,6 +1505,161 @@ export const PushRequest: MessageFns<PushRequest> = {
   },
 };
 
+function createBaseAgentReport(): AgentReport {
+  return {
+    machineId: "",
+    observedUnixMs: 0,
+    coveredSeq: 0,
+    syncing: false,
+    syncBytesTotal: 0,
+    syncBytesDone: 0,
+    captureMode: "",
+  };
+}
+
+export const AgentReport: MessageFns<AgentReport> = {
+  encode(message: AgentReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.observedUnixMs !== 0) {
+      writer.uint32(16).int64(message.observedUnixMs);
+    }
+    if (message.coveredSeq !== 0) {
+      writer.uint32(24).uint64(message.coveredSeq);
+    }
+    if (message.syncing !== false) {
+      writer.uint32(32).bool(message.syncing);
+    }
+    if (message.syncBytesTotal !== 0) {
+      writer.uint32(40).uint64(message.syncBytesTotal);
+    }
+    if (message.syncBytesDone !== 0) {
+      writer.uint32(48).uint64(message.syncBytesDone);
+    }
+    if (message.captureMode !== "") {
+      writer.uint32(58).string(message.captureMode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.observedUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.coveredSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.syncing = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.syncBytesTotal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.syncBytesDone = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.captureMode = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseAgentReportReply(): AgentReportReply {
+  return {};
+}
+
+export const AgentReportReply: MessageFns<AgentReportReply> = {
+  encode(_: AgentReportReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentReportReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentReportReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBasePushAck(): PushAck {
   return { durableSeq: 0, resyncRequired: false };
 }
@@ -1988,6 +2174,13 @@ function createBaseControlStatus(): ControlStatus {
     cachedBytes: 0,
     resyncRequired: false,
     masterTargetReachable: false,
+    recoveryTimeUnixMs: 0,
+    syncing: false,
+    syncBytesTotal: 0,
+    syncBytesDone: 0,
+    captureMode: "",
+    lastReportUnixMs: 0,
+    receivedBytes: 0,
   };
 }
 
@@ -2010,6 +2203,27 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.masterTargetReachable !== false) {
       writer.uint32(48).bool(message.masterTargetReachable);
+    }
+    if (message.recoveryTimeUnixMs !== 0) {
+      writer.uint32(56).int64(message.recoveryTimeUnixMs);
+    }
+    if (message.syncing !== false) {
+      writer.uint32(64).bool(message.syncing);
+    }
+    if (message.syncBytesTotal !== 0) {
+      writer.uint32(72).uint64(message.syncBytesTotal);
+    }
+    if (message.syncBytesDone !== 0) {
+      writer.uint32(80).uint64(message.syncBytesDone);
+    }
+    if (message.captureMode !== "") {
+      writer.uint32(90).string(message.captureMode);
+    }
+    if (message.lastReportUnixMs !== 0) {
+      writer.uint32(96).int64(message.lastReportUnixMs);
+    }
+    if (message.receivedBytes !== 0) {
+      writer.uint32(104).uint64(message.receivedBytes);
     }
     return writer;
   },
@@ -2073,6 +2287,62 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             }
 
             message.masterTargetReachable = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.recoveryTimeUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.syncing = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.syncBytesTotal = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.syncBytesDone = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.captureMode = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.lastReportUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.uint64());
             continue;
           }
         }
@@ -3720,6 +3990,16 @@ export const IngestService = {
     responseSerialize: (value: ManifestEntry): Buffer => Buffer.from(ManifestEntry.encode(value).finish()),
     responseDeserialize: (value: Buffer): ManifestEntry => ManifestEntry.decode(value),
   },
+  /** The agent's progress, for the operator's status and RPO (Control.Status). */
+  report: {
+    path: "/ksr.replication.v1.Ingest/Report" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AgentReport): Buffer => Buffer.from(AgentReport.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AgentReport => AgentReport.decode(value),
+    responseSerialize: (value: AgentReportReply): Buffer => Buffer.from(AgentReportReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AgentReportReply => AgentReportReply.decode(value),
+  },
 } as const;
 
 export interface IngestServer extends UntypedServiceImplementation {
@@ -3727,6 +4007,8 @@ export interface IngestServer extends UntypedServiceImplementation {
   push: handleBidiStreamingCall<PushRequest, PushAck>;
   /** The replica's manifest, relayed from the master target, for a resync. */
   replicaManifest: handleServerStreamingCall<ManifestRequest, ManifestEntry>;
+  /** The agent's progress, for the operator's status and RPO (Control.Status). */
+  report: handleUnaryCall<AgentReport, AgentReportReply>;
 }
 
 export interface IngestClient extends Client {
@@ -3752,6 +4034,22 @@ export interface IngestClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ManifestEntry>;
+  /** The agent's progress, for the operator's status and RPO (Control.Status). */
+  report(
+    request: AgentReport,
+    callback: (error: ServiceError | null, response: AgentReportReply) => void,
+  ): ClientUnaryCall;
+  report(
+    request: AgentReport,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AgentReportReply) => void,
+  ): ClientUnaryCall;
+  report(
+    request: AgentReport,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AgentReportReply) => void,
+  ): ClientUnaryCall;
 }
 
 export const IngestClient = makeGenericClientConstructor(IngestService, "ksr.replication.v1.Ingest") as unknown as {

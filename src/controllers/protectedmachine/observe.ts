@@ -1,0 +1,116 @@
+// Observations of a machine's replicators for its status: per volume, the process server's
+// Control.Status and the master target's points. A replicator that cannot be asked yields no
+// observation (status says so), never an invented one.
+import type { ControlStatus, PointInfo } from "../../gen/ksr/replication/v1/replication.js";
+import type { EndpointSlice, Informer, Logger } from "../../runtime/index.js";
+import type { ReplicatorClients, PeerAddress } from "./replicator-clients.js";
+import { replicatorPort } from "./names.js";
+import { serviceHost } from "./replicators.js";
+import type { VolumeObservation } from "./status.js";
+import type { ProtectedVolume } from "./workload.js";
+
+/**
+ * How the operator dials a replicator: a ready endpoint of its Service (what kube-proxy itself
+ * uses; works with and without cluster DNS), verified against the Service's DNS name.
+ */
+export function endpointPeer(
+  slices: Informer<EndpointSlice>,
+  name: string,
+  namespace: string,
+): PeerAddress | undefined {
+  for (const slice of slices.list(namespace)) {
+    if (slice.metadata.labels?.["kubernetes.io/service-name"] !== name) continue;
+    const port = slice.ports?.find((p) => p.name === "grpc")?.port ?? replicatorPort;
+    const ready = slice.endpoints.find((endpoint) => endpoint.conditions?.ready === true);
+    const address = ready?.addresses[0];
+    if (address !== undefined) return { address: `${address}:${port}`, serverName: serviceHost(name, namespace) };
+  }
+  return undefined;
+}
+
+interface Sample {
+  receivedBytes: number;
+  at: number;
+}
+
+/** Recent throughput per stream, from the process server's received-bytes counter. */
+export class ThroughputTracker {
+  private readonly samples = new Map<string, Sample>();
+
+  /** Bytes per second since the previous sample of the same stream; the first sample has none. */
+  observe(key: string, receivedBytes: number, now: number): { rate?: number; delta: number } {
+    const previous = this.samples.get(key);
+    this.samples.set(key, { receivedBytes, at: now });
+    if (previous === undefined || receivedBytes < previous.receivedBytes) return { delta: receivedBytes };
+    const seconds = (now - previous.at) / 1000;
+    const delta = receivedBytes - previous.receivedBytes;
+    return { delta, ...(seconds > 0 ? { rate: delta / seconds } : {}) };
+  }
+
+  forget(keyPrefix: string): void {
+    for (const key of this.samples.keys()) if (key.startsWith(keyPrefix)) this.samples.delete(key);
+  }
+}
+
+export interface ObservedVolumes {
+  volumes: VolumeObservation[];
+  /** Bytes received by the process server since the last observation, over all volumes. */
+  newBytes: number;
+}
+
+export async function observeVolumes(options: {
+  volumes: readonly ProtectedVolume[];
+  capacities: ReadonlyMap<string, number>;
+  processServer?: PeerAddress;
+  masterTarget?: PeerAddress;
+  clients: ReplicatorClients;
+  throughput: ThroughputTracker;
+  machineKey: string;
+  now: number;
+  log: Logger;
+}): Promise<ObservedVolumes> {
+  const { clients, processServer, masterTarget, log } = options;
+  let newBytes = 0;
+  const volumes = await Promise.all(
+    options.volumes.map(async (volume): Promise<VolumeObservation> => {
+      const [control, points] = await Promise.all([
+        processServer === undefined
+          ? undefined
+          : clients.controlStatus(processServer, volume.machineId).catch((error: unknown): undefined => {
+              log.debug({ err: String(error), stream: volume.machineId }, "process server not answering");
+              return undefined;
+            }),
+        masterTarget === undefined
+          ? undefined
+          : clients.listPoints(masterTarget, volume.machineId).then(
+              (reply): readonly PointInfo[] => reply.points,
+              (error: unknown): undefined => {
+                log.debug({ err: String(error), stream: volume.machineId }, "master target not answering");
+                return undefined;
+              },
+            ),
+      ]);
+      let throughput: number | undefined;
+      if (control !== undefined) {
+        const sample = options.throughput.observe(
+          `${options.machineKey}/${volume.machineId}`,
+          control.receivedBytes,
+          options.now,
+        );
+        newBytes += sample.delta;
+        throughput = sample.rate;
+      }
+      const capacity = options.capacities.get(volume.claimName);
+      return {
+        statusName: volume.statusName,
+        claimName: volume.claimName,
+        replicaClaimName: volume.replicaClaimName,
+        ...(capacity === undefined ? {} : { capacityBytes: capacity }),
+        ...(control === undefined ? {} : { control: control satisfies ControlStatus }),
+        ...(points === undefined ? {} : { points }),
+        ...(throughput === undefined ? {} : { throughputBytesPerSecond: throughput }),
+      };
+    }),
+  );
+  return { volumes, newBytes };
+}

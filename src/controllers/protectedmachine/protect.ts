@@ -1,0 +1,228 @@
+// reconcileNormal and reconcilePaused: plan (every check before anything is created), place,
+// observe, and record the status computed from what was observed.
+import type { ProtectedMachine, ProtectedMachineStatus, ReplicationPolicy } from "../../api/types.js";
+import {
+  pods,
+  type EndpointSlice,
+  type EventRecorder,
+  type Informer,
+  type KubeObject,
+  type Namespace,
+  type Node,
+  type ReconcileContext,
+  type ReconcileOutcome,
+  type StatefulSet,
+  type StatusWriter,
+  type StorageClass,
+} from "../../runtime/index.js";
+import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
+import { healthValue, type MachineMetrics } from "../metrics.js";
+import { machineLabel, machineNamespaceLabel } from "./names.js";
+import { endpointPeer, observeVolumes, type ThroughputTracker } from "./observe.js";
+import { planProtection, type Plan, type PlanInputs } from "./plan.js";
+import type { ReplicatorClients } from "./replicator-clients.js";
+import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
+import { computeStatus, type StatusInput, type VolumeObservation } from "./status.js";
+import { apiDurationMs } from "./policy-flags.js";
+import type { Problem, WorkloadObject } from "./workload.js";
+
+export interface MachineCaches extends OwnCaches {
+  machines: Informer<ProtectedMachine>;
+  policies: Informer<ReplicationPolicy>;
+  statefulSets: Informer<StatefulSet>;
+  nodes: Informer<Node>;
+  storageClasses: Informer<StorageClass>;
+  namespaces: Informer<Namespace>;
+  endpointSlices: Informer<EndpointSlice>;
+}
+
+export interface ProtectDeps extends ReplicatorDeps {
+  caches: MachineCaches;
+  events: EventRecorder;
+  metrics: MachineMetrics;
+  replicators: ReplicatorClients;
+  throughput: ThroughputTracker;
+}
+
+/** How often status is refreshed from the replicators while nothing else changes. */
+export const statusRefreshMs = 10_000;
+
+function workloadOf(caches: MachineCaches, machine: ProtectedMachine): WorkloadObject | undefined {
+  const { kind, name } = machine.spec.source.workloadRef;
+  const namespace = machine.metadata.namespace;
+  const found: KubeObject | undefined =
+    kind === "StatefulSet"
+      ? caches.statefulSets.get(name, namespace)
+      : kind === "Deployment"
+        ? caches.deployments.get(name, namespace)
+        : caches.pods.get(name, namespace);
+  return found as WorkloadObject | undefined;
+}
+
+export function planInputs(caches: MachineCaches, machine: ProtectedMachine): PlanInputs {
+  const namespace = machine.metadata.namespace ?? "";
+  const claimedByOthers = new Map<string, string>();
+  for (const other of caches.machines.list(namespace))
+    if (other.metadata.uid !== machine.metadata.uid)
+      for (const volume of other.status?.volumes ?? [])
+        if (volume.claimName !== undefined) claimedByOthers.set(volume.claimName, other.metadata.name);
+  return {
+    machine,
+    policy: caches.policies.get(machine.spec.policyRef.name, namespace),
+    workload: workloadOf(caches, machine),
+    pods: caches.pods.list(namespace),
+    claims: new Map(caches.claims.list(namespace).map((claim) => [claim.metadata.name, claim])),
+    nodes: caches.nodes.list(),
+    storageClasses: new Map(caches.storageClasses.list().map((sc) => [sc.metadata.name, sc])),
+    namespaces: new Set(caches.namespaces.list().map((ns) => ns.metadata.name)),
+    claimedByOthers,
+  };
+}
+
+function claimFigures(caches: MachineCaches, namespace: string) {
+  const sizes = new Map<string, { size: string; volumeMode?: string }>();
+  const capacities = new Map<string, number>();
+  for (const claim of caches.claims.list(namespace)) {
+    const size = claim.status?.capacity?.storage ?? claim.spec?.resources?.requests?.storage;
+    if (claim.status?.phase !== "Bound" || size === undefined) continue;
+    const volumeMode = claim.spec?.volumeMode;
+    sizes.set(claim.metadata.name, { size, ...(volumeMode === undefined ? {} : { volumeMode }) });
+    const bytes = quantityBytes(size);
+    if (bytes !== undefined) capacities.set(claim.metadata.name, bytes);
+  }
+  return { sizes, capacities };
+}
+
+/** A claim's size in bytes; undefined for a quantity the process server's parser does not take (e.g. 1e9). */
+function quantityBytes(quantity: string): number | undefined {
+  try {
+    return parseByteSize(quantity, "capacity");
+  } catch {
+    return undefined;
+  }
+}
+
+async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan, context: ReconcileContext) {
+  const namespace = machine.metadata.namespace ?? "";
+  const { capacities } = claimFigures(deps.caches, namespace);
+  const processServer = endpointPeer(deps.caches.endpointSlices, plan.processServer, namespace);
+  const masterTarget = endpointPeer(deps.caches.endpointSlices, plan.masterTarget.name, plan.masterTarget.namespace);
+  return observeVolumes({
+    volumes: plan.volumes,
+    capacities,
+    ...(processServer === undefined ? {} : { processServer }),
+    ...(masterTarget === undefined ? {} : { masterTarget }),
+    clients: deps.replicators,
+    throughput: deps.throughput,
+    machineKey: `${namespace}/${machine.metadata.name}`,
+    now: context.clock.now(),
+    log: context.log,
+  });
+}
+
+function record(
+  deps: ProtectDeps,
+  machine: ProtectedMachine,
+  status: StatusWriter<ProtectedMachine>,
+  context: ReconcileContext,
+  fields: Omit<StatusInput, "previous" | "now" | "rpoThresholdMs" | "appConsistencyUnavailable" | "activeSite"> & {
+    policy?: ReplicationPolicy;
+    sourceSite?: string;
+  },
+  newBytes = 0,
+): void {
+  const { policy, sourceSite, ...rest } = fields;
+  const result = computeStatus({
+    ...rest,
+    previous: machine.status,
+    now: context.clock.now(),
+    rpoThresholdMs: apiDurationMs(policy?.spec.rpoThreshold ?? "15m"),
+    appConsistencyUnavailable:
+      policy?.spec.appConsistentFrequency !== undefined && machine.spec.source.quiesce === undefined,
+    ...(sourceSite === undefined ? {} : { activeSite: sourceSite }),
+  });
+  // Fields the new status no longer has are cleared, not left from the previous one.
+  const cleared: Partial<ProtectedMachineStatus> = {};
+  for (const key of Object.keys(machine.status ?? {}) as (keyof ProtectedMachineStatus)[])
+    if (key !== "conditions" && key !== "observedGeneration" && !(key in result.status)) cleared[key] = undefined;
+  status.set({ ...cleared, ...result.status });
+  for (const condition of result.conditions) status.condition(condition);
+  if (!context.signal.aborted) for (const event of result.events) void deps.events.record(machine, event);
+
+  const labels = { namespace: machine.metadata.namespace ?? "", machine: machine.metadata.name };
+  const { metrics } = deps;
+  if (result.rpoSeconds === undefined) metrics.rpoSeconds.remove(labels);
+  else metrics.rpoSeconds.set(labels, result.rpoSeconds);
+  metrics.pendingBytes.set(
+    labels,
+    sum(fields.volumes, (volume) => volume.control?.cachedBytes ?? 0),
+  );
+  if (newBytes > 0) metrics.replicatedBytes.inc(labels, newBytes);
+  metrics.recoveryPoints.set(labels, result.status.recoveryPoints?.count ?? 0);
+  metrics.health.set(labels, healthValue[result.status.health ?? "Healthy"]);
+}
+
+function sum(volumes: readonly VolumeObservation[], value: (volume: VolumeObservation) => number): number {
+  return volumes.reduce((total, volume) => total + value(volume), 0);
+}
+
+export async function reconcileNormal(
+  deps: ProtectDeps,
+  machine: ProtectedMachine,
+  status: StatusWriter<ProtectedMachine>,
+  context: ReconcileContext,
+): Promise<ReconcileOutcome> {
+  const inputs = planInputs(deps.caches, machine);
+  const result = planProtection(inputs);
+  if (!result.ok) {
+    // Nothing is placed for a machine with bad input; the watches bring it back when it is fixed.
+    record(deps, machine, status, context, { problem: result.problem, paused: false, volumes: [] });
+    context.log.info({ reason: result.problem.reason }, result.problem.message);
+    return undefined;
+  }
+  const { plan } = result;
+  const { sizes } = claimFigures(deps.caches, machine.metadata.namespace ?? "");
+  await ensureReplicators(deps, machine, plan, sizes);
+  const observed = await observe(deps, machine, plan, context);
+  const waiting: Problem | undefined = plan.waiting;
+  record(
+    deps,
+    machine,
+    status,
+    context,
+    {
+      paused: false,
+      volumes: observed.volumes,
+      policy: plan.policy,
+      ...(waiting === undefined ? {} : { waiting }),
+      ...(plan.sourceSite === undefined ? {} : { sourceSite: plan.sourceSite }),
+    },
+    observed.newBytes,
+  );
+  return { requeueAfterMs: statusRefreshMs };
+}
+
+/** Paused: the agents go (nothing is shipped); their manifests stay, so resuming sends only what changed. */
+export async function reconcilePaused(
+  deps: ProtectDeps,
+  machine: ProtectedMachine,
+  status: StatusWriter<ProtectedMachine>,
+  context: ReconcileContext,
+): Promise<ReconcileOutcome> {
+  const namespace = machine.metadata.namespace ?? "";
+  for (const pod of deps.caches.pods.list(namespace))
+    if (
+      pod.metadata.labels?.[machineLabel] === machine.metadata.name &&
+      pod.metadata.labels[machineNamespaceLabel] === namespace &&
+      pod.metadata.labels["app.kubernetes.io/component"] === "agent"
+    )
+      await deps.client.delete(pods, { name: pod.metadata.name, namespace });
+  const result = planProtection(planInputs(deps.caches, machine));
+  const observed = result.ok ? await observe(deps, machine, result.plan, context) : { volumes: [], newBytes: 0 };
+  record(deps, machine, status, context, {
+    paused: true,
+    volumes: observed.volumes,
+    ...(result.ok ? { policy: result.plan.policy } : {}),
+  });
+  return { requeueAfterMs: statusRefreshMs };
+}

@@ -1,0 +1,322 @@
+// Puts a machine's plan in place: keys and certificates first, then the master target (with a
+// replica claim per protected claim), the process server and the agents. Every step is
+// idempotent and nothing is created before the plan passed every check (plan.ts).
+import { randomBytes } from "node:crypto";
+import type { ProtectedMachine, QuiesceHook } from "../../api/types.js";
+import {
+  controllerReference,
+  deployments,
+  persistentVolumeClaims,
+  pods,
+  secrets,
+  services,
+  configMaps,
+  type Deployment,
+  type Informer,
+  type KubeClient,
+  type PersistentVolumeClaim,
+  type Pod,
+  type Secret,
+  type Service,
+  type ConfigMap,
+} from "../../runtime/index.js";
+import type { CertificateIssuer } from "../certificates/issuer.js";
+import { apply } from "./apply.js";
+import {
+  agentStateClaimName,
+  hooksConfigMapName,
+  keySecretName,
+  machineLabel,
+  machineNamespaceLabel,
+  policyLabel,
+  replicatorLabel,
+  replicatorPort,
+  commonLabels,
+} from "./names.js";
+import {
+  agentPod,
+  agentStateClaim,
+  masterTargetObjects,
+  processServerObjects,
+  replicaClaim,
+  type AgentStream,
+} from "./placement.js";
+import type { Plan } from "./plan.js";
+import { apiDurationMs, replicatorFlags } from "./policy-flags.js";
+
+/** The informers the controller reads its own objects from. */
+export interface OwnCaches {
+  pods: Informer<Pod>;
+  claims: Informer<PersistentVolumeClaim>;
+  deployments: Informer<Deployment>;
+  services: Informer<Service>;
+}
+
+export interface ReplicatorDeps {
+  client: KubeClient;
+  certificates: CertificateIssuer;
+  caches: OwnCaches;
+}
+
+/** Service DNS name of a replicator: what its certificate carries and what peers dial. */
+export function serviceHost(name: string, namespace: string): string {
+  return `${name}.${namespace}.svc`;
+}
+
+export function serviceDnsNames(name: string, namespace: string): string[] {
+  return [name, `${name}.${namespace}`, serviceHost(name, namespace), `${serviceHost(name, namespace)}.cluster.local`];
+}
+
+/**
+ * The address a replicator dials another one at. One place to change: Service DNS (svc-net's
+ * CoreDNS and kube-proxy) today.
+ */
+export function peerFlag(name: string, namespace: string): string {
+  return `${serviceHost(name, namespace)}:${replicatorPort}`;
+}
+
+/** Labels that say which machine an object belongs to (a shared replicator carries its own). */
+export function machineLabels(machine: ProtectedMachine): Record<string, string> {
+  return {
+    [machineLabel]: machine.metadata.name,
+    [machineNamespaceLabel]: machine.metadata.namespace ?? "",
+  };
+}
+
+/** The key both ends of the data path share: the policy's own, or one the operator made for the pair. */
+async function ensureKeys(deps: ReplicatorDeps, machine: ProtectedMachine, plan: Plan): Promise<void> {
+  const namespace = machine.metadata.namespace ?? "";
+  const name = keySecretName(plan.masterTarget.name);
+  const ref = plan.policy.spec.encryption?.keySecretRef;
+  let key: string | undefined;
+  if (ref !== undefined) {
+    const secret = await deps.client.get(secrets, ref.name, namespace);
+    key = secret?.data?.[ref.key ?? "key"];
+    if (key === undefined || Buffer.from(key, "base64").length !== 32)
+      throw new Error(
+        `the policy's encryption key (Secret ${namespace}/${ref.name}, key ${ref.key ?? "key"}) is missing or not 32 bytes`,
+      );
+  }
+  const labels = { ...commonLabels("master-target"), [replicatorLabel]: plan.masterTarget.name };
+  const source = await deps.client.get(secrets, name, namespace);
+  key ??= source?.data?.key ?? randomBytes(32).toString("base64");
+  const secret = (ns: string): Secret => ({
+    apiVersion: "v1",
+    kind: "Secret",
+    type: "Opaque",
+    metadata: { name, namespace: ns, labels },
+    data: { key: key ?? "" },
+  });
+  await apply(deps.client, secrets, secret(namespace), source, "keep");
+  const copy = await deps.client.get(secrets, name, plan.masterTarget.namespace);
+  await apply(deps.client, secrets, secret(plan.masterTarget.namespace), copy, "keep");
+}
+
+export interface Placed {
+  processServer?: { name: string; namespace: string };
+  masterTarget: { name: string; namespace: string };
+}
+
+export async function ensureReplicators(
+  deps: ReplicatorDeps,
+  machine: ProtectedMachine,
+  plan: Plan,
+  claimSizes: ReadonlyMap<string, { size: string; volumeMode?: string }>,
+): Promise<Placed> {
+  const { client, caches, certificates } = deps;
+  const namespace = machine.metadata.namespace ?? "";
+  const mt = plan.masterTarget;
+  const policyName = machine.spec.policyRef.name;
+  const hooks = machine.spec.source.quiesce;
+  const httpHooks = hooks !== undefined && hooks.pre.http !== undefined;
+  const flags = replicatorFlags(plan.policy.spec, httpHooks);
+  await ensureKeys(deps, machine, plan);
+  const encryptionKey = { secretName: keySecretName(mt.name), key: "key" };
+
+  // Master target: a replica claim per protected claim, then the server over all its replicas.
+  const sharedLabels = (name: string) => ({ [replicatorLabel]: name, [policyLabel]: policyName });
+  for (const volume of plan.volumes) {
+    const size = claimSizes.get(volume.claimName);
+    if (size === undefined) continue; // the source claim does not exist yet (a StatefulSet's next ordinal)
+    const desired = replicaClaim({
+      name: volume.replicaClaimName,
+      namespace: mt.namespace,
+      labels: { ...sharedLabels(mt.name), ...machineLabels(machine) },
+      size: size.size,
+      ...(plan.storageClassName === undefined ? {} : { storageClassName: plan.storageClassName }),
+      ...(size.volumeMode === undefined ? {} : { volumeMode: size.volumeMode }),
+    });
+    desired.metadata.annotations = { "dr.ksr.io/stream": volume.machineId };
+    await apply(
+      client,
+      persistentVolumeClaims,
+      desired,
+      caches.claims.get(volume.replicaClaimName, mt.namespace),
+      "keep",
+    );
+  }
+  const replicas = masterTargetReplicas(caches.claims, mt, [
+    ...plan.volumes
+      .filter((volume) => claimSizes.has(volume.claimName))
+      .map((volume) => ({ machineId: volume.machineId, claimName: volume.replicaClaimName })),
+  ]);
+  if (replicas.length > 0) {
+    const tls = await certificates.ensureReplicatorCertificate({
+      namespace: mt.namespace,
+      role: "master-target",
+      dnsNames: serviceDnsNames(mt.name, mt.namespace),
+    });
+    const objects = masterTargetObjects({
+      name: mt.name,
+      namespace: mt.namespace,
+      labels: sharedLabels(mt.name),
+      site: machine.spec.target.site,
+      replicas,
+      tls: { secretName: tls },
+      encryptionKey,
+      flags: flags.masterTarget,
+      journalSize: "10Gi",
+      ...(plan.storageClassName === undefined ? {} : { storageClassName: plan.storageClassName }),
+    });
+    await apply(
+      client,
+      persistentVolumeClaims,
+      objects.journalClaim,
+      caches.claims.get(objects.journalClaim.metadata.name, mt.namespace),
+      "keep",
+    );
+    await apply(client, services, objects.service, caches.services.get(mt.name, mt.namespace), "patch");
+    await apply(client, deployments, objects.deployment, caches.deployments.get(mt.name, mt.namespace), "patch");
+  }
+  if (plan.sourceSite === undefined) return { masterTarget: mt };
+
+  // Process server of the source site.
+  const ps = { name: plan.processServer, namespace };
+  const psTls = await certificates.ensureReplicatorCertificate({
+    namespace,
+    role: "process-server",
+    dnsNames: serviceDnsNames(ps.name, namespace),
+  });
+  const psObjects = processServerObjects({
+    ...ps,
+    labels: sharedLabels(ps.name),
+    site: plan.sourceSite,
+    masterTarget: peerFlag(mt.name, mt.namespace),
+    tls: { secretName: psTls },
+    encryptionKey,
+    flags: flags.processServer,
+    cacheSize: "10Gi",
+  });
+  await apply(
+    client,
+    persistentVolumeClaims,
+    psObjects.cacheClaim,
+    caches.claims.get(psObjects.cacheClaim.metadata.name, namespace),
+    "keep",
+  );
+  await apply(client, services, psObjects.service, caches.services.get(ps.name, namespace), "patch");
+  await apply(client, deployments, psObjects.deployment, caches.deployments.get(ps.name, namespace), "patch");
+
+  // Agents beside the workload's pods; agents of pods that are gone go too.
+  const owner = [controllerReference(machine)];
+  for (const agent of plan.agents) {
+    const streams: AgentStream[] = [];
+    for (const volume of agent.volumes) {
+      const secretName = await certificates.ensureReplicatorCertificate({
+        namespace,
+        role: "agent",
+        machine: volume.machineId,
+        owner: machine,
+      });
+      streams.push({
+        machineId: volume.machineId,
+        claimName: volume.claimName,
+        tls: { secretName },
+        mode: claimSizes.get(volume.claimName)?.volumeMode === "Block" ? "block" : "tree",
+      });
+    }
+    const labels = { ...machineLabels(machine), [replicatorLabel]: agent.name };
+    const stateClaim = agentStateClaim({
+      name: agentStateClaimName(agent.podName),
+      namespace,
+      labels,
+      ownerReferences: owner,
+    });
+    await apply(
+      client,
+      persistentVolumeClaims,
+      stateClaim,
+      caches.claims.get(stateClaim.metadata.name, namespace),
+      "keep",
+    );
+    let hooksConfigMap: string | undefined;
+    if (httpHooks && agent.podIP !== undefined) {
+      hooksConfigMap = hooksConfigMapName(agent.name);
+      const hooksFile = agentHooksFile(hooks, agent.podIP);
+      const desired: ConfigMap = {
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: hooksConfigMap, namespace, labels, ownerReferences: owner },
+        data: { "hooks.json": JSON.stringify(hooksFile) },
+      };
+      await apply(client, configMaps, desired, await client.get(configMaps, hooksConfigMap, namespace), "patch");
+    }
+    const desired = agentPod({
+      name: agent.name,
+      namespace,
+      labels,
+      ownerReferences: owner,
+      nodeName: agent.nodeName,
+      streams,
+      processServer: peerFlag(ps.name, namespace),
+      stateClaimName: stateClaim.metadata.name,
+      flags: flags.agent,
+      ...(hooksConfigMap === undefined ? {} : { hooksConfigMap }),
+    });
+    await apply(client, pods, desired, caches.pods.get(agent.name, namespace), "recreate");
+  }
+  return { processServer: ps, masterTarget: mt };
+}
+
+/** Every replica a master target holds: its claims in the cache plus the ones just created. */
+export function masterTargetReplicas(
+  claims: Informer<PersistentVolumeClaim>,
+  mt: { name: string; namespace: string },
+  fresh: readonly { machineId: string; claimName: string }[],
+): { machineId: string; claimName: string }[] {
+  const byId = new Map<string, string>();
+  for (const claim of claims.list(mt.namespace)) {
+    const stream = claim.metadata.annotations?.["dr.ksr.io/stream"];
+    if (claim.metadata.labels?.[replicatorLabel] !== mt.name || stream === undefined) continue;
+    if (claim.metadata.deletionTimestamp !== undefined) continue;
+    byId.set(stream, claim.metadata.name);
+  }
+  for (const replica of fresh) byId.set(replica.machineId, replica.claimName);
+  return [...byId.entries()]
+    .map(([machineId, claimName]) => ({ machineId, claimName }))
+    .sort((a, b) => a.machineId.localeCompare(b.machineId));
+}
+
+/** The agent's hooks file for HTTP hooks: the workload pod's own address and port. */
+export function agentHooksFile(quiesce: NonNullable<ProtectedMachine["spec"]["source"]["quiesce"]>, podIP: string) {
+  const url = (hook: QuiesceHook) =>
+    hook.http === undefined
+      ? undefined
+      : {
+          http: `${hook.http.scheme.toLowerCase()}://${podIP}:${hook.http.port}${hook.http.path}`,
+          method: hook.http.method,
+        };
+  const pre = url(quiesce.pre);
+  const post = quiesce.post === undefined ? undefined : url(quiesce.post);
+  const timeoutSeconds = Math.max(1, Math.round(apiDurationMs(quiesce.timeout) / 1000));
+  return {
+    hooks: [
+      {
+        name: "workload",
+        timeoutSeconds,
+        ...(pre === undefined ? {} : { pre }),
+        ...(post === undefined ? {} : { post }),
+      },
+    ],
+  };
+}

@@ -1,0 +1,284 @@
+// A ProtectedMachine's status computed from observations (the replicators' Control.Status and
+// RecoveryPoints.ListPoints per volume, the problems found), and the Events its transitions
+// deserve. Pure: the reconciler observes, this decides, the reconciler writes once.
+import type {
+  MachineHealth,
+  ProtectedMachinePhase,
+  ProtectedMachineStatus,
+  RecoveryPointReference,
+  RecoveryPointSummary,
+  VolumeStatus,
+} from "../../api/types.js";
+import { Consistency, type ControlStatus, type PointInfo } from "../../gen/ksr/replication/v1/replication.js";
+import { rfc3339, type ConditionUpdate, type EventRecord } from "../../runtime/index.js";
+import type { Problem } from "./workload.js";
+
+export interface VolumeObservation {
+  statusName: string;
+  claimName: string;
+  replicaClaimName: string;
+  capacityBytes?: number;
+  /** The process server's view; undefined while it cannot be asked. */
+  control?: ControlStatus;
+  /** The master target's points, oldest first; undefined while it cannot be asked. */
+  points?: readonly PointInfo[];
+  throughputBytesPerSecond?: number;
+}
+
+export interface StatusInput {
+  previous: ProtectedMachineStatus | undefined;
+  /** Something the user must fix: protection does not start (or stops being true) until then. */
+  problem?: Problem;
+  paused: boolean;
+  /** Still placing replicators or waiting for pods; said in the Ready condition. */
+  waiting?: Problem;
+  rpoThresholdMs: number;
+  /** The policy asks for app-consistent points but the machine has no quiesce hooks. */
+  appConsistencyUnavailable: boolean;
+  activeSite?: string;
+  volumes: readonly VolumeObservation[];
+  now: number;
+}
+
+export interface StatusResult {
+  /** Every field but conditions, which the status writer sets at the reconciled generation. */
+  status: Omit<ProtectedMachineStatus, "conditions" | "observedGeneration">;
+  conditions: ConditionUpdate[];
+  events: EventRecord[];
+  /** The machine's RPO in seconds while it is known (for the metrics). */
+  rpoSeconds?: number;
+}
+
+/** A volume has completed its full comparison once it stopped syncing and a watermark after it was applied. */
+function synced(control: ControlStatus | undefined): boolean {
+  return control !== undefined && control.lastReportUnixMs > 0 && !control.syncing && control.recoveryTimeUnixMs > 0;
+}
+
+/** "42s", "3m12s", "2h5m": what `status.rpo` shows. */
+export function formatDuration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  if (h > 0) return `${h}h${m > 0 ? `${m}m` : ""}`;
+  if (m > 0) return `${m}m${s > 0 ? `${s}s` : ""}`;
+  return `${s}s`;
+}
+
+function pointReference(point: PointInfo): RecoveryPointReference {
+  const consistency =
+    point.consistency === Consistency.CONSISTENCY_APP
+      ? "AppConsistent"
+      : point.consistency === Consistency.CONSISTENCY_CRASH
+        ? "CrashConsistent"
+        : "BestEffort";
+  return { id: point.id, time: rfc3339(point.timeUnixMs), consistency };
+}
+
+/**
+ * The machine's points: with several volumes, a point counts only as far as every volume has
+ * one, so latest is the volume whose newest point is oldest, oldest the volume whose oldest
+ * point is newest, and count the smallest count.
+ */
+export function summarizePoints(perVolume: readonly (readonly PointInfo[])[]): RecoveryPointSummary | undefined {
+  const usable = perVolume.map((points) => [...points].sort((a, b) => a.timeUnixMs - b.timeUnixMs));
+  if (usable.length === 0) return undefined;
+  /** One candidate per volume; none when a volume has none. */
+  const pick = (candidates: (PointInfo | undefined)[], which: "earliest" | "latest") => {
+    if (candidates.some((point) => point === undefined)) return undefined;
+    const sorted = (candidates as PointInfo[]).sort((a, b) => a.timeUnixMs - b.timeUnixMs);
+    const chosen = which === "earliest" ? sorted[0] : sorted.at(-1);
+    return chosen === undefined ? undefined : pointReference(chosen);
+  };
+  const latest = pick(
+    usable.map((points) => points.at(-1)),
+    "earliest",
+  );
+  const latestAppConsistent = pick(
+    usable.map((points) => points.filter((point) => point.consistency === Consistency.CONSISTENCY_APP).at(-1)),
+    "earliest",
+  );
+  const oldest = pick(
+    usable.map((points) => points[0]),
+    "latest",
+  );
+  return {
+    ...(latest === undefined ? {} : { latest }),
+    ...(latestAppConsistent === undefined ? {} : { latestAppConsistent }),
+    ...(oldest === undefined ? {} : { oldest }),
+    count: Math.min(...usable.map((points) => points.length)),
+  };
+}
+
+/**
+ * Critical: not protected (a problem) or RPO above twice the threshold. Warning: RPO above the
+ * threshold, replicators that cannot be asked, or paused (the recovery site falls behind by choice).
+ */
+function healthFor(
+  phase: ProtectedMachinePhase,
+  rpoMs: number | undefined,
+  thresholdMs: number,
+  reachable: boolean,
+): MachineHealth {
+  if (phase === "Error" || (rpoMs !== undefined && rpoMs > 2 * thresholdMs)) return "Critical";
+  if (phase === "Paused" || (rpoMs !== undefined && rpoMs > thresholdMs) || !reachable) return "Warning";
+  return "Healthy";
+}
+
+const phaseEvents: Partial<Record<ProtectedMachinePhase, { reason: string; note: string }>> = {
+  InitialReplication: {
+    reason: "InitialReplicationStarted",
+    note: "replicators are running; the initial copy started",
+  },
+  Protected: { reason: "Protected", note: "the recovery site holds a complete replica; changes stream continuously" },
+  Resynchronizing: { reason: "ResynchronizationStarted", note: "a volume is being compared with its replica" },
+  Paused: { reason: "ReplicationPaused", note: "spec.paused is true: changes are not shipped" },
+};
+
+export function computeStatus(input: StatusInput): StatusResult {
+  const { previous, now } = input;
+  const events: EventRecord[] = [];
+  const conditions: ConditionUpdate[] = [];
+  const set = (type: string, status: "True" | "False" | "Unknown", reason: string, message: string) => {
+    conditions.push({ type, status, reason, message });
+  };
+
+  const controls = input.volumes.map((volume) => volume.control);
+  const observed = input.volumes.length > 0 && controls.every((control) => control !== undefined);
+  const everProtected = previous?.initialReplication?.completionTime !== undefined;
+  const allSynced = observed && controls.every(synced);
+  const anySyncing = controls.some((control) => control?.syncing === true);
+
+  let phase: ProtectedMachinePhase;
+  if (input.problem !== undefined) phase = "Error";
+  else if (input.paused) phase = "Paused";
+  else if (!everProtected) phase = allSynced ? "Protected" : observed ? "InitialReplication" : "Enabling";
+  else phase = anySyncing ? "Resynchronizing" : "Protected";
+
+  const recoveryTimes = controls.map((control) => control?.recoveryTimeUnixMs ?? 0);
+  const recoveryTime = observed && recoveryTimes.every((time) => time > 0) ? Math.min(...recoveryTimes) : undefined;
+  const rpoMs = recoveryTime === undefined ? undefined : Math.max(0, now - recoveryTime);
+  const tracked = phase === "Protected" || phase === "Resynchronizing";
+  const health = healthFor(phase, tracked ? rpoMs : undefined, input.rpoThresholdMs, observed || !everProtected);
+
+  const initialReplication = { ...(previous?.initialReplication ?? {}) };
+  if (!everProtected && observed) {
+    const total = controls.reduce((sum, control) => sum + (control?.syncBytesTotal ?? 0), 0);
+    const done = controls.reduce(
+      (sum, control) => sum + Math.min(control?.syncBytesDone ?? 0, control?.syncBytesTotal ?? 0),
+      0,
+    );
+    initialReplication.bytesTotal = total;
+    initialReplication.bytesReplicated = allSynced ? total : done;
+    // Examined is not yet applied: 100 only once the recovery site confirmed it.
+    initialReplication.progressPercent = allSynced
+      ? 100
+      : total === 0
+        ? 0
+        : Math.min(99, Math.floor((100 * done) / total));
+    initialReplication.startTime ??= rfc3339(now);
+    if (allSynced) initialReplication.completionTime = rfc3339(now);
+  }
+
+  // Conditions: what is true now, each with the generation it was computed from.
+  if (input.problem !== undefined) set("Ready", "False", input.problem.reason, input.problem.message);
+  else if (input.paused) set("Ready", "False", "Paused", "spec.paused is true: changes are tracked but not shipped");
+  else if (input.waiting !== undefined) set("Ready", "False", input.waiting.reason, input.waiting.message);
+  else if (phase === "Protected") set("Ready", "True", "Protected", "every volume is replicated to the recovery site");
+  else if (phase === "Resynchronizing")
+    set("Ready", "False", "Resynchronizing", "a volume is being compared with its replica");
+  else if (phase === "InitialReplication")
+    set("Ready", "False", "InitialReplication", `initial replication ${initialReplication.progressPercent ?? 0}% done`);
+  else set("Ready", "False", "Enabling", "waiting for the replicators to report");
+
+  if (tracked && rpoMs !== undefined) {
+    const threshold = formatDuration(input.rpoThresholdMs);
+    if (rpoMs > input.rpoThresholdMs)
+      set(
+        "RpoWithinThreshold",
+        "False",
+        "RpoThresholdExceeded",
+        `RPO ${formatDuration(rpoMs)} is above the policy's rpoThreshold ${threshold}`,
+      );
+    else set("RpoWithinThreshold", "True", "RpoWithinThreshold", `RPO ${formatDuration(rpoMs)} is within ${threshold}`);
+  }
+  if (input.appConsistencyUnavailable)
+    set(
+      "AppConsistencyUnavailable",
+      "True",
+      "NoQuiesceHooks",
+      "the policy sets appConsistentFrequency but this machine has no spec.source.quiesce hooks: only crash-consistent points are taken",
+    );
+  else set("AppConsistencyUnavailable", "False", "NotNeeded", "app-consistent points need no hooks here, or have them");
+
+  // Events: one per transition, never per reconcile.
+  const previousReady = previous?.conditions?.find((condition) => condition.type === "Ready");
+  if (input.problem !== undefined && previousReady?.reason !== input.problem.reason)
+    events.push({ type: "Warning", reason: input.problem.reason, action: "Protect", note: input.problem.message });
+  if (phase !== previous?.phase) {
+    const event = phaseEvents[phase];
+    if (event !== undefined) events.push({ type: "Normal", ...event, action: "Protect" });
+    if (previous?.phase === "Paused" && phase !== "Error")
+      events.push({
+        type: "Normal",
+        reason: "ReplicationResumed",
+        action: "Protect",
+        note: "spec.paused is false: changes are shipped again",
+      });
+  }
+  const wasOver = previous?.health === "Warning" || previous?.health === "Critical";
+  const isOver = health === "Warning" || health === "Critical";
+  if (
+    isOver &&
+    tracked &&
+    rpoMs !== undefined &&
+    rpoMs > input.rpoThresholdMs &&
+    (!wasOver || previous?.health !== health)
+  )
+    events.push({
+      type: "Warning",
+      reason: "RpoThresholdExceeded",
+      action: "Replicate",
+      note: `RPO ${formatDuration(rpoMs)} is above the policy's rpoThreshold ${formatDuration(input.rpoThresholdMs)} (health ${health})`,
+    });
+  if (wasOver && health === "Healthy" && tracked)
+    events.push({
+      type: "Normal",
+      reason: "RpoWithinThreshold",
+      action: "Replicate",
+      note: "RPO is back within the policy's rpoThreshold",
+    });
+
+  const points = input.volumes.every((volume) => volume.points !== undefined)
+    ? summarizePoints(input.volumes.map((volume) => volume.points ?? []))
+    : previous?.recoveryPoints;
+  const volumes = input.volumes.map((volume): VolumeStatus => volumeStatus(volume));
+
+  const status: StatusResult["status"] = {
+    phase,
+    health,
+    ...(tracked && rpoMs !== undefined ? { rpo: formatDuration(rpoMs) } : {}),
+    ...(input.activeSite === undefined ? {} : { activeSite: input.activeSite }),
+    ...(recoveryTime === undefined ? {} : { lastSyncTime: rfc3339(recoveryTime) }),
+    ...(Object.keys(initialReplication).length === 0 ? {} : { initialReplication }),
+    ...(points === undefined ? {} : { recoveryPoints: points }),
+    ...(volumes.length === 0 ? {} : { volumes }),
+  };
+  return { status, conditions, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
+}
+
+function volumeStatus(volume: VolumeObservation): VolumeStatus {
+  const control = volume.control;
+  const mode = control?.captureMode;
+  return {
+    name: volume.statusName,
+    claimName: volume.claimName,
+    replicaClaimName: volume.replicaClaimName,
+    ...(mode === "tree" || mode === "block" ? { captureMode: mode } : {}),
+    ...(volume.capacityBytes === undefined ? {} : { capacityBytes: volume.capacityBytes }),
+    ...(control === undefined ? {} : { pendingBytes: control.cachedBytes, lastAppliedSequence: control.appliedSeq }),
+    ...(volume.throughputBytesPerSecond === undefined
+      ? {}
+      : { throughputBytesPerSecond: Math.round(volume.throughputBytesPerSecond) }),
+  };
+}
