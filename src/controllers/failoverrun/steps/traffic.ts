@@ -3,10 +3,10 @@
 // is not touched. A Service in another namespace than the recovered pods (it
 // cannot select them) becomes an ExternalName of the recovered copy, its old spec
 // kept in an annotation for failback.
-import { isAlreadyExists, services, type Service } from "../../../runtime/index.js";
+import { isAlreadyExists, services } from "../../../runtime/index.js";
 import { drillNamespaceOf } from "../machine.js";
-import { runLabels, type StepContext, type StepExecutor } from "./types.js";
-import { recoveredMachineLabel } from "./workload.js";
+import type { StepContext, StepExecutor } from "./types.js";
+import { recoveredMachineLabel, serviceCopy } from "./workload.js";
 
 export const originalServiceAnnotation = "dr.ksr.io/service-before-failover";
 
@@ -24,13 +24,7 @@ export const trafficStep: StepExecutor = {
     const selector = { ...service.spec?.selector, [recoveredMachineLabel]: traffic.machine };
     const recoveredNamespace = run.spec.type === "Test" ? drillNamespaceOf(run) : machine.spec.target.namespace;
     if (run.spec.type === "Test" || recoveredNamespace !== serviceNamespace) {
-      const { clusterIP: _ip, clusterIPs: _ips, ...spec } = service.spec ?? {};
-      const copy: Service = {
-        apiVersion: "v1",
-        kind: "Service",
-        metadata: { name: traffic.service, namespace: recoveredNamespace, labels: runLabels(run) },
-        spec: { ...spec, selector, ports: spec.ports?.map(({ nodePort: _nodePort, ...port }) => port) },
-      };
+      const copy = serviceCopy(service, run, recoveredNamespace, selector);
       await client.create(services, copy).catch(async (error: unknown) => {
         if (!isAlreadyExists(error)) throw error;
         await client.patch(

@@ -136,13 +136,23 @@ export async function ensureRecovered(
   return { ready: ready >= wanted, message: `${source.kind} ${namespace}/${name}: ${ready}/${wanted} ready` };
 }
 
-function serviceCopy(service: Service, run: FailoverRun, namespace: string): Service {
+/** A Service of the source namespace as it is created elsewhere: no cluster IPs or node ports of its own. */
+export function serviceCopy(
+  service: Service,
+  run: FailoverRun,
+  namespace: string,
+  selector?: Record<string, string>,
+): Service {
   const { clusterIP: _ip, clusterIPs: _ips, healthCheckNodePort: _port, ...spec } = service.spec ?? {};
   return {
     apiVersion: "v1",
     kind: "Service",
     metadata: { name: service.metadata.name, namespace, labels: { ...service.metadata.labels, ...runLabels(run) } },
-    spec: { ...spec, ports: spec.ports?.map(({ nodePort: _nodePort, ...port }) => port) },
+    spec: {
+      ...spec,
+      ...(selector === undefined ? {} : { selector }),
+      ports: spec.ports?.map(({ nodePort: _nodePort, ...port }) => port),
+    },
   };
 }
 
