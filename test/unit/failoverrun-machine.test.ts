@@ -344,7 +344,7 @@ describe("FailoverRun state machine (nextStep)", () => {
           strictEqual(world.run.status?.phase, "Pending");
           strictEqual(world.run.status.steps, undefined);
           strictEqual(world.run.status.conditions?.[0]?.reason, "AnotherRunInProgress");
-          match(world.run.status.conditions[0].message ?? "", new RegExp(`FailoverRun ${running.name}`));
+          match(world.run.status.conditions[0].message, new RegExp(`FailoverRun ${running.name}`));
           deepStrictEqual(world.executions, []);
           // Once the other run is done, this one starts.
           world.otherRuns = [{ ...running, started: true, phase: "Committed" }];
