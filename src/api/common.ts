@@ -28,7 +28,7 @@ export const runPhases = [
 ] as const;
 
 // Go-style durations restricted to the units that make sense for DR timing.
-const durationPattern = "^([0-9]+(ms|s|m|h))+$";
+export const durationPattern = "^([0-9]+(ms|s|m|h))+$";
 
 /** CEL that is true when the string field `self.<field>` parses as a duration (guards duration() calls). */
 export const isDuration = (field: string): string => `self.${field}.matches('${durationPattern}')`;
@@ -108,8 +108,8 @@ export function localReference(typeName: string, description: string, kind: stri
 }
 
 /** A list of object names, unique. */
-export function nameList(description: string, maxItems: number, itemDescription: string): ArrayNode {
-  return array({ description, maxItems, listType: "set", items: objectName(itemDescription) });
+export function nameList(description: string, maxItems: number, itemDescription: string, minItems?: number): ArrayNode {
+  return array({ description, minItems, maxItems, listType: "set", items: objectName(itemDescription) });
 }
 
 /** A value that may not change once set (transition rule on the field itself). */

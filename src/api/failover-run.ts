@@ -15,7 +15,7 @@ import {
   timestamp,
 } from "./common.js";
 import { ageColumn, type KindDefinition } from "./kind.js";
-import { array, boolean, integer, object, required, string, type Rule } from "./schema.js";
+import { array, boolean, describe, integer, object, required, string, type Rule } from "./schema.js";
 
 const recoveryPoint = object({
   typeName: "RecoveryPointSelector",
@@ -66,7 +66,14 @@ const approval = object({
         ],
       }),
     ),
-    approvedBy: required(string({ description: "Who approved.", minLength: 1, maxLength: 256 })),
+    approvedBy: required(
+      string({
+        description: "Who approved.",
+        minLength: 1,
+        maxLength: 256,
+        rules: [{ rule: "self.matches('[^ \\t]')", message: "must name who approved, not be blank" }],
+      }),
+    ),
     time: timestamp("When it was approved."),
     comment: string({ description: "Free text kept with the run.", maxLength: 1024 }),
   },
@@ -76,6 +83,15 @@ const approval = object({
 const oneWay = (field: string, what: string): Rule => ({
   rule: `!oldSelf.${field} || self.${field}`,
   message: `${field} cannot be set back to false once ${what}`,
+  fieldPath: `.${field}`,
+});
+
+const sizeOf = (object: string, field: string): string => `(has(${object}.${field}) ? size(${object}.${field}) : 0)`;
+
+/** A list whose entries, once written, stay: only appending is allowed, and removing the list counts as removing them. */
+const appendOnly = (field: string, message: string): Rule => ({
+  rule: `!has(oldSelf.${field}) || (has(self.${field}) && size(self.${field}) >= size(oldSelf.${field}) && oldSelf.${field}.all(entry, entry in self.${field}))`,
+  message,
   fieldPath: `.${field}`,
 });
 
@@ -133,6 +149,13 @@ const spec = object({
         }),
       },
     }),
+    recoveryPointChanges: array({
+      description:
+        "Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries cannot be changed or removed, and none can be added once the run is committed.",
+      maxItems: 16,
+      listType: "atomic",
+      items: describe(recoveryPoint, "A recovery point to move the recovered machines to."),
+    }),
     approvals: array({
       description:
         "Approvals of the plan's manual actions, appended by `kubectl dr approve`. Entries cannot be changed or removed.",
@@ -140,12 +163,6 @@ const spec = object({
       listType: "map",
       listMapKeys: ["step"],
       items: approval,
-      rules: [
-        {
-          rule: "oldSelf.all(a, a in self)",
-          message: "approvals can only be added: existing entries cannot be changed or removed",
-        },
-      ],
     }),
     commit: boolean({
       description:
@@ -190,6 +207,25 @@ const spec = object({
     ),
     onlyFor("drill", ["Test"], "it configures a drill"),
     onlyFor("unplanned", ["Unplanned"], "Planned runs always stop the source"),
+    onlyFor("recoveryPointChanges", ["Planned", "Unplanned"], "a drill is ended with cleanup and a new drill"),
+    // On the parent, not the list: a rule on the list itself is skipped when the whole list is removed.
+    appendOnly("approvals", "approvals can only be added: existing entries cannot be changed or removed"),
+    appendOnly(
+      "recoveryPointChanges",
+      "recoveryPointChanges can only be added: existing entries cannot be changed or removed",
+    ),
+    {
+      rule: `!oldSelf.commit || ${sizeOf("self", "recoveryPointChanges")} == ${sizeOf("oldSelf", "recoveryPointChanges")}`,
+      message: "the recovery point cannot be changed once the failover is committed",
+      fieldPath: ".recoveryPointChanges",
+      reason: "FieldValueForbidden",
+    },
+    {
+      rule: "!has(self.recoveryPointChanges) || has(self.machineRef) || self.recoveryPointChanges.all(c, c.select != 'ID')",
+      message:
+        "recoveryPointChanges[].select ID needs machineRef: a recovery point id belongs to one machine; use Time for a plan",
+      fieldPath: ".recoveryPointChanges",
+    },
     {
       rule: "!has(self.recoveryPoint) || self.recoveryPoint.select != 'ID' || has(self.machineRef)",
       message:
@@ -220,6 +256,7 @@ const stepStatus = object({
           "Recover",
           "Script",
           "Manual",
+          "Stop",
           "Wait",
           "Traffic",
           "Webhook",

@@ -105,6 +105,7 @@ const source = object({
     volumes: array({
       description:
         "Names of the workload's pod volumes to replicate (for a StatefulSet: volumeClaimTemplate names). Absent: every PersistentVolumeClaim the workload mounts.",
+      minItems: 1,
       maxItems: 32,
       listType: "set",
       items: dnsLabel("A volume name from the workload's pod template."),
@@ -203,7 +204,8 @@ const target = object({
         replicas: integer({
           description: "Replica count of the recovered StatefulSet or Deployment.",
           format: "int32",
-          minimum: 0,
+          // 0 would "recover" a workload that never runs.
+          minimum: 1,
           maximum: 1000,
         }),
         labels: stringMap("Labels to add to the recovered workload's pods.", 32, 63),

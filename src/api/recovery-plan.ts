@@ -4,6 +4,8 @@ import {
   conditions,
   dnsLabel,
   duration,
+  durationPattern,
+  isDuration,
   exactlyOneOf,
   localReference,
   nameList,
@@ -80,8 +82,12 @@ const webhookAction = object({
         maxLength: 2048,
         rules: [
           {
-            rule: "isURL(self) && url(self).getScheme() in ['http', 'https']",
-            message: "must be an absolute http:// or https:// URL",
+            rule: "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
+            message: "must be an absolute http:// or https:// URL with a host",
+          },
+          {
+            rule: "!self.matches('^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@')",
+            message: "must not carry credentials (user:password@): put them in a header of headersSecretRef",
           },
         ],
       }),
@@ -106,6 +112,7 @@ const action = object({
     ),
     runOn: array({
       description: "Run types the action runs in. Absent: Test, Planned and Unplanned.",
+      minItems: 1,
       maxItems: failoverTypes.length,
       listType: "set",
       default: failoverTypes,
@@ -127,7 +134,14 @@ const action = object({
     traffic: trafficAction,
     webhook: webhookAction,
   },
-  rules: [exactlyOneOf(actionKinds, "an action")],
+  rules: [
+    exactlyOneOf(actionKinds, "an action"),
+    {
+      rule: `!has(self.wait) || !has(self.timeout) || !${isDuration("timeout")} || !self.wait.duration.matches('${durationPattern}') || duration(self.timeout) > duration(self.wait.duration)`,
+      message: "timeout must be longer than wait.duration: the wait would always time out",
+      fieldPath: ".timeout",
+    },
+  ],
 });
 
 const uniqueNames = (message: string): Rule => ({
@@ -138,6 +152,7 @@ const uniqueNames = (message: string): Rule => ({
 const actions = (description: string) =>
   array({
     description,
+    minItems: 1,
     maxItems: 10,
     listType: "atomic",
     items: action,
@@ -154,6 +169,7 @@ const planGroup = object({
       "ProtectedMachines in the plan's namespace recovered by this group.",
       50,
       "A ProtectedMachine name.",
+      1,
     ),
     preActions: actions("Actions run in order before the group's machines are recovered."),
     postActions: actions("Actions run in order after the group's machines are up."),
@@ -169,6 +185,12 @@ const planGroup = object({
       rule: "!has(self.preActions) || !has(self.postActions) || self.preActions.all(a, !self.postActions.exists(b, b.name == a.name))",
       message: "action names must be unique within a group, across preActions and postActions",
       fieldPath: ".postActions",
+    },
+    {
+      rule: "!has(self.preActions) || !has(self.machines) || self.preActions.all(a, !has(a.traffic) || !(a.traffic.machine in self.machines))",
+      message:
+        "a preAction cannot switch traffic to a machine of its own group: the machine is not recovered yet; make it a postAction",
+      fieldPath: ".preActions",
     },
   ],
 });

@@ -54,6 +54,7 @@ const resyncWindow = object({
     }),
     days: array({
       description: "Days of the week the window opens on. Absent: every day.",
+      minItems: 1,
       maxItems: 7,
       listType: "set",
       items: string({ description: "A day of the week.", enum: weekdays }),
@@ -143,8 +144,9 @@ const spec = object({
       maxLength: 32,
       rules: [
         {
-          rule: "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
-          message: "must be a positive quantity of bytes per second, such as 500Ki, 50Mi or 1G",
+          rule: "isQuantity(self) && quantity(self).compareTo(quantity('64Ki')) >= 0",
+          message:
+            "must be a quantity of bytes per second of at least 64Ki (one block a second), such as 500Ki, 50Mi or 1G",
         },
       ],
     }),

@@ -587,6 +587,8 @@ export interface FailoverRunSpec {
   drill?: DrillSpec;
   /** Options of an Unplanned run. */
   unplanned?: UnplannedSpec;
+  /** Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries cannot be changed or removed, and none can be added once the run is committed. */
+  recoveryPointChanges?: RecoveryPointSelector[];
   /** Approvals of the plan's manual actions, appended by `kubectl dr approve`. Entries cannot be changed or removed. */
   approvals?: Approval[];
   /** Planned and Unplanned runs: make the failover final. The recovery points kept for the recovered machines are released and the run ends in phase Committed. Can be set at creation or later; never unset. */
@@ -605,6 +607,7 @@ export type StepAction =
   | "Recover"
   | "Script"
   | "Manual"
+  | "Stop"
   | "Wait"
   | "Traffic"
   | "Webhook"

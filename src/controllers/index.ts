@@ -2,7 +2,9 @@
 // folder exports an add<Kind>Controller(manager, deps); add yours here.
 import type { Manager } from "../runtime/index.js";
 import type { OperatorDeps } from "./deps.js";
+import { addFailoverRunController } from "./failoverrun/controller.js";
 import { addProtectedMachineController } from "./protectedmachine/controller.js";
+import { addRecoveryPlanController } from "./recoveryplan/controller.js";
 import { addReplicationPolicyController } from "./replicationpolicy/controller.js";
 
 export type { OperatorDeps } from "./deps.js";
@@ -11,6 +13,8 @@ export type { OperatorDeps } from "./deps.js";
 const controllers: ((manager: Manager, deps: OperatorDeps) => unknown)[] = [
   addReplicationPolicyController,
   addProtectedMachineController,
+  addRecoveryPlanController,
+  addFailoverRunController,
 ];
 
 export function addControllers(manager: Manager, deps: OperatorDeps): void {

@@ -163,8 +163,14 @@ export class KubeClient {
     }
   }
 
-  create<T extends KubeObject>(type: ResourceType<T>, object: T): Promise<T> {
-    return this.json<T>({ method: "POST", path: resourcePath(type, object.metadata.namespace), body: object });
+  /** dryRun: the server validates and admits the object without storing it (kubectl --dry-run=server). */
+  create<T extends KubeObject>(type: ResourceType<T>, object: T, options: { dryRun?: boolean } = {}): Promise<T> {
+    return this.json<T>({
+      method: "POST",
+      path: resourcePath(type, object.metadata.namespace),
+      body: object,
+      query: { dryRun: options.dryRun === true ? "All" : undefined },
+    });
   }
 
   /** PUT: fails with a conflict when metadata.resourceVersion is stale. */

@@ -3,6 +3,8 @@
 import type {
   V1Deployment,
   V1EndpointSlice,
+  V1Job,
+  V1NetworkPolicy,
   V1Node,
   V1PersistentVolumeClaim,
   V1Pod,
@@ -66,4 +68,16 @@ export const storageClasses = resourceType<StorageClass>({
   kind: "StorageClass",
   plural: "storageclasses",
   namespaced: false,
+});
+
+export type Job = Kube<V1Job>;
+export type NetworkPolicy = Kube<V1NetworkPolicy>;
+
+export const jobs = resourceType<Job>({ group: "batch", version: "v1", kind: "Job", plural: "jobs", namespaced: true });
+export const networkPolicies = resourceType<NetworkPolicy>({
+  group: "networking.k8s.io",
+  version: "v1",
+  kind: "NetworkPolicy",
+  plural: "networkpolicies",
+  namespaced: true,
 });

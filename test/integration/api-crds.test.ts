@@ -189,14 +189,14 @@ const invalidCases: readonly InvalidCase[] = [
     base: policy,
     edit: { bandwidthLimit: "fast" },
     field: "spec.bandwidthLimit",
-    allowed: "must be a positive quantity of bytes per second",
+    allowed: "must be a quantity of bytes per second",
   },
   {
     name: "zero bandwidth",
     base: policy,
     edit: { bandwidthLimit: "0" },
     field: "spec.bandwidthLimit",
-    allowed: "must be a positive quantity",
+    allowed: "of at least 64Ki",
   },
   {
     name: "resync window at 25 o'clock",
@@ -446,6 +446,105 @@ const invalidCases: readonly InvalidCase[] = [
     field: "spec.approvals[0].step",
     allowed: "must be GROUP/ACTION",
   },
+  // Audit: values that are well-formed but mean nothing.
+  {
+    name: "a resync window open on no day",
+    base: policy,
+    edit: { resync: { mode: "Automatic", window: { start: "22:00", end: "06:00", days: [] } } },
+    field: "spec.resync.window.days",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "a bandwidth limit too small to ship a block a second",
+    base: policy,
+    edit: { bandwidthLimit: "1" },
+    field: "spec.bandwidthLimit",
+    allowed: "at least 64Ki (one block a second)",
+  },
+  {
+    name: "an empty list of volumes (replicates nothing)",
+    base: machine,
+    edit: { "source.volumes": [] },
+    field: "spec.source.volumes",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "a recovered workload of zero replicas",
+    base: machine,
+    edit: { "target.overrides": { replicas: 0 } },
+    field: "spec.target.overrides.replicas",
+    allowed: "should be greater than or equal to 1",
+  },
+  {
+    name: "a group of empty lists (no machine, no action)",
+    base: plan,
+    edit: { "groups.0.machines": [], "groups.0.preActions": [] },
+    field: "spec.groups[0].machines",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "an empty list of actions",
+    base: plan,
+    edit: { "groups.1.postActions": [] },
+    field: "spec.groups[1].postActions",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "an action that runs on no run type",
+    base: plan,
+    edit: { "groups.0.preActions.0.runOn": [] },
+    field: "spec.groups[0].preActions[0].runOn",
+    allowed: "should have at least 1 items",
+  },
+  {
+    name: "a webhook URL without a host",
+    base: plan,
+    edit: { "groups.1.postActions.0.webhook.url": "https://" },
+    field: "spec.groups[1].postActions[0].webhook.url",
+    allowed: "URL with a host",
+  },
+  {
+    name: "a webhook URL carrying credentials",
+    base: plan,
+    edit: { "groups.1.postActions.0.webhook.url": "https://ops:hunter2@hooks.example/x" },
+    field: "spec.groups[1].postActions[0].webhook.url",
+    allowed: "must not carry credentials",
+  },
+  {
+    name: "a wait whose timeout is shorter than the wait",
+    base: plan,
+    edit: { "groups.1.postActions.0": { name: "pause", timeout: "10s", wait: { duration: "30s" } } },
+    field: "spec.groups[1].postActions[0].timeout",
+    allowed: "timeout must be longer than wait.duration",
+  },
+  {
+    name: "traffic switched before its machine is recovered",
+    base: plan,
+    edit: { "groups.1.preActions": [{ name: "switch", traffic: { service: "web", machine: "web" } }] },
+    field: "spec.groups[1].preActions",
+    allowed: "cannot switch traffic to a machine of its own group",
+  },
+  {
+    name: "a blank approver",
+    base: failoverRun,
+    edit: { approvals: [{ step: "database/confirm", approvedBy: "   " }] },
+    field: "spec.approvals[0].approvedBy",
+    allowed: "must name who approved",
+  },
+  {
+    name: "a recovery point change on a drill",
+    base: failoverRun,
+    edit: { recoveryPointChanges: [{ select: "LatestAppConsistent" }] },
+    field: "spec.recoveryPointChanges",
+    allowed: "recoveryPointChanges applies only to Planned and Unplanned runs",
+  },
+  {
+    name: "a recovery point change to an id on a plan",
+    base: () => failoverRun("Unplanned"),
+    edit: { recoveryPointChanges: [{ select: "ID", id: "rp-1" }] },
+    field: "spec.recoveryPointChanges",
+    allowed: "select ID needs machineRef",
+  },
 ];
 
 function statusMessage(error: unknown): string {
@@ -604,6 +703,42 @@ describe("API: dr.ksr.io CRDs on a real API server", function () {
         "cannot be set back",
       );
       strictEqual((await stored(planned)).spec.commit, true);
+    });
+
+    it("approvals and recovery point changes cannot be dropped by removing the whole list, nor changed after commit", async () => {
+      const run = await create<Manifest>({
+        ...failoverRun("Unplanned"),
+        metadata: { name: "run-lists" },
+        spec: {
+          ...failoverRun("Unplanned").spec,
+          approvals: [{ step: "database/confirm", approvedBy: "alice" }],
+          recoveryPointChanges: [{ select: "LatestAppConsistent" }],
+        },
+      });
+      const without = (field: string) => {
+        const spec = { ...run.spec };
+        delete spec[field]; // eslint-disable-line @typescript-eslint/no-dynamic-delete
+        return { ...run, spec };
+      };
+      await rejectsUpdate(without("approvals"), "spec.approvals", "can only be added");
+      await rejectsUpdate(without("recoveryPointChanges"), "spec.recoveryPointChanges", "can only be added");
+      await rejectsUpdate(
+        { ...run, spec: { ...run.spec, recoveryPointChanges: [{ select: "Latest" }] } },
+        "spec.recoveryPointChanges",
+        "can only be added",
+      );
+      const committed = (await replace({ ...run, spec: { ...run.spec, commit: true } })) as Manifest;
+      await rejectsUpdate(
+        {
+          ...committed,
+          spec: {
+            ...committed.spec,
+            recoveryPointChanges: [...(committed.spec.recoveryPointChanges as unknown[]), { select: "Latest" }],
+          },
+        },
+        "spec.recoveryPointChanges",
+        "cannot be changed once the failover is committed",
+      );
     });
 
     it("a drill's cleanup cannot be undone", async () => {

@@ -1,0 +1,66 @@
+// traffic: the Service clients use selects the recovered pods of a machine. In a
+// drill a copy of the Service in the drill namespace selects them and production
+// is not touched. A Service in another namespace than the recovered pods (it
+// cannot select them) becomes an ExternalName of the recovered copy, its old spec
+// kept in an annotation for failback.
+import { isAlreadyExists, services } from "../../../runtime/index.js";
+import { drillNamespaceOf } from "../machine.js";
+import type { StepContext, StepExecutor } from "./types.js";
+import { recoveredMachineLabel, serviceCopy } from "./workload.js";
+
+export const originalServiceAnnotation = "dr.ksr.io/service-before-failover";
+
+export const trafficStep: StepExecutor = {
+  async execute({ run, work, machines, client }: StepContext) {
+    const traffic = work.action?.traffic;
+    if (traffic === undefined) return { state: "Failed", message: "the step has no traffic action" };
+    const machine = machines.get(traffic.machine);
+    if (machine === undefined)
+      return { state: "Failed", message: `ProtectedMachine ${traffic.machine} does not exist` };
+    const serviceNamespace = traffic.serviceNamespace ?? run.metadata.namespace ?? "default";
+    const service = await client.get(services, traffic.service, serviceNamespace);
+    if (service === undefined)
+      return { state: "Failed", message: `Service ${serviceNamespace}/${traffic.service} does not exist` };
+    const selector = { ...service.spec?.selector, [recoveredMachineLabel]: traffic.machine };
+    const recoveredNamespace = run.spec.type === "Test" ? drillNamespaceOf(run) : machine.spec.target.namespace;
+    if (run.spec.type === "Test" || recoveredNamespace !== serviceNamespace) {
+      const copy = serviceCopy(service, run, recoveredNamespace, selector);
+      await client.create(services, copy).catch(async (error: unknown) => {
+        if (!isAlreadyExists(error)) throw error;
+        await client.patch(
+          services,
+          { name: traffic.service, namespace: recoveredNamespace },
+          { spec: { selector } },
+          "merge",
+        );
+      });
+      if (run.spec.type === "Test")
+        return {
+          state: "Succeeded",
+          message: `Service ${recoveredNamespace}/${traffic.service} selects the drill's pods`,
+        };
+      const target = `${traffic.service}.${recoveredNamespace}.svc.cluster.local`;
+      if (service.spec?.type !== "ExternalName" || service.spec.externalName !== target)
+        await client.patch(
+          services,
+          { name: traffic.service, namespace: serviceNamespace },
+          {
+            metadata: { annotations: { [originalServiceAnnotation]: JSON.stringify(service.spec ?? {}) } },
+            spec: { type: "ExternalName", externalName: target, selector: null, clusterIP: null, clusterIPs: null },
+          },
+          "merge",
+        );
+      return { state: "Succeeded", message: `Service ${serviceNamespace}/${traffic.service} now points at ${target}` };
+    }
+    await client.patch(
+      services,
+      { name: traffic.service, namespace: serviceNamespace },
+      { spec: { selector } },
+      "merge",
+    );
+    return {
+      state: "Succeeded",
+      message: `Service ${serviceNamespace}/${traffic.service} selects the recovered ${traffic.machine}`,
+    };
+  },
+};
