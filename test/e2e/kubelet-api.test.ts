@@ -11,6 +11,7 @@ import { CoreV1Api, RbacAuthorizationV1Api, type V1Pod } from "@kubernetes/clien
 import { encodeMaskedFrame, opcode } from "../../src/local/node/kubelet-server/websocket.js";
 import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair } from "../../src/pki/certificates.js";
 import { useCluster } from "../fixture/cluster.js";
+import { eventually } from "../fixture/eventually.js";
 import {
   idle,
   podCondition,
@@ -163,7 +164,23 @@ describe("kubelet API on the local nodes (e2e)", function () {
           ],
         },
       });
-      const current = await kubectl(["logs", "restarter"]);
+      // The pod is Running during the first run too, and again before the second run has printed anything.
+      const current = await eventually(
+        "the second run's output",
+        async () => {
+          const restarts = await kubectl([
+            "get",
+            "pod",
+            "restarter",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+          ]);
+          if (Number(restarts.stdout) < 1) return undefined;
+          const logs = await kubectl(["logs", "restarter"]);
+          return logs.stdout === "" ? undefined : logs;
+        },
+        30_000,
+      );
       const previous = await kubectl(["logs", "restarter", "--previous"]);
       assert.deepEqual(
         [current.stdout, previous.stdout],
