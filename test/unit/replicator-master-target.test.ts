@@ -49,11 +49,11 @@ function frame(
 
 const file = (path: string, mode = 0o644): Op => ({
   $case: "make",
-  value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode },
+  value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 },
 });
 const dir = (path: string): Op => ({
   $case: "make",
-  value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode: 0o755 },
+  value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode: 0o755, rdevMajor: 0, rdevMinor: 0 },
 });
 const write = (path: string, offset: number, text: string): Op => ({
   $case: "write",

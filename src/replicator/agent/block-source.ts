@@ -26,6 +26,8 @@ export class BlockSource {
       hashes: new BlockHashes(),
       identity: "",
       ino: "",
+      attributes: "",
+      device: "",
     };
     if (record.identity === statIdentity(stats)) return;
     if (record.size !== size) await this.sender.emit({ $case: "truncate", value: { path: "", size } });
