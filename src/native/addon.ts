@@ -26,7 +26,9 @@ let loaded: NativeAddon | undefined;
 export function nativeAddon(): NativeAddon {
   if (loaded !== undefined) return loaded;
   if (!existsSync(binary))
-    throw new Error(`the native addon ${binary} is missing: run "npm ci" or "npm run build:native" (needs g++ and make)`);
+    throw new Error(
+      `the native addon ${binary} is missing: run "npm ci" or "npm run build:native" (needs g++ and make)`,
+    );
   loaded = createRequire(import.meta.url)(binary) as NativeAddon;
   return loaded;
 }

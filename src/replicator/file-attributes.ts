@@ -94,7 +94,8 @@ export function invalidAttributes(attributes: Attributes): string | undefined {
     const nameBytes = Buffer.byteLength(name);
     if (nameBytes === 0 || nameBytes > maxXattrNameBytes || name.includes("\0"))
       return `extended attribute name ${JSON.stringify(name.slice(0, 60))} must be 1-${maxXattrNameBytes} bytes without NUL`;
-    if (!keptXattr(name)) return `extended attribute ${JSON.stringify(name.slice(0, 60))} is not in a replicated namespace`;
+    if (!keptXattr(name))
+      return `extended attribute ${JSON.stringify(name.slice(0, 60))} is not in a replicated namespace`;
     if (value.length > maxXattrValueBytes)
       return `extended attribute ${name} holds ${value.length} bytes (at most ${maxXattrValueBytes})`;
     if (previous !== undefined && byteOrder(previous, name) >= 0)
@@ -187,7 +188,12 @@ export function isSpecialKind(kind: EntryKind): boolean {
   return fileTypes.some(([special]) => special === kind);
 }
 
-export function specialKind(stats: { isFIFO(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSocket(): boolean }): EntryKind {
+export function specialKind(stats: {
+  isFIFO(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+  isSocket(): boolean;
+}): EntryKind {
   if (stats.isFIFO()) return EntryKind.ENTRY_KIND_FIFO;
   if (stats.isCharacterDevice()) return EntryKind.ENTRY_KIND_CHAR_DEVICE;
   if (stats.isBlockDevice()) return EntryKind.ENTRY_KIND_BLOCK_DEVICE;

@@ -194,7 +194,11 @@ class PointWriter {
     }
   }
 
-  private async applyAttributes(path: string, mode: number | undefined, attributes: Attributes | undefined): Promise<void> {
+  private async applyAttributes(
+    path: string,
+    mode: number | undefined,
+    attributes: Attributes | undefined,
+  ): Promise<void> {
     if (attributes !== undefined) await applyAttributes(path, mode, attributes, this.noteNotKept);
   }
 
@@ -221,7 +225,10 @@ class PointWriter {
     }
     if (entry.attributes !== undefined) {
       const { xattrs, ...rest } = entry.attributes;
-      const saved = { ...rest, xattrs: xattrs.map(({ name, value }): [string, string] => [name, Buffer.from(value).toString("base64")]) };
+      const saved = {
+        ...rest,
+        xattrs: xattrs.map(({ name, value }): [string, string] => [name, Buffer.from(value).toString("base64")]),
+      };
       (this.progress.deferredAttributes ??= []).push([entry.path, entry.mode, saved]);
     }
     this.unsyncedDirectories.add(path);

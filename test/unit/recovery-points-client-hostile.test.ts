@@ -26,7 +26,9 @@ const point = { id: "p", seq: 1, timeUnixMs: 1, consistency: "crash" as const, g
 
 function entry(path: string, kind: EntryKind, fields: Partial<PointEntry> = {}): HydrateReply {
   return {
-    item: { $case: "entry", value: {
+    item: {
+      $case: "entry",
+      value: {
         path,
         kind,
         mode: 0o755,

@@ -32,7 +32,10 @@ const operation: fc.Arbitrary<Change["op"]> = fc.oneof(
           mtimeSec: fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
           mtimeNsec: fc.nat(999_999_999),
           xattrs: fc.array(
-            fc.record({ name: fc.string(), value: fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes)) }),
+            fc.record({
+              name: fc.string(),
+              value: fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes)),
+            }),
           ),
         }),
         { nil: undefined },

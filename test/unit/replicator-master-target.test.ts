@@ -10,6 +10,7 @@ import {
   Codec,
   Consistency,
   EntryKind,
+  type Attributes,
   type Change,
   type Frame,
   type Marker,
@@ -50,6 +51,11 @@ function frame(
 const file = (path: string, mode = 0o644): Op => ({
   $case: "make",
   value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 },
+});
+const makeOf = (path: string) => ({ path, kind: EntryKind.ENTRY_KIND_FILE, mode: 0o644, rdevMajor: 0, rdevMinor: 0 });
+const attributes = (path: string, fields: Partial<Attributes>): Op => ({
+  $case: "setAttributes",
+  value: { path, mode: 0o644, attributes: { uid: 0, gid: 0, mtimeSec: 1, mtimeNsec: 0, xattrs: [], ...fields } },
 });
 const dir = (path: string): Op => ({
   $case: "make",
@@ -178,13 +184,64 @@ describe("replicator master target apply", function () {
       () => frame(1, [file("f"), marker({ consistencyGroup: "g".repeat(257) })]),
       /marker: consistency group/,
     ],
+    [
+      "a make of an unknown kind",
+      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: 99 as EntryKind } }]),
+      /kind 99/,
+    ],
+    [
+      "device numbers on a FIFO",
+      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: EntryKind.ENTRY_KIND_FIFO, rdevMajor: 1 } }]),
+      /only device nodes/,
+    ],
+    ["attributes on a path outside the root", () => frame(1, [attributes("../x", {})]), /'\.\.' components/],
+    [
+      "setAttributes without attributes",
+      () => frame(1, [{ $case: "setAttributes", value: { path: "keep", mode: 0o644, attributes: undefined } }]),
+      /carries no attributes/,
+    ],
+    ["uid -1 (chown's leave-unchanged)", () => frame(1, [attributes("keep", { uid: 0xffffffff })]), /uid 4294967295/],
+    ["nanoseconds of a whole second", () => frame(1, [attributes("keep", { mtimeNsec: 1e9 })]), /nanoseconds/],
+    [
+      "an unsafe mtime",
+      () => frame(1, [attributes("keep", { mtimeSec: 2 ** 60 })]),
+      /larger than Number.MAX_SAFE_INTEGER/,
+    ],
+    [
+      "an xattr outside the replicated namespaces",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: "system.nfs4_acl", value: Buffer.from("x") }] })]),
+      /not in a replicated namespace/,
+    ],
+    [
+      "an oversized xattr value",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: "user.big", value: Buffer.alloc(65537) }] })]),
+      /65537 bytes/,
+    ],
+    [
+      "an xattr name of 256 bytes",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: `user.${"n".repeat(251)}`, value: Buffer.from("x") }] })]),
+      /1-255 bytes/,
+    ],
+    [
+      "unsorted xattrs",
+      () =>
+        frame(1, [
+          attributes("keep", {
+            xattrs: [
+              { name: "user.b", value: Buffer.from("x") },
+              { name: "user.a", value: Buffer.from("x") },
+            ],
+          }),
+        ]),
+      /sorted/,
+    ],
   ];
   for (const [name, make, reason] of hostile) {
     it(`rejects a frame with ${name} and changes nothing`, async () => {
       await writeFile(join(replicaRoot, "keep"), "untouched");
-      const before = await describeTree(replicaRoot);
+      const before = await describeTree(replicaRoot, { metadata: true });
       await assert.rejects(applier.applyFrames([make()]), reason);
-      assert.deepEqual(await describeTree(replicaRoot), before);
+      assert.deepEqual(await describeTree(replicaRoot, { metadata: true }), before);
       assert.equal(applier.appliedSeq, 0);
     });
   }

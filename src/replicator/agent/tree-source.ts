@@ -209,7 +209,10 @@ export class TreeSource {
   ): Promise<void> {
     const mode = permissionMode(stats);
     if (old === undefined) {
-      await this.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode, rdevMajor: 0, rdevMinor: 0 } });
+      await this.emit({
+        $case: "make",
+        value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode, rdevMajor: 0, rdevMinor: 0 },
+      });
       this.touchedDirectories.add(path);
     } else if (this.attributesChanged(path, stats, old)) this.touchedDirectories.add(path);
     const known = old !== undefined;
@@ -277,7 +280,10 @@ export class TreeSource {
     const size = Number(stats.size);
     const emittedBefore = this.emitted;
     if (old === undefined)
-      await this.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 } });
+      await this.emit({
+        $case: "make",
+        value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 },
+      });
     const record: ManifestRecord = old ?? emptyRecord(EntryKind.ENTRY_KIND_FILE, mode);
     if (record.size !== size) await this.emit({ $case: "truncate", value: { path, size } });
     const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter);

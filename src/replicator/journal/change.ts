@@ -17,6 +17,9 @@ export interface MakeOp {
   /** EntryKind: 1 file, 2 directory, 4 FIFO, 5 socket, 6 character and 7 block device. */
   kind: number;
   mode: number;
+  /** Device numbers of a device node (0 otherwise). */
+  rdevMajor: number;
+  rdevMinor: number;
 }
 export interface PathOp {
   path: string;

@@ -165,8 +165,7 @@ const isInteger = (value: unknown): value is number => Number.isSafeInteger(valu
 const isXattrList = (value: unknown): value is [string, string][] =>
   Array.isArray(value) &&
   value.every(
-    (item) =>
-      Array.isArray(item) && item.length === 2 && typeof item[0] === "string" && typeof item[1] === "string",
+    (item) => Array.isArray(item) && item.length === 2 && typeof item[0] === "string" && typeof item[1] === "string",
   );
 
 function decodeAttributes(meta: Record<string, unknown>, where: string): SavedAttributes {

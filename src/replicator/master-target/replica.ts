@@ -5,7 +5,13 @@
 import { constants } from "node:fs";
 import { chmod, link, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { EntryKind, type Attributes, type Change, type MakeEntry, type Marker } from "../../gen/ksr/replication/v1/replication.js";
+import {
+  EntryKind,
+  type Attributes,
+  type Change,
+  type MakeEntry,
+  type Marker,
+} from "../../gen/ksr/replication/v1/replication.js";
 import { fsyncDirectory } from "../durable-fs.js";
 import {
   applyAttributes,
@@ -333,15 +339,11 @@ export class TreeReplica implements Replica {
     }
   }
 
-  private async setAttributes(
-    seq: number,
-    path: string,
-    mode: number,
-    attributes: Attributes,
-  ): Promise<void> {
+  private async setAttributes(seq: number, path: string, mode: number, attributes: Attributes): Promise<void> {
     if (path !== "") await this.checkParent(seq, path);
     // A path a later change removed (replayed after a crash) is skipped: the agent sends attributes right after the entry.
-    if (await applyAttributes(this.absolute(path), mode, attributes, this.unsupported)) this.changedAttributes.add(path);
+    if (await applyAttributes(this.absolute(path), mode, attributes, this.unsupported))
+      this.changedAttributes.add(path);
   }
 
   private async make(seq: number, make: MakeEntry): Promise<void> {
