@@ -8,12 +8,21 @@ import { chmod, lchown, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import fc from "fast-check";
-import { EntryKind } from "../../src/gen/ksr/replication/v1/replication.js";
+import { Consistency, EntryKind } from "../../src/gen/ksr/replication/v1/replication.js";
+import {
+  pointsOf,
+  connectRecoveryPoints,
+  hydrateRemote,
+  listPoints,
+  rollbackTo,
+} from "../../src/replicator/recovery-points-client.js";
+import { operatorCommonName } from "../../src/replicator/tls.js";
 import { nativeAddon } from "../../src/native/addon.js";
 import { makeSpecial } from "../../src/replicator/file-attributes.js";
 import { capabilityValue, makeFidelityTree, sampleAcl, stampTimes } from "../fixture/fidelity-tree.js";
+import { cutNow, createPointsSite, type PointsSite } from "../fixture/points-site.js";
 import { converge, createTestPipeline, type TestPipeline } from "../fixture/replication.js";
-import { treesDiffer } from "../fixture/tree-compare.js";
+import { describeTree, treeDifference, treesDiffer } from "../fixture/tree-compare.js";
 
 const run = promisify(execFile);
 const metadata = { metadata: true };
@@ -172,6 +181,62 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
     } finally {
       agent.stop();
       await running;
+    }
+  });
+});
+
+describe("recovery points keep metadata (remote hydrate and rollback over gRPC)", function () {
+  let site: PointsSite;
+  before(function () {
+    if (process.getuid?.() !== 0) this.skip();
+  });
+  beforeEach(async () => {
+    site = await createPointsSite(["m1"]);
+  });
+  afterEach(() => site.close());
+
+  it("hydrates and rolls back to a point taken before chown, touch, setfattr, mkfifo and rm of a device", async () => {
+    const addon = nativeAddon();
+    const source = site.source("m1");
+    const replicaMatches = () => converge(() => treesDiffer(source, site.replica("m1"), metadata));
+    await makeFidelityTree(source);
+    const agent = await site.startAgent("m1");
+    const barrier = await site.barrierClient(agent.address);
+    assert.equal(await replicaMatches(), "");
+    const before = await describeTree(source, metadata);
+    const first = await cutNow(barrier, { requested: Consistency.CONSISTENCY_CRASH });
+
+    await lchown(join(source, "pgdata"), 0, 0);
+    await chmod(join(source, "bin/setuid"), 0o755);
+    addon.setXattr(join(source, "pgdata/PG_VERSION"), "user.after", Buffer.from("later"));
+    addon.removeXattr(join(source, "shared"), "system.posix_acl_default");
+    makeSpecial(join(source, "pgdata/fifo"), EntryKind.ENTRY_KIND_FIFO, 0o600, noDevice);
+    await rm(join(source, "dev/null"));
+    await writeFile(join(source, "pgdata/base/1/1259"), "rewritten");
+    await stampTimes(source, 1_700_000_000);
+    assert.equal(await replicaMatches(), "");
+    const after = await describeTree(source, metadata);
+    const second = await cutNow(barrier, { requested: Consistency.CONSISTENCY_CRASH });
+    await agent.stop();
+
+    const client = await connectRecoveryPoints(site.masterTargetAddress, site.identity(operatorCommonName));
+    try {
+      const points = pointsOf((await listPoints(client, "m1")).points);
+      const point = (id: string) => points.find((candidate) => candidate.id === id)!;
+      for (const [cut, expected] of [
+        [first, before],
+        [second, after],
+      ] as const) {
+        const remote = join(site.work, `remote-${cut.pointId}`);
+        assert.equal(await hydrateRemote(client, "m1", point(cut.pointId), remote), true);
+        assert.equal(treeDifference(expected, await describeTree(remote, metadata)), "", `remote ${cut.pointId}`);
+        const local = await site.hydrateAt("m1", cut.pointId);
+        assert.equal(treeDifference(expected, await describeTree(local, metadata)), "", `local ${cut.pointId}`);
+      }
+      await rollbackTo(client, "m1", point(first.pointId));
+      assert.equal(treeDifference(before, await describeTree(site.replica("m1"), metadata)), "", "rollback");
+    } finally {
+      client.close();
     }
   });
 });
