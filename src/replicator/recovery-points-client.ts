@@ -204,7 +204,10 @@ class PointWriter {
 
   private async makeSpecial(entry: PointEntry, path: string): Promise<void> {
     try {
-      await replaceWith(path, () => Promise.resolve(makeSpecial(path, entry.kind, entry.mode, entry)));
+      await replaceWith(path, () => {
+        makeSpecial(path, entry.kind, entry.mode, entry);
+        return Promise.resolve();
+      });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EPERM") throw error;
       this.noteNotKept(entry.path, `${EntryKind[entry.kind]} (mknod: EPERM, needs CAP_MKNOD)`);

@@ -61,20 +61,65 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
     const agent = await pipeline.agent({ once: false });
     const running = agent.run();
     const s = (path: string) => join(pipeline.source, path);
-    const changes: [string, () => Promise<void>][] = [
+    const changes: [string, () => Promise<void> | void][] = [
       ["chown of the data directory", () => lchown(s("pgdata"), 70, 70)],
       ["chown of a symlink itself", () => lchown(s("version-link"), 1, 2)],
       ["chmod adding setgid", () => chmod(s("pgdata/PG_VERSION"), 0o2640)],
-      ["touch of a file", async () => addon.setMtime(s("pgdata/PG_VERSION"), 1_000_000_000, 1)],
-      ["touch of a directory", async () => addon.setMtime(s("shared"), 1_000_000_001, 2)],
-      ["touch of the root", async () => addon.setMtime(pipeline.source, 1_000_000_002, 3)],
+      [
+        "touch of a file",
+        () => {
+          addon.setMtime(s("pgdata/PG_VERSION"), 1_000_000_000, 1);
+        },
+      ],
+      [
+        "touch of a directory",
+        () => {
+          addon.setMtime(s("shared"), 1_000_000_001, 2);
+        },
+      ],
+      [
+        "touch of the root",
+        () => {
+          addon.setMtime(pipeline.source, 1_000_000_002, 3);
+        },
+      ],
       ["chown of the root", () => lchown(pipeline.source, 5, 5)],
-      ["setfattr", async () => addon.setXattr(s("linked-a"), "user.new", Buffer.from("value"))],
-      ["setfattr -x", async () => addon.removeXattr(s("shared/tagged"), "user.mime_type")],
-      ["setfacl", async () => addon.setXattr(s("locked"), "system.posix_acl_access", sampleAcl(3, 4))],
-      ["setcap", async () => addon.setXattr(s("bin/setuid"), "security.capability", capabilityValue(12))],
-      ["mkfifo", async () => makeSpecial(s("pgdata/new-fifo"), EntryKind.ENTRY_KIND_FIFO, 0o600, noDevice)],
-      ["mknod", async () => makeSpecial(s("dev/zero"), EntryKind.ENTRY_KIND_CHAR_DEVICE, 0o666, zeroDevice)],
+      [
+        "setfattr",
+        () => {
+          addon.setXattr(s("linked-a"), "user.new", Buffer.from("value"));
+        },
+      ],
+      [
+        "setfattr -x",
+        () => {
+          addon.removeXattr(s("shared/tagged"), "user.mime_type");
+        },
+      ],
+      [
+        "setfacl",
+        () => {
+          addon.setXattr(s("locked"), "system.posix_acl_access", sampleAcl(3, 4));
+        },
+      ],
+      [
+        "setcap",
+        () => {
+          addon.setXattr(s("bin/setuid"), "security.capability", capabilityValue(12));
+        },
+      ],
+      [
+        "mkfifo",
+        () => {
+          makeSpecial(s("pgdata/new-fifo"), EntryKind.ENTRY_KIND_FIFO, 0o600, noDevice);
+        },
+      ],
+      [
+        "mknod",
+        () => {
+          makeSpecial(s("dev/zero"), EntryKind.ENTRY_KIND_CHAR_DEVICE, 0o666, zeroDevice);
+        },
+      ],
       ["a file written, then its mtime put back", () => rewriteKeepingMtime(s("pgdata/base/1/1259"))],
       ["a new directory tree", () => newTree(s("new"))],
     ];
@@ -149,16 +194,19 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
         case "chmod":
           return chmod(path(op.name), op.mode);
         case "touch":
-          return addon.setMtime(path(op.name), op.seconds, op.nanoseconds);
+          addon.setMtime(path(op.name), op.seconds, op.nanoseconds);
+          return;
         case "setfattr":
-          if (op.remove) return addon.removeXattr(path(op.name), op.attribute);
-          return addon.setXattr(path(op.name), op.attribute, values[op.attribute]!);
+          if (op.remove) addon.removeXattr(path(op.name), op.attribute);
+          else addon.setXattr(path(op.name), op.attribute, values[op.attribute]!);
+          return;
         case "write":
           return writeFile(path(op.name), op.text);
         case "remove":
           return rm(path(op.name), { recursive: true, force: true });
         case "mkfifo":
-          return makeSpecial(path(op.name), EntryKind.ENTRY_KIND_FIFO, 0o644, noDevice);
+          makeSpecial(path(op.name), EntryKind.ENTRY_KIND_FIFO, 0o644, noDevice);
+          return;
       }
     };
     const agent = await pipeline.agent({ once: false });

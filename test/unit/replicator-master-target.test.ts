@@ -186,7 +186,7 @@ describe("replicator master target apply", function () {
     ],
     [
       "a make of an unknown kind",
-      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: 99 as EntryKind } }]),
+      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: 99 as unknown as EntryKind } }]),
       /kind 99/,
     ],
     [

@@ -249,8 +249,7 @@ export class TreeSource {
     };
     const replaced = old?.linkTarget !== target;
     if (replaced) await this.emit({ $case: "symlink", value: { path, target } });
-    if (replaced || old === undefined || this.attributesChanged(path, stats, old))
-      await this.sendAttributes(path, stats, record);
+    if (replaced || this.attributesChanged(path, stats, old)) await this.sendAttributes(path, stats, record);
     record.identity = statIdentity(stats);
     record.ino = String(stats.ino);
     this.manifest.set(path, record);
