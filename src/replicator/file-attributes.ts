@@ -135,19 +135,22 @@ export async function applyAttributes(
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw error;
   }
-  const symlink = stats.isSymbolicLink();
-  if (Number(stats.uid) !== attributes.uid || Number(stats.gid) !== attributes.gid) {
+  const attempt = async (what: string, step: () => unknown): Promise<void> => {
     try {
-      await lchown(path, attributes.uid, attributes.gid);
+      await step();
     } catch (error) {
       if (!isUnsupported(error)) throw error;
-      unsupported(path, `owner ${attributes.uid}:${attributes.gid} (${(error as NodeJS.ErrnoException).code})`);
+      unsupported(path, `${what} (${(error as NodeJS.ErrnoException).code})`);
     }
-  }
+  };
+  if (Number(stats.uid) !== attributes.uid || Number(stats.gid) !== attributes.gid)
+    await attempt(`owner ${attributes.uid}:${attributes.gid}`, () => lchown(path, attributes.uid, attributes.gid));
   // After chown, which clears setuid and setgid bits.
-  if (mode !== undefined && !symlink) await chmod(path, mode);
+  if (mode !== undefined && !stats.isSymbolicLink()) await attempt(`mode ${mode.toString(8)}`, () => chmod(path, mode));
   applyXattrs(path, attributes.xattrs, unsupported);
-  nativeAddon().setMtime(path, attributes.mtimeSec, attributes.mtimeNsec);
+  await attempt("mtime", () => {
+    nativeAddon().setMtime(path, attributes.mtimeSec, attributes.mtimeNsec);
+  });
   return true;
 }
 

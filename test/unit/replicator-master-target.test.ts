@@ -4,6 +4,9 @@ import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import {
   ChangeBatch,
@@ -25,6 +28,8 @@ import { describeTree } from "../fixture/tree-compare.js";
 
 type Op = NonNullable<Change["op"]>;
 const machineId = "m1";
+const run = promisify(execFile);
+const emptyDigest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const key = randomBytes(32);
 
 function frame(
@@ -245,6 +250,27 @@ describe("replicator master target apply", function () {
       assert.equal(applier.appliedSeq, 0);
     });
   }
+
+  it("without CAP_MKNOD and CAP_SYS_ADMIN, reports per path what it cannot keep and applies the rest", async function () {
+    const setpriv = await run("setpriv", ["--version"]).catch(() => undefined);
+    if (setpriv === undefined || process.getuid?.() !== 0) this.skip(); // needs root and util-linux's setpriv
+    const child = fileURLToPath(new URL("../fixture/apply-without-capabilities.js", import.meta.url));
+    const { stdout } = await run("setpriv", [
+      "--bounding-set=-mknod,-sys_admin",
+      "--",
+      process.execPath,
+      child,
+      replicaRoot,
+    ]);
+    assert.deepEqual(JSON.parse(stdout), [
+      "null: ENTRY_KIND_CHAR_DEVICE (mknod: EPERM, the master target needs CAP_MKNOD)",
+      "f: extended attribute trusted.t (EPERM)",
+    ]);
+    const kept = await describeTree(replicaRoot, { metadata: true });
+    assert.equal(kept.get("f"), `file 640 0 ${emptyDigest} owner 999:999 mtime 1600000000000000005 xattrs user.u=dQ==`);
+    assert.match(kept.get("fifo") ?? "", /^special 4 0:0 600 /, "FIFOs need no capability");
+    assert.equal(kept.has("null"), false);
+  });
 
   it("syncs a batch in which a changed directory was replaced by a file (regression: ENOTDIR)", async () => {
     await applier.applyFrames([

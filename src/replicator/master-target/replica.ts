@@ -342,8 +342,10 @@ export class TreeReplica implements Replica {
   private async setAttributes(seq: number, path: string, mode: number, attributes: Attributes): Promise<void> {
     if (path !== "") await this.checkParent(seq, path);
     // A path a later change removed (replayed after a crash) is skipped: the agent sends attributes right after the entry.
-    if (await applyAttributes(this.absolute(path), mode, attributes, this.unsupported))
-      this.changedAttributes.add(path);
+    const report: Unsupported = (_absolute, what) => {
+      this.unsupported(path, what);
+    };
+    if (await applyAttributes(this.absolute(path), mode, attributes, report)) this.changedAttributes.add(path);
   }
 
   private async make(seq: number, make: MakeEntry): Promise<void> {
