@@ -14,16 +14,7 @@ import { makeSpecial } from "../src/replicator/file-attributes.js";
 import { LocalPipeline } from "../src/replicator/local-pipeline.js";
 import { makeFidelityTree, sampleAcl, stampTimes } from "../test/fixture/fidelity-tree.js";
 import { describeTree, treeDifference } from "../test/fixture/tree-compare.js";
-
-export interface FidelityResult {
-  scenario: string;
-  bytes: number;
-  seconds: number;
-  baseline: string;
-  baselineSeconds: number;
-  ratio: number;
-  [extra: string]: string | number;
-}
+import type { ScenarioResult } from "./replication.js";
 
 /** Directories of small files, every one with its own owner, an xattr, some with ACLs, FIFOs between. */
 async function makeMetadataTree(root: string, scale: number): Promise<{ bytes: number; entries: number }> {
@@ -64,7 +55,7 @@ function timed(work: () => void): number {
 }
 
 /** The scenario, in a work directory of the caller's (replication.ts runs it too). */
-export async function fidelityScenario(work: string, scale: number): Promise<FidelityResult> {
+export async function fidelityScenario(work: string, scale: number): Promise<ScenarioResult> {
   const source = join(work, "fidelity-source");
   const { bytes, entries } = await makeMetadataTree(source, scale);
   execFileSync("sync");
@@ -109,7 +100,7 @@ export async function fidelityScenario(work: string, scale: number): Promise<Fid
 export async function run(): Promise<void> {
   const scale = Number(process.env.KSR_BENCH_SCALE ?? "1");
   const work = await mkdtemp(join(tmpdir(), "ksr-bench-fidelity-"));
-  let result: FidelityResult;
+  let result: ScenarioResult;
   try {
     result = await fidelityScenario(work, scale);
   } finally {

@@ -10,7 +10,7 @@ import type { AgentProgress } from "../src/replicator/agent/agent.js";
 import { LocalPipeline, type PipelineOptions } from "../src/replicator/local-pipeline.js";
 import { fidelityScenario } from "./fidelity.js";
 
-interface ScenarioResult {
+export interface ScenarioResult {
   scenario: string;
   bytes: number;
   seconds: number;

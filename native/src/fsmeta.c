@@ -42,33 +42,55 @@ static int get_uint32(napi_env env, napi_value value, const char *what, uint32_t
   return 1;
 }
 
+typedef ssize_t (*sized_query)(const char *path, const char *name, void *buffer, size_t size);
+
+static ssize_t query_names(const char *path, const char *name, void *buffer, size_t size) {
+  (void)name;
+  return llistxattr(path, buffer, size);
+}
+
+static ssize_t query_value(const char *path, const char *name, void *buffer, size_t size) {
+  return lgetxattr(path, name, buffer, size);
+}
+
+/* Asks for the size, then reads; retried when the value grew in between (ERANGE). On success
+ * *out is malloc'ed (the caller frees it); -1 with errno set otherwise. */
+static ssize_t read_sized(sized_query query, const char *path, const char *name, void **out) {
+  *out = NULL;
+  for (;;) {
+    ssize_t size = query(path, name, NULL, 0);
+    if (size < 0) return -1;
+    void *buffer = malloc(size > 0 ? (size_t)size : 1);
+    if (buffer == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ssize_t got = query(path, name, buffer, (size_t)size);
+    if (got >= 0) {
+      *out = buffer;
+      return got;
+    }
+    int error = errno;
+    free(buffer);
+    errno = error;
+    if (error != ERANGE) return -1;
+  }
+}
+
 /* llistxattr(path) -> string[] */
 static napi_value list_xattrs(napi_env env, napi_callback_info info) {
   args_t args;
   if (!get_args(env, info, 1, &args)) return NULL;
   char *path = ksr_string_arg(env, args.values[0], "path");
   if (path == NULL) return NULL;
-  char *names = NULL;
-  ssize_t size;
-  for (;;) {
-    size = llistxattr(path, NULL, 0);
-    if (size < 0) break;
-    free(names);
-    names = malloc(size > 0 ? (size_t)size : 1);
-    if (names == NULL) {
-      free(path);
-      napi_throw_error(env, NULL, "out of memory");
-      return NULL;
-    }
-    size = llistxattr(path, names, (size_t)size);
-    if (size >= 0 || errno != ERANGE) break; /* ERANGE: attributes were added meanwhile */
-  }
+  void *buffer;
+  ssize_t size = read_sized(query_names, path, NULL, &buffer);
   if (size < 0) {
     ksr_throw_errno(env, errno, "llistxattr", path);
-    free(names);
     free(path);
     return NULL;
   }
+  const char *names = buffer;
   napi_value result;
   napi_create_array(env, &result);
   uint32_t index = 0;
@@ -79,38 +101,29 @@ static napi_value list_xattrs(napi_env env, napi_callback_info info) {
     napi_set_element(env, result, index++, name);
     at += (ssize_t)length + 1;
   }
-  free(names);
+  free(buffer);
   free(path);
   return result;
+}
+
+/* The path and attribute name arguments, heap copies the caller frees; 0 after throwing. */
+static int path_and_name(napi_env env, const args_t *args, char **path, char **name) {
+  *path = ksr_string_arg(env, args->values[0], "path");
+  if (*path == NULL) return 0;
+  *name = ksr_string_arg(env, args->values[1], "name");
+  if (*name != NULL) return 1;
+  free(*path);
+  return 0;
 }
 
 /* lgetxattr(path, name) -> Buffer, or null when the attribute does not exist */
 static napi_value get_xattr(napi_env env, napi_callback_info info) {
   args_t args;
-  if (!get_args(env, info, 2, &args)) return NULL;
-  char *path = ksr_string_arg(env, args.values[0], "path");
-  if (path == NULL) return NULL;
-  char *name = ksr_string_arg(env, args.values[1], "name");
-  if (name == NULL) {
-    free(path);
-    return NULL;
-  }
+  char *path, *name;
+  if (!get_args(env, info, 2, &args) || !path_and_name(env, &args, &path, &name)) return NULL;
   napi_value result = NULL;
-  void *value = NULL;
-  ssize_t size;
-  for (;;) {
-    size = lgetxattr(path, name, NULL, 0);
-    if (size < 0) break;
-    free(value);
-    value = malloc(size > 0 ? (size_t)size : 1);
-    if (value == NULL) {
-      errno = ENOMEM;
-      size = -1;
-      break;
-    }
-    size = lgetxattr(path, name, value, (size_t)size);
-    if (size >= 0 || errno != ERANGE) break;
-  }
+  void *value;
+  ssize_t size = read_sized(query_value, path, name, &value);
   if (size >= 0) {
     void *data;
     napi_create_buffer_copy(env, (size_t)size, value, &data, &result);
@@ -135,13 +148,10 @@ static napi_value set_xattr(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "value must be a Buffer");
     return NULL;
   }
-  char *path = ksr_string_arg(env, args.values[0], "path");
-  if (path == NULL) return NULL;
-  char *name = ksr_string_arg(env, args.values[1], "name");
-  if (name != NULL) {
-    if (lsetxattr(path, name, value, size, 0) != 0) ksr_throw_errno(env, errno, "lsetxattr", path);
-    free(name);
-  }
+  char *path, *name;
+  if (!path_and_name(env, &args, &path, &name)) return NULL;
+  if (lsetxattr(path, name, value, size, 0) != 0) ksr_throw_errno(env, errno, "lsetxattr", path);
+  free(name);
   free(path);
   return NULL;
 }
@@ -149,14 +159,10 @@ static napi_value set_xattr(napi_env env, napi_callback_info info) {
 /* lremovexattr(path, name); a missing attribute is not an error */
 static napi_value remove_xattr(napi_env env, napi_callback_info info) {
   args_t args;
-  if (!get_args(env, info, 2, &args)) return NULL;
-  char *path = ksr_string_arg(env, args.values[0], "path");
-  if (path == NULL) return NULL;
-  char *name = ksr_string_arg(env, args.values[1], "name");
-  if (name != NULL) {
-    if (lremovexattr(path, name) != 0 && errno != ENODATA) ksr_throw_errno(env, errno, "lremovexattr", path);
-    free(name);
-  }
+  char *path, *name;
+  if (!get_args(env, info, 2, &args) || !path_and_name(env, &args, &path, &name)) return NULL;
+  if (lremovexattr(path, name) != 0 && errno != ENODATA) ksr_throw_errno(env, errno, "lremovexattr", path);
+  free(name);
   free(path);
   return NULL;
 }

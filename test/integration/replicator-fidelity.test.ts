@@ -21,8 +21,9 @@ import { nativeAddon } from "../../src/native/addon.js";
 import { makeSpecial } from "../../src/replicator/file-attributes.js";
 import { capabilityValue, makeFidelityTree, sampleAcl, stampTimes } from "../fixture/fidelity-tree.js";
 import { cutNow, createPointsSite, type PointsSite } from "../fixture/points-site.js";
-import { converge, createTestPipeline, type TestPipeline } from "../fixture/replication.js";
+import { converge, removeTestPipeline, startTestPipeline, type TestPipeline } from "../fixture/replication.js";
 import { describeTree, treeDifference, treesDiffer } from "../fixture/tree-compare.js";
+import { propertyRuns } from "../fixture/property-runs.js";
 
 const run = promisify(execFile);
 const metadata = { metadata: true };
@@ -38,14 +39,9 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
     });
   });
   beforeEach(async () => {
-    pipeline = await createTestPipeline();
-    await pipeline.startMasterTarget();
-    await pipeline.startProcessServer();
+    pipeline = await startTestPipeline();
   });
-  afterEach(async () => {
-    await pipeline.close();
-    await rm(pipeline.work, { recursive: true, force: true });
-  });
+  afterEach(() => removeTestPipeline(pipeline));
 
   it("the initial copy equals rsync's copy of the same tree, field by field", async () => {
     await makeFidelityTree(pipeline.source);
@@ -219,12 +215,7 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
           const difference = await converge(() => treesDiffer(pipeline.source, pipeline.target, metadata));
           assert.equal(difference, "", `${difference}\n${pipeline.warnings.join("\n")}`);
         }),
-        {
-          numRuns: 10,
-          ...(process.env.KSR_FC_SEED === undefined
-            ? {}
-            : { seed: Number(process.env.KSR_FC_SEED), path: process.env.KSR_FC_PATH }),
-        },
+        propertyRuns(10),
       );
     } finally {
       agent.stop();

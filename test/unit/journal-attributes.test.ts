@@ -14,6 +14,7 @@ import { makeSite, openJournal, removeSite, type JournalSite } from "../fixture/
 import { make, marker, write } from "../fixture/journal-ops.js";
 import { TestReplica } from "../fixture/journal-replica.js";
 import { describeTree, treeDifference } from "../fixture/tree-compare.js";
+import { propertyRuns } from "../fixture/property-runs.js";
 
 const setAttributes = (path: string, mode: number, attributes: Partial<Attributes>): JournalOp => ({
   $case: "setAttributes",
@@ -232,12 +233,7 @@ describe("journal: attributes at recovery points", function () {
         }
         await assertPointsMaterialise(site, journal, history);
       }),
-      {
-        numRuns: 25,
-        ...(process.env.KSR_FC_SEED === undefined
-          ? {}
-          : { seed: Number(process.env.KSR_FC_SEED), path: process.env.KSR_FC_PATH }),
-      },
+      propertyRuns(25),
     );
   });
 });

@@ -220,6 +220,21 @@ export class Manifest {
   }
 }
 
+/** A record of an entry the replica does not hold yet. */
+export function emptyRecord(kind: EntryKind, mode: number): ManifestRecord {
+  return {
+    kind,
+    mode,
+    size: 0,
+    linkTarget: "",
+    hashes: new BlockHashes(),
+    identity: "",
+    ino: "",
+    attributes: "",
+    device: "",
+  };
+}
+
 /** The manifest's form of a device node's numbers ("" for every other kind). */
 export function deviceKey(device: { rdevMajor: number; rdevMinor: number }): string {
   return device.rdevMajor === 0 && device.rdevMinor === 0 ? "" : `${device.rdevMajor}:${device.rdevMinor}`;

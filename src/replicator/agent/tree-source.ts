@@ -7,30 +7,23 @@ import { open, readdir, readlink } from "node:fs/promises";
 import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
-import { BlockHashes, blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
+import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
 import { forEachBlock } from "../durable-fs.js";
 import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
 import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
-import { deviceKey, sameObjectMoved, statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
+import {
+  deviceKey,
+  emptyRecord,
+  sameObjectMoved,
+  statIdentity,
+  type Manifest,
+  type ManifestRecord,
+} from "./manifest.js";
 import type { ChangeSender } from "./sender.js";
 
 type Operation = NonNullable<Change["op"]>;
 type Emitter = Pick<ChangeSender, "emit">;
-
-function emptyRecord(kind: EntryKind, mode: number): ManifestRecord {
-  return {
-    kind,
-    mode,
-    size: 0,
-    linkTarget: "",
-    hashes: new BlockHashes(),
-    identity: "",
-    ino: "",
-    attributes: "",
-    device: "",
-  };
-}
 
 export class TreeSource {
   /** Directories changed inside during this round: their attributes are sent when it ends. */
