@@ -2,7 +2,7 @@
 // touch, a setfattr or an ACL change hydrates and rolls back to the old owner, mtime (to the
 // nanosecond) and xattrs, directories and the replica root included, FIFOs and devices too.
 import { strict as assert } from "node:assert";
-import { lstat, readdir, rm } from "node:fs/promises";
+import { lstat, mkdtemp, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import fc from "fast-check";
 import { EntryKind, type Attributes } from "../../src/gen/ksr/replication/v1/replication.js";
@@ -130,6 +130,38 @@ describe("journal: attributes at recovery points", function () {
     assert.deepEqual([restored.uid, restored.gid, restored.mtimeNs], [999n, 999n, 1_600_000_000_123_456_789n]);
     assert.ok((await lstat(join(site.replicaRoot, "pgdata/fifo"))).isFIFO());
     assert.deepEqual((await readdir(join(site.replicaRoot, "pgdata"))).sort(), ["PG_VERSION", "fifo"]);
+  });
+
+  it("a journal on another filesystem than the replica keeps a removed tree's owners, mtimes and xattrs", async function () {
+    const elsewhere = await mkdtemp(join("/dev/shm", "ksr-journal-")).catch(() => undefined);
+    if (elsewhere === undefined) this.skip(); // needs a second filesystem (tmpfs at /dev/shm)
+    await journal.close();
+    site = { ...site, journalDir: join(elsewhere, "journal") };
+    journal = await openJournal(site);
+    try {
+      const history = new History(site, journal);
+      const owned = { uid: 999, gid: 998, mtimeSec: 1_600_000_000, mtimeNsec: 7 };
+      for (const op of [
+        make("tree", EntryKind.ENTRY_KIND_DIRECTORY, 0o700),
+        make("tree/file", EntryKind.ENTRY_KIND_FILE, 0o600),
+        write("tree/file", 0, "kept"),
+        special("tree/fifo", EntryKind.ENTRY_KIND_FIFO),
+        setAttributes("tree/file", 0o640, { ...owned, xattrs: [{ name: "trusted.k", value: Buffer.from("v") }] }),
+        setAttributes("tree/fifo", 0o600, owned),
+        setAttributes("tree", 0o700, owned),
+        marker("before", 1000),
+        { $case: "remove", value: { path: "tree" } },
+        marker("after", 2000),
+      ] satisfies JournalOp[])
+        await history.apply(op);
+      await history.close();
+      await assertPointsMaterialise(site, journal, history);
+      assert.equal((await lstat(join(site.replicaRoot, "tree/file"))).uid, 999);
+    } finally {
+      await journal.close();
+      await rm(elsewhere, { recursive: true, force: true });
+      journal = await openJournal({ ...site, journalDir: join(site.base, "journal") });
+    }
   });
 
   it("property: random metadata and namespace changes hydrate and roll back to every point exactly", async () => {

@@ -272,6 +272,23 @@ describe("replicator master target apply", function () {
     assert.equal(kept.has("null"), false);
   });
 
+  it("never writes into a FIFO or device node the stream made (its content would go to the device)", async () => {
+    const device = { ...makeOf("null"), kind: EntryKind.ENTRY_KIND_CHAR_DEVICE, rdevMajor: 1, rdevMinor: 3 };
+    const fifo = { ...makeOf("fifo"), kind: EntryKind.ENTRY_KIND_FIFO };
+    for (const [make, path] of [
+      [device, "null"],
+      [fifo, "fifo"],
+    ] as const) {
+      await applier.close();
+      await rm(join(work, "applied"), { force: true });
+      applier = await openApplier();
+      await assert.rejects(
+        applier.applyFrames([frame(1, [{ $case: "make", value: make }, write(path, 0, "to the device")])]),
+        /is a special file in the replica; refusing to open it/,
+      );
+    }
+  });
+
   it("syncs a batch in which a changed directory was replaced by a file (regression: ENOTDIR)", async () => {
     await applier.applyFrames([
       frame(1, [

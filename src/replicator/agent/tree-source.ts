@@ -3,12 +3,13 @@
 // hard links are recognised by inode so their content is not sent again. An entry's attributes
 // (owner, mode, mtime, xattrs) follow its content; a directory's follow, at the end of the round,
 // every change made inside it, since each of those changes the replica directory's mtime.
-import { open, readdir, readlink } from "node:fs/promises";
+import { readdir, readlink } from "node:fs/promises";
+import { constants } from "node:fs";
 import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
 import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
-import { forEachBlock } from "../durable-fs.js";
+import { forEachBlock, openRegularFile } from "../durable-fs.js";
 import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
 import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
@@ -335,7 +336,7 @@ export async function sendChangedBlocks(
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
   let handle;
   try {
-    handle = await open(file, "r");
+    handle = await openRegularFile(file, constants.O_RDONLY);
   } catch {
     return false;
   }

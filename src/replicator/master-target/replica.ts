@@ -12,7 +12,7 @@ import {
   type MakeEntry,
   type Marker,
 } from "../../gen/ksr/replication/v1/replication.js";
-import { fsyncDirectory } from "../durable-fs.js";
+import { fsyncDirectory, openRegularFile } from "../durable-fs.js";
 import {
   applyAttributes,
   deviceNumbers,
@@ -287,12 +287,17 @@ export class TreeReplica implements Replica {
     if (cached !== undefined) return cached;
     await this.checkParent(seq, path);
     if (this.openFiles.size >= maxOpenFiles) await this.closeFiles(() => true);
-    const flags = constants.O_WRONLY | constants.O_NOFOLLOW | (createMode === undefined ? 0 : constants.O_CREAT);
+    const flags = constants.O_WRONLY | (createMode === undefined ? 0 : constants.O_CREAT);
+    // A device node at the path is never opened: writing "content" into it would write the device.
+    const existing = await lstat(this.absolute(path)).catch(() => undefined);
+    if (existing !== undefined && !existing.isFile() && !existing.isDirectory() && !existing.isSymbolicLink())
+      throw new ApplyError(seq, `"${path}" is a special file in the replica; refusing to open it`);
     let handle: FileHandle;
     try {
-      handle = await open(this.absolute(path), flags, createMode);
+      handle = await openRegularFile(this.absolute(path), flags, createMode);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOTREGULAR") throw new ApplyError(seq, `"${path}" is not a regular file in the replica`);
       if (code === "ELOOP") throw new ApplyError(seq, `"${path}" is a symlink in the replica; refusing to follow it`);
       if (code === "ENOENT") throw new ApplyError(seq, `"${path}" does not exist in the replica`);
       if (code === "EISDIR") throw new ApplyError(seq, `"${path}" is a directory in the replica`);
