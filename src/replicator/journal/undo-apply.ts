@@ -127,8 +127,19 @@ export class UndoApplier {
     if ((await lstatOrUndefined(source)) === undefined) return; // restored already, or never moved
     if (!(await this.parentsUsable(path))) return;
     await this.removeTree(path);
-    if (this.placement === "move") await rename(source, this.at(path));
-    else await copyTree(source, this.at(path), this.links, this.keepNote);
+    if (this.placement === "copy") {
+      await copyTree(source, this.at(path), this.links, this.keepNote);
+      return;
+    }
+    try {
+      await rename(source, this.at(path));
+    } catch (error) {
+      // The journal is on another filesystem than the replica: copy back, then drop the object
+      // (an interruption in between copies again, since the object is still there).
+      if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+      await copyTree(source, this.at(path), new LinkMap(), this.keepNote);
+      await rm(source, { recursive: true, force: true });
+    }
   }
 
   private async renameBack(from: string, to: string): Promise<void> {
