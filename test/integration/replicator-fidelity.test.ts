@@ -4,6 +4,7 @@
 // ACL change alone replicates) and after a resync. Needs root and rsync.
 import { strict as assert } from "node:assert";
 import { execFile } from "node:child_process";
+import { constants } from "node:fs";
 import { chmod, lchown, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -197,7 +198,10 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
           else addon.setXattr(path(op.name), op.attribute, values[op.attribute]!);
           return;
         case "write":
-          return writeFile(path(op.name), op.text);
+          // Non-blocking: writing a FIFO without a reader would hang a thread of the shared pool.
+          return writeFile(path(op.name), op.text, {
+            flag: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NONBLOCK,
+          });
         case "remove":
           return rm(path(op.name), { recursive: true, force: true });
         case "mkfifo":
