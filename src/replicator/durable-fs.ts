@@ -12,6 +12,18 @@ export async function fsyncDirectory(path: string): Promise<void> {
   }
 }
 
+/**
+ * Opens a regular file, never blocking on a FIFO nor following a symlink (O_NONBLOCK, O_NOFOLLOW);
+ * anything else at the path (a FIFO, socket or device replaced it) is closed again and refused
+ * with code ENOTREGULAR, so no device is ever read or written as if it were file content.
+ */
+export async function openRegularFile(path: string, flags: number, mode?: number): Promise<FileHandle> {
+  const handle = await open(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
+  if ((await handle.stat()).isFile()) return handle;
+  await handle.close();
+  throw Object.assign(new Error(`${path} is not a regular file`), { code: "ENOTREGULAR" });
+}
+
 const readChunkBytes = 4 * 1024 * 1024;
 
 /**

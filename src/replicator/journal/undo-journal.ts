@@ -1,10 +1,10 @@
 // The master target's undo journal: before a change touches the replica, whatever it destroys is
 // appended to the journal and made durable; markers become recovery points. Content at point P is
 // the replica with every record newer than P undone, newest first.
-import { constants } from "node:fs";
-import { cp, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ChangeCapturer, IntervalState, type Capture } from "./capture.js";
+import { copyTree, LinkMap } from "./copy-tree.js";
 import { changesNamespace, type ChangeJournal, type JournalChange } from "./change.js";
 import { fsyncDirectory } from "../durable-fs.js";
 import { exists, lstatOrUndefined, writeFileAtomic } from "./durable.js";
@@ -187,6 +187,7 @@ export class UndoJournal implements ChangeJournal {
     for (const move of capture.moves) await this.moveIntoJournal(replicaRoot, move.path, move.object);
     if (capture.remember !== undefined)
       this.interval.remember(capture.remember.path, capture.remember.baseSize, capture.remember.blocks);
+    if (capture.rememberAttributes !== undefined) this.interval.rememberAttributes(capture.rememberAttributes);
   }
 
   private async recordPoint(seq: number, marker: Parameters<typeof pointFromMarker>[1]): Promise<void> {
@@ -207,11 +208,8 @@ export class UndoJournal implements ChangeJournal {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
       await rm(`${destination}.partial`, { recursive: true, force: true });
-      await cp(source, `${destination}.partial`, {
-        recursive: true,
-        verbatimSymlinks: true,
-        mode: constants.COPYFILE_FICLONE,
-      });
+      // Owners, mtimes and xattrs go along (as in a rename); a journal volume refusing some is not fatal.
+      await copyTree(source, `${destination}.partial`, new LinkMap(), () => undefined);
       await rename(`${destination}.partial`, destination);
     }
     await fsyncDirectory(join(this.directory, "objects"));
