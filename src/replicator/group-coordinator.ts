@@ -36,7 +36,7 @@ export interface CoordinatorLog {
 }
 
 /** One member agent reached over its Barrier service. */
-class RemoteMember implements GroupMember {
+export class RemoteMember implements GroupMember {
   readonly machineId: string;
   private readonly address: string;
 
@@ -46,6 +46,8 @@ class RemoteMember implements GroupMember {
     private readonly requested: PointConsistency,
     private readonly timing: { callTimeoutMs: number; holdTimeoutMs: number },
     private readonly log: CoordinatorLog,
+    /** The caller quiesced the members' applications itself (the operator's exec hooks). */
+    private readonly quiescedByCaller = false,
   ) {
     this.machineId = member.machineId;
     this.address = member.address;
@@ -77,6 +79,7 @@ class RemoteMember implements GroupMember {
       cutId,
       requested: this.requested === "app" ? Consistency.CONSISTENCY_APP : Consistency.CONSISTENCY_CRASH,
       holdTimeoutMs: this.timing.holdTimeoutMs,
+      quiescedByCaller: this.quiescedByCaller,
     });
     this.reportHooks(cutId, reply.hooks);
     if (reply.machineId !== this.machineId)

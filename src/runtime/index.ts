@@ -1,6 +1,7 @@
 // src/runtime: the project's small controller-runtime. Controllers import from here.
 export * from "./objects.js";
 export * from "./kube-client.js";
+export { ExecError, type ExecResult, type ExecTarget } from "./pod-exec.js";
 export * from "./resources.js";
 export * from "./informer.js";
 export * from "./cache.js";

@@ -6,6 +6,8 @@ import { Agent, request, type RequestOptions } from "node:https";
 import type { IncomingMessage, OutgoingHttpHeaders } from "node:http";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { apiVersionOf, type KubeObject, type ResourceType } from "./objects.js";
+import { pods } from "./workload-resources.js";
+import { runExec, type ExecResult, type ExecTarget } from "./pod-exec.js";
 
 /** A failed API call, carrying the HTTP status and the Status reason the server gave. */
 export class ApiError extends Error {
@@ -76,7 +78,7 @@ export interface KubeClientOptions {
 interface RawRequest {
   method: string;
   path: string;
-  query?: Record<string, string | undefined>;
+  query?: Record<string, string | readonly string[] | undefined>;
   body?: unknown;
   contentType?: string;
 }
@@ -262,6 +264,23 @@ export class KubeClient {
     return startWatch(requestOptions, onEvent, this.requestTimeoutMs);
   }
 
+  /**
+   * Runs a command in a pod's container through pods/exec (what kubectl exec does) and resolves
+   * with its exit code and the tails of its output; rejects with ExecError when it could not run
+   * or did not end within timeoutMs. Fenced like every other request.
+   */
+  async exec(target: ExecTarget, command: readonly string[], options: { timeoutMs: number }): Promise<ExecResult> {
+    const what = `exec in ${target.namespace}/${target.pod} (container ${target.container})`;
+    if (this.fenceDown()) throw new FencedError(what);
+    const requestOptions = await this.requestOptions({
+      method: "GET",
+      path: `${resourcePath(pods, target.namespace, target.pod)}/exec`,
+      query: { container: target.container, command, stdout: "true", stderr: "true" },
+    });
+    if (this.fenceDown()) throw new FencedError(what);
+    return runExec(requestOptions, options.timeoutMs, this.fence);
+  }
+
   private async json<T>(raw: RawRequest): Promise<T> {
     const what = `${raw.method} ${raw.path}`;
     if (this.fenceDown()) throw new FencedError(what);
@@ -287,7 +306,8 @@ export class KubeClient {
     await this.kubeConfig.applyToHTTPSOptions(options);
     const url = new URL(this.server.href.replace(/\/$/, "") + raw.path);
     for (const [key, value] of Object.entries(raw.query ?? {}))
-      if (value !== undefined) url.searchParams.set(key, value);
+      if (typeof value === "string") url.searchParams.set(key, value);
+      else for (const item of value ?? []) url.searchParams.append(key, item);
     options.method = raw.method;
     options.hostname = url.hostname;
     options.port = url.port;

@@ -156,6 +156,7 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
         cutId: "abandoned",
         requested: Consistency.CONSISTENCY_APP,
         holdTimeoutMs: 1500,
+        quiescedByCaller: false,
       });
       assert.equal(held.consistency, Consistency.CONSISTENCY_APP);
       assert.deepEqual(await traced(trace), ["freeze"]);
@@ -185,6 +186,39 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       );
       assert.equal(late?.code, status.FAILED_PRECONDITION);
       assert.equal(site.journal("m1").points().length, 0);
+    });
+
+    it("takes a quiet app hold the caller quiesced as app without hooks of its own, and never a crash request", async () => {
+      const running = await site.startAgent("m1");
+      const client = await site.barrierClient(running.address);
+      const hold = (cutId: string, requested: Consistency, quiescedByCaller: boolean) =>
+        barrierCall<HoldRequest, HoldReply>(client.hold.bind(client), {
+          cutId,
+          requested,
+          holdTimeoutMs: 10_000,
+          quiescedByCaller,
+        });
+      const release = (cutId: string) => barrierCall(client.release.bind(client), { cutId });
+      const cases: [string, Consistency, boolean, Consistency][] = [
+        ["by-caller", Consistency.CONSISTENCY_APP, true, Consistency.CONSISTENCY_APP],
+        // Without the caller's quiesce and without hooks, nothing was quiesced: never app.
+        ["no-hooks", Consistency.CONSISTENCY_APP, false, Consistency.CONSISTENCY_BEST_EFFORT],
+        // The flag does not upgrade a cut nobody asked to be app.
+        ["crash-asked", Consistency.CONSISTENCY_CRASH, true, Consistency.CONSISTENCY_BEST_EFFORT],
+      ];
+      for (const [cutId, requested, byCaller, expected] of cases) {
+        const held = await hold(cutId, requested, byCaller);
+        // A lone member's hold counts as a group member: only app survives as itself.
+        assert.equal(held.consistency, expected, cutId);
+        const marked = await barrierCall<MarkRequest, MarkReply>(client.mark.bind(client), {
+          cutId,
+          marker: { id: cutId, consistency: requested, timeUnixMs: Date.now(), consistencyGroup: "" },
+        });
+        await release(cutId);
+        const recorded = site.journal("m1").point(cutId).consistency;
+        assert.equal(recorded, requested === Consistency.CONSISTENCY_APP && byCaller ? "app" : "crash", cutId);
+        assert.ok(marked.seq > 0);
+      }
     });
 
     it("serves the Barrier service only to the coordinator and the operator", async () => {

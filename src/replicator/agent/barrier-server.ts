@@ -69,6 +69,7 @@ export async function startBarrierServer(options: {
         const held = await points.hold(request.cutId, requested(request.requested), {
           timeoutMs: holdTimeout(request.holdTimeoutMs),
           group: true,
+          quiescedByCaller: request.quiescedByCaller,
         });
         return {
           machineId: options.machineId,

@@ -116,6 +116,12 @@ export interface HoldOptions {
   timeoutMs: number;
   /** A consistency group's barrier (not this machine's own point). */
   group: boolean;
+  /**
+   * The caller quiesced the application itself (the operator runs exec hooks in the workload's
+   * containers, which the agent cannot: it holds no API credentials) and keeps it quiesced until
+   * the release: an app cut then needs no hooks of the agent's own.
+   */
+  quiescedByCaller?: boolean;
 }
 
 export class PointCutter {
@@ -150,8 +156,9 @@ export class PointCutter {
     waitMs: number;
   }> {
     if (this.held !== undefined) throw new CutStateError(`cut ${this.held.id} is still held; try again later`);
-    const hooks = requested === "app" ? this.hooks : [];
-    const appRequested = requested === "app" && hooks.length > 0;
+    const byCaller = requested === "app" && options.quiescedByCaller === true;
+    const hooks = requested === "app" && !byCaller ? this.hooks : [];
+    const appRequested = requested === "app" && (hooks.length > 0 || byCaller);
     const reached = deferred<PointConsistency>();
     const released = deferred<undefined>();
     const cut: HeldCut = {
@@ -254,10 +261,14 @@ export class PointCutter {
   }
 
   /** One point of this machine now: hold, mark, release. */
-  async cut(requested: PointConsistency, waitApplied: boolean): Promise<PointReport> {
+  async cut(requested: PointConsistency, waitApplied: boolean, quiescedByCaller = false): Promise<PointReport> {
     const timeUnixMs = Date.now();
     const id = `${this.machineId}-${timeUnixMs}-${++this.cuts}`;
-    const { consistency, waitMs } = await this.hold(id, requested, { timeoutMs: defaultHoldTimeoutMs, group: false });
+    const { consistency, waitMs } = await this.hold(id, requested, {
+      timeoutMs: defaultHoldTimeoutMs,
+      group: false,
+      quiescedByCaller,
+    });
     let seq: number;
     let steps: HookStep[];
     try {
@@ -278,7 +289,7 @@ export class PointCutter {
       waitMs,
       cutMs: Date.now() - timeUnixMs,
     };
-    this.describe(report);
+    this.describe(report, quiescedByCaller);
     const applied = this.stream.waitApplied(seq).then(() => {
       report.appliedMs = Date.now() - timeUnixMs;
       this.onPoint(report);
@@ -288,13 +299,13 @@ export class PointCutter {
     return report;
   }
 
-  private describe(report: PointReport): void {
+  private describe(report: PointReport, quiescedByCaller: boolean): void {
     const why =
       report.consistency === report.requested
         ? ""
         : report.failedHooks.length > 0 && report.requested === "app"
           ? ` (asked for app; quiesce hooks failed: ${report.failedHooks.join(", ")})`
-          : report.requested === "app" && this.hooks.length === 0
+          : report.requested === "app" && this.hooks.length === 0 && !quiescedByCaller
             ? " (asked for app; no quiesce hooks are configured)"
             : " (writes were in flight at the cut)";
     this.log.info(`recovery point ${report.id}: ${report.consistency} at seq ${report.seq}${why}`);

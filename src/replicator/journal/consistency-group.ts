@@ -28,8 +28,13 @@ export interface GroupPoint {
 
 export type GroupCutResult = { ok: true; point: GroupPoint } | { ok: false; id: string; reason: string };
 
+/** Where committed group points are recorded before a cut reports success. */
+export interface GroupPointSink {
+  append(point: GroupPoint): Promise<void>;
+}
+
 /** Committed group points, one checksummed JSON line each, fsynced before a cut reports success. */
-export class GroupPointLog {
+export class GroupPointLog implements GroupPointSink {
   constructor(readonly path: string) {}
 
   async append(point: GroupPoint): Promise<void> {
@@ -89,7 +94,7 @@ export class BarrierCoordinator {
   private cuts = 0;
 
   constructor(
-    private readonly log: GroupPointLog,
+    private readonly log: GroupPointSink,
     private readonly options: BarrierOptions,
   ) {}
 

@@ -327,6 +327,11 @@ export interface HoldRequest {
    * that disappears never freezes replication.
    */
   holdTimeoutMs: number;
+  /**
+   * With CONSISTENCY_APP: the caller quiesced the application itself (the operator's exec hooks
+   * ran and succeeded), so a quiet cut is app-consistent without the agent's own hooks.
+   */
+  quiescedByCaller: boolean;
 }
 
 export interface HoldReply {
@@ -2835,7 +2840,7 @@ export const HookStepResult: MessageFns<HookStepResult> = {
 };
 
 function createBaseHoldRequest(): HoldRequest {
-  return { cutId: "", requested: 0, holdTimeoutMs: 0 };
+  return { cutId: "", requested: 0, holdTimeoutMs: 0, quiescedByCaller: false };
 }
 
 export const HoldRequest: MessageFns<HoldRequest> = {
@@ -2848,6 +2853,9 @@ export const HoldRequest: MessageFns<HoldRequest> = {
     }
     if (message.holdTimeoutMs !== 0) {
       writer.uint32(24).uint32(message.holdTimeoutMs);
+    }
+    if (message.quiescedByCaller !== false) {
+      writer.uint32(32).bool(message.quiescedByCaller);
     }
     return writer;
   },
@@ -2887,6 +2895,14 @@ export const HoldRequest: MessageFns<HoldRequest> = {
             }
 
             message.holdTimeoutMs = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.quiescedByCaller = reader.bool();
             continue;
           }
         }
