@@ -3,6 +3,7 @@
 // channel (1 stdout, 2 stderr, 3 the final Status, 255 a stream closed), and the command's exit
 // code arrives as a Status on channel 3. Only what a quiesce hook needs: no stdin, no TTY.
 import { randomBytes } from "node:crypto";
+import type { OutgoingHttpHeaders } from "node:http";
 import { request, type RequestOptions } from "node:https";
 import type { Socket } from "node:net";
 
@@ -139,7 +140,8 @@ export function runExec(options: RequestOptions, timeoutMs: number, signal?: Abo
     const req = request({
       ...options,
       headers: {
-        ...options.headers,
+        // The credentials' headers (Authorization and the like) are always an object here.
+        ...(options.headers as OutgoingHttpHeaders | undefined),
         connection: "Upgrade",
         upgrade: "websocket",
         "sec-websocket-version": "13",

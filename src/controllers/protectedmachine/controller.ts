@@ -1,5 +1,4 @@
 // Wiring of the ProtectedMachine controller: what it reconciles, owns and watches.
-import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../api/types.js";
 import {
   deployments,
@@ -9,7 +8,6 @@ import {
   persistentVolumeClaims,
   pods,
   predicates,
-  secrets,
   services,
   statefulSets,
   storageClasses,
@@ -20,31 +18,12 @@ import {
 import type { OperatorDeps } from "../deps.js";
 import { machineLabel, machineNamespaceLabel } from "./names.js";
 import { ThroughputTracker } from "./observe.js";
+import { OperatorPoints } from "./operator-points.js";
 import type { MachineCaches } from "./protect.js";
 import { newProtectedMachineReconciler } from "./reconcile.js";
 import { ReplicatorClients } from "./replicator-clients.js";
+import { OperatorIdentity } from "../certificates/operator-identity.js";
 import { serviceHost } from "./replicators.js";
-
-/** The operator's own mutual-TLS identity (common name ksr-operator) for the replicators' control API. */
-function operatorCredentials(deps: OperatorDeps): () => Promise<ChannelCredentials> {
-  let loaded: Promise<ChannelCredentials> | undefined;
-  return () => {
-    loaded ??= (async () => {
-      const name = await deps.certificates.ensureReplicatorCertificate({ namespace: deps.namespace, role: "operator" });
-      const secret = await deps.client.get(secrets, name, deps.namespace);
-      const field = (key: string) => {
-        const value = secret?.data?.[key];
-        if (value === undefined) throw new Error(`Secret ${deps.namespace}/${name} has no ${key}`);
-        return Buffer.from(value, "base64");
-      };
-      return grpcCredentials.createSsl(field("ca.crt"), field("tls.key"), field("tls.crt"));
-    })().catch((error: unknown) => {
-      loaded = undefined; // asked again on the next reconcile
-      throw error;
-    });
-    return loaded;
-  };
-}
 
 export function addProtectedMachineController(manager: Manager, deps: OperatorDeps) {
   const { cache } = deps;
@@ -61,7 +40,8 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     namespaces: cache.informer(namespaces),
     endpointSlices: cache.informer(endpointSlices),
   };
-  const replicators = new ReplicatorClients(operatorCredentials(deps));
+  const identity = new OperatorIdentity(deps);
+  const replicators = new ReplicatorClients((verify) => identity.credentials(verify));
   void manager.done.then(() => {
     replicators.close();
   });
@@ -107,6 +87,7 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
         caches,
         replicators,
         throughput: new ThroughputTracker(),
+        points: new OperatorPoints(),
         machinesIn,
         forgetPeers: (name, namespace) => {
           replicators.forgetServer(serviceHost(name, namespace));

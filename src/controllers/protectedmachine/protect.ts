@@ -25,6 +25,7 @@ import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replic
 import { computeStatus, type StatusInput, type VolumeObservation } from "./status.js";
 import { policyDurationMs } from "../replicationpolicy/flags.js";
 import type { Problem, WorkloadObject } from "./workload.js";
+import { cutDuePoints, type OperatorPoints } from "./operator-points.js";
 
 export interface MachineCaches extends OwnCaches {
   machines: Informer<ProtectedMachine>;
@@ -42,6 +43,7 @@ export interface ProtectDeps extends ReplicatorDeps {
   metrics: MachineMetrics;
   replicators: ReplicatorClients;
   throughput: ThroughputTracker;
+  points: OperatorPoints;
 }
 
 /** How often status is refreshed from the replicators while nothing else changes. */
@@ -130,6 +132,8 @@ function record(
     sourceSite?: string;
   },
   newBytes = 0,
+  /** Why the operator's own app-consistent cuts gave none lately (a failed hook). */
+  appProblem?: Problem,
 ): void {
   const { policy, sourceSite, ...rest } = fields;
   const result = computeStatus({
@@ -137,7 +141,7 @@ function record(
     previous: machine.status,
     now: context.clock.now(),
     rpoThresholdMs: policyDurationMs(policy?.spec.rpoThreshold ?? "15m", "rpoThreshold"),
-    ...appConsistency(policy, machine),
+    ...(appProblem === undefined ? appConsistency(policy, machine) : { appConsistencyUnavailable: appProblem }),
     ...(sourceSite === undefined ? {} : { activeSite: sourceSite }),
   });
   // Fields the new status no longer has are cleared, not left from the previous one.
@@ -176,14 +180,6 @@ function appConsistency(
           "the policy sets appConsistentFrequency but this machine has no spec.source.quiesce hooks: only crash-consistent points are taken",
       },
     };
-  if (quiesce.pre.exec !== undefined || quiesce.post?.exec !== undefined)
-    return {
-      appConsistencyUnavailable: {
-        reason: "ExecHooksNotSupported",
-        message:
-          "exec quiesce hooks are not run yet (HTTP hooks are): only crash-consistent points are taken; use http hooks for app-consistent points",
-      },
-    };
   return {};
 }
 
@@ -209,6 +205,7 @@ export async function reconcileNormal(
   const { sizes } = claimFigures(deps.caches, machine.metadata.namespace ?? "");
   await ensureReplicators(deps, machine, plan, sizes);
   const observed = await observe(deps, machine, plan, context);
+  const points = await cutDuePoints(deps, machine, plan, observed.volumes, context);
   const waiting: Problem | undefined = plan.waiting;
   record(
     deps,
@@ -223,6 +220,7 @@ export async function reconcileNormal(
       ...(plan.sourceSite === undefined ? {} : { sourceSite: plan.sourceSite }),
     },
     observed.newBytes,
+    points.appConsistencyUnavailable,
   );
   return { requeueAfterMs: statusRefreshMs };
 }

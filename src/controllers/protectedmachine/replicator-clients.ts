@@ -1,14 +1,13 @@
 // The operator's side of the replicators' control API (mutual TLS, common name ksr-operator): the
 // process server's Control.Status, the master target's RecoveryPoints.ListPoints and the agent's
-// Barrier.Cut. One channel per address, reused across reconciles, closed when the operator stops.
-import type { ChannelCredentials } from "@grpc/grpc-js";
+// Barrier service (the operator is the coordinator of the points it cuts). One channel per address,
+// reused across reconciles, closed when the operator stops.
+import type { ChannelCredentials, VerifyOptions } from "@grpc/grpc-js";
 import {
   BarrierClient,
-  Consistency,
   ControlClient,
   RecoveryPointsClient,
   type ControlStatus,
-  type CutReply,
   type ListPointsReply,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { callWithin } from "../../replicator/grpc-util.js";
@@ -28,7 +27,8 @@ export class ReplicatorClients {
   private readonly points = new Map<string, RecoveryPointsClient>();
   private readonly barriers = new Map<string, BarrierClient>();
 
-  constructor(private readonly credentials: () => Promise<ChannelCredentials>) {}
+  /** credentials() follows the operator's certificate across renewals (OperatorIdentity). */
+  constructor(private readonly credentials: (verify?: VerifyOptions) => Promise<ChannelCredentials>) {}
 
   private async client<T extends { close(): void }>(
     cache: Map<string, T>,
@@ -59,11 +59,26 @@ export class ReplicatorClients {
     return callWithin(client.listPoints.bind(client), { machineId }, callTimeoutMs);
   }
 
-  /** One point of one stream now; answers once the master target applied its marker. */
-  async cut(peer: PeerAddress, consistency: "app" | "crash", timeoutMs: number): Promise<CutReply> {
-    const client = await this.client(this.barriers, peer, (a, c, o) => new BarrierClient(a, c, o));
-    const requested = consistency === "app" ? Consistency.CONSISTENCY_APP : Consistency.CONSISTENCY_CRASH;
-    return callWithin(client.cut.bind(client), { requested }, timeoutMs);
+  /**
+   * An agent's Barrier service at a pod address. Agents' certificates name no host, only the one
+   * stream they push (common name ksr-agent:ID), so that is what the server must present.
+   */
+  async barrier(address: string, commonName: string): Promise<BarrierClient> {
+    const key = `${address}|${commonName}`;
+    let client = this.barriers.get(key);
+    if (client === undefined) {
+      const credentials = await this.credentials({
+        checkServerIdentity: (_host, certificate) => {
+          const presented = [certificate.subject.CN].flat().join(",");
+          return presented === commonName
+            ? undefined
+            : new Error(`the agent at ${address} is ${presented}, not ${commonName}`);
+        },
+      });
+      client = new BarrierClient(address, credentials, grpcOptions);
+      this.barriers.set(key, client);
+    }
+    return client;
   }
 
   /** Drops the channels to a replicator that is gone (by the name its certificate carries). */

@@ -99,9 +99,14 @@ export class BarrierCoordinator {
   ) {}
 
   /** Cuts every member at one moment; the point exists only if every member reached it. */
-  async cut(group: string, members: readonly GroupMember[], requested: PointConsistency): Promise<GroupCutResult> {
+  async cut(
+    group: string,
+    members: readonly GroupMember[],
+    requested: PointConsistency,
+    idPrefix = group,
+  ): Promise<GroupCutResult> {
     const timeUnixMs = (this.options.now ?? Date.now)();
-    const id = `${group}-${timeUnixMs}-${++this.cuts}`;
+    const id = `${idPrefix}-${timeUnixMs}-${++this.cuts}`;
     if (members.length === 0) return { ok: false, id, reason: "the group has no members" };
     const holds = new Map<GroupMember, Promise<void>>();
     try {
