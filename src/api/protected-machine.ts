@@ -327,6 +327,30 @@ const status = object({
         completionTime: timestamp("When the copy finished."),
       },
     }),
+    resync: object({
+      typeName: "ResyncStatus",
+      description:
+        "The pending, running or last resynchronisation: both ends compare block hashes and only differing blocks are sent. When it may run is the policy's spec.resync.",
+      properties: {
+        state: string({
+          typeName: "ResyncState",
+          description:
+            "Waiting: a resync is needed but held until the policy's window opens (Automatic) or `kubectl dr resync` (Manual); changes are tracked and the RPO grows meanwhile. Running: comparing and sending. Completed: the last one finished.",
+          enum: ["Waiting", "Running", "Completed"] as const,
+        }),
+        reason: string({ description: "Why it waits, or what started it.", maxLength: 1024 }),
+        nextStartTime: timestamp("When a waiting resync starts: the next opening of the policy's window."),
+        requestedAt: string({
+          description: "The dr.ksr.io/resync-requested-at value (set by `kubectl dr resync`) this resync served.",
+          maxLength: 64,
+        }),
+        startTime: timestamp("When the running or last resync started."),
+        completionTime: timestamp("When the last resync finished."),
+        bytesTotal: bytes("Bytes of the source volumes to compare."),
+        bytesCompared: bytes("Bytes compared with the replica so far."),
+        bytesSent: bytes("Bytes the process server accepted during the resync (only what differed, compressed)."),
+      },
+    }),
     recoveryPoints: object({
       typeName: "RecoveryPointSummary",
       description: "The recovery points kept in the journal.",

@@ -315,6 +315,31 @@ export interface InitialReplicationStatus {
   completionTime?: string;
 }
 
+/** Waiting: a resync is needed but held until the policy's window opens (Automatic) or `kubectl dr resync` (Manual); changes are tracked and the RPO grows meanwhile. Running: comparing and sending. Completed: the last one finished. */
+export type ResyncState = "Waiting" | "Running" | "Completed";
+
+/** The pending, running or last resynchronisation: both ends compare block hashes and only differing blocks are sent. When it may run is the policy's spec.resync. */
+export interface ResyncStatus {
+  /** Waiting: a resync is needed but held until the policy's window opens (Automatic) or `kubectl dr resync` (Manual); changes are tracked and the RPO grows meanwhile. Running: comparing and sending. Completed: the last one finished. */
+  state?: ResyncState;
+  /** Why it waits, or what started it. */
+  reason?: string;
+  /** When a waiting resync starts: the next opening of the policy's window. */
+  nextStartTime?: string;
+  /** The dr.ksr.io/resync-requested-at value (set by `kubectl dr resync`) this resync served. */
+  requestedAt?: string;
+  /** When the running or last resync started. */
+  startTime?: string;
+  /** When the last resync finished. */
+  completionTime?: string;
+  /** Bytes of the source volumes to compare. */
+  bytesTotal?: number;
+  /** Bytes compared with the replica so far. */
+  bytesCompared?: number;
+  /** Bytes the process server accepted during the resync (only what differed, compressed). */
+  bytesSent?: number;
+}
+
 /** The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments). */
 export type PointConsistency = "CrashConsistent" | "AppConsistent" | "BestEffort";
 
@@ -379,6 +404,8 @@ export interface ProtectedMachineStatus {
   lastSyncTime?: string;
   /** Progress of the first full copy. */
   initialReplication?: InitialReplicationStatus;
+  /** The pending, running or last resynchronisation: both ends compare block hashes and only differing blocks are sent. When it may run is the policy's spec.resync. */
+  resync?: ResyncStatus;
   /** The recovery points kept in the journal. */
   recoveryPoints?: RecoveryPointSummary;
   /** Per-volume figures. */

@@ -23,8 +23,8 @@ import { describePoint, machineTable, planTable, runTable, table } from "./dr/ta
 import { runProgram } from "./run.js";
 import { version } from "./version.js";
 
-/** Asked for on a machine by `kubectl dr resync`; the ProtectedMachine controller starts a resync when it changes. */
-export const resyncRequestAnnotation = "dr.ksr.io/resync-requested-at";
+export { resyncRequestAnnotation } from "../controllers/protectedmachine/names.js";
+import { resyncRequestAnnotation } from "../controllers/protectedmachine/names.js";
 
 class UsageError extends Error {}
 

@@ -26,6 +26,7 @@ const control = (fields: Partial<ControlStatus>): ControlStatus => ({
   captureMode: "tree",
   lastReportUnixMs: now - 1000,
   receivedBytes: 0,
+  resyncHeld: false,
   ...fields,
 });
 

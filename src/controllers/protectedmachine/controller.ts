@@ -16,7 +16,7 @@ import {
   type ObjectRef,
 } from "../../runtime/index.js";
 import type { OperatorDeps } from "../deps.js";
-import { machineLabel, machineNamespaceLabel } from "./names.js";
+import { machineLabel, machineNamespaceLabel, resyncRequestAnnotation } from "./names.js";
 import { ThroughputTracker } from "./observe.js";
 import { OperatorPoints } from "./operator-points.js";
 import type { MachineCaches } from "./protect.js";
@@ -64,7 +64,14 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     .controller("protectedmachine")
     .for(protectedMachines, {
       predicates: [
-        predicates.any(predicates.generationChanged, (event) => event.object.metadata.deletionTimestamp !== undefined),
+        predicates.any(
+          predicates.generationChanged,
+          (event) => event.object.metadata.deletionTimestamp !== undefined,
+          // `kubectl dr resync` is an annotation: act on it at once, not at the next refresh.
+          (event) =>
+            event.old?.metadata.annotations?.[resyncRequestAnnotation] !==
+            event.object.metadata.annotations?.[resyncRequestAnnotation],
+        ),
       ],
     })
     .watches(pods, sameNamespace)

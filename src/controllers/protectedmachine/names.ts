@@ -9,6 +9,8 @@ export const componentLabel = "app.kubernetes.io/component";
 export const policyLabel = "dr.ksr.io/policy";
 export const replicatorLabel = "dr.ksr.io/replicator";
 export const finalizer = "dr.ksr.io/protection";
+/** Set on a machine by `kubectl dr resync`; the controller starts a resync when it changes. */
+export const resyncRequestAnnotation = "dr.ksr.io/resync-requested-at";
 /** Port every replicator serves its gRPC services on. */
 export const replicatorPort = 7443;
 /** First Barrier port of an agent pod: one per agent container. */

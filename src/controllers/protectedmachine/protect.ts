@@ -26,6 +26,7 @@ import { computeStatus, type StatusInput, type VolumeObservation } from "./statu
 import { policyDurationMs } from "../replicationpolicy/flags.js";
 import type { Problem, WorkloadObject } from "./workload.js";
 import { cutDuePoints, type OperatorPoints } from "./operator-points.js";
+import { driveResync } from "./resync.js";
 
 export interface MachineCaches extends OwnCaches {
   machines: Informer<ProtectedMachine>;
@@ -205,6 +206,7 @@ export async function reconcileNormal(
   const { sizes } = claimFigures(deps.caches, machine.metadata.namespace ?? "");
   await ensureReplicators(deps, machine, plan, sizes);
   const observed = await observe(deps, machine, plan, context);
+  const resync = await driveResync(deps, machine, plan, observed.volumes, observed.newBytes, context);
   const points = await cutDuePoints(deps, machine, plan, observed.volumes, context);
   const waiting: Problem | undefined = plan.waiting;
   record(
@@ -216,6 +218,7 @@ export async function reconcileNormal(
       paused: false,
       volumes: observed.volumes,
       policy: plan.policy,
+      resync,
       ...(waiting === undefined ? {} : { waiting }),
       ...(plan.sourceSite === undefined ? {} : { sourceSite: plan.sourceSite }),
     },

@@ -54,6 +54,18 @@ export class ReplicatorClients {
     return callWithin(client.status.bind(client), { machineId }, callTimeoutMs);
   }
 
+  /** Orders a resync of one stream now (the process server drops its cache for it). */
+  async requestResync(peer: PeerAddress, machineId: string): Promise<void> {
+    const client = await this.client(this.control, peer, (a, c, o) => new ControlClient(a, c, o));
+    await callWithin(client.requestResync.bind(client), { machineId }, callTimeoutMs);
+  }
+
+  /** Holds (or lets go) a stream's required resyncs at the process server. */
+  async holdResync(peer: PeerAddress, machineId: string, held: boolean): Promise<void> {
+    const client = await this.client(this.control, peer, (a, c, o) => new ControlClient(a, c, o));
+    await callWithin(client.holdResync.bind(client), { machineId, held }, callTimeoutMs);
+  }
+
   async listPoints(peer: PeerAddress, machineId: string): Promise<ListPointsReply> {
     const client = await this.client(this.points, peer, (a, c, o) => new RecoveryPointsClient(a, c, o));
     return callWithin(client.listPoints.bind(client), { machineId }, callTimeoutMs);

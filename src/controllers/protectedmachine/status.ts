@@ -12,6 +12,7 @@ import type {
 import { Consistency, type ControlStatus, type PointInfo } from "../../gen/ksr/replication/v1/replication.js";
 import { rfc3339, type ConditionUpdate, type EventRecord } from "../../runtime/index.js";
 import type { Problem } from "./workload.js";
+import type { ResyncObservation } from "./resync.js";
 
 export interface VolumeObservation {
   statusName: string;
@@ -39,6 +40,8 @@ export interface StatusInput {
   activeSite?: string;
   volumes: readonly VolumeObservation[];
   now: number;
+  /** The resync schedule's view (resync.ts); absent: status.resync stays as it was. */
+  resync?: ResyncObservation;
 }
 
 export interface StatusResult {
@@ -154,7 +157,11 @@ export function computeStatus(input: StatusInput): StatusResult {
   if (input.problem !== undefined) phase = "Error";
   else if (input.paused) phase = "Paused";
   else if (!everProtected) phase = allSynced ? "Protected" : observed ? "InitialReplication" : "Enabling";
-  else phase = anySyncing ? "Resynchronizing" : "Protected";
+  else
+    phase =
+      anySyncing || input.resync?.waiting !== undefined || input.resync?.status?.state === "Running"
+        ? "Resynchronizing"
+        : "Protected";
 
   const recoveryTimes = controls.map((control) => control?.recoveryTimeUnixMs ?? 0);
   const recoveryTime = observed && recoveryTimes.every((time) => time > 0) ? Math.min(...recoveryTimes) : undefined;
@@ -182,6 +189,8 @@ export function computeStatus(input: StatusInput): StatusResult {
   if (input.problem !== undefined) set("Ready", "False", input.problem.reason, input.problem.message);
   else if (input.paused) set("Ready", "False", "Paused", "spec.paused is true: changes are tracked but not shipped");
   else if (input.waiting !== undefined) set("Ready", "False", input.waiting.reason, input.waiting.message);
+  else if (input.resync?.waiting !== undefined)
+    set("Ready", "False", input.resync.waiting.reason, input.resync.waiting.message);
   else if (phase === "Protected") set("Ready", "True", "Protected", "every volume is replicated to the recovery site");
   else if (phase === "Resynchronizing")
     set("Ready", "False", "Resynchronizing", "a volume is being compared with its replica");
@@ -251,6 +260,8 @@ export function computeStatus(input: StatusInput): StatusResult {
     ? summarizePoints(input.volumes.map((volume) => volume.points ?? []))
     : previous?.recoveryPoints;
   const volumes = input.volumes.map((volume): VolumeStatus => volumeStatus(volume));
+  const resync = input.resync?.status ?? previous?.resync;
+  events.push(...(input.resync?.events ?? []));
 
   const status: StatusResult["status"] = {
     phase,
@@ -261,6 +272,7 @@ export function computeStatus(input: StatusInput): StatusResult {
     ...(Object.keys(initialReplication).length === 0 ? {} : { initialReplication }),
     ...(points === undefined ? {} : { recoveryPoints: points }),
     ...(volumes.length === 0 ? {} : { volumes }),
+    ...(resync === undefined ? {} : { resync }),
   };
   return { status, conditions, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
 }

@@ -95,6 +95,8 @@ export interface AgentSummary {
 }
 
 const retryMs = 500;
+/** How often an agent whose resync is held asks whether it may start. */
+const deferredPollMs = 5000;
 const drainPollMs = 100;
 const appliedPollMs = 50;
 /**
@@ -277,6 +279,7 @@ export class Agent implements CaptureStream {
 
   /** Compares the source with the replica's block hashes and sends only what differs. */
   private async resync(): Promise<void> {
+    await this.whileDeferred();
     this.sync.running = true;
     this.sync.progress.examinedBytes = 0;
     this.sync.totalBytes =
@@ -301,6 +304,24 @@ export class Agent implements CaptureStream {
     await this.scan();
     if (this.options.mode === "block") this.sync.progress.examinedBytes = this.sync.totalBytes;
     this.sync.running = false;
+  }
+
+  /**
+   * The operator may hold a required resync until the policy's window opens (or a manual
+   * `kubectl dr resync`): the watcher keeps collecting changes meanwhile, and the resync that
+   * follows compares everything anyway.
+   */
+  private async whileDeferred(): Promise<void> {
+    let told = false;
+    for (;;) {
+      const reply = await this.sender.open();
+      if (!reply.resyncDeferred) return;
+      if (!told)
+        this.options.log.info("resync required but held by the operator (resync window or manual mode): waiting");
+      told = true;
+      if (this.stopped) throw new Error("stopped");
+      await sleep(deferredPollMs);
+    }
   }
 
   private async waitUntilDrained(): Promise<OpenReply> {

@@ -24,6 +24,8 @@ export class MachineState {
     readonly gapAt: DurableCounter,
     /** 1 while the agent must resync before its changes are accepted again. */
     readonly resyncRequired: DurableCounter,
+    /** 1 while the operator holds resyncs (the policy's window is closed, or its mode is Manual). */
+    readonly resyncHold: DurableCounter,
   ) {}
 
   static async open(cacheDir: string, machineId: string, committer: GroupCommitter): Promise<MachineState> {
@@ -34,11 +36,21 @@ export class MachineState {
       cache,
       await DurableCounter.open(join(dir, "gap-at")),
       await DurableCounter.open(join(dir, "resync-required")),
+      await DurableCounter.open(join(dir, "resync-hold")),
     );
   }
 
   get needsResync(): boolean {
     return this.resyncRequired.value === 1;
+  }
+
+  get resyncHeld(): boolean {
+    return this.resyncHold.value === 1;
+  }
+
+  /** A required resync the agent must not start yet: it keeps tracking changes and asks again. */
+  get resyncDeferred(): boolean {
+    return this.needsResync && this.resyncHeld;
   }
 
   /** Drops the cache and orders a resync: the master target will accept the gap that follows. */
@@ -55,5 +67,6 @@ export class MachineState {
     await this.cache.close();
     await this.gapAt.close();
     await this.resyncRequired.close();
+    await this.resyncHold.close();
   }
 }

@@ -109,6 +109,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             masterTargetReachable: state.masterTargetReachable,
             resyncRequired: state.needsResync,
             pendingFrames: state.cache.frameCount,
+            resyncDeferred: state.resyncDeferred,
           };
         },
         asStatus,
@@ -155,6 +156,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             captureMode: report?.captureMode ?? "",
             lastReportUnixMs: progress.latestAt,
             receivedBytes: progress.receivedBytes,
+            resyncHeld: state.resyncHeld,
           };
         },
         asStatus,
@@ -166,6 +168,19 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
         async () => {
           requireRole(call, ["operator"]);
           await (await machine(call.request.machineId)).dropForResync();
+          return { accepted: true };
+        },
+        asStatus,
+      );
+    },
+    holdResync(call, callback) {
+      answerUnary(
+        callback,
+        async () => {
+          requireRole(call, ["operator"]);
+          const state = await machine(call.request.machineId);
+          await state.resyncHold.set(call.request.held ? 1 : 0);
+          state.changed.notify();
           return { accepted: true };
         },
         asStatus,

@@ -200,6 +200,11 @@ export interface OpenReply {
   resyncRequired: boolean;
   /** Frames cached and not yet applied by the master target. */
   pendingFrames: number;
+  /**
+   * A resync is required but the operator holds it (the policy's resync window is closed, or its
+   * mode is Manual): keep tracking changes and ask again; start it once this is false.
+   */
+  resyncDeferred: boolean;
 }
 
 export interface PushRequest {
@@ -302,10 +307,18 @@ export interface ControlStatus {
   lastReportUnixMs: number;
   /** Batch bytes accepted from the agent since this process server started. */
   receivedBytes: number;
+  /** The operator holds this machine's resyncs (Control.HoldResync): one that is required waits. */
+  resyncHeld: boolean;
 }
 
 export interface ResyncReply {
   accepted: boolean;
+}
+
+export interface ResyncHoldRequest {
+  machineId: string;
+  /** True: a required resync waits (OpenReply.resync_deferred) until this is set false again. */
+  held: boolean;
 }
 
 /** One quiesce hook step as the agent ran it (never carries env values or URL credentials). */
@@ -1627,7 +1640,14 @@ export const OpenRequest: MessageFns<OpenRequest> = {
 };
 
 function createBaseOpenReply(): OpenReply {
-  return { durableSeq: 0, appliedSeq: 0, masterTargetReachable: false, resyncRequired: false, pendingFrames: 0 };
+  return {
+    durableSeq: 0,
+    appliedSeq: 0,
+    masterTargetReachable: false,
+    resyncRequired: false,
+    pendingFrames: 0,
+    resyncDeferred: false,
+  };
 }
 
 export const OpenReply: MessageFns<OpenReply> = {
@@ -1646,6 +1666,9 @@ export const OpenReply: MessageFns<OpenReply> = {
     }
     if (message.pendingFrames !== 0) {
       writer.uint32(40).uint64(message.pendingFrames);
+    }
+    if (message.resyncDeferred !== false) {
+      writer.uint32(48).bool(message.resyncDeferred);
     }
     return writer;
   },
@@ -1701,6 +1724,14 @@ export const OpenReply: MessageFns<OpenReply> = {
             }
 
             message.pendingFrames = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.resyncDeferred = reader.bool();
             continue;
           }
         }
@@ -2526,6 +2557,7 @@ function createBaseControlStatus(): ControlStatus {
     captureMode: "",
     lastReportUnixMs: 0,
     receivedBytes: 0,
+    resyncHeld: false,
   };
 }
 
@@ -2569,6 +2601,9 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.receivedBytes !== 0) {
       writer.uint32(104).uint64(message.receivedBytes);
+    }
+    if (message.resyncHeld !== false) {
+      writer.uint32(112).bool(message.resyncHeld);
     }
     return writer;
   },
@@ -2690,6 +2725,14 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             message.receivedBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.resyncHeld = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2734,6 +2777,63 @@ export const ResyncReply: MessageFns<ResyncReply> = {
             }
 
             message.accepted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseResyncHoldRequest(): ResyncHoldRequest {
+  return { machineId: "", held: false };
+}
+
+export const ResyncHoldRequest: MessageFns<ResyncHoldRequest> = {
+  encode(message: ResyncHoldRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.machineId !== "") {
+      writer.uint32(10).string(message.machineId);
+    }
+    if (message.held !== false) {
+      writer.uint32(16).bool(message.held);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResyncHoldRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResyncHoldRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.held = reader.bool();
             continue;
           }
         }
@@ -4546,11 +4646,23 @@ export const ControlService = {
     responseSerialize: (value: ResyncReply): Buffer => Buffer.from(ResyncReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResyncReply => ResyncReply.decode(value),
   },
+  /** Holds or lets go this machine's resyncs (durable across restarts of the process server). */
+  holdResync: {
+    path: "/ksr.replication.v1.Control/HoldResync" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResyncHoldRequest): Buffer => Buffer.from(ResyncHoldRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResyncHoldRequest => ResyncHoldRequest.decode(value),
+    responseSerialize: (value: ResyncReply): Buffer => Buffer.from(ResyncReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResyncReply => ResyncReply.decode(value),
+  },
 } as const;
 
 export interface ControlServer extends UntypedServiceImplementation {
   status: handleUnaryCall<MachineRef, ControlStatus>;
   requestResync: handleUnaryCall<MachineRef, ResyncReply>;
+  /** Holds or lets go this machine's resyncs (durable across restarts of the process server). */
+  holdResync: handleUnaryCall<ResyncHoldRequest, ResyncReply>;
 }
 
 export interface ControlClient extends Client {
@@ -4577,6 +4689,22 @@ export interface ControlClient extends Client {
   ): ClientUnaryCall;
   requestResync(
     request: MachineRef,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResyncReply) => void,
+  ): ClientUnaryCall;
+  /** Holds or lets go this machine's resyncs (durable across restarts of the process server). */
+  holdResync(
+    request: ResyncHoldRequest,
+    callback: (error: ServiceError | null, response: ResyncReply) => void,
+  ): ClientUnaryCall;
+  holdResync(
+    request: ResyncHoldRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResyncReply) => void,
+  ): ClientUnaryCall;
+  holdResync(
+    request: ResyncHoldRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResyncReply) => void,

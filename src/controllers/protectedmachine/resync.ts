@@ -1,0 +1,160 @@
+// When a machine's resyncs run (ReplicationPolicy.spec.resync): the process server holds a
+// required resync while the operator says so (Control.HoldResync), so the agent keeps tracking
+// changes and starts the block-hash comparison only once let go: at once (Automatic), inside the
+// policy's window (Automatic with a window), or on `kubectl dr resync` (Manual; the request also
+// overrides a closed window). The request is the annotation dr.ksr.io/resync-requested-at; the
+// value served is kept in status.resync.requestedAt, so each request runs once.
+import type { ProtectedMachine, ResyncStatus } from "../../api/types.js";
+import { rfc3339, type EventRecord, type ReconcileContext } from "../../runtime/index.js";
+import { resyncRequestAnnotation } from "./names.js";
+import { endpointPeer } from "./observe.js";
+import type { Plan } from "./plan.js";
+import type { ProtectDeps } from "./protect.js";
+import { checkTimeZone, describeWindow, inWindow, nextOpening } from "./resync-window.js";
+import type { VolumeObservation } from "./status.js";
+import type { Problem } from "./workload.js";
+
+export interface ResyncObservation {
+  status?: ResyncStatus;
+  /** A needed resync is held: the Ready condition says why and when it runs. */
+  waiting?: Problem;
+  events: EventRecord[];
+}
+
+export async function driveResync(
+  deps: ProtectDeps,
+  machine: ProtectedMachine,
+  plan: Plan,
+  volumes: readonly VolumeObservation[],
+  newBytes: number,
+  context: ReconcileContext,
+): Promise<ResyncObservation> {
+  const previous = machine.status?.resync;
+  const kept: ResyncObservation = { ...(previous === undefined ? {} : { status: previous }), events: [] };
+  // The initial replication is no resync: nothing is held before the machine was protected once.
+  if (machine.status?.initialReplication?.completionTime === undefined) return kept;
+  const namespace = machine.metadata.namespace ?? "";
+  const processServer = endpointPeer(deps.caches.endpointSlices, plan.processServer, namespace);
+  const controls = volumes.map((volume) => volume.control);
+  if (processServer === undefined || volumes.length === 0 || controls.some((control) => control === undefined))
+    return kept;
+  const streams = volumes.map((volume, index) => ({ machineId: streamOf(plan, volume), control: controls[index] }));
+  const now = context.clock.now();
+  const { mode, window } = plan.policy.spec.resync;
+  const requested = machine.metadata.annotations?.[resyncRequestAnnotation];
+  const name = machine.metadata.name;
+
+  const events: EventRecord[] = [];
+  let served = previous;
+  let ordered = false;
+  if (requested !== undefined && requested !== previous?.requestedAt) {
+    // The request makes a resync needed, as a lost cache would; the policy says when it runs.
+    for (const stream of streams) await deps.replicators.requestResync(processServer, stream.machineId);
+    served = {
+      ...(previous?.completionTime === undefined ? {} : { completionTime: previous.completionTime }),
+      requestedAt: requested,
+    };
+    ordered = true;
+    events.push({
+      type: "Normal",
+      reason: "ResyncRequested",
+      action: "Resync",
+      note: `kubectl dr resync: every volume is compared with its replica (spec.resync.mode ${mode}${window === undefined ? "" : `, window ${describeWindow(window)}`})`,
+    });
+  }
+
+  if (window !== undefined) {
+    try {
+      checkTimeZone(window.timeZone);
+    } catch (error) {
+      const waiting = { reason: "InvalidResyncWindow", message: (error as Error).message };
+      return { ...(served === undefined ? {} : { status: served }), waiting, events };
+    }
+  }
+  // A request is served until its resync completed: Manual lets it run, and only it.
+  const serving = served?.requestedAt !== undefined && served.requestedAt === requested && served.state !== "Completed";
+  const held = mode === "Manual" ? !serving : window !== undefined && !inWindow(window, now);
+  for (const stream of streams)
+    if (stream.control?.resyncHeld !== held) await deps.replicators.holdResync(processServer, stream.machineId, held);
+
+  const needed = ordered || controls.some((control) => control?.resyncRequired === true);
+  const running = controls.some((control) => control?.syncing === true);
+  const carried = {
+    ...(served?.requestedAt === undefined ? {} : { requestedAt: served.requestedAt }),
+    ...(served?.completionTime === undefined ? {} : { completionTime: served.completionTime }),
+  };
+  if (needed && held) {
+    const next = window === undefined || mode === "Manual" ? undefined : nextOpening(window, now);
+    const waiting: Problem =
+      mode === "Manual"
+        ? {
+            reason: "ResyncWaitingForRequest",
+            message: `a resync is needed (the process server lost or dropped changes) and spec.resync.mode is Manual: run kubectl dr resync ${name}; changes are tracked meanwhile and the RPO grows until it ran`,
+          }
+        : {
+            reason: "ResyncWaitingForWindow",
+            message: `a resync is needed; it starts when the policy's resync window (${describeWindow(window ?? { start: "", end: "", timeZone: "" })}) opens${next === undefined ? "" : ` at ${rfc3339(next)}`}; changes are tracked meanwhile and the RPO grows until it ran`,
+          };
+    return {
+      status: {
+        ...carried,
+        state: "Waiting",
+        reason: waiting.message,
+        ...(next === undefined ? {} : { nextStartTime: rfc3339(next) }),
+      },
+      waiting,
+      events: [
+        ...events,
+        ...(previous?.state === "Waiting" && !ordered
+          ? []
+          : [{ type: "Warning" as const, reason: waiting.reason, action: "Resync", note: waiting.message }]),
+      ],
+    };
+  }
+  if (running || needed) {
+    const total = controls.reduce((sum, control) => sum + (control?.syncBytesTotal ?? 0), 0);
+    const compared = controls.reduce(
+      (sum, control) => sum + Math.min(control?.syncBytesDone ?? 0, control?.syncBytesTotal ?? 0),
+      0,
+    );
+    const ongoing = served?.state === "Running" ? served : undefined;
+    return {
+      status: {
+        ...carried,
+        state: "Running",
+        reason: "every volume is being compared with its replica; only differing blocks are sent",
+        startTime: ongoing?.startTime ?? rfc3339(now),
+        bytesTotal: total,
+        bytesCompared: compared,
+        bytesSent: (ongoing?.bytesSent ?? 0) + newBytes,
+      },
+      events,
+    };
+  }
+  if (served?.state === "Running") {
+    const status: ResyncStatus = {
+      ...served,
+      state: "Completed",
+      reason: "the replica matches the source again",
+      completionTime: rfc3339(now),
+      bytesCompared: served.bytesTotal ?? 0,
+      bytesSent: (served.bytesSent ?? 0) + newBytes,
+    };
+    return {
+      status,
+      events: [
+        {
+          type: "Normal",
+          reason: "ResyncCompleted",
+          action: "Resync",
+          note: `compared ${status.bytesCompared ?? 0} bytes with the replica and sent ${status.bytesSent ?? 0}`,
+        },
+      ],
+    };
+  }
+  return { ...(served === undefined ? {} : { status: served }), events };
+}
+
+function streamOf(plan: Plan, volume: VolumeObservation): string {
+  return plan.volumes.find((candidate) => candidate.claimName === volume.claimName)?.machineId ?? volume.claimName;
+}
