@@ -41,7 +41,10 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     endpointSlices: cache.informer(endpointSlices),
   };
   const identity = new OperatorIdentity(deps);
-  const replicators = new ReplicatorClients((verify) => identity.credentials(verify));
+  const replicators = new ReplicatorClients(
+    (verify) => identity.credentials(verify),
+    () => identity.refresh(),
+  );
   void manager.done.then(() => {
     replicators.close();
   });

@@ -27,14 +27,22 @@ export class ReplicatorClients {
   private readonly points = new Map<string, RecoveryPointsClient>();
   private readonly barriers = new Map<string, BarrierClient>();
 
-  /** credentials() follows the operator's certificate across renewals (OperatorIdentity). */
-  constructor(private readonly credentials: (verify?: VerifyOptions) => Promise<ChannelCredentials>) {}
+  /**
+   * credentials() follows the operator's certificate across renewals (OperatorIdentity);
+   * refresh(), called before every request, looks at it again when due, so connections made
+   * later (a replicator restarted, a keepalive failed) present the renewed certificate.
+   */
+  constructor(
+    private readonly credentials: (verify?: VerifyOptions) => Promise<ChannelCredentials>,
+    private readonly refresh: () => Promise<void> = () => Promise.resolve(),
+  ) {}
 
   private async client<T extends { close(): void }>(
     cache: Map<string, T>,
     peer: PeerAddress,
     make: (address: string, credentials: ChannelCredentials, options: object) => T,
   ): Promise<T> {
+    await this.refresh().catch(() => undefined); // the certificate loaded before stays in use
     const key = `${peer.address}|${peer.serverName}`;
     let client = cache.get(key);
     if (client === undefined) {
@@ -76,6 +84,7 @@ export class ReplicatorClients {
    * stream they push (common name ksr-agent:ID), so that is what the server must present.
    */
   async barrier(address: string, commonName: string): Promise<BarrierClient> {
+    await this.refresh().catch(() => undefined);
     const key = `${address}|${commonName}`;
     let client = this.barriers.get(key);
     if (client === undefined) {
