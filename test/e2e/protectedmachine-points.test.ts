@@ -7,7 +7,6 @@ import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
   protectedMachines,
@@ -16,17 +15,13 @@ import {
   type QuiesceSpec,
   type ReplicationPolicy,
 } from "../../src/api/types.js";
-import { KubeClient, namespaces, resourceType, statefulSets, type KubeObject } from "../../src/runtime/index.js";
+import { KubeClient, namespaces, statefulSets } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
+import { eventsAbout, kubectlDr, prepareNamespaces } from "../fixture/machine-suite.js";
 import { useOperator } from "../fixture/operator.js";
 import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
 
-const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
 const run = promisify(execFile);
-
-const events = resourceType<
-  KubeObject & { reason?: string; type?: string; note?: string; regarding?: { name?: string } }
->({ group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", namespaced: true });
 
 describe("recovery points the operator cuts: exec hooks and consistency groups (e2e)", function () {
   this.timeout(10 * 60_000);
@@ -63,10 +58,7 @@ describe("recovery points the operator cuts: exec hooks and consistency groups (
   });
   const get = (name: string) => client.get(protectedMachines, name, ns);
   const describe = (name: string) => async () => JSON.stringify((await get(name))?.status ?? {});
-  const dr = async (...args: string[]) => {
-    const { stdout } = await run("node", [plugin, ...args, "-n", ns, "--kubeconfig", cluster.state.kubeconfig]);
-    return stdout;
-  };
+  const dr = (...args: string[]) => kubectlDr(cluster.state.kubeconfig, ns, ...args);
   const hookLog = async (pod: string) => {
     const { stdout } = await run("kubectl", [
       "--kubeconfig",
@@ -83,10 +75,7 @@ describe("recovery points the operator cuts: exec hooks and consistency groups (
     ]);
     return stdout.split("\n").filter((line) => line !== "");
   };
-  const reasonsFor = async (name: string) =>
-    (await client.list(events, { namespace: ns })).items
-      .filter((event) => event.regarding?.name === name)
-      .map((event) => ({ reason: event.reason ?? "", note: event.note ?? "", type: event.type ?? "" }));
+  const reasonsFor = (name: string) => eventsAbout(client, ns, name);
   const latestApp = (name: string) =>
     eventually(
       `an app-consistent point of ${name}`,
@@ -104,18 +93,7 @@ describe("recovery points the operator cuts: exec hooks and consistency groups (
     ns = cluster.namespace;
     target = `${ns}-dr`;
     control = await mkdtemp(join(tmpdir(), "ksr-pts-ctl-"));
-    await client.create(namespaces, { metadata: { name: target } });
-    const serviceAccounts = resourceType({
-      group: "",
-      version: "v1",
-      kind: "ServiceAccount",
-      plural: "serviceaccounts",
-      namespaced: true,
-    });
-    await eventually(
-      "the default service account",
-      async () => (await client.get(serviceAccounts, "default", ns)) ?? undefined,
-    );
+    await prepareNamespaces(client, ns, target);
     const policy: ReplicationPolicy = {
       apiVersion: "dr.ksr.io/v1alpha1",
       kind: "ReplicationPolicy",

@@ -3,12 +3,9 @@
 // (phase Resynchronizing, the reason saying when, the RPO growing) and runs once the window
 // opened; under a Manual policy the request itself runs it. Progress and the result in status.
 import { strict as assert } from "node:assert";
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import {
   protectedMachines,
   replicationPolicies,
@@ -16,28 +13,12 @@ import {
   type ReplicationPolicy,
 } from "../../src/api/types.js";
 import { policyDurationMs } from "../../src/controllers/replicationpolicy/flags.js";
-import {
-  KubeClient,
-  namespaces,
-  persistentVolumeClaims,
-  resourceType,
-  statefulSets,
-  type KubeObject,
-} from "../../src/runtime/index.js";
+import { KubeClient, namespaces, statefulSets } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
+import { eventsAbout, kubectlDr, prepareNamespaces, volumeDir } from "../fixture/machine-suite.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
-
-const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
-const run = promisify(execFile);
-const events = resourceType<KubeObject & { reason?: string; regarding?: { name?: string } }>({
-  group: "events.k8s.io",
-  version: "v1",
-  kind: "Event",
-  plural: "events",
-  namespaced: true,
-});
 
 const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 
@@ -91,16 +72,10 @@ describe("resync on the policy's schedule (e2e)", function () {
       timeoutMs,
       { describe: describe(name), intervalMs: 2000 },
     );
-  const dr = (...args: string[]) => run("node", [plugin, ...args, "-n", ns, "--kubeconfig", cluster.state.kubeconfig]);
-  const reasons = async (name: string) =>
-    (await client.list(events, { namespace: ns })).items
-      .filter((event) => event.regarding?.name === name)
-      .map((event) => event.reason);
-  const volumeDir = async (namespace: string, claimName: string, node: string) => {
-    const claim = await client.get(persistentVolumeClaims, claimName, namespace);
-    assert.ok(claim?.metadata.uid !== undefined, `claim ${namespace}/${claimName}`);
-    return join(cluster.state.dir, "node", "volumes", node, `pvc-${claim.metadata.uid}`);
-  };
+  const dr = (...args: string[]) => kubectlDr(cluster.state.kubeconfig, ns, ...args);
+  const reasons = async (name: string) => (await eventsAbout(client, ns, name)).map((event) => event.reason);
+  const dirOf = (namespace: string, claim: string, node: string) =>
+    volumeDir(client, cluster.state.dir, namespace, claim, node);
   const writing = (name: string, on: boolean) =>
     on ? writeFile(join(control, name, "write"), "") : rm(join(control, name, "write"), { force: true });
 
@@ -109,18 +84,7 @@ describe("resync on the policy's schedule (e2e)", function () {
     ns = cluster.namespace;
     target = `${ns}-dr`;
     control = await mkdtemp(join(tmpdir(), "ksr-rsy-ctl-"));
-    await client.create(namespaces, { metadata: { name: target } });
-    const serviceAccounts = resourceType({
-      group: "",
-      version: "v1",
-      kind: "ServiceAccount",
-      plural: "serviceaccounts",
-      namespaced: true,
-    });
-    await eventually(
-      "the default service account",
-      async () => (await client.get(serviceAccounts, "default", ns)) ?? undefined,
-    );
+    await prepareNamespaces(client, ns, target);
     // The window opens four minutes from now (whole minutes, UTC) and stays open for half an hour.
     windowStart = Math.ceil(Date.now() / 60_000) * 60_000 + 4 * 60_000;
     const window = { start: hhmm(windowStart), end: hhmm(windowStart + 30 * 60_000), timeZone: "UTC" };
@@ -174,8 +138,8 @@ describe("resync on the policy's schedule (e2e)", function () {
     const list = await reasons("nightly");
     for (const reason of ["ResyncRequested", "ResyncWaitingForWindow", "ResyncCompleted"])
       assert.ok(list.includes(reason), `events: ${list.join(", ")}`);
-    const source = await volumeDir(ns, "data-nightly-0", "ksr-primary");
-    const replica = await volumeDir(target, "data-nightly-0", "ksr-recovery");
+    const source = await dirOf(ns, "data-nightly-0", "ksr-primary");
+    const replica = await dirOf(target, "data-nightly-0", "ksr-recovery");
     await eventually(
       "the replica to equal the source",
       async () => ((await treesDiffer(source, replica)) === "" ? true : undefined),
