@@ -10,15 +10,22 @@ function minutesOf(hhmm: string): number {
   return (h ?? 0) * 60 + (m ?? 0);
 }
 
+const formats = new Map<string, Intl.DateTimeFormat>();
+
 /** The weekday and minute of the day at `at` in the time zone (Intl's tz database). */
 export function localTime(at: number, timeZone: string): { day: (typeof dayNames)[number]; minute: number } {
-  const parts = new Intl.DateTimeFormat("en-US", {
-    timeZone,
-    weekday: "long",
-    hour: "2-digit",
-    minute: "2-digit",
-    hourCycle: "h23",
-  }).formatToParts(at);
+  let format = formats.get(timeZone);
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat("en-US", {
+      timeZone,
+      weekday: "long",
+      hour: "2-digit",
+      minute: "2-digit",
+      hourCycle: "h23",
+    });
+    formats.set(timeZone, format);
+  }
+  const parts = format.formatToParts(at);
   const part = (type: string) => parts.find((p) => p.type === type)?.value ?? "";
   const day = dayNames.find((name) => name === part("weekday")) ?? "Monday";
   return { day, minute: Number(part("hour")) * 60 + Number(part("minute")) };
