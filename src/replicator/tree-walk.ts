@@ -57,14 +57,22 @@ export async function readlinkOf(path: string): Promise<string> {
   }
 }
 
-/** Every entry below root (root itself excluded); entries vanishing during the walk are skipped. */
-export async function* walkTree(root: string, relative = ""): AsyncGenerator<WalkedEntry> {
+/**
+ * Every entry below root (root itself excluded); entries vanishing during the walk are skipped. A
+ * directory yielded but gone or replaced when its turn to be listed came is passed to `onVanished`.
+ */
+export async function* walkTree(
+  root: string,
+  relative = "",
+  onVanished?: (directory: string) => void,
+): AsyncGenerator<WalkedEntry> {
   let names: string[];
   try {
     names = await readdir(relative === "" ? root : join(root, relative));
   } catch (error) {
-    if (isVanished(error)) return;
-    throw error;
+    if (!isVanished(error)) throw error;
+    if (relative !== "") onVanished?.(relative);
+    return;
   }
   names.sort();
   for (const name of names) {
@@ -72,7 +80,7 @@ export async function* walkTree(root: string, relative = ""): AsyncGenerator<Wal
     const stats = await lstatIfExists(join(root, path));
     if (stats === undefined) continue;
     yield { path, stats };
-    if (stats.isDirectory()) yield* walkTree(root, path);
+    if (stats.isDirectory()) yield* walkTree(root, path, onVanished);
   }
 }
 

@@ -45,6 +45,8 @@ const vanishedAttempts = 3;
 export class TreeSource {
   /** Directories changed inside during this round: their attributes are sent when it ends. */
   private readonly touchedDirectories = new Set<string>();
+  /** Directories gone or replaced while their entries were read: looked at again before the round ends. */
+  private readonly relook = new Set<string>();
   /** Changes emitted so far (to tell whether an entry's content was sent). */
   private emitted = 0;
   private readonly emitter: Emitter = { emit: (op) => this.emit(op) };
@@ -52,7 +54,7 @@ export class TreeSource {
   constructor(
     readonly root: string,
     private readonly manifest: Manifest,
-    private readonly sender: ChangeSender,
+    private readonly sender: Emitter,
   ) {}
 
   private async emit(op: Operation): Promise<void> {
@@ -153,7 +155,7 @@ export class TreeSource {
   /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
   async fullScan(progress?: ScanProgress): Promise<void> {
     const seen = new Set<string>();
-    for await (const { path, stats } of walkTree(this.root)) {
+    for await (const { path, stats } of walkTree(this.root, "", (directory) => this.relook.add(directory))) {
       if (entryKind(stats) === EntryKind.ENTRY_KIND_UNSPECIFIED) continue;
       seen.add(path);
       await this.reconcile(path, stats, { recurse: false, detectMoves: true });
@@ -165,7 +167,17 @@ export class TreeSource {
       await this.emit({ $case: "remove", value: { path } });
       this.manifest.deleteTree(path);
     }
+    await this.relookDirectories(); // after the removals above, which took their old children
     await this.finishRound();
+  }
+
+  /** Syncs the directories that vanished or were replaced under the scan, as if notified. */
+  private async relookDirectories(): Promise<void> {
+    for (let pass = 0; pass < vanishedAttempts && this.relook.size > 0; pass++) {
+      const paths = [...this.relook].sort();
+      this.relook.clear();
+      for (const path of paths) await this.syncOne(path, await lstatIfExists(join(this.root, path)));
+    }
   }
 
   /** Brings the given paths (from change notifications) up to date; new directories are scanned whole. */
@@ -177,6 +189,7 @@ export class TreeSource {
     // Present entries first so a rename's new name is seen while its old one is still in the manifest.
     for (const { path, stats } of looked) if (stats !== undefined) await this.syncOne(path, stats);
     for (const { path, stats } of looked) if (stats === undefined) await this.syncOne(path, undefined);
+    await this.relookDirectories();
     await this.finishRound(notified);
   }
 
@@ -237,6 +250,7 @@ export class TreeSource {
         }
         const now = await lstatIfExists(join(this.root, path));
         const present = now !== undefined && entryKind(now) !== EntryKind.ENTRY_KIND_UNSPECIFIED;
+        if (now === undefined) await this.relookParentUnlessDirectory(path);
         if (!present || attempt === vanishedAttempts || !(wasDirectory && now.isDirectory()))
           await this.forget(path, sent);
         if (!present || attempt === vanishedAttempts) return; // a path still changing is reported again
@@ -244,6 +258,13 @@ export class TreeSource {
         how = { ...how, detectMoves: true };
       }
     }
+  }
+
+  /** An entry may vanish because its directory did: then the directory is looked at again. */
+  private async relookParentUnlessDirectory(path: string): Promise<void> {
+    const parent = wireParent(path);
+    if (parent === "") return;
+    if ((await lstatIfExists(join(this.root, parent)))?.isDirectory() !== true) this.relook.add(parent);
   }
 
   private async reconcileFound(path: string, stats: BigIntStats, how: Reconcile): Promise<void> {
