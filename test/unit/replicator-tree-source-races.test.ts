@@ -146,6 +146,13 @@ describe("tree source: entries vanishing mid-scan and failed steps", () => {
     await converged();
   });
 
+  it("an entry made and removed between two rounds: its directory's mtime still follows", async () => {
+    await writeFile(s("d/t"), "brief");
+    await rm(s("d/t"));
+    await scan(["d/t"]); // nothing to send for d/t itself
+    assert.equal(await treesDiffer(source, replicaRoot, { metadata: true }), "");
+  });
+
   it("a deletion survives a step that failed after sending part of a file and was retried", async () => {
     await writeFile(s("d/e"), Buffer.alloc(200_000, 7));
     // The process server goes away after d/e's blocks were queued: the step fails there.
