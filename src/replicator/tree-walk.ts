@@ -115,7 +115,8 @@ export async function describeEntry(root: string, entry: WalkedEntry): Promise<M
       mode: permissionMode(entry.stats),
       size,
       linkTarget: kind === EntryKind.ENTRY_KIND_SYMLINK ? await readlinkOf(absolute) : "",
-      blockHashes: kind === EntryKind.ENTRY_KIND_FILE ? (await hashFile(absolute, size, true)).packed() : Buffer.alloc(0),
+      blockHashes:
+        kind === EntryKind.ENTRY_KIND_FILE ? (await hashFile(absolute, size, true)).packed() : Buffer.alloc(0),
       blockSize,
       attributes: readAttributes(absolute, entry.stats),
       ...deviceNumbers(kind, entry.stats.rdev),

@@ -18,6 +18,7 @@ import { treesDiffer } from "../fixture/tree-compare.js";
 type Operation = NonNullable<Change["op"]>;
 /** Runs when a change is sent (after it is queued, as ChangeSender queues before it can fail). */
 type OnSend = (op: Operation) => Promise<void>;
+const sendNothing: OnSend = () => Promise.resolve();
 
 const pathOf = (op: Operation): string =>
   op.$case === "rename" ? op.value.to : op.$case === "marker" ? "" : op.value.path;
@@ -55,10 +56,16 @@ describe("tree source: entries vanishing mid-scan and failed steps", () => {
     await replica.sync();
   };
   const converged = async (): Promise<void> => {
-    onSend = async () => undefined;
+    onSend = sendNothing;
     assert.equal(await treesDiffer(source, replicaRoot), "", "replica vs source");
     for (const path of manifest.entries.keys())
-      assert.ok(await lstat(s(path)).then(() => true, () => false), `the manifest still holds ${path}`);
+      assert.ok(
+        await lstat(s(path)).then(
+          () => true,
+          () => false,
+        ),
+        `the manifest still holds ${path}`,
+      );
   };
 
   before(() => loadBlockHasher());
@@ -71,7 +78,7 @@ describe("tree source: entries vanishing mid-scan and failed steps", () => {
     replica = new TreeReplica(replicaRoot, noJournal);
     manifest = new Manifest("m");
     seq = 0;
-    onSend = async () => undefined;
+    onSend = sendNothing;
     await writeFile(s("a"), "kept");
     await scan("full");
   });
@@ -84,19 +91,34 @@ describe("tree source: entries vanishing mid-scan and failed steps", () => {
     // The CI failure: d/e's content was sent, then llistxattr found it gone.
     ["a new file removed after its content was sent", "write", "d/e", () => rm(s("d/e"))],
     ["a new file removed once it was made", "make", "d/e", () => rm(s("d/e"))],
-    ["a new file replaced by a FIFO", "make", "d/e", async () => {
-      await rm(s("d/e"));
-      makeSpecial(s("d/e"), EntryKind.ENTRY_KIND_FIFO, 0o644, { rdevMajor: 0, rdevMinor: 0 });
-    }],
-    ["a new file replaced by a symlink", "truncate", "d/e", async () => {
-      await rm(s("d/e"));
-      await symlink("a", s("d/e"));
-    }],
+    [
+      "a new file replaced by a FIFO",
+      "make",
+      "d/e",
+      async () => {
+        await rm(s("d/e"));
+        makeSpecial(s("d/e"), EntryKind.ENTRY_KIND_FIFO, 0o644, { rdevMajor: 0, rdevMinor: 0 });
+      },
+    ],
+    [
+      "a new file replaced by a symlink",
+      "truncate",
+      "d/e",
+      async () => {
+        await rm(s("d/e"));
+        await symlink("a", s("d/e"));
+      },
+    ],
     ["its directory removed", "write", "d/e", () => rm(s("d"), { recursive: true })],
-    ["its directory replaced by a file", "write", "d/e", async () => {
-      await rm(s("d"), { recursive: true });
-      await writeFile(s("d"), "now a file");
-    }],
+    [
+      "its directory replaced by a file",
+      "write",
+      "d/e",
+      async () => {
+        await rm(s("d"), { recursive: true });
+        await writeFile(s("d"), "now a file");
+      },
+    ],
   ];
   for (const [what, kind, path, action] of vanishing) {
     for (const how of ["full", "notified"] as const) {
