@@ -2,12 +2,15 @@
 // `default` would be accepted and run: both nodes Ready, the default
 // namespace's ServiceAccount made by the controller-manager (admission
 // refuses pods without it), and each node's kubelet API answering /healthz
-// to the apiserver's own client certificate.
+// to the apiserver's own client certificate. A node whose site is down
+// (`ksr local site down`, which outlives `down`/`up`) is left out and reported:
+// it comes back only with `ksr local site up`.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CoreV1Api, KubeConfig, type V1Node } from "@kubernetes/client-node";
 import { localNodes } from "./node/layout.js";
+import { downSites } from "./node/sites.js";
 import { probe } from "./probe.js";
 
 export interface Usability {
@@ -26,13 +29,17 @@ function kubeletHealthy(node: V1Node, tls: { ca: string; cert: string; key: stri
   return probe(`https://${address}:${port}/healthz`, tls);
 }
 
-export async function checkUsable(core: CoreV1Api, tls: { ca: string; cert: string; key: string }): Promise<Usability> {
+export async function checkUsable(
+  core: CoreV1Api,
+  tls: { ca: string; cert: string; key: string },
+  downNodes: ReadonlySet<string>,
+): Promise<Usability> {
   const waitingFor: string[] = [];
   const nodes = await core.listNode().then(
     (list) => list.items,
     () => [] as V1Node[],
   );
-  for (const { name } of localNodes) {
+  for (const { name } of localNodes.filter((identity) => !downNodes.has(identity.name))) {
     const node = nodes.find((n) => n.metadata?.name === name);
     if (node?.status?.conditions?.find((c) => c.type === "Ready")?.status !== "True")
       waitingFor.push(`node ${name} Ready`);
@@ -61,9 +68,11 @@ export async function waitUntilUsable(
     cert: pki(`${kubeletClient}.crt`),
     key: pki(`${kubeletClient}.key`),
   };
+  const down = downSites(dir);
+  for (const message of down.values()) progress(message);
   let reported = "";
   for (;;) {
-    const { usable, waitingFor } = await checkUsable(core, tls);
+    const { usable, waitingFor } = await checkUsable(core, tls, new Set(down.keys()));
     if (usable) return;
     const summary = waitingFor.join(", ");
     if (summary !== reported) progress(`waiting for ${summary}`);

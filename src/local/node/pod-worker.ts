@@ -3,7 +3,7 @@
 // graceful termination, and the status the rest of the cluster sees.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, V1Container, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { dropContainerRecord, killCgroupTree, saveContainerRecord } from "./containment.js";
 import { ContainerConfigError, containerEnvironment, expandReferences, type PodFacts } from "./env.js";
@@ -13,6 +13,7 @@ import { describeError, isNotFound, mergePatch } from "./kube.js";
 import { podLogDir, type NodeLayout } from "./layout.js";
 import type { PodNetwork, PodSandboxNetwork } from "./network.js";
 import {
+  coldStart,
   podStatus,
   restartDelayMs,
   shouldRestart,
@@ -77,18 +78,18 @@ interface ContainerRun {
 const retryMs = 2000;
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-function newRun(spec: V1Container, init: boolean, previousRestarts: number): ContainerRun {
+function newRun(spec: V1Container, init: boolean, previous: V1ContainerStatus | undefined): ContainerRun {
   return {
     spec,
     init,
     phase: { kind: "waiting", reason: "ContainerCreating" },
-    restartCount: previousRestarts,
-    attempts: 0,
+    restartCount: previous?.restartCount ?? 0,
     probers: [],
     ready: false,
     started: false,
     nextStartAt: 0,
     finished: false,
+    ...coldStart(init, previous),
   };
 }
 
@@ -114,13 +115,13 @@ export class PodWorker {
   ) {
     this.uid = pod.metadata?.uid ?? "";
     this.startTime = pod.status?.startTime ?? new Date();
-    const restarts = (name: string) =>
-      [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])].find(
-        (s) => s.name === name,
-      )?.restartCount ?? 0;
+    const previous = (statuses: V1ContainerStatus[] | undefined, name: string) =>
+      statuses?.find((s) => s.name === name);
     this.runs = [
-      ...(pod.spec?.initContainers ?? []).map((c) => newRun(c, true, restarts(c.name))),
-      ...(pod.spec?.containers ?? []).map((c) => newRun(c, false, restarts(c.name))),
+      ...(pod.spec?.initContainers ?? []).map((c) =>
+        newRun(c, true, previous(pod.status?.initContainerStatuses, c.name)),
+      ),
+      ...(pod.spec?.containers ?? []).map((c) => newRun(c, false, previous(pod.status?.containerStatuses, c.name))),
     ];
   }
 
