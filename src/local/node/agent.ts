@@ -2,7 +2,7 @@
 // nodes, keeps them alive, runs the pods the scheduler binds to them and
 // provisions their volumes. It uses the cluster's admin kubeconfig: it also
 // acts as the storage provisioner, which a node identity may not do.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   AuthorizationV1Api,
@@ -31,16 +31,18 @@ import { siteController } from "./site-controller.js";
 import { findHostTools } from "./runtime.js";
 import type { VolumeSources } from "./volumes.js";
 
-function imageHost(layout: NodeLayout): ImageHost {
+function imageHost(layout: NodeLayout, binDir: string): ImageHost {
   mkdirSync(layout.scripts, { recursive: true });
   const postgresEntrypoint = join(layout.scripts, "postgres-entrypoint.sh");
   writeFileSync(postgresEntrypoint, postgresEntrypointScript, { mode: 0o755 });
   const postgresBinDir = findPostgresBinDir();
+  const coreDnsBinary = join(binDir, "coredns");
   return {
     nodeBinary: process.execPath,
     packageRoot,
     postgresEntrypoint,
     ...(postgresBinDir === undefined ? {} : { postgresBinDir }),
+    ...(existsSync(coreDnsBinary) ? { coreDnsBinary } : {}),
   };
 }
 
@@ -116,7 +118,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     core,
     sources: volumeSources(core),
     network,
-    images: imageHost(layout),
+    images: imageHost(layout, state.binDir),
     tools: findHostTools(),
     ...(cgroupRoot === undefined ? {} : { cgroupRoot }),
     log,

@@ -132,8 +132,10 @@ const isolationTable = "ksr-site";
 
 /**
  * Cuts the site's node namespace off: forwarded packets to or from the core
- * (the other site, CoreDNS, the host and its apiserver) are dropped, except
- * the kubelet's own address. Before kube-proxy, policy and conntrack decide.
+ * (the other site, the host and its apiserver) are dropped, except the
+ * kubelet's own address. Before kube-proxy, policy and conntrack decide. The
+ * site's own CoreDNS pod keeps answering from what it last read, as a DNS
+ * replica in a partitioned site does.
  */
 export async function isolateSite(clusterDir: string, plan: PodNetworkPlan, site: string): Promise<void> {
   const netns = nodeNamespaceName(clusterDir, site);
