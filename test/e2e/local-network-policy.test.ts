@@ -20,7 +20,8 @@ function withQuickDnsTimeout(pod: V1Pod): V1Pod {
     { name: "timeout", value: "1" },
     { name: "attempts", value: "1" },
   ];
-  return { ...pod, spec: { containers: [], ...pod.spec, dnsConfig: { options } } };
+  if (pod.spec !== undefined) pod.spec.dnsConfig = { options };
+  return pod;
 }
 
 describe("NetworkPolicy on ksr local (e2e)", function () {
