@@ -205,6 +205,44 @@ describe("kubelet API on the local nodes (e2e)", function () {
       assert.notEqual(missing.code, 0);
     });
 
+    it("kubectl attach -i feeds the container's stdin, and ends when the container does", async () => {
+      const attacher = pod("attacher", 'read line; echo "got $line"; cat; echo eof; exit 3');
+      const main = attacher.spec?.containers[0];
+      if (main !== undefined) Object.assign(main, { stdin: true, stdinOnce: true });
+      if (attacher.spec !== undefined) attacher.spec.restartPolicy = "Never";
+      // As on any cluster, a container not yet running cannot be attached to.
+      await runningPod(attacher);
+      const attached = await kubectl(["attach", "-i", "attacher"], "hello\nmore\n");
+      assert.equal(attached.code, 0, attached.stderr);
+      assert.match(attached.stdout, /got hello\nmore\neof\n/);
+      const ended = await waitFor("attacher terminated", async () => {
+        const current = await core().readNamespacedPod({ name: "attacher", namespace: ns() });
+        return current.status?.containerStatuses?.[0]?.state?.terminated;
+      });
+      assert.equal(ended.exitCode, 3, "stdinOnce: the container read end-of-file once kubectl's input ended");
+    });
+
+    it("kubectl attach -it reaches the container's terminal, sized as the client's", async () => {
+      const terminal = pod("tty-attach", 'read line; tty; stty size; echo "read $line"');
+      const main = terminal.spec?.containers[0];
+      if (main !== undefined) Object.assign(main, { stdin: true, tty: true });
+      if (terminal.spec !== undefined) terminal.spec.restartPolicy = "Never";
+      await runningPod(terminal);
+      // `script` gives kubectl the terminal -t insists on; what is typed waits in it until kubectl reads it.
+      const command = `stty cols 77 rows 22; ${kubectlPath()} -n ${ns()} attach -it tty-attach`;
+      const result = await new Promise<Run>((resolve, reject) => {
+        const child = spawn("script", ["-qec", command, "/dev/null"], { env: env(), stdio: ["pipe", "pipe", "pipe"] });
+        let stdout = "";
+        child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+        child.on("error", reject);
+        child.on("close", (code) => {
+          resolve({ code, stdout, stderr: "" });
+        });
+        child.stdin.end("size\r");
+      });
+      assert.match(result.stdout, /\/dev\/pts\/\d+\r\n22 77\r\nread size\r\n/, result.stdout);
+    });
+
     it("a WebSocket exec the apiserver passes through (v4.channel.k8s.io, no v5) reaches the node", async () => {
       await runningPod(pod("websocket", idle));
       const pki = (file: string) => readFileSync(join(cluster.state.dir, "pki", file), "utf8");

@@ -3,7 +3,6 @@ import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/g
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../api/types.js";
 import {
   deployments,
-  endpointSlices,
   namespaces,
   nodes,
   persistentVolumeClaims,
@@ -59,7 +58,6 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     nodes: cache.informer(nodes),
     storageClasses: cache.informer(storageClasses),
     namespaces: cache.informer(namespaces),
-    endpointSlices: cache.informer(endpointSlices),
   };
   const replicators = new ReplicatorClients(operatorCredentials(deps));
   void manager.done.then(() => {

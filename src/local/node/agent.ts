@@ -21,14 +21,13 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
-import { startKubeletServers } from "./kubelet-server/node-servers.js";
+import { execTools, startKubeletServers } from "./kubelet-server/node-servers.js";
 import { localNodes, nodeLayout, type LocalNodeIdentity, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
 import { startProvisioner } from "./provisioner.js";
 import { startHeartbeats } from "./registration.js";
 import { siteController } from "./site-controller.js";
-import { findHostTools } from "./runtime.js";
 import type { VolumeSources } from "./volumes.js";
 
 function imageHost(layout: NodeLayout, binDir: string): ImageHost {
@@ -119,7 +118,7 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     sources: volumeSources(core),
     network,
     images: imageHost(layout, state.binDir),
-    tools: findHostTools(),
+    tools: execTools(),
     ...(cgroupRoot === undefined ? {} : { cgroupRoot }),
     log,
     restartBackoff: { baseMs: 10_000, maxMs: 300_000 },

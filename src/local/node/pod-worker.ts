@@ -23,15 +23,8 @@ import {
 } from "./pod-status.js";
 import { Prober } from "./probes.js";
 import { podResolvConf, renderResolvConf } from "./resolv-conf.js";
-import {
-  execInContainer,
-  killContainerTree,
-  signalContainer,
-  startContainer,
-  type HostTools,
-  type RunningProcess,
-} from "./runtime.js";
-import type { ContainerProcess } from "./kubelet-server/exec.js";
+import { execInContainer, killContainerTree, signalContainer, startContainer, type RunningProcess } from "./runtime.js";
+import type { ContainerProcess, ExecTools } from "./kubelet-server/exec.js";
 import { containerMounts, preparePodVolumes, VolumeNotReady, type PodVolume, type VolumeSources } from "./volumes.js";
 
 export interface NodeContext {
@@ -43,7 +36,8 @@ export interface NodeContext {
   /** Pod addresses and network namespaces; also says how pods reach the apiserver. */
   network: PodNetwork;
   images: ImageHost;
-  tools: HostTools;
+  /** The util-linux tools, and python3 for containers with a tty. */
+  tools: ExecTools;
   /** Parent cgroup of this cluster's containers, when cgroup2 is usable. */
   cgroupRoot?: string;
   events: EventRecorder;
@@ -372,6 +366,8 @@ export class PodWorker {
             `${run.attempts - 1}.log`,
           ),
           scriptFile: join(this.podDir, "launch", `${run.spec.name}-${run.attempts}.sh`),
+          stdin: run.spec.stdin === true,
+          ...(run.spec.tty === true ? { tty: { python3: this.python3() } } : {}),
         },
         this.ctx.tools,
       );
@@ -398,6 +394,12 @@ export class PodWorker {
       if (cgroup !== undefined) await killCgroupTree(cgroup);
       this.kick(retryMs);
     }
+  }
+
+  private python3(): string {
+    if (this.ctx.tools.python3 === undefined)
+      throw new Error("tty: true needs python3 on the node for the container's pty (apt-get install python3)");
+    return this.ctx.tools.python3;
   }
 
   private containerCgroup(run: ContainerRun): string | undefined {
@@ -628,6 +630,11 @@ export class PodWorker {
       env: run.env ?? {},
       ...(user === undefined ? {} : { user }),
       ...(run.cgroup === undefined ? {} : { cgroup: run.cgroup }),
+      attach: {
+        ...(process.stdin === undefined ? {} : { stdin: process.stdin }),
+        ...(process.resize === undefined ? {} : { resize: process.resize }),
+        stdinOnce: run.spec.stdinOnce === true,
+      },
     };
   }
 
