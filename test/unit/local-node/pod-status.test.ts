@@ -160,6 +160,7 @@ describe("local node pod status", () => {
       startedAt: t0,
       finishedAt: t0,
     };
+    const completedState = { exitCode: 0, reason: "Completed", startedAt: t0, finishedAt: t0 };
     const cases: [string, boolean, V1ContainerStatus | undefined, ReturnType<typeof coldStart>][] = [
       ["no status: a first start", false, undefined, { attempts: 0 }],
       [
@@ -179,7 +180,7 @@ describe("local node pod status", () => {
         false,
         status({
           containerID: "ksr-local://u-main-1",
-          state: { terminated: { exitCode: 0, reason: "Completed", startedAt: t0, finishedAt: t0 } },
+          state: { terminated: completedState },
         }),
         { attempts: 1, phase: completed, lastTermination: completed },
       ],
@@ -189,7 +190,7 @@ describe("local node pod status", () => {
         status({
           containerID: "ksr-local://u-main-4",
           state: { waiting: { reason: "CrashLoopBackOff" } },
-          lastState: { terminated: { exitCode: 0, reason: "Completed", startedAt: t0, finishedAt: t0 } },
+          lastState: { terminated: completedState },
         }),
         { attempts: 4, phase: completed, lastTermination: completed },
       ],
@@ -198,7 +199,7 @@ describe("local node pod status", () => {
         true,
         status({
           containerID: "ksr-local://u-main-1",
-          state: { terminated: { exitCode: 0, reason: "Completed", startedAt: t0, finishedAt: t0 } },
+          state: { terminated: completedState },
         }),
         { attempts: 1, lastTermination: completed },
       ],
