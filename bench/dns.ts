@@ -2,7 +2,7 @@
 // dedicated `ksr local` cluster. A pod on the primary site times:
 //   - getaddrinfo("kubernetes.default") as applications resolve (resolv.conf, search path, ndots:5),
 //   - one A query for the FQDN to the kube-dns ClusterIP (kube-proxy DNAT and the NetworkPolicy queue on the way),
-//   - the same query straight to CoreDNS's own address: the baseline, without the Service path.
+//   - the same query straight to the primary node's CoreDNS pod: the baseline, without the Service path.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,8 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { down, up } from "../src/local/cluster.js";
-import { addressIn, reservedOctets } from "../src/local/node/addresses.js";
-import { siteLabel } from "../src/local/node/layout.js";
+import { localNodes, siteLabel } from "../src/local/node/layout.js";
 import { readContainerLog } from "../src/local/node/logs.js";
 import { clusterDnsAddress } from "../src/local/node/network.js";
 import { kubeConfigFor } from "../test/fixture/cluster.js";
@@ -62,6 +61,12 @@ export async function run(args: string[]): Promise<void> {
       if (ready) break;
       await sleep(200);
     }
+    // `up` returned with a ready CoreDNS pod on each node; the Service prefers the client's node's.
+    const dnsPods = await core.listNamespacedPod({ namespace: "kube-system", labelSelector: "k8s-app=kube-dns" });
+    const coreDns = dnsPods.items.find(
+      (pod) => pod.spec?.nodeName === localNodes.find((node) => node.site === "primary")?.name,
+    )?.status?.podIP;
+    if (coreDns === undefined) throw new Error("no CoreDNS pod on the primary node");
     await core.createNamespacedPod({
       namespace: "default",
       body: {
@@ -77,7 +82,7 @@ export async function run(args: string[]): Promise<void> {
               env: [
                 { name: "LOOKUPS", value: String(lookups) },
                 { name: "DNS_SERVICE", value: clusterDnsAddress(plan.serviceSubnet) },
-                { name: "COREDNS", value: addressIn(plan.subnet, reservedOctets.core) },
+                { name: "COREDNS", value: coreDns },
               ],
             },
           ],

@@ -69,12 +69,6 @@ export const clusterRules: readonly PolicyRule[] = [
     reason: "place replicators by site label",
   },
   {
-    apiGroups: ["discovery.k8s.io"],
-    resources: ["endpointslices"],
-    verbs: read,
-    reason: "see when replicator Services have ready endpoints",
-  },
-  {
     apiGroups: ["apps"],
     resources: ["deployments", "statefulsets"],
     verbs: manage,

@@ -401,7 +401,7 @@ export async function up(options: UpOptions = {}): Promise<ClusterState> {
     }
     await startNodeAgent(state, deadline, progress);
     await startAddons(state, deadline, progress);
-    await waitUntilUsable(dir, deadline, progress);
+    await waitUntilUsable(dir, podNetworkUp(dir, state.podNetwork), deadline, progress);
   } catch (error) {
     await stopComponents(state.components);
     await stopPodProcesses(dir);

@@ -66,6 +66,20 @@ describe("kubelet API on the local nodes (e2e)", function () {
     return { child, output: () => output, exited };
   }
 
+  /** Runs a shell command on a terminal of `script`'s, which kubectl insists on for -t; input is typed into it. */
+  function inTerminal(command: string, input = ""): Promise<Run> {
+    return new Promise((resolve, reject) => {
+      const child = spawn("script", ["-qec", command, "/dev/null"], { env: env(), stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => {
+        resolve({ code, stdout, stderr: "" });
+      });
+      child.stdin.end(input);
+    });
+  }
+
   afterEach(() => {
     for (const child of started.splice(0)) if (child.exitCode === null) child.kill();
   });
@@ -88,6 +102,13 @@ describe("kubelet API on the local nodes (e2e)", function () {
     metadata: { name },
     spec: { terminationGracePeriodSeconds: 1, containers: [shellContainer("main", script)], ...extra },
   });
+
+  /** A pod to attach to: its container reads stdin (and has a tty when asked), and it runs once. */
+  const attachable = (name: string, script: string, extra: { stdinOnce?: boolean; tty?: boolean }): V1Pod =>
+    pod(name, script, {
+      restartPolicy: "Never",
+      containers: [shellContainer("main", script, { stdin: true, ...extra })],
+    });
 
   it("accepts and runs a Pod in default right after `ksr local up`", async () => {
     // No wait for the ServiceAccount: `up` returned only once the cluster accepts pods.
@@ -205,6 +226,31 @@ describe("kubelet API on the local nodes (e2e)", function () {
       assert.notEqual(missing.code, 0);
     });
 
+    it("kubectl attach -i feeds the container's stdin, and ends when the container does", async () => {
+      // As on any cluster, a container not yet running cannot be attached to.
+      await runningPod(
+        attachable("attacher", 'read line; echo "got $line"; cat; echo eof; exit 3', { stdinOnce: true }),
+      );
+      const attached = await kubectl(["attach", "-i", "attacher"], "hello\nmore\n");
+      assert.equal(attached.code, 0, attached.stderr);
+      assert.match(attached.stdout, /got hello\nmore\neof\n/);
+      const ended = await waitFor("attacher terminated", async () => {
+        const current = await core().readNamespacedPod({ name: "attacher", namespace: ns() });
+        return current.status?.containerStatuses?.[0]?.state?.terminated;
+      });
+      assert.equal(ended.exitCode, 3, "stdinOnce: the container read end-of-file once kubectl's input ended");
+    });
+
+    it("kubectl attach -it reaches the container's terminal, sized as the client's", async () => {
+      await runningPod(attachable("tty-attach", 'read line; tty; stty size; echo "read $line"', { tty: true }));
+      // What is typed waits in the terminal until kubectl reads it.
+      const result = await inTerminal(
+        `stty cols 77 rows 22; ${kubectlPath()} -n ${ns()} attach -it tty-attach`,
+        "size\r",
+      );
+      assert.match(result.stdout, /\/dev\/pts\/\d+\r\n22 77\r\nread size\r\n/, result.stdout);
+    });
+
     it("a WebSocket exec the apiserver passes through (v4.channel.k8s.io, no v5) reaches the node", async () => {
       await runningPod(pod("websocket", idle));
       const pki = (file: string) => readFileSync(join(cluster.state.dir, "pki", file), "utf8");
@@ -271,18 +317,9 @@ describe("kubelet API on the local nodes (e2e)", function () {
 
     it("kubectl exec -t gives the command a terminal of the client's size", async () => {
       await runningPod(pod("terminal", idle));
-      // `script` gives kubectl the terminal it insists on for -t.
-      const command = `stty cols 123 rows 45; ${kubectlPath()} -n ${ns()} exec -it terminal -- sh -c 'tty; stty size; exit 4'`;
-      const result = await new Promise<Run>((resolve, reject) => {
-        const child = spawn("script", ["-qec", command, "/dev/null"], { env: env(), stdio: ["pipe", "pipe", "pipe"] });
-        let stdout = "";
-        child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-        child.on("error", reject);
-        child.on("close", (code) => {
-          resolve({ code, stdout, stderr: "" });
-        });
-        child.stdin.end();
-      });
+      const result = await inTerminal(
+        `stty cols 123 rows 45; ${kubectlPath()} -n ${ns()} exec -it terminal -- sh -c 'tty; stty size; exit 4'`,
+      );
       assert.match(result.stdout, /\/dev\/pts\/\d+\r\n45 123\r\n/);
       assert.equal(result.code, 4, result.stdout);
     });

@@ -1,11 +1,28 @@
 // NetworkPolicy on the shared `ksr local` cluster, enforced by
-// kube-network-policies in each node's namespace. Prober pods try their targets
+// kube-network-policies in each node's namespace; the cluster DNS is selected
+// by its pods' labels, as on kind. Prober pods try their targets
 // every half second and log one JSON line per round; a verdict counts once three
 // rounds in a row agree (a new policy or pod takes the enforcer a moment).
-import { CoreV1Api, NetworkingV1Api, type V1NetworkPolicy, type V1NetworkPolicySpec } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  NetworkingV1Api,
+  type V1NetworkPolicy,
+  type V1NetworkPolicySpec,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { useCluster } from "../fixture/cluster.js";
 import { podCondition, waitFor, waitForDefaultServiceAccount } from "./local-node-helpers.js";
 import { prober, proberSettlesOn, webPod, type Verdicts } from "./network-probers.js";
+
+/** A dropped lookup fails after a second, not the resolver's default 2 × 5 s, so a verdict comes quickly. */
+function withQuickDnsTimeout(pod: V1Pod): V1Pod {
+  const options = [
+    { name: "timeout", value: "1" },
+    { name: "attempts", value: "1" },
+  ];
+  if (pod.spec !== undefined) pod.spec.dnsConfig = { options };
+  return pod;
+}
 
 describe("NetworkPolicy on ksr local (e2e)", function () {
   this.timeout(180_000);
@@ -38,12 +55,21 @@ describe("NetworkPolicy on ksr local (e2e)", function () {
       [isolated(), "b-web"],
     ] as const)
       ips.set(name, (await ready(namespace, name)).status?.podIP ?? "");
-    // Isolate the namespace before any prober starts: every pod in it, both directions, DNS still allowed.
-    await policy("isolate", {
-      podSelector: {},
-      policyTypes: ["Ingress", "Egress"],
+    // Isolate the namespace before any prober starts: every pod in it, both directions. DNS is let
+    // through with the usual rule, to the kube-dns pods by namespace and pod selector, for the
+    // probers that carry dns=allowed only.
+    await policy("isolate", { podSelector: {}, policyTypes: ["Ingress", "Egress"] });
+    await policy("allow-dns", {
+      podSelector: { matchLabels: { dns: "allowed" } },
+      policyTypes: ["Egress"],
       egress: [
         {
+          to: [
+            {
+              namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } },
+              podSelector: { matchLabels: { "k8s-app": "kube-dns" } },
+            },
+          ],
           ports: [
             { protocol: "UDP", port: 53 },
             { protocol: "TCP", port: 53 },
@@ -57,12 +83,19 @@ describe("NetworkPolicy on ksr local (e2e)", function () {
       body: prober(
         "b-prober",
         "primary",
-        { role: "prober" },
+        { role: "prober", dns: "allowed" },
         {
           "a-web": url("a-web"),
           dns: `dns:kubernetes.default.svc.cluster.local`,
           "b-web": url("b-web"),
         },
+      ),
+    });
+    // On the other node, so each node's CoreDNS pod is asked.
+    await core().createNamespacedPod({
+      namespace: isolated(),
+      body: withQuickDnsTimeout(
+        prober("b-no-dns", "recovery", { role: "no-dns" }, { dns: "dns:kubernetes.default.svc.cluster.local." }),
       ),
     });
     await core().createNamespacedPod({
@@ -83,6 +116,7 @@ describe("NetworkPolicy on ksr local (e2e)", function () {
 
   it("keeps an isolated namespace's pods from reaching or being reached by another namespace, while DNS resolves", async () => {
     await settlesOn(isolated(), "b-prober", { "a-web": "blocked", "b-web": "blocked", dns: "ok" });
+    await settlesOn(isolated(), "b-no-dns", { dns: "blocked" });
     await settlesOn(open(), "a-stranger", { "a-web": "ok", "b-web": "blocked" });
     await settlesOn(open(), "a-friend", { "b-web": "blocked" });
   });

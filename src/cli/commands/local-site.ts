@@ -2,7 +2,7 @@
 import { Command, Option } from "commander";
 import { defaultClusterDir, readClusterState } from "../../local/cluster.js";
 import { nodeAgentName } from "../../local/node/component.js";
-import { changeSite, siteModes, type SiteMode, type SiteState } from "../../local/node/sites.js";
+import { changeSite, describeSite, siteModes, type SiteMode, type SiteState } from "../../local/node/sites.js";
 import { isRunning } from "../../local/processes.js";
 
 const dirOption = () =>
@@ -17,9 +17,13 @@ function agentRunning(dir: string): () => boolean {
   };
 }
 
-export function describeSite(state: SiteState | undefined): string {
-  if (state === undefined || state.up) return "up";
-  return `down (${state.mode ?? "power"}) since ${state.since}`;
+function report(site: string, dir: string, change: { state: SiteState; pending: boolean }): void {
+  const what = describeSite(change.state);
+  process.stderr.write(
+    change.pending
+      ? `ksr local: the cluster in ${dir} is stopped; site ${site} will be ${what} when it starts (ksr local up --dir ${dir})\n`
+      : `ksr local: site ${site} is ${what}\n`,
+  );
 }
 
 export function siteCommand(): Command {
@@ -34,8 +38,11 @@ export function siteCommand(): Command {
     .addOption(new Option("--mode <mode>", "how the site is lost").choices([...siteModes]).default("power"))
     .addOption(dirOption())
     .action(async (name: string, options: { dir: string; mode: SiteMode }) => {
-      const applied = await changeSite(options.dir, name, { up: false, mode: options.mode }, agentRunning(options.dir));
-      process.stderr.write(`ksr local: site ${name} is ${describeSite(applied)}\n`);
+      report(
+        name,
+        options.dir,
+        await changeSite(options.dir, name, { up: false, mode: options.mode }, agentRunning(options.dir)),
+      );
     });
   site
     .command("up")
@@ -43,8 +50,7 @@ export function siteCommand(): Command {
     .argument("<site>", "primary or recovery")
     .addOption(dirOption())
     .action(async (name: string, options: { dir: string }) => {
-      const applied = await changeSite(options.dir, name, { up: true }, agentRunning(options.dir));
-      process.stderr.write(`ksr local: site ${name} is ${describeSite(applied)}\n`);
+      report(name, options.dir, await changeSite(options.dir, name, { up: true }, agentRunning(options.dir)));
     });
   return site;
 }

@@ -2,9 +2,9 @@
 import { Command, Option } from "commander";
 import { defaultClusterDir, down, status, up } from "../../local/cluster.js";
 import { parsePort } from "../../local/ports.js";
-import { siteStates } from "../../local/node/sites.js";
+import { describeSite, siteStates } from "../../local/node/sites.js";
 import { logsCommand, nodeAgentCommand } from "./local-node.js";
-import { describeSite, siteCommand } from "./local-site.js";
+import { siteCommand } from "./local-site.js";
 
 export function localCommand(): Command {
   const local = new Command("local").description("run a real Kubernetes control plane on this machine, without Docker");

@@ -2,7 +2,6 @@
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../api/types.js";
 import {
   deployments,
-  endpointSlices,
   namespaces,
   nodes,
   persistentVolumeClaims,
@@ -38,7 +37,6 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     nodes: cache.informer(nodes),
     storageClasses: cache.informer(storageClasses),
     namespaces: cache.informer(namespaces),
-    endpointSlices: cache.informer(endpointSlices),
   };
   const identity = new OperatorIdentity(deps);
   const replicators = new ReplicatorClients(

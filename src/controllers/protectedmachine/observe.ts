@@ -2,31 +2,10 @@
 // Control.Status and the master target's points. A replicator that cannot be asked yields no
 // observation (status says so), never an invented one.
 import type { ControlStatus, PointInfo } from "../../gen/ksr/replication/v1/replication.js";
-import type { EndpointSlice, Informer, Logger } from "../../runtime/index.js";
+import type { Logger } from "../../runtime/index.js";
 import type { ReplicatorClients, PeerAddress } from "./replicator-clients.js";
-import { replicatorPort } from "./names.js";
-import { serviceHost } from "./replicators.js";
 import type { VolumeObservation } from "./status.js";
 import type { ProtectedVolume } from "./workload.js";
-
-/**
- * How the operator dials a replicator: a ready endpoint of its Service (what kube-proxy itself
- * uses; works with and without cluster DNS), verified against the Service's DNS name.
- */
-export function endpointPeer(
-  slices: Informer<EndpointSlice>,
-  name: string,
-  namespace: string,
-): PeerAddress | undefined {
-  for (const slice of slices.list(namespace)) {
-    if (slice.metadata.labels?.["kubernetes.io/service-name"] !== name) continue;
-    const port = slice.ports?.find((p) => p.name === "grpc")?.port ?? replicatorPort;
-    const ready = slice.endpoints.find((endpoint) => endpoint.conditions?.ready === true);
-    const address = ready?.addresses[0];
-    if (address !== undefined) return { address: `${address}:${port}`, serverName: serviceHost(name, namespace) };
-  }
-  return undefined;
-}
 
 interface Sample {
   receivedBytes: number;
@@ -61,8 +40,8 @@ export interface ObservedVolumes {
 export async function observeVolumes(options: {
   volumes: readonly ProtectedVolume[];
   capacities: ReadonlyMap<string, number>;
-  processServer?: PeerAddress;
-  masterTarget?: PeerAddress;
+  processServer: PeerAddress;
+  masterTarget: PeerAddress;
   clients: ReplicatorClients;
   throughput: ThroughputTracker;
   machineKey: string;
@@ -74,21 +53,17 @@ export async function observeVolumes(options: {
   const volumes = await Promise.all(
     options.volumes.map(async (volume): Promise<VolumeObservation> => {
       const [control, points] = await Promise.all([
-        processServer === undefined
-          ? undefined
-          : clients.controlStatus(processServer, volume.machineId).catch((error: unknown): undefined => {
-              log.debug({ err: String(error), stream: volume.machineId }, "process server not answering");
-              return undefined;
-            }),
-        masterTarget === undefined
-          ? undefined
-          : clients.listPoints(masterTarget, volume.machineId).then(
-              (reply): readonly PointInfo[] => reply.points,
-              (error: unknown): undefined => {
-                log.debug({ err: String(error), stream: volume.machineId }, "master target not answering");
-                return undefined;
-              },
-            ),
+        clients.controlStatus(processServer, volume.machineId).catch((error: unknown): undefined => {
+          log.debug({ err: String(error), stream: volume.machineId }, "process server not answering");
+          return undefined;
+        }),
+        clients.listPoints(masterTarget, volume.machineId).then(
+          (reply): readonly PointInfo[] => reply.points,
+          (error: unknown): undefined => {
+            log.debug({ err: String(error), stream: volume.machineId }, "master target not answering");
+            return undefined;
+          },
+        ),
       ]);
       let throughput: number | undefined;
       if (control !== undefined) {

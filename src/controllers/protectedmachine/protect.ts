@@ -3,7 +3,6 @@
 import type { ProtectedMachine, ProtectedMachineStatus, ReplicationPolicy } from "../../api/types.js";
 import {
   pods,
-  type EndpointSlice,
   type EventRecorder,
   type Informer,
   type KubeObject,
@@ -18,10 +17,10 @@ import {
 import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { healthValue, type MachineMetrics } from "../metrics.js";
 import { machineLabel, machineNamespaceLabel } from "./names.js";
-import { endpointPeer, observeVolumes, type ThroughputTracker } from "./observe.js";
+import { observeVolumes, type ThroughputTracker } from "./observe.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
-import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
+import { ensureReplicators, servicePeer, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
 import { computeStatus, type StatusInput, type VolumeObservation } from "./status.js";
 import { policyDurationMs } from "../replicationpolicy/flags.js";
 import type { Problem, WorkloadObject } from "./workload.js";
@@ -35,7 +34,6 @@ export interface MachineCaches extends OwnCaches {
   nodes: Informer<Node>;
   storageClasses: Informer<StorageClass>;
   namespaces: Informer<Namespace>;
-  endpointSlices: Informer<EndpointSlice>;
 }
 
 export interface ProtectDeps extends ReplicatorDeps {
@@ -108,13 +106,11 @@ function quantityBytes(quantity: string): number | undefined {
 async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan, context: ReconcileContext) {
   const namespace = machine.metadata.namespace ?? "";
   const { capacities } = claimFigures(deps.caches, namespace);
-  const processServer = endpointPeer(deps.caches.endpointSlices, plan.processServer, namespace);
-  const masterTarget = endpointPeer(deps.caches.endpointSlices, plan.masterTarget.name, plan.masterTarget.namespace);
   return observeVolumes({
     volumes: plan.volumes,
     capacities,
-    ...(processServer === undefined ? {} : { processServer }),
-    ...(masterTarget === undefined ? {} : { masterTarget }),
+    processServer: servicePeer(plan.processServer, namespace),
+    masterTarget: servicePeer(plan.masterTarget.name, plan.masterTarget.namespace),
     clients: deps.replicators,
     throughput: deps.throughput,
     machineKey: `${namespace}/${machine.metadata.name}`,

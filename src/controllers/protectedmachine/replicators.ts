@@ -42,6 +42,7 @@ import {
   type AgentStream,
 } from "./placement.js";
 import type { Plan } from "./plan.js";
+import type { PeerAddress } from "./replicator-clients.js";
 import { policyDurationMs, replicatorFlags, type ReplicatorFlags } from "../replicationpolicy/flags.js";
 
 /** The informers the controller reads its own objects from. */
@@ -72,11 +73,17 @@ export function serviceDnsNames(namespace: string): string[] {
 }
 
 /**
- * The address a replicator dials another one at. One place to change: Service DNS (svc-net's
- * CoreDNS and kube-proxy) today.
+ * The address a replicator, or the operator, dials another one at: its Service's DNS name, which
+ * cluster DNS and kube-proxy resolve and route (kind, and `ksr local` with its pod network), so
+ * no one needs API access to find a peer.
  */
 export function peerFlag(name: string, namespace: string): string {
   return `${serviceHost(name, namespace)}:${replicatorPort}`;
+}
+
+/** peerFlag as the operator's gRPC clients take it, checked against the name the certificate carries. */
+export function servicePeer(name: string, namespace: string): PeerAddress {
+  return { address: peerFlag(name, namespace), serverName: serviceHost(name, namespace) };
 }
 
 /** Labels that say which machine an object belongs to (a shared replicator carries its own). */

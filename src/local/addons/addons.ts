@@ -1,10 +1,10 @@
 // The cluster add-ons kind runs, built from their own Go modules with the
 // control plane (hack/build-controlplane.sh): kube-proxy in nftables mode and
 // kube-network-policies in each node's network namespace, where every packet
-// of that node's pods passes, and CoreDNS in the core namespace as the cluster
-// DNS behind the kube-dns Service's fixed ClusterIP. They are components of
-// `ksr local up` like the control plane: recorded in cluster.json, logs in
-// DIR/logs, stopped by `ksr local down`.
+// of that node's pods passes, components of `ksr local up` like the control
+// plane (recorded in cluster.json, logs in DIR/logs, stopped by `ksr local
+// down`); and CoreDNS as the cluster DNS, a Deployment in kube-system on the
+// pod network behind the kube-dns Service's fixed ClusterIP, as in kind.
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
@@ -42,7 +42,6 @@ const unshare = "/usr/bin/unshare";
 const fieldManager = "ksr-local";
 const kubeProxyHealthPort = 10256;
 const networkPolicyMetricsPort = 9080;
-const coreDnsReadyPort = 8181;
 const serviceAccountDir = "/run/secrets/kubernetes.io/serviceaccount";
 const policyQueue = 100;
 const run = promisify(execFile);
@@ -107,9 +106,7 @@ function nodeAddressOf(plan: PodNetworkPlan, index: number): string {
   return addressIn(plan.subnet, reservedOctets.firstNode + index);
 }
 
-const coreAddress = (plan: PodNetworkPlan) => addressIn(plan.subnet, reservedOctets.core);
-
-/** The add-ons to start, in the namespaces the node agent made; none without a pod network. */
+/** The add-on processes to start, in the namespaces the node agent made; none without a pod network. */
 export function addonSpecs({ clusterDir, binDir, plan }: AddonContext): AddonSpec[] {
   const dir = addonDir(clusterDir);
   const perNode = localNodes.flatMap((identity, index): AddonSpec[] => {
@@ -164,16 +161,7 @@ export function addonSpecs({ clusterDir, binDir, plan }: AddonContext): AddonSpe
       },
     ];
   });
-  return [
-    ...perNode,
-    {
-      name: "coredns",
-      stage: 200,
-      command: nsenter,
-      args: [`--net=${netnsPath(plan.switchNamespace)}`, "--", join(binDir, "coredns"), "-conf", join(dir, "Corefile")],
-      health: () => probe(`http://${coreAddress(plan)}:${coreDnsReadyPort}/ready`),
-    },
-  ];
+  return perNode;
 }
 
 /** True when the node agent built the routed pod network the add-ons run in (not the loopback fallback). */
@@ -210,30 +198,119 @@ function kubeProxyConfig(clusterDir: string, plan: PodNetworkPlan, index: number
 
 /**
  * The cluster zone from the API, reverse zones for pod and Service addresses,
- * and NXDOMAIN for every other name: there is no upstream, nothing leaves the machine.
+ * and NXDOMAIN for every other name: there is no upstream, nothing leaves the
+ * machine. Two server blocks, since the template plugin runs before kubernetes.
  */
-function corefile(clusterDir: string, plan: PodNetworkPlan): string {
-  const bind = coreAddress(plan);
-  return `${clusterDomain}:53 in-addr.arpa:53 ip6.arpa:53 {
-    bind ${bind}
+const corefile = `${clusterDomain}:53 in-addr.arpa:53 ip6.arpa:53 {
     errors
-    ready ${bind}:${coreDnsReadyPort}
+    health {
+        lameduck 5s
+    }
+    ready
     kubernetes ${clusterDomain} in-addr.arpa ip6.arpa {
-        kubeconfig ${join(clusterDir, "coredns.kubeconfig")}
         pods insecure
         ttl 30
     }
+    prometheus :9153
     cache 30
     loadbalance
+    reload
 }
 .:53 {
-    bind ${bind}
     errors
     template ANY ANY {
         rcode NXDOMAIN
     }
 }
 `;
+
+/**
+ * CoreDNS as kind runs it: a Deployment of two `k8s-app: kube-dns` pods on the
+ * pod network (one per node, so one per site), so NetworkPolicies that select
+ * the DNS pods by label match them. The kube-dns Service prefers the client's
+ * own node (`trafficDistribution: PreferSameNode`), so a site that goes down
+ * does not take the other site's lookups with it while its pod is still
+ * listed as ready.
+ */
+function coreDnsObjects(plan: PodNetworkPlan): KubernetesObject[] {
+  const labels = { "k8s-app": "kube-dns" };
+  const ports = [
+    { name: "dns", protocol: "UDP", port: 53 },
+    { name: "dns-tcp", protocol: "TCP", port: 53 },
+    { name: "metrics", protocol: "TCP", port: 9153 },
+  ];
+  return [
+    { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "coredns", namespace: "kube-system" } },
+    clusterRole("system:coredns", [
+      { apiGroups: [""], resources: ["endpoints", "services", "pods", "namespaces"], verbs: ["list", "watch"] },
+      { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+    ]),
+    clusterRoleBinding("system:coredns", { kind: "ServiceAccount", name: "coredns", namespace: "kube-system" }),
+    {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: "coredns", namespace: "kube-system" },
+      data: { Corefile: corefile },
+    } as KubernetesObject,
+    {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "coredns", namespace: "kube-system", labels },
+      spec: {
+        replicas: localNodes.length,
+        selector: { matchLabels: labels },
+        strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } },
+        template: {
+          metadata: { labels },
+          spec: {
+            serviceAccountName: "coredns",
+            priorityClassName: "system-cluster-critical",
+            dnsPolicy: "Default",
+            affinity: {
+              podAntiAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: [
+                  { labelSelector: { matchLabels: labels }, topologyKey: "kubernetes.io/hostname" },
+                ],
+              },
+            },
+            tolerations: [{ key: "CriticalAddonsOnly", operator: "Exists" }],
+            terminationGracePeriodSeconds: 5,
+            containers: [
+              {
+                name: "coredns",
+                // The local image table runs the CoreDNS built with the control plane (coredns_version in
+                // hack/build-controlplane.sh) for any image named coredns; the tag says which that is.
+                image: "registry.k8s.io/coredns/coredns:v1.15.0",
+                args: ["-conf", "/etc/coredns/Corefile"],
+                ports: ports.map((port) => ({ name: port.name, protocol: port.protocol, containerPort: port.port })),
+                volumeMounts: [{ name: "config-volume", mountPath: "/etc/coredns", readOnly: true }],
+                livenessProbe: { httpGet: { path: "/health", port: 8080 }, periodSeconds: 10, failureThreshold: 5 },
+                readinessProbe: { httpGet: { path: "/ready", port: 8181 }, periodSeconds: 2 },
+              },
+            ],
+            volumes: [
+              { name: "config-volume", configMap: { name: "coredns", items: [{ key: "Corefile", path: "Corefile" }] } },
+            ],
+          },
+        },
+      },
+    } as KubernetesObject,
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: {
+        name: "kube-dns",
+        namespace: "kube-system",
+        labels: { ...labels, "kubernetes.io/name": "CoreDNS", "kubernetes.io/cluster-service": "true" },
+      },
+      spec: {
+        selector: labels,
+        clusterIP: clusterDnsAddress(plan.serviceSubnet),
+        trafficDistribution: "PreferSameNode",
+        ports: ports.map((port) => ({ ...port, targetPort: port.port })),
+      },
+    } as KubernetesObject,
+  ];
 }
 
 const clusterRole = (name: string, rules: object[]): KubernetesObject =>
@@ -266,21 +343,8 @@ function addonObjects(plan: PodNetworkPlan): KubernetesObject[] {
       endpoints: [{ addresses: [address], conditions: { ready: true, serving: true, terminating: false } }],
       ports,
     }) as KubernetesObject;
-  const dnsPorts = [
-    { name: "dns", protocol: "UDP", port: 53 },
-    { name: "dns-tcp", protocol: "TCP", port: 53 },
-    { name: "metrics", protocol: "TCP", port: 9153 },
-  ];
   return [
-    clusterRole("system:coredns", [
-      { apiGroups: [""], resources: ["endpoints", "services", "pods", "namespaces"], verbs: ["list", "watch"] },
-      { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
-    ]),
-    clusterRoleBinding("system:coredns", {
-      apiGroup: "rbac.authorization.k8s.io",
-      kind: "User",
-      name: "system:coredns",
-    }),
+    ...coreDnsObjects(plan),
     { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "kube-network-policies", namespace: "kube-system" } },
     clusterRole("kube-network-policies", [
       { apiGroups: [""], resources: ["pods", "namespaces", "nodes"], verbs: listWatch },
@@ -301,20 +365,6 @@ function addonObjects(plan: PodNetworkPlan): KubernetesObject[] {
       },
       type: "kubernetes.io/service-account-token",
     } as KubernetesObject,
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: {
-        name: "kube-dns",
-        namespace: "kube-system",
-        labels: { "k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", "kubernetes.io/cluster-service": "true" },
-      },
-      spec: {
-        clusterIP: clusterDnsAddress(plan.serviceSubnet),
-        ports: dnsPorts.map((port) => ({ ...port, targetPort: port.port })),
-      },
-    } as KubernetesObject,
-    endpointSlice("kube-system", "kube-dns", coreAddress(plan), dnsPorts),
     // The apiserver's own Service: its endpoint is the node agent's forwarder (loopback endpoints are refused).
     endpointSlice("default", "kubernetes", plan.hostAddress, [
       { name: "https", protocol: "TCP", port: apiServicePort },
@@ -379,18 +429,15 @@ export async function prepareAddons(
   mkdirSync(join(dir, "network-policies-serviceaccount"), { recursive: true, mode: 0o700 });
   const caCert = readFileSync(join(clusterDir, "pki", "ca.crt"), "utf8");
   const server = `https://${plan.hostAddress}:${apiServicePort}`;
-  for (const [file, name, user] of [
-    ["kube-proxy.kubeconfig", "kube-proxy", "system:kube-proxy"],
-    ["coredns.kubeconfig", "coredns", "system:coredns"],
-  ] as const) {
-    const client = await issueClient(clusterDir, name, user);
-    writeFileSync(join(clusterDir, file), renderKubeconfig({ server, caCert, user, client }), { mode: 0o600 });
-  }
+  const user = "system:kube-proxy";
+  const client = await issueClient(clusterDir, "kube-proxy", user);
+  writeFileSync(join(clusterDir, "kube-proxy.kubeconfig"), renderKubeconfig({ server, caCert, user, client }), {
+    mode: 0o600,
+  });
   for (const index of localNodes.keys()) {
     const site = localNodes[index]?.site ?? "";
     writeFileSync(join(dir, `kube-proxy-${site}.yaml`), kubeProxyConfig(clusterDir, plan, index));
   }
-  writeFileSync(join(dir, "Corefile"), corefile(clusterDir, plan));
 
   const queues: string[] = [];
   for (const identity of localNodes) {
@@ -412,6 +459,16 @@ export async function prepareAddons(
       throw new Error(`could not apply ${object.kind} ${object.metadata?.name}: ${describeError(error)}`);
     }
   }
+  // Clusters made while CoreDNS ran as a process gave kube-dns a slice of their own: its pods replace it.
+  await objects
+    .delete({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: "kube-dns-ksr-local", namespace: "kube-system" },
+    })
+    .catch((error: unknown) => {
+      if (statusCode(error) !== 404) throw error;
+    });
   const token = await serviceAccountToken(kubeConfig.makeApiClient(CoreV1Api), deadline);
   const sa = join(dir, "network-policies-serviceaccount");
   writeFileSync(join(sa, "token"), token, { mode: 0o600 });

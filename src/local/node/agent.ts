@@ -2,7 +2,7 @@
 // nodes, keeps them alive, runs the pods the scheduler binds to them and
 // provisions their volumes. It uses the cluster's admin kubeconfig: it also
 // acts as the storage provisioner, which a node identity may not do.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   AuthorizationV1Api,
@@ -21,26 +21,27 @@ import { clusterCgroup, stopPodProcesses } from "./containment.js";
 import { eventRecorder } from "./events.js";
 import { findPostgresBinDir, postgresEntrypointScript, type ImageHost } from "./images.js";
 import { describeError, isNotFound, startInformer } from "./kube.js";
-import { startKubeletServers } from "./kubelet-server/node-servers.js";
+import { execTools, startKubeletServers } from "./kubelet-server/node-servers.js";
 import { localNodes, nodeLayout, type LocalNodeIdentity, type NodeLayout } from "./layout.js";
 import { startPodNetwork } from "./network.js";
 import { PodWorker, type NodeContext } from "./pod-worker.js";
 import { startProvisioner } from "./provisioner.js";
 import { startHeartbeats } from "./registration.js";
 import { siteController } from "./site-controller.js";
-import { findHostTools } from "./runtime.js";
 import type { VolumeSources } from "./volumes.js";
 
-function imageHost(layout: NodeLayout): ImageHost {
+function imageHost(layout: NodeLayout, binDir: string): ImageHost {
   mkdirSync(layout.scripts, { recursive: true });
   const postgresEntrypoint = join(layout.scripts, "postgres-entrypoint.sh");
   writeFileSync(postgresEntrypoint, postgresEntrypointScript, { mode: 0o755 });
   const postgresBinDir = findPostgresBinDir();
+  const coreDnsBinary = join(binDir, "coredns");
   return {
     nodeBinary: process.execPath,
     packageRoot,
     postgresEntrypoint,
     ...(postgresBinDir === undefined ? {} : { postgresBinDir }),
+    ...(existsSync(coreDnsBinary) ? { coreDnsBinary } : {}),
   };
 }
 
@@ -116,8 +117,8 @@ export async function startNodeAgent(options: NodeAgentOptions): Promise<Running
     core,
     sources: volumeSources(core),
     network,
-    images: imageHost(layout),
-    tools: findHostTools(),
+    images: imageHost(layout, state.binDir),
+    tools: execTools(),
     ...(cgroupRoot === undefined ? {} : { cgroupRoot }),
     log,
     restartBackoff: { baseMs: 10_000, maxMs: 300_000 },

@@ -5,7 +5,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { BindMount } from "./filesystem.js";
 
-export type ImageKind = "project" | "shell" | "postgres";
+export type ImageKind = "project" | "shell" | "postgres" | "coredns";
 
 export interface ImageReference {
   /** Last path element of the repository, e.g. "busybox" for docker.io/library/busybox:1.36. */
@@ -33,14 +33,18 @@ export interface ImageHost {
   postgresBinDir?: string;
   /** Our stand-in for the postgres image's docker-entrypoint.sh, on the host. */
   postgresEntrypoint: string;
+  /** CoreDNS as built with the control plane (hack/build-controlplane.sh), when there. */
+  coreDnsBinary?: string;
 }
 
 /** Where the images' own files appear inside their containers, as in the real images. */
 export const projectPathInContainer = "/opt/kube-site-recovery";
 export const postgresEntrypointInContainer = "/usr/local/bin/docker-entrypoint.sh";
+/** The coredns image's one file and entrypoint. */
+export const coreDnsInContainer = "/coredns";
 
 const standardPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-export const supportedImages = ["kube-site-recovery", "busybox", "debian", "ubuntu", "postgres"] as const;
+export const supportedImages = ["kube-site-recovery", "busybox", "debian", "ubuntu", "postgres", "coredns"] as const;
 
 /** Splits registry/org/name:tag@digest; rejects what no registry would accept. */
 export function parseImageReference(image: string): ImageReference {
@@ -68,7 +72,10 @@ export function findPostgresBinDir(root = "/usr/lib/postgresql"): string | undef
 
 export type ImageResolution = { ok: true; image: ResolvedImage } | { ok: false; reason: string; message: string };
 
-export function resolveImage(image: string, host: Pick<ImageHost, "postgresBinDir">): ImageResolution {
+export function resolveImage(
+  image: string,
+  host: Pick<ImageHost, "postgresBinDir" | "coreDnsBinary">,
+): ImageResolution {
   let reference: ImageReference;
   try {
     reference = parseImageReference(image);
@@ -101,6 +108,13 @@ export function resolveImage(image: string, host: Pick<ImageHost, "postgresBinDi
           cmd: ["postgres"],
           path: `${host.postgresBinDir}:${standardPath}`,
         },
+      };
+    case "coredns":
+      if (host.coreDnsBinary === undefined)
+        return notPresent("it runs the CoreDNS built with the control plane, which is missing from its directory");
+      return {
+        ok: true,
+        image: { kind: "coredns", reference, entrypoint: [coreDnsInContainer], cmd: [], path: standardPath },
       };
     default:
       return notPresent(
@@ -137,13 +151,16 @@ function hostProgram(image: ResolvedImage, program: string, host: ImageHost): st
   return [program];
 }
 
-/** Files an image brings along: the repository for the project's image, the entrypoint for postgres. */
+/** Files an image brings along: the repository for the project's image, the entrypoint for postgres, CoreDNS's binary. */
 export function imageMounts(image: ResolvedImage, host: ImageHost): BindMount[] {
   if (image.kind === "project") {
     return [{ source: host.packageRoot, target: projectPathInContainer, readOnly: true, type: "dir" }];
   }
   if (image.kind === "postgres") {
     return [{ source: host.postgresEntrypoint, target: postgresEntrypointInContainer, readOnly: true, type: "file" }];
+  }
+  if (image.kind === "coredns" && host.coreDnsBinary !== undefined) {
+    return [{ source: host.coreDnsBinary, target: coreDnsInContainer, readOnly: true, type: "file" }];
   }
   return [];
 }

@@ -1,6 +1,13 @@
 // Pod status from the node's view of its containers: phase, conditions and
 // container statuses, computed as a pure function so the rules are testable.
-import type { V1ContainerState, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from "@kubernetes/client-node";
+import type {
+  V1ContainerState,
+  V1ContainerStateTerminated,
+  V1ContainerStatus,
+  V1Pod,
+  V1PodCondition,
+  V1PodStatus,
+} from "@kubernetes/client-node";
 
 export type ContainerPhase =
   | { kind: "waiting"; reason: string; message?: string }
@@ -14,6 +21,8 @@ export type ContainerPhase =
       startedAt: Date;
       finishedAt: Date;
     };
+
+export type TerminatedPhase = Extract<ContainerPhase, { kind: "terminated" }>;
 
 export interface ContainerView {
   name: string;
@@ -178,4 +187,48 @@ export function shouldRestart(restartPolicy: string | undefined, exitCode: numbe
 /** Crash-loop back-off as the kubelet applies it: the first restart is immediate, then base doubling to a cap (10 s → 5 min). */
 export function restartDelayMs(restart: number, baseMs: number, maxMs: number): number {
   return restart <= 1 ? 0 : Math.min(maxMs, baseMs * 2 ** (restart - 2));
+}
+
+function terminatedPhase(state: V1ContainerStateTerminated): TerminatedPhase {
+  return {
+    kind: "terminated",
+    exitCode: state.exitCode,
+    reason: state.reason ?? "Unknown",
+    startedAt: state.startedAt ?? new Date(0),
+    finishedAt: state.finishedAt ?? new Date(0),
+    ...(state.message === undefined ? {} : { message: state.message }),
+  };
+}
+
+/**
+ * A container that already ran under an earlier agent (`ksr local down`/`up`) or before its
+ * site lost power is gone, as after a node's reboot: the kubelet finds it exited (a running one
+ * as exit code 255, reason Unknown), so starting it again is a restart (restartCount + 1,
+ * lastState that run, a new log file), and the restart policy decides whether it happens.
+ * Init containers run again, as they do in a new pod sandbox.
+ */
+export function coldStart(
+  init: boolean,
+  previous: V1ContainerStatus | undefined,
+  now = new Date(),
+): { attempts: number; phase?: TerminatedPhase; lastTermination?: TerminatedPhase } {
+  const id = previous?.containerID;
+  if (previous === undefined || id === undefined || id === "") return { attempts: 0 };
+  const attempts = Number(/-(\d+)$/.exec(id)?.[1] ?? previous.restartCount + 1);
+  const ended =
+    previous.state?.terminated !== undefined
+      ? terminatedPhase(previous.state.terminated)
+      : previous.state?.running !== undefined
+        ? ({
+            kind: "terminated",
+            exitCode: 255,
+            reason: "Unknown",
+            startedAt: previous.state.running.startedAt ?? now,
+            finishedAt: now,
+          } as const)
+        : previous.lastState?.terminated !== undefined
+          ? terminatedPhase(previous.lastState.terminated)
+          : undefined;
+  if (ended === undefined) return { attempts };
+  return init ? { attempts, lastTermination: ended } : { attempts, phase: ended, lastTermination: ended };
 }

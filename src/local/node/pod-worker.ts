@@ -3,7 +3,7 @@
 // graceful termination, and the status the rest of the cluster sees.
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, V1Container, V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { dropContainerRecord, killCgroupTree, saveContainerRecord } from "./containment.js";
 import { ContainerConfigError, containerEnvironment, expandReferences, type PodFacts } from "./env.js";
@@ -13,6 +13,7 @@ import { describeError, isNotFound, mergePatch } from "./kube.js";
 import { podLogDir, type NodeLayout } from "./layout.js";
 import type { PodNetwork, PodSandboxNetwork } from "./network.js";
 import {
+  coldStart,
   podStatus,
   restartDelayMs,
   shouldRestart,
@@ -22,15 +23,8 @@ import {
 } from "./pod-status.js";
 import { Prober } from "./probes.js";
 import { podResolvConf, renderResolvConf } from "./resolv-conf.js";
-import {
-  execInContainer,
-  killContainerTree,
-  signalContainer,
-  startContainer,
-  type HostTools,
-  type RunningProcess,
-} from "./runtime.js";
-import type { ContainerProcess } from "./kubelet-server/exec.js";
+import { execInContainer, killContainerTree, signalContainer, startContainer, type RunningProcess } from "./runtime.js";
+import type { ContainerProcess, ExecTools } from "./kubelet-server/exec.js";
 import { containerMounts, preparePodVolumes, VolumeNotReady, type PodVolume, type VolumeSources } from "./volumes.js";
 
 export interface NodeContext {
@@ -42,7 +36,8 @@ export interface NodeContext {
   /** Pod addresses and network namespaces; also says how pods reach the apiserver. */
   network: PodNetwork;
   images: ImageHost;
-  tools: HostTools;
+  /** The util-linux tools, and python3 for containers with a tty. */
+  tools: ExecTools;
   /** Parent cgroup of this cluster's containers, when cgroup2 is usable. */
   cgroupRoot?: string;
   events: EventRecorder;
@@ -77,18 +72,18 @@ interface ContainerRun {
 const retryMs = 2000;
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-function newRun(spec: V1Container, init: boolean, previousRestarts: number): ContainerRun {
+function newRun(spec: V1Container, init: boolean, previous: V1ContainerStatus | undefined): ContainerRun {
   return {
     spec,
     init,
     phase: { kind: "waiting", reason: "ContainerCreating" },
-    restartCount: previousRestarts,
-    attempts: 0,
+    restartCount: previous?.restartCount ?? 0,
     probers: [],
     ready: false,
     started: false,
     nextStartAt: 0,
     finished: false,
+    ...coldStart(init, previous),
   };
 }
 
@@ -114,13 +109,13 @@ export class PodWorker {
   ) {
     this.uid = pod.metadata?.uid ?? "";
     this.startTime = pod.status?.startTime ?? new Date();
-    const restarts = (name: string) =>
-      [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])].find(
-        (s) => s.name === name,
-      )?.restartCount ?? 0;
+    const previous = (statuses: V1ContainerStatus[] | undefined, name: string) =>
+      statuses?.find((s) => s.name === name);
     this.runs = [
-      ...(pod.spec?.initContainers ?? []).map((c) => newRun(c, true, restarts(c.name))),
-      ...(pod.spec?.containers ?? []).map((c) => newRun(c, false, restarts(c.name))),
+      ...(pod.spec?.initContainers ?? []).map((c) =>
+        newRun(c, true, previous(pod.status?.initContainerStatuses, c.name)),
+      ),
+      ...(pod.spec?.containers ?? []).map((c) => newRun(c, false, previous(pod.status?.containerStatuses, c.name))),
     ];
   }
 
@@ -371,6 +366,8 @@ export class PodWorker {
             `${run.attempts - 1}.log`,
           ),
           scriptFile: join(this.podDir, "launch", `${run.spec.name}-${run.attempts}.sh`),
+          stdin: run.spec.stdin === true,
+          ...(run.spec.tty === true ? { tty: { python3: this.python3() } } : {}),
         },
         this.ctx.tools,
       );
@@ -397,6 +394,12 @@ export class PodWorker {
       if (cgroup !== undefined) await killCgroupTree(cgroup);
       this.kick(retryMs);
     }
+  }
+
+  private python3(): string {
+    if (this.ctx.tools.python3 === undefined)
+      throw new Error("tty: true needs python3 on the node for the container's pty (apt-get install python3)");
+    return this.ctx.tools.python3;
   }
 
   private containerCgroup(run: ContainerRun): string | undefined {
@@ -627,6 +630,11 @@ export class PodWorker {
       env: run.env ?? {},
       ...(user === undefined ? {} : { user }),
       ...(run.cgroup === undefined ? {} : { cgroup: run.cgroup }),
+      attach: {
+        ...(process.stdin === undefined ? {} : { stdin: process.stdin }),
+        ...(process.resize === undefined ? {} : { resize: process.resize }),
+        stdinOnce: run.spec.stdinOnce === true,
+      },
     };
   }
 

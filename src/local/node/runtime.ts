@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
+import type { Readable, Writable } from "node:stream";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isRunning, readProcStat, type ProcessRecord } from "../processes.js";
@@ -60,6 +61,10 @@ export interface LaunchSpec {
   cgroup?: string;
   logFile: string;
   scriptFile: string;
+  /** spec.stdin: the container reads a pipe the node holds, which attach writes to. */
+  stdin?: boolean;
+  /** spec.tty: the command runs on a pty (the relay above, run by python3 at this path inside the container). */
+  tty?: { python3: string };
 }
 
 const deviceNodes = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -81,6 +86,45 @@ function privateDevLines(dev: string, tools: HostTools): string[] {
     `ln -s /proc/self/fd/2 ${dev}/stderr`,
   ];
 }
+
+/**
+ * The pty relay: runs argv on a new pty, copies fd 0 to it and its output to
+ * fd 1, applies "cols rows" lines from fd 3 as window sizes, and exits with
+ * the command's exit status (128+N for a signal, as shells report it).
+ */
+export const ptyRelay = `
+import fcntl, os, pty, select, struct, sys, termios
+pid, master = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+inputs = [0, 3, master]
+pending = b""
+while master in inputs:
+    readable, _, _ = select.select(inputs, [], [])
+    for fd in readable:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        if fd == master:
+            if not data:
+                inputs.remove(master)
+            else:
+                os.write(1, data)
+        elif not data:
+            inputs.remove(fd)
+        elif fd == 0:
+            os.write(master, data)
+        else:
+            pending += data
+            while b"\\n" in pending:
+                line, pending = pending.split(b"\\n", 1)
+                cols, rows = (int(v) for v in line.split())
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+_, status = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)
+`;
 
 export const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
 
@@ -124,6 +168,8 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
       : [tools.setpriv, `--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`, "--clear-groups", "--"];
   // Last, after any uid change (which clears it): the container's main process dies with the node agent.
   const dieWithAgent = [tools.setpriv, "--pdeathsig", "KILL", "--"];
+  // With a tty the relay is the container's main process, and its command runs on the pty it made.
+  const onTty = spec.tty === undefined ? [] : [spec.tty.python3, "-c", ptyRelay];
   const command = [
     tools.unshare,
     `--root=${spec.rootDir}`,
@@ -131,6 +177,7 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
     "--",
     ...user,
     ...dieWithAgent,
+    ...onTty,
     ...spec.argv,
   ];
   lines.push(`exec ${command.map(q).join(" ")}`);
@@ -149,6 +196,10 @@ export interface RunningProcess {
   setUp: Promise<void>;
   /** Resolves once all the container's output is in its log file (its stdout and stderr closed). */
   logWritten: Promise<void>;
+  /** The container's standard input (spec.stdin), for attach. */
+  stdin?: Writable;
+  /** "cols rows" lines set the pty's window size (spec.tty). */
+  resize?: Writable;
 }
 
 /** The launch script's last step changes the process's root; until then the container is still being assembled. */
@@ -185,8 +236,17 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
   mkdirSync(dirname(spec.logFile), { recursive: true });
   const [command, args] = launchCommand(spec, tools);
   // Output goes through the node, which stamps each line (CRI log format), as a runtime's shim does.
-  const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: spec.env });
-  const logWritten = writeContainerLog(spec.logFile, { stdout: child.stdout, stderr: child.stderr });
+  const child = spawn(command, args, {
+    detached: true,
+    stdio: [spec.stdin === true ? "pipe" : "ignore", "pipe", "pipe", spec.tty === undefined ? "ignore" : "pipe"],
+    env: spec.env,
+  });
+  // The command may exit without reading its input, or the relay without its sizes.
+  const stdin = child.stdin ?? undefined;
+  const resize = (child.stdio[3] as Writable | null) ?? undefined;
+  for (const pipe of [stdin, resize]) pipe?.on("error", () => undefined);
+  const [stdout, stderr] = [child.stdout, child.stderr] as [Readable, Readable];
+  const logWritten = writeContainerLog(spec.logFile, { stdout, stderr });
   const exited = new Promise<ContainerExit>((resolve) => {
     child.on("error", () => {
       resolve({ exitCode: 128 });
@@ -202,6 +262,8 @@ export function startContainer(spec: LaunchSpec, tools: HostTools, host: HostVie
     exited,
     setUp: waitForSetUp(pid, exited),
     logWritten,
+    ...(stdin === undefined ? {} : { stdin }),
+    ...(resize === undefined ? {} : { resize }),
   };
 }
 

@@ -61,23 +61,48 @@ export function recordAppliedSiteState(clusterDir: string, site: string, state: 
   writeState(appliedFile(clusterDir, site), state);
 }
 
-/** Each site as the agent last applied it (up when never touched). */
+/**
+ * Each site as the agent last applied it (up when never touched), or as last asked for when
+ * that is newer (a change made while the cluster was stopped, applied when it starts).
+ */
 export function siteStates(clusterDir: string): { site: string; node: string; state: SiteState | undefined }[] {
-  return localNodes.map((identity) => ({
-    site: identity.site,
-    node: identity.name,
-    state: appliedSiteState(clusterDir, identity.site),
-  }));
+  return localNodes.map((identity) => {
+    const applied = appliedSiteState(clusterDir, identity.site);
+    const desired = desiredSiteState(clusterDir, identity.site);
+    const newer = desired !== undefined && desired.generation > (applied?.generation ?? 0);
+    return { site: identity.site, node: identity.name, state: newer ? desired : applied };
+  });
 }
 
-/** Asks the node agent to take a site down or bring it up, and waits until it has. */
+export function describeSite(state: SiteState | undefined): string {
+  if (state === undefined || state.up) return "up";
+  return `down (${state.mode ?? "power"}) since ${state.since}`;
+}
+
+/** The sites that are down, by node name, each with what a user reads about it. */
+export function downSites(clusterDir: string): Map<string, string> {
+  return new Map(
+    siteStates(clusterDir)
+      .filter(({ state }) => state !== undefined && !state.up)
+      .map(({ site, node, state }) => [
+        node,
+        `site ${site} is ${describeSite(state)}: node ${node} stays NotReady and runs nothing until: ` +
+          `ksr local site up ${site} --dir ${clusterDir}`,
+      ]),
+  );
+}
+
+/**
+ * Asks the node agent to take a site down or bring it up, and waits until it has. With the
+ * cluster stopped the change is recorded (pending) and applied when it starts.
+ */
 export async function changeSite(
   clusterDir: string,
   site: string,
   change: { up: true } | { up: false; mode: SiteMode },
   agentRunning: () => boolean,
   timeoutMs = 60_000,
-): Promise<SiteState> {
+): Promise<{ state: SiteState; pending: boolean }> {
   siteIdentity(site);
   const previous = desiredSiteState(clusterDir, site);
   const state: SiteState = {
@@ -87,10 +112,12 @@ export async function changeSite(
     since: new Date().toISOString(),
   };
   writeState(desiredFile(clusterDir, site), state);
+  // A stopped cluster applies it when it starts, as a site that lost power while the lights were off.
+  if (!agentRunning()) return { state, pending: true };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const applied = appliedSiteState(clusterDir, site);
-    if (applied !== undefined && applied.generation >= state.generation) return applied;
+    if (applied !== undefined && applied.generation >= state.generation) return { state: applied, pending: false };
     if (!agentRunning())
       throw new Error(
         `the node agent of ${clusterDir} is not running; start the cluster with: ksr local up --dir ${clusterDir}`,
@@ -105,8 +132,10 @@ const isolationTable = "ksr-site";
 
 /**
  * Cuts the site's node namespace off: forwarded packets to or from the core
- * (the other site, CoreDNS, the host and its apiserver) are dropped, except
- * the kubelet's own address. Before kube-proxy, policy and conntrack decide.
+ * (the other site, the host and its apiserver) are dropped, except the
+ * kubelet's own address. Before kube-proxy, policy and conntrack decide. The
+ * site's own CoreDNS pod keeps answering from what it last read, as a DNS
+ * replica in a partitioned site does.
  */
 export async function isolateSite(clusterDir: string, plan: PodNetworkPlan, site: string): Promise<void> {
   const netns = nodeNamespaceName(clusterDir, site);

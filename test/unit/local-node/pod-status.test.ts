@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
-import type { V1Pod } from "@kubernetes/client-node";
+import type { V1ContainerStatus, V1Pod } from "@kubernetes/client-node";
 import {
+  coldStart,
   podPhase,
   podStatus,
   restartDelayMs,
@@ -8,6 +9,7 @@ import {
   type ContainerPhase,
   type ContainerView,
   type PodView,
+  type TerminatedPhase,
 } from "../../../src/local/node/pod-status.js";
 
 const t0 = new Date("2026-01-01T00:00:00Z");
@@ -132,5 +134,85 @@ describe("local node pod status", () => {
       (c) => c.type === "Ready",
     );
     assert.deepEqual([gated?.status, gated?.reason], ["False", "ReadinessGatesNotReady"]);
+  });
+
+  describe("a cold start (after ksr local down/up or a site's power loss)", () => {
+    const t1 = new Date("2026-01-01T01:00:00Z");
+    const status = (fields: Partial<V1ContainerStatus>): V1ContainerStatus => ({
+      name: "main",
+      image: "busybox",
+      imageID: "",
+      ready: false,
+      restartCount: 2,
+      ...fields,
+    });
+    const unknown: TerminatedPhase = {
+      kind: "terminated",
+      exitCode: 255,
+      reason: "Unknown",
+      startedAt: t0,
+      finishedAt: t1,
+    };
+    const completed: TerminatedPhase = {
+      kind: "terminated",
+      exitCode: 0,
+      reason: "Completed",
+      startedAt: t0,
+      finishedAt: t0,
+    };
+    const completedState = { exitCode: 0, reason: "Completed", startedAt: t0, finishedAt: t0 };
+    const cases: [string, boolean, V1ContainerStatus | undefined, ReturnType<typeof coldStart>][] = [
+      ["no status: a first start", false, undefined, { attempts: 0 }],
+      [
+        "never started (no container ID)",
+        false,
+        status({ state: { waiting: { reason: "ContainerCreating" } } }),
+        { attempts: 0 },
+      ],
+      [
+        "was running: exited 255 Unknown, numbered after its last run",
+        false,
+        status({ containerID: "ksr-local://u-main-3", state: { running: { startedAt: t0 } } }),
+        { attempts: 3, phase: unknown, lastTermination: unknown },
+      ],
+      [
+        "had exited: that exit is its last state",
+        false,
+        status({
+          containerID: "ksr-local://u-main-1",
+          state: { terminated: completedState },
+        }),
+        { attempts: 1, phase: completed, lastTermination: completed },
+      ],
+      [
+        "in back-off: its last termination",
+        false,
+        status({
+          containerID: "ksr-local://u-main-4",
+          state: { waiting: { reason: "CrashLoopBackOff" } },
+          lastState: { terminated: completedState },
+        }),
+        { attempts: 4, phase: completed, lastTermination: completed },
+      ],
+      [
+        "a completed init container runs again",
+        true,
+        status({
+          containerID: "ksr-local://u-main-1",
+          state: { terminated: completedState },
+        }),
+        { attempts: 1, lastTermination: completed },
+      ],
+      [
+        "another runtime's container ID: counted from restartCount",
+        false,
+        status({ containerID: "containerd://abc", state: { running: { startedAt: t0 } } }),
+        { attempts: 3, phase: unknown, lastTermination: unknown },
+      ],
+    ];
+    for (const [name, init, previous, expected] of cases)
+      it(name, () => {
+        assert.deepEqual(coldStart(init, previous, t1), expected);
+      });
   });
 });

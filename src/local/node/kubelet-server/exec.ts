@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { HostTools } from "../runtime.js";
-import { shellQuote } from "../runtime.js";
+import { ptyRelay, shellQuote } from "../runtime.js";
 
 /** What the node knows of a running container that exec needs. */
 export interface ContainerProcess {
@@ -15,6 +15,8 @@ export interface ContainerProcess {
   env: Record<string, string>;
   user?: { uid: number; gid: number };
   cgroup?: string;
+  /** The container's own streams, for attach: its stdin pipe (spec.stdin) and its pty's size (spec.tty). */
+  attach?: { stdin?: Writable; resize?: Writable; stdinOnce: boolean };
 }
 
 export interface TerminalSize {
@@ -59,45 +61,6 @@ export function execStreams(
 export interface ExecTools extends HostTools {
   python3?: string;
 }
-
-/**
- * The pty relay: runs argv on a new pty, copies fd 0 to it and its output to
- * fd 1, applies "cols rows" lines from fd 3 as window sizes, and exits with
- * the command's exit status (128+N for a signal, as shells report it).
- */
-export const ptyRelay = `
-import fcntl, os, pty, select, struct, sys, termios
-pid, master = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-inputs = [0, 3, master]
-pending = b""
-while master in inputs:
-    readable, _, _ = select.select(inputs, [], [])
-    for fd in readable:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            data = b""
-        if fd == master:
-            if not data:
-                inputs.remove(master)
-            else:
-                os.write(1, data)
-        elif not data:
-            inputs.remove(fd)
-        elif fd == 0:
-            os.write(master, data)
-        else:
-            pending += data
-            while b"\\n" in pending:
-                line, pending = pending.split(b"\\n", 1)
-                cols, rows = (int(v) for v in line.split())
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-_, status = os.waitpid(pid, 0)
-code = os.waitstatus_to_exitcode(status)
-sys.exit(128 - code if code < 0 else code)
-`;
 
 /** nsenter into the container, as its user; the command is exec'd, so its pid is the nsenter's. */
 export function containerCommand(target: ContainerProcess, argv: string[], tools: HostTools): string[] {
@@ -156,6 +119,15 @@ export class ResizeDecoder {
   }
 }
 
+/** The client's resize messages as the pty relay's "cols rows" lines. */
+export function forwardResizes(from: Readable, to: Writable): void {
+  const decoder = new ResizeDecoder();
+  from.on("data", (chunk: Buffer) => {
+    for (const size of decoder.push(chunk.toString("utf8")))
+      if (!to.writableEnded && !to.destroyed) to.write(`${size.Width} ${size.Height}\n`);
+  });
+}
+
 function parseSize(text: string): TerminalSize | undefined {
   try {
     const value = JSON.parse(text) as Partial<TerminalSize>;
@@ -203,11 +175,8 @@ export function runInContainer(
   if (streams.stderr !== undefined) stderr.pipe(streams.stderr, { end: false });
   else stderr.resume();
   if (tty && streams.resize !== undefined && resizes !== null) {
-    const decoder = new ResizeDecoder();
     resizes.on("error", () => undefined);
-    streams.resize.on("data", (chunk: Buffer) => {
-      for (const size of decoder.push(chunk.toString("utf8"))) resizes.write(`${size.Width} ${size.Height}\n`);
-    });
+    forwardResizes(streams.resize, resizes);
   }
   void streams.hangUp?.then(() => {
     stdin.end();

@@ -9,6 +9,7 @@ import {
   errorStatus,
   execStreams,
   exitStatus,
+  forwardResizes,
   runInContainer,
   type ContainerProcess,
   type ExecStreams,
@@ -184,12 +185,17 @@ export async function serveExec(
 
 /**
  * Attach: the container's output from now on, until it ends or the client
- * leaves. Containers here run with stdin closed, so there is no input to
- * attach to; what the client sends is dropped.
+ * leaves; with stdin, what the client types goes to the container's own
+ * standard input (spec.stdin), and with a tty, resizes to its pty. A container
+ * with stdinOnce gets end-of-file when the first attached client's input ends
+ * or it leaves, as the kubelet's runtimes do; otherwise its input stays open
+ * for the next attach. Input to a container without stdin is dropped.
  */
 export async function serveAttach(
   transport: RemoteCommandTransport,
   follow: (out: Writable, stop: Promise<void>) => Promise<void>,
+  container: ContainerProcess["attach"],
+  options: StreamOptions,
 ): Promise<void> {
   try {
     await transport.ready();
@@ -197,8 +203,24 @@ export async function serveAttach(
     transport.abort();
     return;
   }
-  const { stdout, stdin } = transport.streams();
-  stdin?.resume();
-  if (stdout !== undefined) await follow(stdout, transport.closed);
+  const { stdout, stdin, resize } = transport.streams();
+  // Output from here on, taken before any input can make the container answer.
+  const following = stdout === undefined ? Promise.resolve() : follow(stdout, transport.closed);
+  const input = container?.stdin;
+  if (options.stdin && stdin !== undefined && input !== undefined && !input.writableEnded) {
+    stdin.pipe(input, { end: false });
+    let detached = false;
+    const detach = () => {
+      if (detached) return;
+      detached = true;
+      stdin.unpipe(input);
+      if (container?.stdinOnce === true) input.end();
+    };
+    stdin.once("end", detach);
+    void transport.closed.then(detach);
+  } else stdin?.resume();
+  if (options.tty && resize !== undefined && container?.resize !== undefined) forwardResizes(resize, container.resize);
+  else resize?.resume();
+  await following;
   await transport.finish({ metadata: {}, status: "Success" });
 }

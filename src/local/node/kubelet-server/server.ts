@@ -80,13 +80,28 @@ const statusText: Record<number, string> = {
   500: "Internal Server Error",
 };
 
+/**
+ * A refused upgrade, as a Status: the apiserver's stream client decodes the
+ * body as one (YAML accepted), so plain text such as "container c is not
+ * valid: it is not running" would reach kubectl as an empty Status
+ * ("error stream protocol error: unknown error") instead of the message.
+ */
 function socketReply(socket: Socket): Reply {
   return {
     error(status, message) {
-      const body = Buffer.from(message);
+      const reason = statusText[status] ?? "Error";
+      const body = JSON.stringify({
+        kind: "Status",
+        apiVersion: "v1",
+        metadata: {},
+        status: "Failure",
+        message,
+        reason: status === 500 ? "InternalError" : reason.replace(/ /g, ""),
+        code: status,
+      });
       socket.end(
-        `HTTP/1.1 ${status} ${statusText[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-          `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${message}`,
+        `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     },
   };
@@ -234,7 +249,7 @@ export async function startKubeletServer(options: KubeletServerOptions): Promise
       run: (transport: RemoteCommandTransport) =>
         target.verb === "exec"
           ? serveExec(transport, process, argv, stream, options.tools)
-          : serveAttach(transport, (out, stop) => attachOutput(pod, container, out, stop)),
+          : serveAttach(transport, (out, stop) => attachOutput(pod, container, out, stop), process.attach, stream),
     };
   };
 
