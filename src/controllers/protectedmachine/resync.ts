@@ -7,9 +7,9 @@
 import type { ProtectedMachine, ResyncStatus } from "../../api/types.js";
 import { rfc3339, type EventRecord, type ReconcileContext } from "../../runtime/index.js";
 import { resyncRequestAnnotation } from "./names.js";
-import { endpointPeer } from "./observe.js";
 import type { Plan } from "./plan.js";
 import type { ProtectDeps } from "./protect.js";
+import { servicePeer } from "./replicators.js";
 import { checkTimeZone, describeWindow, inWindow, nextOpening } from "./resync-window.js";
 import type { VolumeObservation } from "./status.js";
 import type { Problem } from "./workload.js";
@@ -34,10 +34,9 @@ export async function driveResync(
   // The initial replication is no resync: nothing is held before the machine was protected once.
   if (machine.status?.initialReplication?.completionTime === undefined) return kept;
   const namespace = machine.metadata.namespace ?? "";
-  const processServer = endpointPeer(deps.caches.endpointSlices, plan.processServer, namespace);
+  const processServer = servicePeer(plan.processServer, namespace);
   const controls = volumes.map((volume) => volume.control);
-  if (processServer === undefined || volumes.length === 0 || controls.some((control) => control === undefined))
-    return kept;
+  if (volumes.length === 0 || controls.some((control) => control === undefined)) return kept;
   const streams = volumes.map((volume, index) => ({ machineId: streamOf(plan, volume), control: controls[index] }));
   const now = context.clock.now();
   const { mode, window } = plan.policy.spec.resync;
