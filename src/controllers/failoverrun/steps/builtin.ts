@@ -204,7 +204,9 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
   const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
-  return ready ? { state: "Succeeded", message, dataLossMs: 0 } : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ready
+    ? { state: "Succeeded", message, dataLossMs: 0 }
+    : { state: "InProgress", message, recheckAfterMs: 2000 };
 }
 
 /** Before a recovery point change: the recovered workload stops. */
