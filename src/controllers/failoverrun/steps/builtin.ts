@@ -17,7 +17,7 @@ import {
 import { protectedMachines } from "../../../api/types.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
-import { recoverDrill } from "./drill.js";
+import { deleteHydratorSecrets, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
 import { replicatedVolumes } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
@@ -255,8 +255,10 @@ const drillKinds: readonly ResourceType<KubeObject>[] = [
 
 /** Deletes what the run created in its drill namespace (by label), then the namespace if the run created it. */
 export const cleanupStep: StepExecutor = {
-  async execute({ run, client }) {
+  async execute({ run, client, machines }) {
     const namespace = drillNamespaceOf(run);
+    // The hydrators' Secrets are the issuer's (not labelled by the run); a drill cleaned up mid-hydration leaves them.
+    for (const machine of machines.values()) await deleteHydratorSecrets(client, machine, namespace);
     const selector = `${runLabel}=${run.metadata.name},${runNamespaceLabel}=${run.metadata.namespace ?? ""}`;
     let left = 0;
     for (const type of drillKinds) {
