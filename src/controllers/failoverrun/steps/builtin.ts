@@ -19,7 +19,7 @@ import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { deleteHydratorSecrets, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
-import { replicatedVolumes } from "./replicas.js";
+import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
 import { createdByRun, runLabel, runLabels, runNamespaceLabel, type StepContext, type StepExecutor } from "./types.js";
 import { ensureRecovered, scaleToZero, sourceWorkload, workloadType } from "./workload.js";
@@ -38,6 +38,15 @@ export const shutDownSourceStep: StepExecutor = {
     if (machine === undefined) return missing(context);
     const workload = await sourceWorkload(context.client, machine);
     if (workload === undefined) return { state: "Succeeded", message: "the source workload does not exist" };
+    // Recorded before the source stops: a stopped workload has no pods, and its machine's status then no volumes.
+    const record = replicationRecord(machine);
+    if (record !== undefined && machine.metadata.annotations?.[replicationAnnotation] !== record)
+      await context.client.patch(
+        protectedMachines,
+        { name: machine.metadata.name, namespace: machine.metadata.namespace },
+        { metadata: { annotations: { [replicationAnnotation]: record } } },
+        "merge",
+      );
     await scaleToZero(context.client, workload);
     const left = workload.status?.replicas ?? 0;
     // An unplanned run only fences: pods on an unreachable site stop when their node comes back (scaled to 0).
@@ -169,7 +178,7 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, machine.status?.lastSyncTime);
+    const loss = dataLossMs(volumes, replicationOf(machine).lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);

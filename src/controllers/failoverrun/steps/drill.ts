@@ -11,6 +11,7 @@ import {
   jobs,
   networkPolicies,
   persistentVolumeClaims,
+  pods,
   secrets,
   type Job,
   type KubeClient,
@@ -134,6 +135,7 @@ export function hydrationJob(options: {
         "--key",
         `${tlsDir}/${index}/tls.key`,
       ],
+      terminationMessagePolicy: "FallbackToLogsOnError",
       volumeMounts: [
         { name: `data-${index}`, mountPath: `${restoreDir}/${index}` },
         { name: "state", mountPath: stateDir },
@@ -169,6 +171,27 @@ export async function deleteHydratorSecrets(client: KubeClient, machine: Protect
       name: certificateSecretName({ role: "hydrator", machineId: volume.machineId }),
       namespace,
     });
+}
+
+/** What the hydration pods' failed containers said, for the step's message (the logs hold the rest). */
+async function failedContainers(client: KubeClient, namespace: string, machine: ProtectedMachine): Promise<string> {
+  const found = await client.list(pods, {
+    namespace,
+    labelSelector: `job-name=${hydrationJobName(machine.metadata.name)}`,
+  });
+  const failures = found.items.flatMap((pod) =>
+    (pod.status?.containerStatuses ?? []).flatMap((container) => {
+      const ended = container.state?.terminated;
+      return ended === undefined || ended.exitCode === 0
+        ? []
+        : [
+            `${pod.metadata.name}/${container.name} exited ${ended.exitCode}${ended.message === undefined ? "" : `: ${ended.message.trim().slice(-300)}`}`,
+          ];
+    }),
+  );
+  return failures.length === 0
+    ? ""
+    : ` (${failures.slice(-2).join("; ")}; kubectl logs -n ${namespace} POD -c CONTAINER)`;
 }
 
 export async function recoverDrill(options: {
@@ -214,10 +237,10 @@ export async function recoverDrill(options: {
       run,
       hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }),
     );
-    if (outcome.state !== "Succeeded")
-      return outcome.state === "Failed"
-        ? outcome
-        : { ...outcome, message: `hydrating point ${options.chosen[0]?.point.id ?? ""}: ${outcome.message ?? ""}` };
+    if (outcome.state === "Failed")
+      return { ...outcome, message: `${outcome.message ?? ""}${await failedContainers(client, namespace, machine)}` };
+    if (outcome.state === "InProgress")
+      return { ...outcome, message: `hydrating point ${options.chosen[0]?.point.id ?? ""}: ${outcome.message ?? ""}` };
   }
   await deleteHydratorSecrets(client, machine, namespace);
   const claims = new Map(volumes.map((volume) => [volume.claimName, volume.replicaClaimName] as const));
