@@ -258,7 +258,10 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
       "drill1",
       "--wait",
     ]);
-    assert.equal(drill.code, 0, `kubectl dr test failed:\n${drill.stdout}\n${drill.stderr}`);
+    if (drill.code !== 0)
+      assert.fail(
+        `kubectl dr test failed:\n${drill.stdout}\n${drill.stderr}\n${await hydrationLogs("ksr-drill-drill1")}`,
+      );
     const run = (await runOf(ns, "drill1")) as FailoverRun;
     assert.equal(run.status?.phase, "Succeeded");
     assert.deepEqual(
