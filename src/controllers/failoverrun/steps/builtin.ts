@@ -17,7 +17,7 @@ import {
 import { protectedMachines } from "../../../api/types.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
-import { deleteHydratorSecrets, recoverDrill } from "./drill.js";
+import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
 import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
@@ -89,34 +89,6 @@ async function ensureNamespace(client: KubeClient, run: FailoverRun, name: strin
   if ((await client.get(namespaces, name)) !== undefined) return;
   await client
     .create(namespaces, { apiVersion: "v1", kind: "Namespace", metadata: { name, labels: runLabels(run) } })
-    .catch((error: unknown) => {
-      if (!isAlreadyExists(error)) throw error;
-    });
-}
-
-/** Isolated drills: nothing in or out of the namespace except within it and DNS. */
-async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: string): Promise<void> {
-  if (run.spec.drill?.isolation === "None") return;
-  await client
-    .create(networkPolicies, {
-      apiVersion: "networking.k8s.io/v1",
-      kind: "NetworkPolicy",
-      metadata: { name: "ksr-drill-isolation", namespace, labels: runLabels(run) },
-      spec: {
-        podSelector: {},
-        policyTypes: ["Ingress", "Egress"],
-        ingress: [{ _from: [{ podSelector: {} }] }],
-        egress: [
-          { to: [{ podSelector: {} }] },
-          {
-            ports: [
-              { protocol: "UDP", port: 53 },
-              { protocol: "TCP", port: 53 },
-            ],
-          },
-        ],
-      },
-    })
     .catch((error: unknown) => {
       if (!isAlreadyExists(error)) throw error;
     });
