@@ -22,7 +22,6 @@ import { eventually } from "../fixture/eventually.js";
 import type { KsrResult } from "../fixture/ksr-cli.js";
 import { followDr, kubectlDr } from "../fixture/kubectl-dr.js";
 
-
 describe("kubectl dr on a real API server", function () {
   this.timeout(60_000);
   const cluster = useCluster("kdr");

@@ -208,7 +208,13 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     });
     strictEqual((await getRun("drill")).status?.steps, undefined);
 
-    const approved = await kubectlDr(cluster.state.kubeconfig, ["-n", cluster.namespace, "approve", "move", "database/confirm"]);
+    const approved = await kubectlDr(cluster.state.kubeconfig, [
+      "-n",
+      cluster.namespace,
+      "approve",
+      "move",
+      "database/confirm",
+    ]);
     strictEqual(approved.code, 0, approved.stderr);
     await waitFor("the failover to succeed", async () => (await phaseOf("move")) === "Succeeded", 60_000);
     const done = await getRun("move");
@@ -301,11 +307,21 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
           activeSite: "primary",
           lastSyncTime: new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"),
           volumes: [{ name: "data", claimName: "hooks-data", replicaClaimName: "hooks-data", pendingBytes: 0 }],
-          recoveryPoints: { count: 1, latest: { id: "p1", time: "2026-12-01T10:00:00Z", consistency: "CrashConsistent" } },
+          recoveryPoints: {
+            count: 1,
+            latest: { id: "p1", time: "2026-12-01T10:00:00Z", consistency: "CrashConsistent" },
+          },
         },
       });
     });
-    after(() => new Promise<void>((resolve) => sink.close(() => resolve())));
+    after(
+      () =>
+        new Promise<void>((resolve) =>
+          sink.close(() => {
+            resolve();
+          }),
+        ),
+    );
 
     const notifyPlan = (url: string): RecoveryPlan => ({
       apiVersion: "dr.ksr.io/v1alpha1",
@@ -367,14 +383,22 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
       strictEqual(call.headers.authorization, token);
       strictEqual(call.headers["x-team"], "dr");
       match(call.headers["content-type"] ?? "", /application\/json/);
-      deepStrictEqual(call.body.run, { name: "announce", namespace: cluster.namespace, uid: done.metadata.uid, type: "Planned" });
+      deepStrictEqual(call.body.run, {
+        name: "announce",
+        namespace: cluster.namespace,
+        uid: done.metadata.uid,
+        type: "Planned",
+      });
       strictEqual(call.body.plan, "notify");
       deepStrictEqual(call.body.step, { name: "notify/post/tell", group: "notify", action: "tell", attempt: 1 });
       strictEqual(call.body.idempotencyKey, `${done.metadata.uid ?? ""}/notify/post/tell/1`);
       strictEqual(received.find((request) => request.path === "/fail")?.headers.authorization, undefined);
 
       const secret = /s3cr3t/;
-      ok(logged.some((line) => line.includes("notify/post/tell")), "the step was logged");
+      ok(
+        logged.some((line) => line.includes("notify/post/tell")),
+        "the step was logged",
+      );
       strictEqual(logged.filter((line) => secret.test(line)).length, 0, "the header value was logged");
       doesNotMatchJson(done.status, secret, "the run's status");
       const events = await client.list(eventsV1, { namespace: cluster.namespace });

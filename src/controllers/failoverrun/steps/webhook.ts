@@ -74,7 +74,10 @@ export const webhookStep: StepExecutor = {
     } catch (error) {
       // The cause's code (ECONNREFUSED, ENOTFOUND) says what to fix; the URL holds no credentials (checked above).
       const failure = error as Error & { cause?: { code?: string } };
-      const why = failure.name === "TimeoutError" ? `no answer within ${formatDuration(timeoutMs)}` : (failure.cause?.code ?? failure.name);
+      const why =
+        failure.name === "TimeoutError"
+          ? `no answer within ${formatDuration(timeoutMs)}`
+          : (failure.cause?.code ?? failure.name);
       return { state: "Failed", message: `${hook.method} ${new URL(hook.url).host} failed: ${why}` };
     }
   },
