@@ -28,7 +28,8 @@ import {
 } from "../../src/runtime/index.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { eventually } from "../fixture/eventually.js";
-import { ksr, kubectlDr } from "../fixture/ksr-cli.js";
+import { ksr } from "../fixture/ksr-cli.js";
+import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { useOperator } from "../fixture/operator.js";
 import { prober, proberSettlesOn } from "./network-probers.js";
 
@@ -63,7 +64,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
   const cluster = useOperator("rd");
   let client: KubeClient;
 
-  const dr = (args: string[]) => kubectlDr([...args, "--kubeconfig", cluster.state.kubeconfig]);
+  const dr = (args: string[]) => kubectlDr(cluster.state.kubeconfig, args);
   const site = (...args: string[]) => ksr(["local", "site", ...args, "--dir", cluster.state.dir]);
 
   const writer = (namespace: string): StatefulSet => ({
