@@ -4,7 +4,7 @@
 // points; then the workload comes up there on the new claims. Every object carries the run's
 // labels, so cleanup deletes exactly them. Executing again only reads what exists: the Job
 // resumes an interrupted stream from the cursor it keeps on its own state claim.
-import type { V1Container, V1Volume } from "@kubernetes/client-node";
+import type { V1Container, V1NetworkPolicyIngressRule, V1Volume } from "@kubernetes/client-node";
 import type { FailoverRun, ProtectedMachine } from "../../../api/types.js";
 import {
   isAlreadyExists,
@@ -84,7 +84,9 @@ export async function ensureIsolation(client: KubeClient, run: FailoverRun, name
   await ensurePolicy(client, run, namespace, "ksr-drill-isolation", {
     podSelector: {},
     policyTypes: ["Ingress", "Egress"],
-    ingress: [{ _from: [{ podSelector: {} }] }],
+    // The client sends JSON as written: the API's field is "from" (client-node's model names it _from,
+    // which the API server would drop, leaving a rule that admits everyone).
+    ingress: [{ from: [{ podSelector: {} }] } as unknown as V1NetworkPolicyIngressRule],
     egress: [
       { to: [{ podSelector: {} }] },
       {
