@@ -166,6 +166,7 @@ export const recoverStep: StepExecutor = {
         machine,
         chosen: volumes,
         fence: run.spec.type === "Unplanned" && work.change === undefined,
+        signal: context.signal,
       });
     }
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
