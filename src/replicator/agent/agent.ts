@@ -224,8 +224,6 @@ export class Agent implements CaptureStream {
           continue;
         }
         this.options.log.warn(`replication step failed (retrying): ${(error as Error).message}`);
-        this.scanDue = true; // the notifications it had taken are gone: verify everything
-
         await sleep(retryMs);
       }
     }
@@ -375,6 +373,16 @@ export class Agent implements CaptureStream {
    * after them is what gets waited for).
    */
   private async captureRound(scanDue: boolean, settle = true): Promise<void> {
+    try {
+      await this.captureChanges(scanDue, settle);
+    } catch (error) {
+      // The notifications it took are gone, whoever called it (a follow step or a cut): verify everything.
+      this.scanDue = true;
+      throw error;
+    }
+  }
+
+  private async captureChanges(scanDue: boolean, settle: boolean): Promise<void> {
     const watcher = this.watcher;
     if (watcher === undefined || scanDue) {
       this.scanDue = false;
