@@ -36,6 +36,12 @@ export interface Plan {
   masterTarget: { name: string; namespace: string };
   storageClassName?: string;
   agents: AgentPlan[];
+  /**
+   * Set when replication runs back from the recovery site (status.replication Reverse, see
+   * direction.ts): the machine lives in homeNamespace, so what is placed in the source namespace
+   * cannot be owned by it (owner references do not cross namespaces) and the policy's key is read there.
+   */
+  reverse?: { homeNamespace: string };
   /** Protection cannot go further yet (pods not running): normal, said in the Ready condition. */
   waiting?: Problem;
 }
