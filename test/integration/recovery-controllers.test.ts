@@ -2,7 +2,7 @@
 // machines' status is written by this test, standing in for the ProtectedMachine
 // controller; everything else (Deployments, Jobs' dry runs, the runs' steps,
 // approvals through kubectl dr) is real.
-import { match, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -221,9 +221,26 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     match(metrics, /ksr_failover_runs_total\{type="Planned",result="Committed"\} 1/);
   });
 
-  it("fails a Reprotect run with a clear reason", async () => {
+  it("records the committed failover on the machine, and a Reprotect run reverses its replication", async () => {
+    const failedOver = await client.get(protectedMachines, "db", cluster.namespace);
+    strictEqual(failedOver?.status?.replication?.failedOverBy, "move");
+    strictEqual(failedOver.status.replication.sourceSite, "primary");
     await newRun("back", { type: "Reprotect" });
-    await waitFor("the reprotect to fail", async () => (await phaseOf("back")) === "Failed");
-    match((await getRun("back")).status?.steps?.[0]?.message ?? "", /not supported yet/);
+    // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
+    await waitFor("the machine's replication reversed", async () => {
+      const found = await client.get(protectedMachines, "db", cluster.namespace);
+      return found?.status?.replication?.reprotectedBy === "back" && found.spec.paused === false;
+    });
+    const reversed = (await client.get(protectedMachines, "db", cluster.namespace))?.status?.replication;
+    deepStrictEqual(
+      [reversed?.direction, reversed?.sourceNamespace, reversed?.sourceSite, reversed?.targetSite, reversed?.epoch],
+      ["Reverse", target(), "recovery", "primary", 1],
+    );
+    strictEqual(reversed?.failedOverBy, undefined);
+    strictEqual(await phaseOf("back"), "Running");
+    match(
+      (await getRun("back")).status?.steps?.find((step) => step.action === "Reverse")?.message ?? "",
+      /% compared/,
+    );
   });
 });

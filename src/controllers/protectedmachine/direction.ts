@@ -4,7 +4,7 @@
 // it reads, through one view of the machine: the machine as if it were protected from the current
 // source to the current target, so plan, placement and observation stay one code path.
 import type { ProtectedMachine, ReplicationDirectionStatus } from "../../api/types.js";
-import { shorten, streamId } from "./names.js";
+import { processServerName, shorten, streamId } from "./names.js";
 import type { Plan } from "./plan.js";
 
 /** The machine's direction; Forward from its own namespace to spec.target when none is recorded. */
@@ -74,14 +74,32 @@ export function epochStreamId(claimName: string, epoch: number): string {
   return shorten(claimName, 54 - suffix.length) + suffix;
 }
 
-/** The plan in the machine's direction: streams of the epoch, and where the home namespace is. */
-export function inDirection(plan: Plan, machine: ProtectedMachine): Plan {
-  const { epoch, direction } = replicationOf(machine);
+/**
+ * The plan in the machine's direction: streams of the epoch, and where the home namespace is. A
+ * workload a failover scaled to 0 (`stopped`) keeps its site, process server and agents, so the
+ * final sync sees every change captured before it stopped.
+ */
+export function inDirection(plan: Plan, machine: ProtectedMachine, stopped: boolean): Plan {
+  const replication = replicationOf(machine);
+  const { epoch, direction } = replication;
   const home = machine.metadata.namespace ?? "";
+  const sourceSite = plan.sourceSite ?? (stopped ? replication.sourceSite : undefined);
   const volumes = plan.volumes.map((volume) => ({ ...volume, machineId: epochStreamId(volume.claimName, epoch) }));
   const agents = plan.agents.map((agent) => ({
     ...agent,
     volumes: agent.volumes.map((volume) => ({ ...volume, machineId: epochStreamId(volume.claimName, epoch) })),
   }));
-  return { ...plan, volumes, agents, ...(direction === "Reverse" ? { reverse: { homeNamespace: home } } : {}) };
+  return {
+    ...plan,
+    volumes,
+    agents,
+    ...(sourceSite === undefined
+      ? {}
+      : {
+          sourceSite,
+          processServer: processServerName(machine.spec.policyRef.name, sourceSite, plan.masterTarget.namespace),
+        }),
+    ...(stopped ? { keepAgents: true } : {}),
+    ...(direction === "Reverse" ? { reverse: { homeNamespace: home } } : {}),
+  };
 }

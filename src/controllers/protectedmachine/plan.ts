@@ -42,6 +42,8 @@ export interface Plan {
    * cannot be owned by it (owner references do not cross namespaces) and the policy's key is read there.
    */
   reverse?: { homeNamespace: string };
+  /** The workload was scaled to 0 by a failover: its agents stay until the machine is paused, for the final sync. */
+  keepAgents?: boolean;
   /** Protection cannot go further yet (pods not running): normal, said in the Ready condition. */
   waiting?: Problem;
 }

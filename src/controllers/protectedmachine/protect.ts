@@ -19,6 +19,7 @@ import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { healthValue, type MachineMetrics } from "../metrics.js";
 import { machineLabel, machineNamespaceLabel } from "./names.js";
 import { endpointPeer, observeVolumes, type ThroughputTracker } from "./observe.js";
+import { replicasAnnotation } from "../failoverrun/steps/workload.js";
 import { inDirection, replicatedView, replicationOf } from "./direction.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
@@ -85,8 +86,14 @@ function planInputs(caches: MachineCaches, view: ProtectedMachine, policyNamespa
 /** The plan in the machine's current direction (direction.ts), with the view it was made for. */
 function planInDirection(caches: MachineCaches, machine: ProtectedMachine) {
   const view = replicatedView(machine);
-  const result = planProtection(planInputs(caches, view, machine.metadata.namespace ?? ""));
-  return { view, result: result.ok ? { ok: true as const, plan: inDirection(result.plan, machine) } : result };
+  const inputs = planInputs(caches, view, machine.metadata.namespace ?? "");
+  const result = planProtection(inputs);
+  const workload = inputs.workload;
+  const stopped = workload?.spec?.replicas === 0 && workload.metadata.annotations?.[replicasAnnotation] !== undefined;
+  return {
+    view,
+    result: result.ok ? { ok: true as const, plan: inDirection(result.plan, machine, stopped) } : result,
+  };
 }
 
 function claimFigures(caches: MachineCaches, namespace: string) {

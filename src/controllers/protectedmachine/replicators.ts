@@ -294,15 +294,16 @@ export async function ensureReplicators(
   }
   // Agents of pods that are gone or moved away go too (their replacements were placed above).
   const wanted = new Set(plan.agents.map((agent) => agent.name));
-  for (const pod of caches.pods.list(namespace))
-    if (
-      pod.metadata.labels?.["app.kubernetes.io/component"] === "agent" &&
-      (pod.metadata.ownerReferences?.some((ref) => ref.uid === machine.metadata.uid) === true ||
-        (plan.reverse !== undefined && isMachines(pod, machine))) &&
-      !wanted.has(pod.metadata.name) &&
-      pod.metadata.deletionTimestamp === undefined
-    )
-      await client.delete(pods, { name: pod.metadata.name, namespace });
+  if (plan.keepAgents !== true)
+    for (const pod of caches.pods.list(namespace))
+      if (
+        pod.metadata.labels?.["app.kubernetes.io/component"] === "agent" &&
+        (pod.metadata.ownerReferences?.some((ref) => ref.uid === machine.metadata.uid) === true ||
+          (plan.reverse !== undefined && isMachines(pod, machine))) &&
+        !wanted.has(pod.metadata.name) &&
+        pod.metadata.deletionTimestamp === undefined
+      )
+        await client.delete(pods, { name: pod.metadata.name, namespace });
   return { processServer: ps, masterTarget: mt };
 }
 

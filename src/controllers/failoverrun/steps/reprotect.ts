@@ -94,6 +94,11 @@ export const reverseStep: StepExecutor = {
           state: "Failed",
           message: `ProtectedMachine ${name} is not failed over by a committed run: nothing to reprotect`,
         };
+      if (replication.sourceSite === undefined)
+        return {
+          state: "Failed",
+          message: `the site ProtectedMachine ${name} ran in before its failover is not recorded (status.activeSite was empty): nothing to replicate back to`,
+        };
       const gone = await goneVolumes(client, machine, replication.sourceNamespace);
       const next = reversedReplication(replication, run.metadata.name, rfc3339(context.clock.now()), gone);
       await writeReplication(client, machine, next);
