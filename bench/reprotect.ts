@@ -85,7 +85,12 @@ export async function run(): Promise<void> {
     );
   };
   const commit = async (failover: FailoverRun) => {
-    await client.patch(failoverRuns, { name: failover.metadata.name, namespace: ns }, { spec: { commit: true } }, "merge");
+    await client.patch(
+      failoverRuns,
+      { name: failover.metadata.name, namespace: ns },
+      { spec: { commit: true } },
+      "merge",
+    );
     await until("FailedOver", () => machinePhase("FailedOver"), 5 * 60_000);
   };
   try {
@@ -190,7 +195,10 @@ export async function run(): Promise<void> {
       failback: { rto: failback.status?.rto, runSeconds: secondsOf(failback) },
     };
     process.stdout.write(`${JSON.stringify(result, undefined, 2)}\n`);
-    await writeFile(join(packageRoot, "bench", "results", "reprotect.json"), `${JSON.stringify(result, undefined, 2)}\n`);
+    await writeFile(
+      join(packageRoot, "bench", "results", "reprotect.json"),
+      `${JSON.stringify(result, undefined, 2)}\n`,
+    );
   } finally {
     client.close();
     await down({ dir });

@@ -238,9 +238,6 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     );
     strictEqual(reversed?.failedOverBy, undefined);
     strictEqual(await phaseOf("back"), "Running");
-    match(
-      (await getRun("back")).status?.steps?.find((step) => step.action === "Reverse")?.message ?? "",
-      /% compared/,
-    );
+    match((await getRun("back")).status?.steps?.find((step) => step.action === "Reverse")?.message ?? "", /% compared/);
   });
 });
