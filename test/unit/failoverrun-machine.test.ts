@@ -239,14 +239,15 @@ describe("FailoverRun state machine (nextStep)", () => {
         commit: false,
         cleanup: false,
       };
-      const failback = new World(newRun({ type: "Planned" }));
+      const failback = new World(newRun({ type: "Planned", planRef: undefined, machineRef: { name: "shop-db" } }));
+      failback.plan = undefined;
       failback.otherRuns = [other];
       failback.settle();
       strictEqual(failback.run.status?.phase, "Succeeded");
       const reprotect = new World(newRun({ type: "Reprotect" }));
       for (const name of reprotect.machines.keys()) reprotect.machines.set(name, failedOver(name));
       reprotect.otherRuns = [{ ...other, name: "move", type: "Planned" }];
-      reprotect.settle();
+      reprotect.reconcile();
       strictEqual(reprotect.run.status?.phase, "Pending");
       strictEqual(reprotect.run.status.conditions?.[0]?.reason, "AnotherRunInProgress");
     });
