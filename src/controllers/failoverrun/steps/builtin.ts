@@ -15,6 +15,7 @@ import {
   type ResourceType,
 } from "../../../runtime/index.js";
 import { protectedMachines } from "../../../api/types.js";
+import { replicationOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { recoverDrill } from "./drill.js";
@@ -203,7 +204,8 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
+  const target = replicationOf(machine).targetNamespace;
+  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
   return ready ? { state: "Succeeded", message, dataLossMs: 0 } : { state: "InProgress", message, recheckAfterMs: 2000 };
 }
 

@@ -107,7 +107,7 @@ export function selectPoints(
   const first = anchor.exact?.point ?? chosen[0]?.point;
   const weakest = chosen
     .map(({ point }) => consistencyOf(point))
-    .reduce((a, b) => (rank[a] <= rank[b] ? a : b), "AppConsistent" as PointConsistency);
+    .reduce<PointConsistency>((a, b) => (rank[a] <= rank[b] ? a : b), "AppConsistent");
   return {
     ok: true,
     volumes: chosen,
