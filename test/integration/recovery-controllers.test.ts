@@ -229,7 +229,7 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
     await waitFor("the machine's replication reversed", async () => {
       const found = await client.get(protectedMachines, "db", cluster.namespace);
-      return found?.status?.replication?.reprotectedBy === "back" && found.spec.paused === false;
+      return found?.status?.replication?.reprotectedBy === "back" && !found.spec.paused;
     });
     const reversed = (await client.get(protectedMachines, "db", cluster.namespace))?.status?.replication;
     deepStrictEqual(
