@@ -277,7 +277,7 @@ describe("reprotect and failback end to end (e2e)", function () {
         ["Reverse", world.target, "recovery", world.ns, "primary", 1, undefined],
       );
       assert.equal(machine.status?.activeSite, "recovery");
-      const fullCopy = machine.status?.conditions?.find((c) => c.type === "FullCopy");
+      const fullCopy = machine.status.conditions?.find((c) => c.type === "FullCopy");
       assert.equal(fullCopy?.status, "False", JSON.stringify(fullCopy));
       assert.match(await world.stepMessage(run, "Reverse"), /only differing blocks were sent/);
       const agents = await client.list(pods, {
@@ -289,7 +289,7 @@ describe("reprotect and failback end to end (e2e)", function () {
       // Changes keep flowing back, and recovery points are now taken on the original site.
       await world.write(2);
       await world.volumesEqual([world.target, "recovery"], [world.ns, "primary"]);
-      const since = Date.parse(machine.status?.replication?.lastTransitionTime ?? "");
+      const since = Date.parse(machine.status.replication?.lastTransitionTime ?? "");
       await world.waitMachine("a recovery point taken in the reverse direction", (m) => {
         const latest = m.status?.recoveryPoints?.latest?.time;
         return latest !== undefined && Date.parse(latest) >= since;
@@ -305,7 +305,7 @@ describe("reprotect and failback end to end (e2e)", function () {
       assert.equal(commit.code, 0, commit.stderr);
       const machine = await world.waitMachine("FailedOver back", (m) => m.status?.phase === "FailedOver");
       assert.equal(machine.status?.activeSite, "primary");
-      assert.equal(machine.status?.replication?.failedOverBy, run);
+      assert.equal(machine.status.replication?.failedOverBy, run);
     });
 
     it("reprotects again: the original direction, compared, not copied", async () => {
@@ -347,7 +347,7 @@ describe("reprotect and failback end to end (e2e)", function () {
       const run = await startRun(world.ns, "reprotect", "--machine", world.name, "--wait");
       const machine = await world.waitMachine("Protected in reverse", (m) => m.status?.phase === "Protected");
       assert.deepEqual(machine.status?.replication?.fullCopyVolumes, ["data-0"]);
-      const fullCopy = machine.status?.conditions?.find((c) => c.type === "FullCopy");
+      const fullCopy = machine.status.conditions?.find((c) => c.type === "FullCopy");
       assert.equal(fullCopy?.status, "True");
       assert.equal(fullCopy.reason, "OriginalVolumesGone");
       assert.match(await world.stepMessage(run, "Reverse"), /data-0 were gone: they were copied in full/);
