@@ -15,11 +15,12 @@ import {
   type ResourceType,
 } from "../../../runtime/index.js";
 import { protectedMachines } from "../../../api/types.js";
+import { replicationOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
-import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
+import { replicatedState, replicatedVolumes, replicationAnnotation, replicationRecord } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
 import { createdByRun, runLabel, runLabels, runNamespaceLabel, type StepContext, type StepExecutor } from "./types.js";
 import { ensureRecovered, scaleToZero, sourceWorkload, workloadType } from "./workload.js";
@@ -150,7 +151,7 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, replicationOf(machine).lastSyncTime);
+    const loss = dataLossMs(volumes, replicatedState(machine).lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
@@ -185,7 +186,8 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
+  const target = replicationOf(machine).targetNamespace;
+  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
   return ready
     ? { state: "Succeeded", message, dataLossMs: 0 }
     : { state: "InProgress", message, recheckAfterMs: 2000 };
