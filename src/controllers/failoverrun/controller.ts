@@ -3,6 +3,8 @@
 import { failoverRuns, protectedMachines, recoveryPlans, type FailoverRun } from "../../api/types.js";
 import type { Manager, ObjectRef } from "../../runtime/index.js";
 import type { OperatorDeps } from "../deps.js";
+import { operatorReplicatorClients } from "../protectedmachine/controller.js";
+import { newRecoveryPointAccess } from "./steps/replicas.js";
 import { runMachines } from "./machine.js";
 import { FailoverMetrics } from "./metrics.js";
 import { newFailoverRunReconciler } from "./reconcile.js";
@@ -13,6 +15,10 @@ export function addFailoverRunController(manager: Manager, deps: OperatorDeps) {
     plans: deps.cache.informer(recoveryPlans),
     machines: deps.cache.informer(protectedMachines),
   };
+  const replicas = newRecoveryPointAccess({
+    replicators: operatorReplicatorClients(manager, deps),
+    certificates: deps.certificates,
+  });
   const runsIn = (namespace: string | undefined): ObjectRef[] =>
     caches.runs.list(namespace).map((run) => ({ name: run.metadata.name, namespace: run.metadata.namespace }));
   const runsOfMachine = (machine: { metadata: { name: string; namespace?: string } }): ObjectRef[] =>
@@ -37,6 +43,7 @@ export function addFailoverRunController(manager: Manager, deps: OperatorDeps) {
         events: deps.events,
         caches,
         metrics: new FailoverMetrics(manager.metrics.registry),
+        replicas,
       }),
     );
 }

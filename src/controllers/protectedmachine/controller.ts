@@ -24,6 +24,26 @@ import { ReplicatorClients } from "./replicator-clients.js";
 import { OperatorIdentity } from "../certificates/operator-identity.js";
 import { serviceHost } from "./replicators.js";
 
+const sharedClients = new WeakMap<OperatorDeps, ReplicatorClients>();
+
+/** The operator's one set of replicator channels, under its own renewing identity (ksr-operator). */
+export function operatorReplicatorClients(manager: Manager, deps: OperatorDeps): ReplicatorClients {
+  let replicators = sharedClients.get(deps);
+  if (replicators === undefined) {
+    const identity = new OperatorIdentity(deps);
+    const created = new ReplicatorClients(
+      (verify) => identity.credentials(verify),
+      () => identity.refresh(),
+    );
+    void manager.done.then(() => {
+      created.close();
+    });
+    sharedClients.set(deps, created);
+    replicators = created;
+  }
+  return replicators;
+}
+
 export function addProtectedMachineController(manager: Manager, deps: OperatorDeps) {
   const { cache } = deps;
   const caches: MachineCaches = {
@@ -38,14 +58,7 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     storageClasses: cache.informer(storageClasses),
     namespaces: cache.informer(namespaces),
   };
-  const identity = new OperatorIdentity(deps);
-  const replicators = new ReplicatorClients(
-    (verify) => identity.credentials(verify),
-    () => identity.refresh(),
-  );
-  void manager.done.then(() => {
-    replicators.close();
-  });
+  const replicators = operatorReplicatorClients(manager, deps);
 
   const machinesIn = (namespace: string) =>
     caches.machines.list(namespace).filter((machine) => machine.metadata.deletionTimestamp === undefined);

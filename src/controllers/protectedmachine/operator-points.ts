@@ -6,8 +6,9 @@
 import type { ProtectedMachine } from "../../api/types.js";
 import type { EventRecord, ReconcileContext } from "../../runtime/index.js";
 import { barrierBasePort } from "./names.js";
-import { planProtection, type Plan } from "./plan.js";
-import { planInputs, type ProtectDeps } from "./protect.js";
+import type { Plan } from "./plan.js";
+import { replicatedView } from "./direction.js";
+import { planInDirection, type ProtectDeps } from "./protect.js";
 import {
   cutCadence,
   cutPoint,
@@ -84,11 +85,11 @@ function cutMember(deps: ProtectDeps, machine: ProtectedMachine, plan?: Plan): C
   const planned =
     plan ??
     (() => {
-      const result = planProtection(planInputs(deps.caches, machine));
+      const { result } = planInDirection(deps.caches, machine);
       return result.ok ? result.plan : undefined;
     })();
   if (planned === undefined || planned.waiting !== undefined) return undefined;
-  const namespace = machine.metadata.namespace ?? "";
+  const namespace = replicatedView(machine).metadata.namespace ?? "";
   const streams = [];
   for (const agent of planned.agents) {
     const pod = deps.caches.pods.get(agent.name, namespace);

@@ -299,9 +299,14 @@ export class Agent implements CaptureStream {
       },
     });
     this.watcher?.take();
+    const pushedBefore = this.sender.bytesPushed;
     await this.scan();
     if (this.options.mode === "block") this.sync.progress.examinedBytes = this.sync.totalBytes;
     this.sync.running = false;
+    // What a resync cost on the wire against what it compared (a reprotect reads this line).
+    this.options.log.info(
+      `resync done: ${this.sync.totalBytes} bytes compared, ${this.sender.bytesPushed - pushedBefore} bytes sent`,
+    );
   }
 
   /**
