@@ -349,7 +349,10 @@ async function startOrResume(
   if (existing !== undefined) {
     if (!existing.isDirectory() || (await readdir(destination)).length > 0)
       throw new JournalUsageError(`destination ${destination} already exists and is not an empty directory`);
-    await rm(destination, { recursive: true });
+    // A mount point (a new claim mounted there, as in a drill) cannot be removed: it stays and takes the root entry.
+    await rm(destination, { recursive: true }).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code !== "EBUSY") throw error;
+    });
   }
   await mkdir(dirname(destination), { recursive: true });
   const progress: StreamProgress = {

@@ -304,7 +304,12 @@ export function computeStatus(input: StatusInput): StatusResult {
     health,
     ...(tracked && rpoMs !== undefined ? { rpo: formatDuration(rpoMs) } : {}),
     ...(input.activeSite === undefined ? {} : { activeSite: input.activeSite }),
-    ...(recoveryTime === undefined ? {} : { lastSyncTime: rfc3339(recoveryTime) }),
+    // While the process server cannot be asked (a lost site), the last sync known stays: a failover's data loss counts from it.
+    ...(recoveryTime !== undefined
+      ? { lastSyncTime: rfc3339(recoveryTime) }
+      : previous?.lastSyncTime === undefined
+        ? {}
+        : { lastSyncTime: previous.lastSyncTime }),
     ...(Object.keys(initialReplication).length === 0 ? {} : { initialReplication }),
     ...(points === undefined ? {} : { recoveryPoints: points }),
     ...(volumes.length === 0 ? {} : { volumes }),

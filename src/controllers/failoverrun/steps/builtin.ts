@@ -15,12 +15,12 @@ import {
   type ResourceType,
 } from "../../../runtime/index.js";
 import { protectedMachines } from "../../../api/types.js";
-import { replicationOf } from "../../protectedmachine/direction.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
-import { recoverDrill } from "./drill.js";
+import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
-import { replicatedVolumes } from "./replicas.js";
+import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
 import { createdByRun, runLabel, runLabels, runNamespaceLabel, type StepContext, type StepExecutor } from "./types.js";
 import { ensureRecovered, scaleToZero, sourceWorkload, workloadType } from "./workload.js";
@@ -39,6 +39,15 @@ export const shutDownSourceStep: StepExecutor = {
     if (machine === undefined) return missing(context);
     const workload = await sourceWorkload(context.client, machine);
     if (workload === undefined) return { state: "Succeeded", message: "the source workload does not exist" };
+    // Recorded before the source stops: a stopped workload has no pods, and its machine's status then no volumes.
+    const record = replicationRecord(machine);
+    if (record !== undefined && machine.metadata.annotations?.[replicationAnnotation] !== record)
+      await context.client.patch(
+        protectedMachines,
+        { name: machine.metadata.name, namespace: machine.metadata.namespace },
+        { metadata: { annotations: { [replicationAnnotation]: record } } },
+        "merge",
+      );
     await scaleToZero(context.client, workload);
     const left = workload.status?.replicas ?? 0;
     // An unplanned run only fences: pods on an unreachable site stop when their node comes back (scaled to 0).
@@ -81,34 +90,6 @@ async function ensureNamespace(client: KubeClient, run: FailoverRun, name: strin
   if ((await client.get(namespaces, name)) !== undefined) return;
   await client
     .create(namespaces, { apiVersion: "v1", kind: "Namespace", metadata: { name, labels: runLabels(run) } })
-    .catch((error: unknown) => {
-      if (!isAlreadyExists(error)) throw error;
-    });
-}
-
-/** Isolated drills: nothing in or out of the namespace except within it and DNS. */
-async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: string): Promise<void> {
-  if (run.spec.drill?.isolation === "None") return;
-  await client
-    .create(networkPolicies, {
-      apiVersion: "networking.k8s.io/v1",
-      kind: "NetworkPolicy",
-      metadata: { name: "ksr-drill-isolation", namespace, labels: runLabels(run) },
-      spec: {
-        podSelector: {},
-        policyTypes: ["Ingress", "Egress"],
-        ingress: [{ _from: [{ podSelector: {} }] }],
-        egress: [
-          { to: [{ podSelector: {} }] },
-          {
-            ports: [
-              { protocol: "UDP", port: 53 },
-              { protocol: "TCP", port: 53 },
-            ],
-          },
-        ],
-      },
-    })
     .catch((error: unknown) => {
       if (!isAlreadyExists(error)) throw error;
     });
@@ -170,7 +151,7 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, machine.status?.lastSyncTime);
+    const loss = dataLossMs(volumes, replicationOf(machine).lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
@@ -186,6 +167,7 @@ export const recoverStep: StepExecutor = {
         machine,
         chosen: volumes,
         fence: run.spec.type === "Unplanned" && work.change === undefined,
+        signal: context.signal,
       });
     }
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
@@ -204,9 +186,11 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const target = replicationOf(machine).targetNamespace;
+  const target = directionOf(machine).targetNamespace;
   const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
-  return ready ? { state: "Succeeded", message, dataLossMs: 0 } : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ready
+    ? { state: "Succeeded", message, dataLossMs: 0 }
+    : { state: "InProgress", message, recheckAfterMs: 2000 };
 }
 
 /** Before a recovery point change: the recovered workload stops. */
@@ -255,8 +239,10 @@ const drillKinds: readonly ResourceType<KubeObject>[] = [
 
 /** Deletes what the run created in its drill namespace (by label), then the namespace if the run created it. */
 export const cleanupStep: StepExecutor = {
-  async execute({ run, client }) {
+  async execute({ run, client, machines }) {
     const namespace = drillNamespaceOf(run);
+    // The hydrators' Secrets are the issuer's (not labelled by the run); a drill cleaned up mid-hydration leaves them.
+    for (const machine of machines.values()) await deleteHydratorSecrets(client, machine, namespace);
     const selector = `${runLabel}=${run.metadata.name},${runNamespaceLabel}=${run.metadata.namespace ?? ""}`;
     let left = 0;
     for (const type of drillKinds) {

@@ -4,16 +4,18 @@
 // points; then the workload comes up there on the new claims. Every object carries the run's
 // labels, so cleanup deletes exactly them. Executing again only reads what exists: the Job
 // resumes an interrupted stream from the cursor it keeps on its own state claim.
-import type { V1Container, V1Volume } from "@kubernetes/client-node";
+import type { V1Container, V1NetworkPolicyIngressRule, V1Volume } from "@kubernetes/client-node";
 import type { FailoverRun, ProtectedMachine } from "../../../api/types.js";
 import {
   isAlreadyExists,
   jobs,
   networkPolicies,
   persistentVolumeClaims,
+  pods,
   secrets,
   type Job,
   type KubeClient,
+  type NetworkPolicy,
   type PersistentVolumeClaim,
 } from "../../../runtime/index.js";
 import { certificateSecretName } from "../../certificates/secret-issuer.js";
@@ -64,31 +66,52 @@ async function drillClaim(
   };
 }
 
-/** The hydration pods' one way out of an isolated drill namespace: the master target's gRPC port. */
-async function ensureHydrationEgress(client: KubeClient, run: FailoverRun, machine: ProtectedMachine, namespace: string) {
-  await client
-    .create(networkPolicies, {
-      apiVersion: "networking.k8s.io/v1",
-      kind: "NetworkPolicy",
-      metadata: { name: "ksr-drill-hydration", namespace, labels: runLabels(run) },
-      spec: {
-        podSelector: { matchLabels: { [componentLabel]: hydratorComponent } },
-        policyTypes: ["Egress"],
-        egress: [
-          {
-            to: [
-              {
-                namespaceSelector: {
-                  matchLabels: { "kubernetes.io/metadata.name": machine.spec.target.namespace },
-                },
-              },
-            ],
-            ports: [{ protocol: "TCP", port: replicatorPort }],
-          },
+type PolicySpec = NonNullable<NetworkPolicy["spec"]>;
+
+async function ensurePolicy(client: KubeClient, run: FailoverRun, namespace: string, name: string, spec: PolicySpec) {
+  const policy: NetworkPolicy = {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: { name, namespace, labels: runLabels(run) },
+    spec,
+  };
+  await client.create(networkPolicies, policy).catch(ignoreExisting);
+}
+
+/** Isolated drills: nothing in or out of the namespace except within it and DNS. */
+export async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: string): Promise<void> {
+  if (run.spec.drill?.isolation === "None") return;
+  await ensurePolicy(client, run, namespace, "ksr-drill-isolation", {
+    podSelector: {},
+    policyTypes: ["Ingress", "Egress"],
+    // The client sends JSON as written: the API's field is "from" (client-node's model names it _from,
+    // which the API server would drop, leaving a rule that admits everyone).
+    ingress: [{ from: [{ podSelector: {} }] } as unknown as V1NetworkPolicyIngressRule],
+    egress: [
+      { to: [{ podSelector: {} }] },
+      {
+        ports: [
+          { protocol: "UDP", port: 53 },
+          { protocol: "TCP", port: 53 },
         ],
       },
-    })
-    .catch(ignoreExisting);
+    ],
+  });
+}
+
+/** The hydration pods' one way out of an isolated drill namespace: the master target's gRPC port. */
+function ensureHydrationEgress(client: KubeClient, run: FailoverRun, machine: ProtectedMachine, namespace: string) {
+  const target = machine.spec.target.namespace;
+  return ensurePolicy(client, run, namespace, "ksr-drill-hydration", {
+    podSelector: { matchLabels: { [componentLabel]: hydratorComponent } },
+    policyTypes: ["Egress"],
+    egress: [
+      {
+        to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": target } } }],
+        ports: [{ protocol: "TCP", port: replicatorPort }],
+      },
+    ],
+  });
 }
 
 export function hydrationJob(options: {
@@ -129,6 +152,7 @@ export function hydrationJob(options: {
         "--key",
         `${tlsDir}/${index}/tls.key`,
       ],
+      terminationMessagePolicy: "FallbackToLogsOnError",
       volumeMounts: [
         { name: `data-${index}`, mountPath: `${restoreDir}/${index}` },
         { name: "state", mountPath: stateDir },
@@ -164,6 +188,27 @@ export async function deleteHydratorSecrets(client: KubeClient, machine: Protect
       name: certificateSecretName({ role: "hydrator", machineId: volume.machineId }),
       namespace,
     });
+}
+
+/** What the hydration pods' failed containers said, for the step's message (the logs hold the rest). */
+async function failedContainers(client: KubeClient, namespace: string, machine: ProtectedMachine): Promise<string> {
+  const found = await client.list(pods, {
+    namespace,
+    labelSelector: `job-name=${hydrationJobName(machine.metadata.name)}`,
+  });
+  const failures = found.items.flatMap((pod) =>
+    (pod.status?.containerStatuses ?? []).flatMap((container) => {
+      const ended = container.state?.terminated;
+      return ended === undefined || ended.exitCode === 0
+        ? []
+        : [
+            `${pod.metadata.name}/${container.name} exited ${ended.exitCode}${ended.message === undefined ? "" : `: ${ended.message.trim().slice(-300)}`}`,
+          ];
+    }),
+  );
+  return failures.length === 0
+    ? ""
+    : ` (${failures.slice(-2).join("; ")}; kubectl logs -n ${namespace} POD -c CONTAINER)`;
 }
 
 export async function recoverDrill(options: {
@@ -204,16 +249,18 @@ export async function recoverDrill(options: {
       planned.push({ volume, chosen, secretName: await replicas.hydratorCertificate(namespace, volume.machineId) });
     }
     const masterTarget = replicas.masterTargetAddress(machine);
-    const outcome = await ensureJob(client, run, hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }));
-    if (outcome.state !== "Succeeded")
-      return outcome.state === "Failed"
-        ? outcome
-        : { ...outcome, message: `hydrating point ${options.chosen[0]?.point.id ?? ""}: ${outcome.message ?? ""}` };
+    const outcome = await ensureJob(
+      client,
+      run,
+      hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }),
+    );
+    if (outcome.state === "Failed")
+      return { ...outcome, message: `${outcome.message ?? ""}${await failedContainers(client, namespace, machine)}` };
+    if (outcome.state === "InProgress")
+      return { ...outcome, message: `hydrating point ${options.chosen[0]?.point.id ?? ""}: ${outcome.message ?? ""}` };
   }
   await deleteHydratorSecrets(client, machine, namespace);
   const claims = new Map(volumes.map((volume) => [volume.claimName, volume.replicaClaimName] as const));
   const { ready, message } = await ensureRecovered(client, machine, run, namespace, claims);
-  return ready
-    ? { state: "Succeeded", message }
-    : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ready ? { state: "Succeeded", message } : { state: "InProgress", message, recheckAfterMs: 2000 };
 }

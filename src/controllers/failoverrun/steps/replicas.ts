@@ -1,11 +1,12 @@
 // What recovery steps ask of a machine's replicas: the master target's points per volume, a
 // rollback in place, a drill hydrator's narrow identity, and the fence of the source's agents.
 // One small interface, so the steps do not know how the master target is reached.
-import type { ProtectedMachine } from "../../../api/types.js";
+import type { ProtectedMachine, VolumeStatus } from "../../../api/types.js";
 import type { RollbackReply } from "../../../gen/ksr/replication/v1/replication.js";
 import type { EndpointSlice, Informer } from "../../../runtime/index.js";
 import type { CertificateIssuer } from "../../certificates/issuer.js";
-import { masterTargetName, streamId } from "../../protectedmachine/names.js";
+import { directionOf, epochStreamId } from "../../protectedmachine/direction.js";
+import { masterTargetName } from "../../protectedmachine/names.js";
 import { endpointPeer } from "../../protectedmachine/observe.js";
 import type { PeerAddress, ReplicatorClients } from "../../protectedmachine/replicator-clients.js";
 import { peerFlag } from "../../protectedmachine/replicators.js";
@@ -37,8 +38,76 @@ export interface RecoveryPointAccess {
   revokeAgent(machine: ProtectedMachine, machineId: string): Promise<void>;
 }
 
+/**
+ * On the ProtectedMachine, written by the shutdown step before it stops the source: the volumes
+ * and last sync its status showed. A stopped source has no pods, so the machine's status then
+ * lists no volumes; the recovery steps read them from here.
+ */
+export const replicationAnnotation = "dr.ksr.io/replication-before-failover";
+
+interface Replication {
+  readonly volumes: readonly VolumeStatus[];
+  readonly lastSyncTime?: string;
+}
+
+const isText = (value: unknown): value is string => typeof value === "string" && value !== "";
+
+/** The annotation's content when it is well formed (it can be edited by hand); otherwise none. */
+function recordedReplication(machine: ProtectedMachine): Replication | undefined {
+  const text = machine.metadata.annotations?.[replicationAnnotation];
+  if (text === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const { volumes, lastSyncTime } = (parsed ?? {}) as { volumes?: unknown; lastSyncTime?: unknown };
+  if (!Array.isArray(volumes)) return undefined;
+  const valid = volumes.filter((volume): volume is VolumeStatus => {
+    const { name, claimName, replicaClaimName } = (volume ?? {}) as Record<string, unknown>;
+    return isText(name) && isText(claimName) && isText(replicaClaimName);
+  });
+  return {
+    volumes: valid.map(({ name, claimName, replicaClaimName, captureMode }) => ({
+      name,
+      ...(claimName === undefined ? {} : { claimName }),
+      ...(replicaClaimName === undefined ? {} : { replicaClaimName }),
+      ...(captureMode === "block" ? { captureMode } : {}),
+    })),
+    ...(isText(lastSyncTime) && !Number.isNaN(Date.parse(lastSyncTime)) ? { lastSyncTime } : {}),
+  };
+}
+
+/** What the machine replicates: its status while it lists volumes, else what the shutdown step recorded. */
+export function replicationOf(machine: ProtectedMachine): Replication {
+  const live = machine.status?.volumes ?? [];
+  if (live.some((volume) => volume.replicaClaimName !== undefined))
+    return {
+      volumes: live,
+      ...(machine.status?.lastSyncTime === undefined ? {} : { lastSyncTime: machine.status.lastSyncTime }),
+    };
+  return recordedReplication(machine) ?? { volumes: [] };
+}
+
+/** The annotation the shutdown step writes, or none while the status lists no volume to record. */
+export function replicationRecord(machine: ProtectedMachine): string | undefined {
+  const live = machine.status?.volumes ?? [];
+  if (!live.some((volume) => volume.replicaClaimName !== undefined)) return undefined;
+  const { volumes, lastSyncTime } = replicationOf(machine);
+  return JSON.stringify({
+    volumes: volumes.map(({ name, claimName, replicaClaimName, captureMode }) => ({
+      name,
+      claimName,
+      replicaClaimName,
+      captureMode,
+    })),
+    lastSyncTime,
+  });
+}
+
 export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[] {
-  return (machine.status?.volumes ?? []).flatMap((volume) =>
+  return replicationOf(machine).volumes.flatMap((volume) =>
     volume.claimName === undefined || volume.replicaClaimName === undefined
       ? []
       : [
@@ -46,16 +115,18 @@ export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[]
             name: volume.name,
             claimName: volume.claimName,
             replicaClaimName: volume.replicaClaimName,
-            machineId: streamId(volume.claimName),
+            machineId: epochStreamId(volume.claimName, directionOf(machine).epoch),
             block: volume.captureMode === "block",
           },
         ],
   );
 }
 
+/** The master target of the machine's current direction (after a reprotect, at the original site). */
 function masterTargetOf(machine: ProtectedMachine): { name: string; namespace: string } {
-  const name = masterTargetName(machine.spec.policyRef.name, machine.metadata.namespace ?? "", machine.spec.target.site);
-  return { name, namespace: machine.spec.target.namespace };
+  const direction = directionOf(machine);
+  const name = masterTargetName(machine.spec.policyRef.name, direction.sourceNamespace, direction.targetSite);
+  return { name, namespace: direction.targetNamespace };
 }
 
 export class MasterTargetUnreachable extends Error {}
@@ -94,7 +165,7 @@ export function newRecoveryPointAccess(options: {
       return certificates.ensureReplicatorCertificate({ namespace, role: "hydrator", machineId });
     },
     revokeAgent(machine, machineId) {
-      return certificates.revokeAgent({ namespace: machine.metadata.namespace ?? "", machineId });
+      return certificates.revokeAgent({ namespace: directionOf(machine).sourceNamespace, machineId });
     },
   };
 }

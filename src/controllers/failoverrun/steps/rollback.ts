@@ -19,6 +19,7 @@ import type { StepOutcome } from "../machine.js";
 import type { ChosenPoint } from "./points.js";
 import { replicatedVolumes, type RecoveryPointAccess } from "./replicas.js";
 import { ensureRecovered, replicasAnnotation, workloadType } from "./workload.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 
 /** On the ProtectedMachine: the run step whose rollback of the replicas finished. */
 export const rolledBackAnnotation = "dr.ksr.io/replicas-rolled-back-by";
@@ -34,7 +35,12 @@ async function fenceSource(
 ): Promise<string | undefined> {
   const namespace = machine.metadata.namespace ?? "";
   if (!machine.spec.paused)
-    await client.patch(protectedMachines, { name: machine.metadata.name, namespace }, { spec: { paused: true } }, "merge");
+    await client.patch(
+      protectedMachines,
+      { name: machine.metadata.name, namespace },
+      { spec: { paused: true } },
+      "merge",
+    );
   for (const volume of replicatedVolumes(machine)) await replicas.revokeAgent(machine, volume.machineId);
   const agents = await client.list(pods, {
     namespace,
@@ -62,13 +68,15 @@ export async function recoverInPlace(options: {
   chosen: readonly ChosenPoint[];
   /** Fence the source first (an unplanned failover; a change of point is already fenced). */
   fence: boolean;
+  /** Aborted when the operator stops or loses its lease: no further rollback is started. */
+  signal: AbortSignal;
 }): Promise<StepOutcome> {
   const { client, replicas, run, machine, chosen } = options;
   const namespace = machine.metadata.namespace ?? "";
   const record = `${run.metadata.namespace ?? ""}/${run.metadata.name}/${options.step}`;
   const { kind, name } = machine.spec.source.workloadRef;
   const type = workloadType(kind);
-  const target = machine.spec.target.namespace;
+  const target = directionOf(machine).targetNamespace;
   const copy = await client.get(type, name, target);
   // Read from the API, not the cache: a stale record would repeat a rollback under a started workload.
   const fresh = await client.get(protectedMachines, machine.metadata.name, namespace);
@@ -85,6 +93,7 @@ export async function recoverInPlace(options: {
       };
     const discarded: string[] = [];
     for (const volume of chosen) {
+      if (options.signal.aborted) return { state: "InProgress", message: "stopped: the operator is stopping" };
       try {
         const reply = await replicas.rollback(machine, volume);
         if (reply.discardedPoints > 0) discarded.push(`${volume.machineId}: ${reply.discardedPoints}`);
