@@ -5,52 +5,28 @@
 //   3. the leading operator's RSS with no machine and with 20 machines Protected.
 // KSR_BENCH_MACHINES (default 20) and KSR_BENCH_RPO_SECONDS (default 60) shrink it.
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
-import {
-  protectedMachines,
-  replicationPolicies,
-  type ProtectedMachine,
-  type ReplicationPolicy,
-} from "../src/api/types.js";
+import { protectedMachines } from "../src/api/types.js";
 import { policyDurationMs } from "../src/controllers/replicationpolicy/flags.js";
 import { defaultNamespace, leaseName } from "../src/install/manifests.js";
-import { down, up } from "../src/local/cluster.js";
-import { KubeClient, leases, namespaces, persistentVolumeClaims, pods, statefulSets } from "../src/runtime/index.js";
-import { packageRoot } from "../src/util/package-root.js";
+import { leases, statefulSets } from "../src/runtime/index.js";
 import { ringOfMiB, writerStatefulSet } from "../test/fixture/writer.js";
+import {
+  benchMachine,
+  benchNamespace,
+  copySeconds,
+  createBenchNamespaces,
+  report,
+  until,
+  withOperatorCluster,
+  writtenVolume,
+} from "./operator-cluster.js";
 
-const ns = "bench";
-const target = "bench-dr";
+const ns = benchNamespace;
 
 const writer = (name: string, mib: number, control: string) =>
   writerStatefulSet({ name, namespace: ns, mib, control, whileWriting: ringOfMiB });
-
-function machine(name: string): ProtectedMachine {
-  return {
-    apiVersion: "dr.ksr.io/v1alpha1",
-    kind: "ProtectedMachine",
-    metadata: { name, namespace: ns },
-    spec: {
-      policyRef: { name: "bench" },
-      source: { workloadRef: { kind: "StatefulSet", name } },
-      target: { site: "recovery", namespace: target, storageClassName: "standard" },
-      paused: false,
-    },
-  };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
@@ -59,64 +35,29 @@ function percentile(sorted: number[], p: number): number {
 export async function run(): Promise<void> {
   const machines = Number(process.env.KSR_BENCH_MACHINES ?? 20);
   const rpoSeconds = Number(process.env.KSR_BENCH_RPO_SECONDS ?? 60);
-  const dir = await mkdtemp(join(tmpdir(), "ksr-bench-protection-"));
-  const control = await mkdtemp(join(tmpdir(), "ksr-bench-ctl-"));
-  const state = await up({ dir, readyTimeoutMs: 180_000 });
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(state.kubeconfig);
-  const client = new KubeClient(kubeConfig);
-  const ksr = (args: string[]) =>
-    execFileSync(process.execPath, [join(packageRoot, "bin", "ksr.js"), ...args], { stdio: "inherit" });
-  const leaderRss = async (): Promise<number> => {
-    const holder = (await client.get(leases, leaseName, defaultNamespace))?.spec?.holderIdentity ?? "";
-    const pid = holder.slice(holder.lastIndexOf("_") + 1);
-    const status = await readFile(`/proc/${pid}/status`, "utf8");
-    return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
-  };
-  const protectedNow = async (name: string) => {
-    const found = await client.get(protectedMachines, name, ns);
-    return found?.status?.phase === "Protected" ? found : undefined;
-  };
-  try {
-    ksr(["install", "--kubeconfig", state.kubeconfig, "--wait"]);
-    for (const name of [ns, target]) await client.create(namespaces, { metadata: { name } });
-    await until("the default service account", () => client.get(pods, "none", ns).then(() => true), 30_000);
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    await client.create(replicationPolicies, {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ReplicationPolicy",
-      metadata: { name: "bench", namespace: ns },
-      spec: { rpoThreshold: "5m", recoveryPointRetention: "1h", crashConsistentFrequency: "5m", compression: "zstd" },
-    } as unknown as ReplicationPolicy);
+  await withOperatorCluster("protection", async (cluster) => {
+    const { control, client } = cluster;
+    const leaderRss = async (): Promise<number> => {
+      const holder = (await client.get(leases, leaseName, defaultNamespace))?.spec?.holderIdentity ?? "";
+      const pid = holder.slice(holder.lastIndexOf("_") + 1);
+      const status = await readFile(`/proc/${pid}/status`, "utf8");
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
+    };
+    const protectedNow = async (name: string) => {
+      const found = await client.get(protectedMachines, name, ns);
+      return found?.status?.phase === "Protected" ? found : undefined;
+    };
+    await createBenchNamespaces(client);
     const idleRss = await leaderRss();
 
     // 1. apply → Protected, 100 MiB, against cp -a + sync of the same directory.
     await client.create(statefulSets, writer("big", 100, control));
-    const claim = await until(
-      "the 100 MiB volume",
-      async () => {
-        const found = await client.get(persistentVolumeClaims, "data-big-0", ns);
-        const path = join(dir, "node", "volumes", "ksr-primary", `pvc-${found?.metadata.uid ?? ""}`);
-        return found?.metadata.uid !== undefined &&
-          (await readFile(join(path, "ready")).then(
-            () => true,
-            () => false,
-          ))
-          ? path
-          : undefined;
-      },
-      10 * 60_000,
-    );
+    const claim = await writtenVolume(cluster, "data-big-0", 10 * 60_000);
     const started = performance.now();
-    await client.create(protectedMachines, machine("big"));
+    await client.create(protectedMachines, benchMachine("big"));
     await until("big Protected", () => protectedNow("big"), 20 * 60_000);
     const protectSeconds = (performance.now() - started) / 1000;
-    const copy = join(dir, "cp-baseline");
-    const copyStarted = performance.now();
-    execFileSync("cp", ["-a", claim, copy]);
-    execFileSync("sync");
-    const copySeconds = (performance.now() - copyStarted) / 1000;
-    await rm(copy, { recursive: true, force: true });
+    const baselineSeconds = await copySeconds(cluster, claim);
 
     // 2. RPO under 5 MB/s, read from status (refreshed every 10 s by the controller).
     await writeFile(join(control, "big", "write"), "");
@@ -135,7 +76,7 @@ export async function run(): Promise<void> {
 
     // 3. RSS with many machines.
     for (let i = 0; i < machines; i++) await client.create(statefulSets, writer(`m${i}`, 1, control));
-    for (let i = 0; i < machines; i++) await client.create(protectedMachines, machine(`m${i}`));
+    for (let i = 0; i < machines; i++) await client.create(protectedMachines, benchMachine(`m${i}`));
     const manyStarted = performance.now();
     for (let i = 0; i < machines; i++) await until(`m${i} Protected`, () => protectedNow(`m${i}`), 20 * 60_000);
     const manySeconds = (performance.now() - manyStarted) / 1000;
@@ -149,8 +90,8 @@ export async function run(): Promise<void> {
         bytes: 100 * 1024 * 1024,
         seconds: protectSeconds,
         baseline: "cp -a + sync",
-        baselineSeconds: copySeconds,
-        ratio: copySeconds / protectSeconds,
+        baselineSeconds,
+        ratio: baselineSeconds / protectSeconds,
       },
       rpoUnder5MBps: {
         samples: rpo.length,
@@ -162,15 +103,6 @@ export async function run(): Promise<void> {
       },
       operatorRss: { idleBytes: idleRss, machines: machines + 1, bytes: manyRss, allProtectedSeconds: manySeconds },
     };
-    process.stdout.write(`${JSON.stringify(result, undefined, 2)}\n`);
-    await writeFile(
-      join(packageRoot, "bench", "results", "protection.json"),
-      `${JSON.stringify(result, undefined, 2)}\n`,
-    );
-  } finally {
-    client.close();
-    await down({ dir });
-    await rm(dir, { recursive: true, force: true });
-    await rm(control, { recursive: true, force: true });
-  }
+    await report("protection", result);
+  });
 }

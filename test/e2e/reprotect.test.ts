@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { failoverRuns, protectedMachines, type ProtectedMachine, type ReplicationPolicy } from "../../src/api/types.js";
+import { failoverRuns, protectedMachines, type ProtectedMachine } from "../../src/api/types.js";
 import {
   KubeClient,
   namespaces,
@@ -23,6 +23,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
+import { fastPolicy } from "../fixture/policy.js";
 import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
 
 const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
@@ -104,23 +105,10 @@ describe("reprotect and failback end to end (e2e)", function () {
     async create(mib: number): Promise<void> {
       await client.create(namespaces, { metadata: { name: this.target } });
       if (this.ns !== cluster.namespace) await client.create(namespaces, { metadata: { name: this.ns } });
-      const policy: ReplicationPolicy = {
-        apiVersion: "dr.ksr.io/v1alpha1",
-        kind: "ReplicationPolicy",
-        metadata: { name: "fast", namespace: this.ns },
-        spec: {
-          rpoThreshold: "2m",
-          recoveryPointRetention: "1h",
-          crashConsistentFrequency: "30s",
-          capture: "Continuous",
-          compression: "zstd",
-          resync: { mode: "Automatic" },
-        },
-      };
       await eventually("the default service account", async () =>
         (await kubectl(["-n", this.ns, "get", "serviceaccount", "default"])).code === 0 ? true : undefined,
       );
-      await apply(policy);
+      await apply(fastPolicy(this.ns));
       await apply(writerStatefulSet({ name: this.name, namespace: this.ns, mib, control, whileWriting: appendSmall }));
       const machine: ProtectedMachine = {
         apiVersion: "dr.ksr.io/v1alpha1",

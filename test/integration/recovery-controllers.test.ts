@@ -29,6 +29,7 @@ import {
   type Manager,
 } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
+import { eventually } from "../fixture/eventually.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { testManager, waitFor } from "../fixture/runtime.js";
 
@@ -238,12 +239,23 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     const failedOver = await client.get(protectedMachines, "db", cluster.namespace);
     strictEqual(failedOver?.status?.replication?.failedOverBy, "move");
     strictEqual(failedOver.status.replication.sourceSite, "primary");
+    // The drill the failover held back now hydrates (no node runs its Job here): it goes, so it holds nothing.
+    await client.delete(failoverRuns, { name: "drill", namespace: cluster.namespace });
+    await waitFor(
+      "the drill to be gone",
+      async () => (await client.get(failoverRuns, "drill", cluster.namespace)) === undefined,
+    );
     await newRun("back", { type: "Reprotect" });
     // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
-    await waitFor("the machine's replication reversed", async () => {
-      const found = await client.get(protectedMachines, "db", cluster.namespace);
-      return found?.status?.replication?.reprotectedBy === "back" && !found.spec.paused;
-    });
+    await eventually(
+      "the machine's replication reversed",
+      async () => {
+        const found = await client.get(protectedMachines, "db", cluster.namespace);
+        return found?.status?.replication?.reprotectedBy === "back" && !found.spec.paused ? true : undefined;
+      },
+      30_000,
+      { describe: async () => JSON.stringify((await getRun("back")).status?.steps) },
+    );
     const reversed = (await client.get(protectedMachines, "db", cluster.namespace))?.status?.replication;
     deepStrictEqual(
       [reversed?.direction, reversed?.sourceNamespace, reversed?.sourceSite, reversed?.targetSite, reversed?.epoch],

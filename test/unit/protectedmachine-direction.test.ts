@@ -6,7 +6,7 @@ import {
   epochStreamId,
   inDirection,
   replicatedView,
-  replicationOf,
+  directionOf,
   reversedReplication,
 } from "../../src/controllers/protectedmachine/direction.js";
 import { processServerName, streamId } from "../../src/controllers/protectedmachine/names.js";
@@ -44,7 +44,7 @@ const failedOver: ReplicationDirectionStatus = {
 
 describe("replication direction (status.replication)", () => {
   it("is Forward from the machine's namespace and site to spec.target when none is recorded", () => {
-    assert.deepEqual(replicationOf(machine({ activeSite: "primary" })), {
+    assert.deepEqual(directionOf(machine({ activeSite: "primary" })), {
       direction: "Forward",
       sourceNamespace: "shop",
       sourceSite: "primary",

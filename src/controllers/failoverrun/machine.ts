@@ -23,7 +23,7 @@ import type {
 } from "../../api/types.js";
 import { rfc3339, setCondition, type Condition } from "../../runtime/conditions.js";
 import { apiDurationMs, formatDuration } from "../../util/duration.js";
-import { replicationOf } from "../protectedmachine/direction.js";
+import { directionOf } from "../protectedmachine/direction.js";
 
 /** Another run that shares this run's plan or one of its machines. */
 export interface OtherRun {
@@ -575,7 +575,7 @@ function sitesOf(run: FailoverRun, observed: Observed): Pick<FailoverRunStatus, 
   const first = observed.machines.get(runMachines(run, observed.plan)[0] ?? "");
   if (first === undefined) return {};
   // Where the workload runs now and where it goes; a Reprotect replicates from the second to the first.
-  const replication = replicationOf(first);
+  const replication = directionOf(first);
   const [source, target] =
     run.spec.type === "Reprotect"
       ? [replication.targetSite, replication.sourceSite]

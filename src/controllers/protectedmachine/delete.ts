@@ -28,7 +28,7 @@ import {
   policyLabel,
   streamId,
 } from "./names.js";
-import { replicationOf } from "./direction.js";
+import { directionOf } from "./direction.js";
 import type { OwnCaches } from "./replicators.js";
 
 export interface DeleteDeps {
@@ -126,7 +126,7 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
   }
   // Replica claims last: the master target no longer mounts them. After a failover (or while
   // replicating back) they hold the workload's live data, so they stay.
-  const replication = replicationOf(machine);
+  const replication = directionOf(machine);
   const live = replication.direction === "Reverse" || replication.failedOverBy !== undefined;
   if (!live)
     for (const claim of replicaClaims)

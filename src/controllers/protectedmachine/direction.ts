@@ -8,7 +8,7 @@ import { processServerName, shorten, streamId } from "./names.js";
 import type { Plan } from "./plan.js";
 
 /** The machine's direction; Forward from its own namespace to spec.target when none is recorded. */
-export function replicationOf(machine: ProtectedMachine): ReplicationDirectionStatus {
+export function directionOf(machine: ProtectedMachine): ReplicationDirectionStatus {
   const recorded = machine.status?.replication;
   if (recorded !== undefined) return recorded;
   const activeSite = machine.status?.activeSite;
@@ -55,7 +55,7 @@ export function reversedReplication(
  * so they are not carried back.
  */
 export function replicatedView(machine: ProtectedMachine): ProtectedMachine {
-  const replication = replicationOf(machine);
+  const replication = directionOf(machine);
   if (replication.direction === "Forward") return machine;
   return {
     ...machine,
@@ -80,7 +80,7 @@ export function epochStreamId(claimName: string, epoch: number): string {
  * final sync sees every change captured before it stopped.
  */
 export function inDirection(plan: Plan, machine: ProtectedMachine, stopped: boolean): Plan {
-  const replication = replicationOf(machine);
+  const replication = directionOf(machine);
   const { epoch, direction } = replication;
   const home = machine.metadata.namespace ?? "";
   const sourceSite = plan.sourceSite ?? (stopped ? replication.sourceSite : undefined);

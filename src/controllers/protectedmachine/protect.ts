@@ -19,7 +19,7 @@ import { healthValue, type MachineMetrics } from "../metrics.js";
 import { machineLabel, machineNamespaceLabel } from "./names.js";
 import { observeVolumes, type ThroughputTracker } from "./observe.js";
 import { replicasAnnotation } from "../failoverrun/steps/workload.js";
-import { inDirection, replicatedView, replicationOf } from "./direction.js";
+import { inDirection, replicatedView, directionOf } from "./direction.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
 import { ensureReplicators, servicePeer, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
@@ -163,7 +163,7 @@ function record(
   appProblem?: Problem,
 ): void {
   const { policy, sourceSite, ...rest } = fields;
-  const replication = replicationOf(machine);
+  const replication = directionOf(machine);
   const result = computeStatus({
     ...rest,
     epoch: replication.epoch,
@@ -275,7 +275,7 @@ export async function reconcilePaused(
       await deps.client.delete(pods, { name: pod.metadata.name, namespace });
   const observed = result.ok ? await observe(deps, view, result.plan, context) : { volumes: [], newBytes: 0 };
   // A failed-over machine's workload runs at the target of the direction it was failed over in.
-  const replication = replicationOf(machine);
+  const replication = directionOf(machine);
   const activeSite = replication.failedOverBy === undefined ? undefined : replication.targetSite;
   record(deps, machine, status, context, {
     paused: true,

@@ -15,7 +15,7 @@ import {
   type ResourceType,
 } from "../../../runtime/index.js";
 import { protectedMachines } from "../../../api/types.js";
-import { replicationOf } from "../../protectedmachine/direction.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
@@ -186,7 +186,7 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const target = replicationOf(machine).targetNamespace;
+  const target = directionOf(machine).targetNamespace;
   const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
   return ready
     ? { state: "Succeeded", message, dataLossMs: 0 }

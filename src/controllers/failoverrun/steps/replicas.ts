@@ -4,7 +4,8 @@
 import type { ProtectedMachine, VolumeStatus } from "../../../api/types.js";
 import type { RollbackReply } from "../../../gen/ksr/replication/v1/replication.js";
 import type { CertificateIssuer } from "../../certificates/issuer.js";
-import { masterTargetName, streamId } from "../../protectedmachine/names.js";
+import { directionOf, epochStreamId } from "../../protectedmachine/direction.js";
+import { masterTargetName } from "../../protectedmachine/names.js";
 import type { PeerAddress, ReplicatorClients } from "../../protectedmachine/replicator-clients.js";
 import { peerFlag, servicePeer } from "../../protectedmachine/replicators.js";
 import type { ChosenPoint, VolumePoints } from "./points.js";
@@ -112,20 +113,18 @@ export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[]
             name: volume.name,
             claimName: volume.claimName,
             replicaClaimName: volume.replicaClaimName,
-            machineId: streamId(volume.claimName),
+            machineId: epochStreamId(volume.claimName, directionOf(machine).epoch),
             block: volume.captureMode === "block",
           },
         ],
   );
 }
 
+/** The master target of the machine's current direction (after a reprotect, at the original site). */
 function masterTargetOf(machine: ProtectedMachine): { name: string; namespace: string } {
-  const name = masterTargetName(
-    machine.spec.policyRef.name,
-    machine.metadata.namespace ?? "",
-    machine.spec.target.site,
-  );
-  return { name, namespace: machine.spec.target.namespace };
+  const direction = directionOf(machine);
+  const name = masterTargetName(machine.spec.policyRef.name, direction.sourceNamespace, direction.targetSite);
+  return { name, namespace: direction.targetNamespace };
 }
 
 export function newRecoveryPointAccess(options: {
@@ -158,7 +157,7 @@ export function newRecoveryPointAccess(options: {
       return certificates.ensureReplicatorCertificate({ namespace, role: "hydrator", machineId });
     },
     revokeAgent(machine, machineId) {
-      return certificates.revokeAgent({ namespace: machine.metadata.namespace ?? "", machineId });
+      return certificates.revokeAgent({ namespace: directionOf(machine).sourceNamespace, machineId });
     },
   };
 }

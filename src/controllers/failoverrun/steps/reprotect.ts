@@ -7,7 +7,7 @@
 import type { ProtectedMachine, ReplicationDirectionStatus } from "../../../api/types.js";
 import { protectedMachines } from "../../../api/types.js";
 import { persistentVolumeClaims, rfc3339, type KubeClient } from "../../../runtime/index.js";
-import { reversedReplication, replicationOf } from "../../protectedmachine/direction.js";
+import { reversedReplication, directionOf } from "../../protectedmachine/direction.js";
 import { runMachines } from "../machine.js";
 import type { StepContext, StepExecutor } from "./types.js";
 
@@ -48,7 +48,7 @@ export function recordingFailover(commit: StepExecutor): StepExecutor {
       for (const name of runMachines(run, context.plan)) {
         const machine = context.machines.get(name);
         if (machine === undefined) continue;
-        const replication = replicationOf(machine);
+        const replication = directionOf(machine);
         if (replication.failedOverBy === run.metadata.name) continue;
         const sourceSite = replication.sourceSite ?? run.status?.sourceSite;
         await writeReplication(context.client, machine, {
@@ -87,7 +87,7 @@ export const reverseStep: StepExecutor = {
     const name = context.work.step.machine ?? "";
     const machine = context.machines.get(name);
     if (machine === undefined) return { state: "Failed", message: `ProtectedMachine ${name} no longer exists` };
-    const replication = replicationOf(machine);
+    const replication = directionOf(machine);
     if (replication.reprotectedBy !== run.metadata.name) {
       if (replication.failedOverBy === undefined)
         return {

@@ -19,6 +19,7 @@ import type { StepOutcome } from "../machine.js";
 import type { ChosenPoint } from "./points.js";
 import { replicatedVolumes, type RecoveryPointAccess } from "./replicas.js";
 import { ensureRecovered, replicasAnnotation, workloadType } from "./workload.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 
 /** On the ProtectedMachine: the run step whose rollback of the replicas finished. */
 export const rolledBackAnnotation = "dr.ksr.io/replicas-rolled-back-by";
@@ -75,7 +76,7 @@ export async function recoverInPlace(options: {
   const record = `${run.metadata.namespace ?? ""}/${run.metadata.name}/${options.step}`;
   const { kind, name } = machine.spec.source.workloadRef;
   const type = workloadType(kind);
-  const target = machine.spec.target.namespace;
+  const target = directionOf(machine).targetNamespace;
   const copy = await client.get(type, name, target);
   // Read from the API, not the cache: a stale record would repeat a rollback under a started workload.
   const fresh = await client.get(protectedMachines, machine.metadata.name, namespace);

@@ -17,7 +17,7 @@ import {
   type Service,
   type StatefulSet,
 } from "../../../runtime/index.js";
-import { replicationOf } from "../../protectedmachine/direction.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 import { siteLabel } from "../../protectedmachine/names.js";
 import { runLabels } from "./types.js";
 
@@ -34,7 +34,7 @@ export function workloadType(kind: string | undefined): ResourceType<Workload> {
 /** The workload replication captures now: the original, or after a reprotect the recovered copy (direction.ts). */
 export async function sourceWorkload(client: KubeClient, machine: ProtectedMachine): Promise<Workload | undefined> {
   const { kind, name } = machine.spec.source.workloadRef;
-  const namespace = replicationOf(machine).sourceNamespace;
+  const namespace = directionOf(machine).sourceNamespace;
   if (kind === "StatefulSet") return client.get(statefulSets, name, namespace);
   if (kind === "Deployment") return client.get(deployments, name, namespace);
   return undefined;

@@ -1,0 +1,123 @@
+// What the operator benchmarks share: a fresh `ksr local` cluster with the operator installed by
+// `ksr install --wait`, a host directory for the writers' switches, polling, and the result file.
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
+import { down, up, type ClusterState } from "../src/local/cluster.js";
+import { replicationPolicies, type ProtectedMachine, type ReplicationPolicy } from "../src/api/types.js";
+import { KubeClient, namespaces, persistentVolumeClaims, pods } from "../src/runtime/index.js";
+import { packageRoot } from "../src/util/package-root.js";
+
+export interface OperatorCluster {
+  readonly dir: string;
+  /** Host directory of the writers' switch files (test/fixture/writer.ts). */
+  readonly control: string;
+  readonly state: ClusterState;
+  readonly client: KubeClient;
+  /** Runs `ksr ARGS`; with `inherit` false its output is returned instead of shown. */
+  readonly ksr: (args: string[], inherit?: boolean) => Buffer;
+}
+
+/** Runs `body` on a fresh cluster with the operator installed, and removes everything afterwards. */
+export async function withOperatorCluster(name: string, body: (cluster: OperatorCluster) => Promise<void>) {
+  const dir = await mkdtemp(join(tmpdir(), `ksr-bench-${name}-`));
+  const control = await mkdtemp(join(tmpdir(), "ksr-bench-ctl-"));
+  const state = await up({ dir, readyTimeoutMs: 180_000 });
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(state.kubeconfig);
+  const client = new KubeClient(kubeConfig);
+  const ksr = (args: string[], inherit = true) =>
+    execFileSync(process.execPath, [join(packageRoot, "bin", "ksr.js"), ...args], {
+      stdio: inherit ? "inherit" : "pipe",
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  try {
+    ksr(["install", "--kubeconfig", state.kubeconfig, "--wait"]);
+    await body({ dir, control, state, client, ksr });
+  } finally {
+    client.close();
+    await down({ dir });
+    await rm(dir, { recursive: true, force: true });
+    await rm(control, { recursive: true, force: true });
+  }
+}
+
+export async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Prints the result and writes it to bench/results/NAME.json. */
+export async function report(name: string, result: object): Promise<void> {
+  const text = `${JSON.stringify(result, undefined, 2)}\n`;
+  process.stdout.write(text);
+  await writeFile(join(packageRoot, "bench", "results", `${name}.json`), text);
+}
+
+/** The namespace the benchmarks protect in, and the one they recover into. */
+export const benchNamespace = "bench";
+export const benchTarget = "bench-dr";
+
+/** Both namespaces, and the policy "bench" (points every 5 minutes, zstd). */
+export async function createBenchNamespaces(client: KubeClient): Promise<void> {
+  for (const name of [benchNamespace, benchTarget]) await client.create(namespaces, { metadata: { name } });
+  await until("the default service account", () => client.get(pods, "none", benchNamespace).then(() => true), 30_000);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  await client.create(replicationPolicies, {
+    apiVersion: "dr.ksr.io/v1alpha1",
+    kind: "ReplicationPolicy",
+    metadata: { name: "bench", namespace: benchNamespace },
+    spec: { rpoThreshold: "5m", recoveryPointRetention: "1h", crashConsistentFrequency: "5m", compression: "zstd" },
+  } as unknown as ReplicationPolicy);
+}
+
+export function benchMachine(name: string): ProtectedMachine {
+  return {
+    apiVersion: "dr.ksr.io/v1alpha1",
+    kind: "ProtectedMachine",
+    metadata: { name, namespace: benchNamespace },
+    spec: {
+      policyRef: { name: "bench" },
+      source: { workloadRef: { kind: "StatefulSet", name } },
+      target: { site: "recovery", namespace: benchTarget, storageClassName: "standard" },
+      paused: false,
+    },
+  };
+}
+
+/** The host directory of a writer's claim at the primary site, once the writer has filled it. */
+export function writtenVolume(cluster: OperatorCluster, claimName: string, timeoutMs: number): Promise<string> {
+  return until(
+    `the volume ${claimName}`,
+    async () => {
+      const found = await cluster.client.get(persistentVolumeClaims, claimName, benchNamespace);
+      const path = join(cluster.dir, "node", "volumes", "ksr-primary", `pvc-${found?.metadata.uid ?? ""}`);
+      return found?.metadata.uid !== undefined &&
+        (await readFile(join(path, "ready")).then(
+          () => true,
+          () => false,
+        ))
+        ? path
+        : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** The baseline: `cp -a` of a volume directory and a sync, in seconds. */
+export async function copySeconds(cluster: OperatorCluster, source: string): Promise<number> {
+  const copy = join(cluster.dir, "cp-baseline");
+  const started = performance.now();
+  execFileSync("cp", ["-a", source, copy]);
+  execFileSync("sync");
+  const seconds = (performance.now() - started) / 1000;
+  await rm(copy, { recursive: true, force: true });
+  return seconds;
+}
