@@ -2,7 +2,6 @@
 // controllers, Services, nodes), with the shapes of @kubernetes/client-node and the runtime's metadata.
 import type {
   V1Deployment,
-  V1EndpointSlice,
   V1Job,
   V1NetworkPolicy,
   V1Node,
@@ -21,7 +20,6 @@ export type PersistentVolumeClaim = Kube<V1PersistentVolumeClaim>;
 export type StatefulSet = Kube<V1StatefulSet>;
 export type Deployment = Kube<V1Deployment>;
 export type Service = Kube<V1Service>;
-export type EndpointSlice = Kube<V1EndpointSlice>;
 export type Node = Kube<V1Node>;
 export type StorageClass = Kube<V1StorageClass>;
 
@@ -52,13 +50,6 @@ export const services = resourceType<Service>({
   version: "v1",
   kind: "Service",
   plural: "services",
-  namespaced: true,
-});
-export const endpointSlices = resourceType<EndpointSlice>({
-  group: "discovery.k8s.io",
-  version: "v1",
-  kind: "EndpointSlice",
-  plural: "endpointslices",
   namespaced: true,
 });
 export const nodes = resourceType<Node>({ group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false });
