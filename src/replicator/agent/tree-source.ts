@@ -12,11 +12,27 @@ import { wireParent } from "../wire-path.js";
 import { sameObjectMoved, statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
 import type { ChangeSender } from "./sender.js";
 
+/**
+ * With write-range capture, the content of files already in the manifest is tracked by range
+ * records, not by reading the file: the tree walk only tells it which files to look at.
+ */
+export interface ContentTracking {
+  /** A known file (same inode) whose stat changed: its size and mode are checked with its ranges. */
+  changed(ino: string): void;
+}
+
+/** A file's pending content changes from write-range capture: 64 KiB block indexes, or all of it. */
+export interface DirtyFile {
+  blocks: Set<number>;
+  whole: boolean;
+}
+
 export class TreeSource {
   constructor(
     readonly root: string,
     private readonly manifest: Manifest,
     private readonly sender: ChangeSender,
+    private readonly tracking?: ContentTracking,
   ) {}
 
   /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
@@ -165,6 +181,12 @@ export class TreeSource {
     const identity = statIdentity(stats);
     if (old !== undefined && old.identity === identity) return;
     const mode = permissionMode(stats);
+    if (this.tracking !== undefined && old !== undefined && old.ino === String(stats.ino)) {
+      if (old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
+      old.mode = mode;
+      this.tracking.changed(old.ino);
+      return;
+    }
     const size = Number(stats.size);
     if (old === undefined)
       await this.sender.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode } });
@@ -187,6 +209,49 @@ export class TreeSource {
     record.ino = String(stats.ino);
     this.manifest.set(path, record);
   }
+
+  /**
+   * Sends a file's dirty blocks (write-range capture): reads and hashes only those, plus the
+   * blocks a size change touches. A file not (or no longer) at a known path is left to the
+   * namespace notifications.
+   */
+  async syncRanges(ino: string, dirty: DirtyFile): Promise<void> {
+    const path = this.manifest.pathsWithIno(ino).find((candidate) => this.manifest.get(candidate)?.kind === EntryKind.ENTRY_KIND_FILE);
+    const record = path === undefined ? undefined : this.manifest.get(path);
+    if (path === undefined || record === undefined) return;
+    const stats = await lstatIfExists(join(this.root, path));
+    if (stats === undefined || !stats.isFile() || String(stats.ino) !== ino) return;
+    const size = Number(stats.size);
+    const count = blockCount(size);
+    const blocks = dirty.whole ? undefined : [...dirty.blocks].filter((index) => index < count);
+    if (record.size !== size) {
+      await this.sender.emit({ $case: "truncate", value: { path, size } });
+      // The old and the new last block changed length.
+      for (const end of [record.size, size]) if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
+    }
+    const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
+    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.sender, runs);
+    record.size = size;
+    record.identity = complete ? statIdentity(stats) : "";
+    this.manifest.set(path, record);
+  }
+}
+
+/** Sorted runs of consecutive block indexes, at most 64 blocks (4 MiB) each. */
+function blockRuns(blocks: number[]): BlockRun[] {
+  const sorted = [...new Set(blocks)].sort((a, b) => a - b);
+  const runs: BlockRun[] = [];
+  for (const index of sorted) {
+    const last = runs.at(-1);
+    if (last !== undefined && last.first + last.count === index && last.count < 64) last.count++;
+    else runs.push({ first: index, count: 1 });
+  }
+  return runs;
+}
+
+interface BlockRun {
+  first: number;
+  count: number;
 }
 
 const maxWriteBytes = 1024 * 1024;
@@ -220,9 +285,9 @@ class WriteRun {
 }
 
 /**
- * Reads the file once; blocks whose hash differs from the record are sent (adjacent ones as one
- * write), zeros as zero ranges. Returns false when the file could not be read whole (it vanished
- * or shrank meanwhile).
+ * Reads the file once (or only the given runs of blocks); blocks whose hash differs from the
+ * record are sent (adjacent ones as one write), zeros as zero ranges. Returns false when the file
+ * could not be read (it vanished or shrank meanwhile).
  */
 export async function sendChangedBlocks(
   file: string,
@@ -230,6 +295,7 @@ export async function sendChangedBlocks(
   size: number,
   record: ManifestRecord,
   sender: ChangeSender,
+  runs: readonly BlockRun[] = [{ first: 0, count: blockCount(size) }],
 ): Promise<boolean> {
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
   let handle;
@@ -239,9 +305,21 @@ export async function sendChangedBlocks(
     return false;
   }
   const run = new WriteRun(path, sender);
-  let complete: boolean;
+  let complete = true;
   try {
-    complete = await forEachBlock(handle, size, blockSize, async (index, block) => {
+    for (const { first, count } of runs) {
+      const start = first * blockSize;
+      const end = Math.min(size, (first + count) * blockSize);
+      if (!(await forEachBlock(handle, end, blockSize, onBlock, start))) complete = false;
+    }
+    await run.flush();
+  } finally {
+    await handle.close();
+  }
+  record.hashes.truncate(blockCount(size));
+  return complete;
+
+  async function onBlock(index: number, block: Buffer): Promise<void> {
       const hash = hashBlock(block);
       if (record.hashes.get(index) === hash && index < knownBlocks) return;
       record.hashes.set(index, hash);
@@ -253,11 +331,5 @@ export async function sendChangedBlocks(
         return;
       }
       await run.add(offset, block);
-    });
-    await run.flush();
-  } finally {
-    await handle.close();
   }
-  record.hashes.truncate(blockCount(size));
-  return complete;
 }
