@@ -163,7 +163,8 @@ struct access {
   uint64_t offset, count;
   uint64_t at_us;
   int answered;
-  int reported; // an "a" record was sent for it
+  int reported; // an "a" record was sent for it (or none is wanted: the agent's own access)
+  int agent;    // a thread of the agent: never held
 };
 
 #define ACCESS_SLOTS 8192u
@@ -318,10 +319,10 @@ static int unheld_write_seen;
 
 static void on_pre_access(const struct fanotify_event_metadata *m, const struct stat *st, uint64_t offset,
                           uint64_t count) {
-  if (is_agent(m->pid)) {
-    answer(m->fd);
-    return;
-  }
+  // The agent's own threads are answered at once, even while holding: a cut reads what it
+  // captures under the hold. Their writes (a test writing in the agent's process) are still
+  // reported, but their reads and mmaps need no "a" record.
+  int agent = is_agent(m->pid);
   struct access *a = find_access(m->pid, 1);
   if (a->ino != 0 && a->answered) report_access(a); // its previous syscall ended without a write
   int tid = a->tid;
@@ -333,6 +334,13 @@ static void on_pre_access(const struct fanotify_event_metadata *m, const struct 
   a->count = count;
   a->at_us = now_us();
   a->pid = m->pid; // a thread id (FAN_REPORT_TID); /proc/<tid> is valid for threads too
+  a->agent = agent;
+  a->reported = agent;
+  if (agent) {
+    answer(m->fd);
+    a->answered = 1;
+    return;
+  }
   if (holding && held_count < HELD_LIMIT) {
     held_fds[held_count++] = m->fd;
     a->answered = 0;
@@ -345,10 +353,10 @@ static void on_pre_access(const struct fanotify_event_metadata *m, const struct 
 
 static void on_modify(const struct fanotify_event_metadata *m, const struct stat *st) {
   close(m->fd);
-  if (is_agent(m->pid)) return;
   char line[96];
   struct access *a = find_access(m->pid, 0);
   if (a != NULL && a->ino == st->st_ino && a->dev == st->st_dev) {
+    if (a->agent && holding) broken_hold = 1; // the agent's own writes are never held
     int n = snprintf(line, sizeof line, "w %llu %llu %llu\n", (unsigned long long)a->ino,
                      (unsigned long long)a->offset, (unsigned long long)a->count);
     emit_file(a->ino, line, n);

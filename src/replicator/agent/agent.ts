@@ -455,7 +455,7 @@ export class Agent implements CaptureStream {
       await this.captureRound(this.scanDue, false);
       await nextTurn();
       await nextTurn();
-      if (capture.pending || this.scanDue) quiet = false;
+      if (capture.unheldChangesPending || this.scanDue) quiet = false;
     } catch (error) {
       await capture.releaseWrites?.();
       throw error;
@@ -472,7 +472,7 @@ export class Agent implements CaptureStream {
     if (capture?.releaseWrites === undefined) return false;
     await nextTurn();
     await nextTurn();
-    const namespaceQuiet = !capture.pending;
+    const namespaceQuiet = !capture.unheldChangesPending;
     const held = await capture.releaseWrites();
     if (heldSince !== undefined) this.recordHold(performance.now() - heldSince);
     return held && namespaceQuiet;

@@ -38,6 +38,11 @@ export interface Capture {
    * periodic verifying scan then only checks the namespace and hands changed files to it.
    */
   readonly tracking: ContentTracking | undefined;
+  /**
+   * Changes a write hold does not stop are waiting (namespace operations, files mapped shared):
+   * a cut with any is not quiet.
+   */
+  readonly unheldChangesPending: boolean;
   /** Holds new writes for at most limitMs; resolves true when no write was in flight. Undefined: cannot hold. */
   holdWrites?(limitMs: number): Promise<boolean>;
   /** Lets held writes go; true when they were held all along (the hold did not expire or break). */
@@ -62,6 +67,10 @@ export class TreeScanCapture implements Capture {
   }
 
   get pending(): boolean {
+    return this.watcher.pending;
+  }
+
+  get unheldChangesPending(): boolean {
     return this.watcher.pending;
   }
 

@@ -38,7 +38,10 @@ function initProblem(errno: number): string {
 }
 
 export function markProblem(path: string, errno: number): string {
-  const name = Object.entries(constants.errno).find(([, value]) => value === errno)?.[0] ?? `errno ${errno}`;
+  const name =
+    errno === constants.errno.EOPNOTSUPP
+      ? "EOPNOTSUPP"
+      : (Object.entries(constants.errno).find(([, value]) => value === errno)?.[0] ?? `errno ${errno}`);
   if (errno === constants.errno.EOPNOTSUPP || errno === constants.errno.EINVAL)
     return `the filesystem of ${path} refuses pre-content marks (${name}); write ranges need ext4, xfs or btrfs`;
   return `fanotify_mark on ${path} failed (${name})`;
@@ -69,9 +72,11 @@ export class FanotifyListener {
   private nextMark = 1;
   private holdWaiters: Waiter<HoldResult>[] = [];
   private releaseWaiters: Waiter<ReleaseResult>[] = [];
+  private syncWaiters: (() => void)[] = [];
   private expiredSinceHold = false;
   private heartbeat: NodeJS.Timeout | undefined;
-  private lastPong = Date.now();
+  /** When the unanswered heartbeat was sent. */
+  private pingSentAt: number | undefined;
   private closed = false;
   private failure: string | undefined;
 
@@ -141,14 +146,23 @@ export class FanotifyListener {
   }
 
   private startHeartbeat(): void {
+    let lastTick = Date.now();
     this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastPong > this.watchdogMs) {
+      const now = Date.now();
+      // A late tick means this process was not running (stopped, or a long pause): the helper's
+      // answer may be waiting unread, so the wait starts over rather than blaming the helper.
+      if (now - lastTick > 4 * heartbeatMs) this.pingSentAt = undefined;
+      lastTick = now;
+      if (this.pingSentAt !== undefined && now - this.pingSentAt > this.watchdogMs) {
         // Killing it closes its fanotify descriptor: the kernel allows every pending event.
         this.child.kill("SIGKILL");
         this.fail(`the fanotify helper answered no heartbeat for ${this.watchdogMs} ms and was killed`);
         return;
       }
-      this.send("P");
+      if (this.pingSentAt === undefined) {
+        this.pingSentAt = now;
+        this.send("P");
+      }
     }, heartbeatMs);
     this.heartbeat.unref();
   }
@@ -204,7 +218,8 @@ export class FanotifyListener {
         this.events.lost();
         return;
       case "p":
-        this.lastPong = Date.now();
+        this.pingSentAt = undefined;
+        for (const wake of this.syncWaiters.splice(0)) wake();
         return;
       case "m": {
         const id = Number(fields[1]);
@@ -226,6 +241,15 @@ export class FanotifyListener {
       default:
         return;
     }
+  }
+
+  /** Resolves once the helper has answered a heartbeat sent now: every record it had read by then was delivered. */
+  sync(): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(new Error(this.failure));
+    return new Promise((resolve) => {
+      this.syncWaiters.push(resolve);
+      this.send("P");
+    });
   }
 
   /** Marks a directory (events on its children); resolves with 0 or the errno of fanotify_mark. */

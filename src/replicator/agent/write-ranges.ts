@@ -135,6 +135,10 @@ export class WriteRangeCapture implements Capture {
     );
   }
 
+  get unheldChangesPending(): boolean {
+    return this.watcher.pending || this.lostRecords || this.mapped.size > 0 || this.fellBack;
+  }
+
   /** Rejects with the reason when write ranges cannot run here (the agent then falls back). */
   async start(): Promise<void> {
     this.listener = await FanotifyListener.start(
