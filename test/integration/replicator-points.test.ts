@@ -242,13 +242,17 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       await site.close();
     });
 
-    function coordinator(members: { machineId: string; address: string }[], phaseTimeoutMs = 10_000) {
+    function coordinator(
+      members: { machineId: string; address: string }[],
+      phaseTimeoutMs = 10_000,
+      requested: "app" | "crash" = "app",
+    ) {
       return GroupCoordinator.create({
         group: "shop",
         members,
         tls: site.identity(coordinatorCommonName),
         logFile: join(site.work, "group-points"),
-        requested: "app",
+        requested,
         phaseTimeoutMs,
         log: { warn: () => undefined },
       });
@@ -300,6 +304,50 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
         pointIds,
       );
       assert.equal(writer.frozen, 0, "every freeze was thawed");
+    });
+
+    it("makes crash-consistent group points without hooks when write ranges hold every member's writes", async function () {
+      const unavailable = await fanotifyUnavailable(site.source("g1"));
+      if (unavailable !== undefined) {
+        this.test!.title += ` (skipped: ${unavailable})`;
+        this.skip();
+      }
+      const agents = await Promise.all(["g1", "g2"].map((machineId) => site.startAgent(machineId, { capture: "write-ranges" })));
+      const group = await coordinator(
+        agents.map((agent, index) => ({ machineId: `g${index + 1}`, address: agent.address })),
+        10_000,
+        "crash",
+      );
+      // Another process writes counter i to g1's file, then to g2's: at one instant g1 has i or i + 1.
+      const files = ["g1", "g2"].map((machineId) => join(site.source(machineId), "counter"));
+      const program = `const fs = require("fs"); const fds = ${JSON.stringify(files)}.map((f) => fs.openSync(f, "w+"));
+        for (let i = 1; ; i++) for (const fd of fds) fs.writeSync(fd, String(i).padStart(12, "0"), 0);`;
+      const child = spawn(process.execPath, ["-e", program], { stdio: "ignore" });
+      const pointIds: string[] = [];
+      try {
+        await eventually("both counters replicated", async () => {
+          const sizes = await Promise.all(["g1", "g2"].map((m) => stat(join(site.replica(m), "counter")).catch(() => undefined)));
+          return sizes.every((size) => size?.size === 12) ? true : undefined;
+        });
+        for (let cut = 0; cut < 3; cut++) {
+          const result = await group.cut();
+          assert.ok(result.ok, result.ok ? "" : result.reason);
+          assert.equal(result.point.consistency, "crash");
+          pointIds.push(result.point.id);
+        }
+      } finally {
+        await stopProcess(child);
+        group.close();
+      }
+      for (const id of pointIds) {
+        const [first, second] = await Promise.all(
+          ["g1", "g2"].map(async (machineId) => {
+            assert.equal(site.journal(machineId).point(id).consistency, "crash");
+            return Number(await readFile(join(await site.hydrateAt(machineId, id), "counter"), "utf8"));
+          }),
+        );
+        assert.ok(first === second || first === (second ?? 0) + 1, `group point ${id}: g1 has ${first}, g2 has ${second}`);
+      }
     });
 
     it("makes no group point when a member is unreachable, and releases the others", async () => {
