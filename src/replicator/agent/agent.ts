@@ -354,7 +354,11 @@ export class Agent implements CaptureStream {
       if (this.isStopped()) break;
       const capture = this.capture;
       if (capture === undefined) await sleep(this.options.scanIntervalMs);
-      else if (!capture.pending) await capture.changed.wait(Math.min(1000, this.options.scanIntervalMs));
+      else if (!capture.pending) {
+        // Going idle: a manifest saved at the acknowledged seq lets a restart continue without a resync.
+        if (this.manifest.seq !== this.sender.lastSeq) await this.saveManifest(true).catch(() => undefined);
+        await capture.changed.wait(Math.min(1000, this.options.scanIntervalMs));
+      }
       await this.refreshApplied();
     }
   }
