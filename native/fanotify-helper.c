@@ -16,6 +16,7 @@
 // stdout (to the agent), one record per line:
 //   "w <ino> <offset> <count>"     a write to [offset, offset+count) landed (count 0: truncate)
 //   "d <ino>"                      the file changed where the range is unknown: re-hash it
+//   "t <ino> <offset>"             a truncate to about offset finished: everything after may differ
 //   "a <pid> <maj:min> <ino> <offset> <count>"  an access not followed by a write (a read or an
 //                                  mmap; the agent checks for shared writable mappings)
 //   "o"                            records were lost: the agent must run a verifying scan
@@ -165,6 +166,7 @@ struct access {
   int answered;
   int reported; // an "a" record was sent for it (or none is wanted: the agent's own access)
   int agent;    // a thread of the agent: never held
+  int truncate; // the access is a truncate (its completion raises no event this group sees)
 };
 
 #define ACCESS_SLOTS 8192u
@@ -190,10 +192,38 @@ static struct access *find_access(int tid, int create) {
   return free_slot;
 }
 
+// The syscall a thread is in: its number, -1 in user space, -2 running or unknown. Its arguments
+// (hexadecimal, as /proc prints them) go to args when given.
+static long syscall_of(int tid, unsigned long long args[6]) {
+  char path[64], text[256];
+  snprintf(path, sizeof path, "/proc/%d/syscall", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT || errno == ESRCH ? -1 : -2; // a thread that is gone is in no syscall
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0) return -2;
+  text[n] = 0;
+  if (strncmp(text, "running", 7) == 0) return -2;
+  long nr = strtol(text, NULL, 10);
+  char *cursor = strchr(text, ' ');
+  for (int i = 0; args != NULL && i < 6 && cursor != NULL; i++) {
+    args[i] = strtoull(cursor + 1, &cursor, 16);
+    if (*cursor != ' ') break;
+  }
+  return nr < 0 ? -1 : nr;
+}
+
+static int is_truncate(long nr) { return nr == 76 || nr == 77; } // truncate, ftruncate
+
 static void report_access(struct access *a) {
   if (a->reported) return;
   a->reported = 1;
   char line[128];
+  if (a->truncate) { // everything from the new end on may have changed (it may grow again later)
+    int n = snprintf(line, sizeof line, "t %llu %llu\n", (unsigned long long)a->ino, (unsigned long long)a->offset);
+    emit_file(a->ino, line, n);
+    return;
+  }
   int n = snprintf(line, sizeof line, "a %d %x:%x %llu %llu %llu\n", a->pid, major(a->dev), minor(a->dev),
                    (unsigned long long)a->ino, (unsigned long long)a->offset, (unsigned long long)a->count);
   emit_file(a->ino, line, n);
@@ -226,23 +256,10 @@ static void release_held(void) {
 // Whether a thread whose access was answered before the hold may still be writing that file:
 // it is inside a write-class syscall on a descriptor of that file (or we cannot tell).
 static int may_be_writing(const struct access *a) {
-  char path[96], text[256];
-  snprintf(path, sizeof path, "/proc/%d/syscall", a->tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno != ENOENT && errno != ESRCH; // gone: it is not writing
-  ssize_t n = read(fd, text, sizeof text - 1);
-  close(fd);
-  if (n <= 0) return 1;
-  text[n] = 0;
-  if (strncmp(text, "running", 7) == 0) return 1;
-  long nr = strtol(text, NULL, 10);
-  if (nr < 0) return 0; // in user space
   unsigned long long args[6] = {0};
-  char *cursor = strchr(text, ' ');
-  for (int i = 0; i < 6 && cursor != NULL; i++) {
-    args[i] = strtoull(cursor + 1, &cursor, 16);
-    if (*cursor != ' ') break;
-  }
+  long nr = syscall_of(a->tid, args);
+  if (nr == -2) return 1;
+  if (nr < 0) return 0; // in user space, or gone
   long fd_arg;
   switch (nr) {
   case 1:   // write
@@ -266,7 +283,8 @@ static int may_be_writing(const struct access *a) {
     return 0;
   }
   struct stat st;
-  snprintf(path, sizeof path, "/proc/%d/fd/%ld", a->pid, fd_arg);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%ld", a->tid, fd_arg);
   if (stat(path, &st) < 0) return 1;
   return st.st_ino == a->ino && st.st_dev == a->dev;
 }
@@ -335,7 +353,10 @@ static void on_pre_access(const struct fanotify_event_metadata *m, const struct 
   a->at_us = now_us();
   a->pid = m->pid; // a thread id (FAN_REPORT_TID); /proc/<tid> is valid for threads too
   a->agent = agent;
-  a->reported = agent;
+  // A truncate looks like a small read (its range is the page at the new size); the thread is
+  // still in the syscall, waiting for this answer, so /proc says which one it is.
+  if (count <= 4096) a->truncate = is_truncate(syscall_of(m->pid, NULL));
+  a->reported = agent && !a->truncate;
   if (agent) {
     answer(m->fd);
     a->answered = 1;
@@ -540,7 +561,9 @@ int main(void) {
     uint64_t stale = now_us() - 20000;
     for (unsigned i = 0; i < ACCESS_SLOTS; i++) {
       struct access *a = &accesses[i];
-      if (a->tid != 0 && a->answered && !a->reported && a->at_us < stale) report_access(a);
+      if (a->tid == 0 || !a->answered || a->reported || a->at_us >= stale) continue;
+      if (a->truncate && is_truncate(syscall_of(a->tid, NULL))) continue; // reported once it is done
+      report_access(a);
     }
     if (write_out() < 0) return 0;
   }

@@ -16,6 +16,7 @@ export const helperPath = join(packageRoot, "native", "build", "Release", "ksr-f
 export type RangeRecord =
   | { kind: "write"; ino: string; offset: number; count: number }
   | { kind: "whole"; ino: string }
+  | { kind: "truncate"; ino: string; offset: number }
   | { kind: "access"; pid: number; device: string; ino: string; offset: number; count: number };
 
 export interface ListenerEvents {
@@ -203,6 +204,9 @@ export class FanotifyListener {
         return;
       case "d":
         this.events.record({ kind: "whole", ino: fields[1] ?? "" });
+        return;
+      case "t":
+        this.events.record({ kind: "truncate", ino: fields[1] ?? "", offset: Number(fields[2]) });
         return;
       case "a":
         this.events.record({

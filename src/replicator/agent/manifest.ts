@@ -58,6 +58,8 @@ export function sameObjectMoved(record: ManifestRecord, stats: BigIntStats): boo
 export class Manifest {
   readonly entries = new Map<string, ManifestRecord>();
   private readonly byIno = new Map<string, Set<string>>();
+  /** The inode each path is indexed under (records are updated in place, so not read from them). */
+  private readonly inoOf = new Map<string, string>();
 
   constructor(
     readonly machineId: string,
@@ -75,6 +77,7 @@ export class Manifest {
       let paths = this.byIno.get(record.ino);
       if (paths === undefined) this.byIno.set(record.ino, (paths = new Set()));
       paths.add(path);
+      this.inoOf.set(path, record.ino);
     }
   }
 
@@ -103,6 +106,7 @@ export class Manifest {
   replaceWith(other: Manifest): void {
     this.entries.clear();
     this.byIno.clear();
+    this.inoOf.clear();
     for (const [path, record] of other.entries) this.set(path, record);
   }
 
@@ -111,11 +115,12 @@ export class Manifest {
   }
 
   private unindex(path: string): void {
-    const previous = this.entries.get(path);
-    if (previous === undefined || previous.ino === "") return;
-    const paths = this.byIno.get(previous.ino);
+    const ino = this.inoOf.get(path);
+    if (ino === undefined) return;
+    this.inoOf.delete(path);
+    const paths = this.byIno.get(ino);
     paths?.delete(path);
-    if (paths?.size === 0) this.byIno.delete(previous.ino);
+    if (paths?.size === 0) this.byIno.delete(ino);
   }
 
   /** Writes atomically (temporary file, fsync, rename, fsync of the directory). */

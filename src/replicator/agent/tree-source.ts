@@ -25,6 +25,8 @@ export interface ContentTracking {
 export interface DirtyFile {
   blocks: Set<number>;
   whole: boolean;
+  /** A truncate to about this offset: every block from there to the end may differ. */
+  truncatedFrom?: number;
 }
 
 export class TreeSource {
@@ -216,7 +218,10 @@ export class TreeSource {
    * namespace notifications.
    */
   async syncRanges(ino: string, dirty: DirtyFile): Promise<void> {
-    const path = this.manifest.pathsWithIno(ino).find((candidate) => this.manifest.get(candidate)?.kind === EntryKind.ENTRY_KIND_FILE);
+    const path = this.manifest.pathsWithIno(ino).find((candidate) => {
+      const record = this.manifest.get(candidate);
+      return record?.kind === EntryKind.ENTRY_KIND_FILE && record.ino === ino;
+    });
     const record = path === undefined ? undefined : this.manifest.get(path);
     if (path === undefined || record === undefined) return;
     const stats = await lstatIfExists(join(this.root, path));
@@ -224,10 +229,14 @@ export class TreeSource {
     const size = Number(stats.size);
     const count = blockCount(size);
     const blocks = dirty.whole ? undefined : [...dirty.blocks].filter((index) => index < count);
+    if (dirty.truncatedFrom !== undefined)
+      for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks?.push(index);
     if (record.size !== size) {
       await this.sender.emit({ $case: "truncate", value: { path, size } });
-      // The old and the new last block changed length.
+      // The old and the new last block changed length; and everything past the old end is new.
+      // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
       for (const end of [record.size, size]) if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
+      for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
     }
     const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
     const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.sender, runs);

@@ -41,6 +41,11 @@ export class DirtyRanges {
     this.file(ino).whole = true;
   }
 
+  truncated(ino: string, offset: number): void {
+    const file = this.file(ino);
+    file.truncatedFrom = Math.min(file.truncatedFrom ?? offset, offset);
+  }
+
   /** Only the size and mode need a look. */
   touch(ino: string): void {
     this.file(ino);
@@ -199,6 +204,7 @@ export class WriteRangeCapture implements Capture {
       if (entry !== undefined) entry.identity = "";
     }
     if (record.kind === "whole") this.dirty.whole(record.ino);
+    else if (record.kind === "truncate") this.dirty.truncated(record.ino, record.offset);
     else this.dirty.add(record.ino, record.offset, record.count);
     this.watcher.changed.notify();
   }
