@@ -466,8 +466,8 @@ export class Agent implements CaptureStream {
     }
     if (group && quiet) return { writesInFlight: false, writesHeld: true, heldSince: started };
     const heldThroughout = (await capture.releaseWrites?.()) ?? false;
-    this.recordHold(performance.now() - started);
-    return { writesInFlight: !(quiet && heldThroughout), writesHeld: false };
+    const heldMs = performance.now() - started;
+    return { writesInFlight: !(quiet && heldThroughout), writesHeld: false, heldMs };
   }
 
   /** Group cuts: lets the held writes go at Mark; true when they were held (and nothing else changed) all along. */
@@ -478,16 +478,9 @@ export class Agent implements CaptureStream {
     await nextTurn();
     const namespaceQuiet = !capture.unheldChangesPending;
     const held = await capture.releaseWrites();
-    if (heldSince !== undefined) this.recordHold(performance.now() - heldSince);
+    if (heldSince !== undefined)
+      this.options.log.info(`writes held ${(performance.now() - heldSince).toFixed(1)} ms for a group cut`);
     return held && namespaceQuiet;
-  }
-
-  /** How long cuts held writes (ms), for the benchmark and the operator. */
-  readonly holdTimesMs: number[] = [];
-
-  private recordHold(ms: number): void {
-    this.holdTimesMs.push(ms);
-    if (this.holdTimesMs.length > 1000) this.holdTimesMs.shift();
   }
 
   /** Block mode has no notifications: quiet means a second hash pass found nothing new. */

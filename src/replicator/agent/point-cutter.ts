@@ -21,6 +21,8 @@ export interface CutFlush {
   writesHeld: boolean;
   /** When the hold began (performance.now()), while writesHeld. */
   heldSince?: number;
+  /** How long new writes were held (a machine's own cut with write ranges). */
+  heldMs?: number;
 }
 
 /** What a cut needs from the capture side. */
@@ -84,6 +86,8 @@ export interface PointReport {
   cutMs: number;
   /** From the start of the cut until the master target applied the marker, once it did. */
   appliedMs?: number;
+  /** How long the application's writes were held for the cut (write ranges only). */
+  writeHoldMs?: number;
 }
 
 export interface PointLog {
@@ -102,6 +106,7 @@ interface HeldCut {
   memberConsistency: PointConsistency;
   /** Set while the capture holds this cut's writes: released at Mark, or at release/expiry. */
   writesHeld?: { since: number | undefined };
+  writeHoldMs?: number;
   steps: HookStep[];
   expired: boolean;
   release(): void;
@@ -226,6 +231,7 @@ export class PointCutter {
             cut.lockedAt = Date.now();
             const flushed = await this.stream.flushForCut(group);
             if (flushed.writesHeld) cut.writesHeld = { since: flushed.heldSince };
+            cut.writeHoldMs = flushed.heldMs;
             try {
               const consistency = cutConsistency({ appRequested, quiesced, writesInFlight: flushed.writesInFlight });
               reached.resolve({ consistency, writesHeld: flushed.writesHeld });
@@ -295,6 +301,7 @@ export class PointCutter {
     const timeUnixMs = Date.now();
     const id = `${this.machineId}-${timeUnixMs}-${++this.cuts}`;
     const { consistency, waitMs } = await this.hold(id, requested, { timeoutMs: defaultHoldTimeoutMs, group: false });
+    const writeHoldMs = this.held?.id === id ? this.held.writeHoldMs : undefined;
     let seq: number;
     let steps: HookStep[];
     try {
@@ -314,6 +321,7 @@ export class PointCutter {
       failedHooks: steps.filter((step) => !step.ok).map((step) => `${step.hook} (${step.phase})`),
       waitMs,
       cutMs: Date.now() - timeUnixMs,
+      ...(writeHoldMs === undefined ? {} : { writeHoldMs }),
     };
     this.describe(report);
     const applied = this.stream.waitApplied(seq).then(() => {
