@@ -41,12 +41,7 @@ async function writeRate(file: string, count: number): Promise<number> {
   return Number(stdout);
 }
 
-async function withPipeline<T>(
-  work: string,
-  capture: string,
-  source: string,
-  body: () => Promise<T>,
-): Promise<T> {
+async function withPipeline<T>(work: string, capture: string, source: string, body: () => Promise<T>): Promise<T> {
   const pipeline = await LocalPipeline.create({
     source,
     target: join(work, `target-${capture}`),
@@ -124,7 +119,10 @@ export async function run(args: string[]): Promise<void> {
   const wanted = (name: string) => only === undefined || only.includes(name);
   const work = await mkdtemp(join(tmpdir(), "ksr-bench-capture-"));
   const rows: Row[] = [];
-  const load = () => loadavg().map((value) => value.toFixed(1)).join(" ");
+  const load = () =>
+    loadavg()
+      .map((value) => value.toFixed(1))
+      .join(" ");
   const note = (row: Row) => {
     row.loadAverage = load();
     rows.push(row);

@@ -29,12 +29,56 @@ type Op =
 const file = fc.integer({ min: 0, max: files.length - 1 });
 const fill = fc.integer({ min: 0, max: 255 });
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("pwrite" as const), file, offset: fc.integer({ min: 0, max: 6 * mib }), length: fc.integer({ min: 1, max: 200_000 }), fill }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant("writev" as const), file, offset: fc.integer({ min: 0, max: 3 * mib }), lengths: fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 4 }), fill }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("append" as const), file, length: fc.integer({ min: 1, max: 100_000 }), fill }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("truncate" as const), file, size: fc.integer({ min: 0, max: 5 * mib }) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("create" as const), name: fc.integer({ min: 0, max: 3 }), length: fc.integer({ min: 0, max: 300_000 }), fill }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("rename" as const), from: fc.integer({ min: 0, max: 3 }), to: fc.integer({ min: 0, max: 3 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("pwrite" as const),
+      file,
+      offset: fc.integer({ min: 0, max: 6 * mib }),
+      length: fc.integer({ min: 1, max: 200_000 }),
+      fill,
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("writev" as const),
+      file,
+      offset: fc.integer({ min: 0, max: 3 * mib }),
+      lengths: fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 4 }),
+      fill,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("append" as const),
+      file,
+      length: fc.integer({ min: 1, max: 100_000 }),
+      fill,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant("truncate" as const), file, size: fc.integer({ min: 0, max: 5 * mib }) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("create" as const),
+      name: fc.integer({ min: 0, max: 3 }),
+      length: fc.integer({ min: 0, max: 300_000 }),
+      fill,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("rename" as const),
+      from: fc.integer({ min: 0, max: 3 }),
+      to: fc.integer({ min: 0, max: 3 }),
+    }),
+  },
 );
 
 /** Bytes that differ by position, so a block sent to the wrong offset shows. */
@@ -55,7 +99,10 @@ async function apply(root: string, step: Op): Promise<void> {
     }
     case "writev": {
       const handle = await open(path(step.file), "r+");
-      await handle.writev(step.lengths.map((length, i) => pattern(length, step.fill + i)), step.offset);
+      await handle.writev(
+        step.lengths.map((length, i) => pattern(length, step.fill + i)),
+        step.offset,
+      );
       await handle.close();
       return;
     }
@@ -124,7 +171,11 @@ for (const capture of ["tree-scan", "write-ranges"] as const)
         // Each run starts where the last one left the tree, so shrinking would replay on another state.
         { numRuns: 25, endOnFailure: true },
       );
-      assert.equal((progress?.capture ?? { strategy: "tree-scan" }).strategy, capture, "the agent ran the strategy asked for");
+      assert.equal(
+        (progress?.capture ?? { strategy: "tree-scan" }).strategy,
+        capture,
+        "the agent ran the strategy asked for",
+      );
     });
 
     if (capture === "write-ranges")
@@ -150,8 +201,12 @@ for (const capture of ["tree-scan", "write-ranges"] as const)
         const exited = new Promise((resolve) => child.once("exit", resolve));
         try {
           await new Promise<void>((resolve, reject) => {
-            child.stdout.once("data", () => resolve());
-            void exited.then(() => reject(new Error(`the mapping process exited (${child.exitCode})`)));
+            child.stdout.once("data", () => {
+              resolve();
+            });
+            void exited.then(() => {
+              reject(new Error(`the mapping process exited (${child.exitCode})`));
+            });
           });
           await eventually("the stored bytes in the replica while the file is still mapped", async () => {
             const replica = await readFile(join(target(), "mapped.bin"));

@@ -23,7 +23,8 @@ async function inChild(language: "node" | "python3", script: string, file: strin
   await run(language === "node" ? process.execPath : "python3", [language === "node" ? "-e" : "-c", script, file]);
 }
 
-const node = (body: string) => `const fs = require("node:fs"); const fd = fs.openSync(process.argv[1], "r+"); ${body}; fs.closeSync(fd);`;
+const node = (body: string) =>
+  `const fs = require("node:fs"); const fd = fs.openSync(process.argv[1], "r+"); ${body}; fs.closeSync(fd);`;
 
 type Expected =
   | { kind: "write"; offset: number; count: number }
@@ -137,7 +138,7 @@ describe("write-range capture: ranges from the kernel", function () {
       }
       await writeFile(file(), Buffer.alloc(4 * mib));
       const ino = String(statSync(file()).ino);
-      await listener?.sync(); // the records of that setup write are delivered by now
+      await listener.sync(); // the records of that setup write are delivered by now
       records.length = 0;
       await operation();
       const forFile = () => records.filter((record) => record.ino === ino).map(comparable);
@@ -150,7 +151,7 @@ describe("write-range capture: ranges from the kernel", function () {
         10_000,
         { describe: () => Promise.resolve(JSON.stringify(forFile())), intervalMs: 30 },
       );
-      await listener?.sync();
+      await listener.sync();
       assert.deepEqual(forFile(), expected);
     });
 
@@ -166,7 +167,10 @@ describe("write-range capture: ranges from the kernel", function () {
       const capture = await startCapture("auto", shm, new Manifest("m1"), { watchdogMs: 2000, log });
       capture.close();
       assert.equal(capture.choice.strategy, "tree-scan");
-      assert.match(capture.choice.reason, /write ranges unavailable: the filesystem of .* refuses pre-content marks \(EOPNOTSUPP\)/);
+      assert.match(
+        capture.choice.reason,
+        /write ranges unavailable: the filesystem of .* refuses pre-content marks \(EOPNOTSUPP\)/,
+      );
       assert.deepEqual(warnings, [`capture: tree-scan (${capture.choice.reason})`]);
       await assert.rejects(
         startCapture("write-ranges", shm, new Manifest("m1"), { watchdogMs: 2000, log }),

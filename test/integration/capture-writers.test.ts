@@ -4,7 +4,7 @@
 // holds writes; after that kill the agent resumes from its manifest, without a resync. Agent,
 // process server and master target run as separate processes (LocalPipeline).
 import { strict as assert } from "node:assert";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -120,7 +120,11 @@ describe("write-range capture: writers are never held for long", function () {
   }
 
   async function barrier(): Promise<BarrierClient> {
-    return new BarrierClient(`localhost:${barrierPort}`, await clientCredentials(pipeline.identity("coordinator")), grpcOptions);
+    return new BarrierClient(
+      `localhost:${barrierPort}`,
+      await clientCredentials(pipeline.identity("coordinator")),
+      grpcOptions,
+    );
   }
 
   async function hold(client: BarrierClient, cutId: string): Promise<HoldReply> {
@@ -150,8 +154,17 @@ describe("write-range capture: writers are never held for long", function () {
       const slowest = await writeFromChild(join(source(), "f2"), 10);
       process.kill(agentPid(), "SIGCONT");
       assert.ok(slowest < writerBoundMs, `the held write took ${slowest.toFixed(0)} ms`);
-      const marker = { id: "lapsing", consistency: Consistency.CONSISTENCY_CRASH, timeUnixMs: Date.now(), consistencyGroup: "g" };
-      const marked = await callWithin<MarkRequest, MarkReply>(client.mark.bind(client), { cutId: "lapsing", marker }, 30_000);
+      const marker = {
+        id: "lapsing",
+        consistency: Consistency.CONSISTENCY_CRASH,
+        timeUnixMs: Date.now(),
+        consistencyGroup: "g",
+      };
+      const marked = await callWithin<MarkRequest, MarkReply>(
+        client.mark.bind(client),
+        { cutId: "lapsing", marker },
+        30_000,
+      );
       assert.equal(marked.consistency, Consistency.CONSISTENCY_BEST_EFFORT, "a lapsed hold is no group barrier");
       await callWithin<ReleaseRequest, ReleaseReply>(client.release.bind(client), { cutId: "lapsing" }, 30_000);
     } finally {

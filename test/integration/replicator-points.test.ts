@@ -312,7 +312,9 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
         this.test!.title += ` (skipped: ${unavailable})`;
         this.skip();
       }
-      const agents = await Promise.all(["g1", "g2"].map((machineId) => site.startAgent(machineId, { capture: "write-ranges" })));
+      const agents = await Promise.all(
+        ["g1", "g2"].map((machineId) => site.startAgent(machineId, { capture: "write-ranges" })),
+      );
       const group = await coordinator(
         agents.map((agent, index) => ({ machineId: `g${index + 1}`, address: agent.address })),
         10_000,
@@ -326,7 +328,9 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       const pointIds: string[] = [];
       try {
         await eventually("both counters replicated", async () => {
-          const sizes = await Promise.all(["g1", "g2"].map((m) => stat(join(site.replica(m), "counter")).catch(() => undefined)));
+          const sizes = await Promise.all(
+            ["g1", "g2"].map((m) => stat(join(site.replica(m), "counter")).catch(() => undefined)),
+          );
           return sizes.every((size) => size?.size === 12) ? true : undefined;
         });
         for (let cut = 0; cut < 3; cut++) {
@@ -346,7 +350,10 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
             return Number(await readFile(join(await site.hydrateAt(machineId, id), "counter"), "utf8"));
           }),
         );
-        assert.ok(first === second || first === (second ?? 0) + 1, `group point ${id}: g1 has ${first}, g2 has ${second}`);
+        assert.ok(
+          first === second || first === (second ?? 0) + 1,
+          `group point ${id}: g1 has ${first}, g2 has ${second}`,
+        );
       }
     });
 

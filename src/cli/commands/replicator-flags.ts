@@ -44,7 +44,8 @@ export function parseBoundedDuration(value: string, flag: string, minMs: number,
 /** A whole number flag within bounds (milliseconds and the like). */
 export function parseBoundedInteger(value: string, flag: string, min: number, max: number): number {
   const number = /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  if (!(number >= min && number <= max)) throw new Error(`${flag} "${value}": expected a whole number from ${min} to ${max}`);
+  if (!(number >= min && number <= max))
+    throw new Error(`${flag} "${value}": expected a whole number from ${min} to ${max}`);
   return number;
 }
 

@@ -6,7 +6,15 @@ import { Agent, defaultWatchdogMs, defaultWriteHoldLimitMs } from "../../replica
 import { captureStrategies, type CaptureRequest } from "../../replicator/agent/capture.js";
 import { startBarrierServer } from "../../replicator/agent/barrier-server.js";
 import { groupCommands } from "./group.js";
-import { collect, parseBoundedInteger, pointOptions, stderrLog, tlsFiles, withTls, type TlsOptions } from "./replicator-flags.js";
+import {
+  collect,
+  parseBoundedInteger,
+  pointOptions,
+  stderrLog,
+  tlsFiles,
+  withTls,
+  type TlsOptions,
+} from "./replicator-flags.js";
 import { parseCompression, readEncryptionKey } from "../../replicator/frame-codec.js";
 import { startMasterTarget, type ReplicaSpec } from "../../replicator/master-target/server.js";
 import { checkRetention } from "../../replicator/master-target/recovery-points.js";

@@ -253,7 +253,8 @@ export class Agent implements CaptureStream {
   }
 
   private captureInfo(): { strategy: string; reason: string } {
-    if (this.options.mode === "block") return { strategy: "block-scan", reason: "an image file is hashed at the scan interval" };
+    if (this.options.mode === "block")
+      return { strategy: "block-scan", reason: "an image file is hashed at the scan interval" };
     return this.capture?.choice ?? { strategy: "tree-scan", reason: "--once: one scan, no notifications" };
   }
 

@@ -295,7 +295,9 @@ export class FanotifyListener {
     this.child.stdin.end(); // the helper exits when its stdin closes
     const killer = setTimeout(() => this.child.kill("SIGKILL"), 2000);
     killer.unref();
-    this.child.once("exit", () => clearTimeout(killer));
+    this.child.once("exit", () => {
+      clearTimeout(killer);
+    });
   }
 
   get pid(): number | undefined {

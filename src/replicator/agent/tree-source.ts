@@ -235,7 +235,8 @@ export class TreeSource {
       await this.sender.emit({ $case: "truncate", value: { path, size } });
       // The old and the new last block changed length; and everything past the old end is new.
       // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
-      for (const end of [record.size, size]) if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
+      for (const end of [record.size, size])
+        if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
       for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
     }
     const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
@@ -329,16 +330,16 @@ export async function sendChangedBlocks(
   return complete;
 
   async function onBlock(index: number, block: Buffer): Promise<void> {
-      const hash = hashBlock(block);
-      if (record.hashes.get(index) === hash && index < knownBlocks) return;
-      record.hashes.set(index, hash);
-      const offset = index * blockSize;
-      if (isZeroBlock(block)) {
-        // Beyond the old end the truncate already left a hole; inside it, zeros must be written.
-        if (index >= knownBlocks) return;
-        await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
-        return;
-      }
-      await run.add(offset, block);
+    const hash = hashBlock(block);
+    if (record.hashes.get(index) === hash && index < knownBlocks) return;
+    record.hashes.set(index, hash);
+    const offset = index * blockSize;
+    if (isZeroBlock(block)) {
+      // Beyond the old end the truncate already left a hole; inside it, zeros must be written.
+      if (index >= knownBlocks) return;
+      await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
+      return;
+    }
+    await run.add(offset, block);
   }
 }

@@ -72,7 +72,9 @@ const captureStrategies = ["tree-scan", "write-ranges", "block-scan"];
 function checkCaptureInfo(capture: CaptureInfo | undefined): CaptureInfo | undefined {
   if (capture === undefined) return undefined;
   if (!captureStrategies.includes(capture.strategy))
-    throw new PushRejected(`capture.strategy must be one of ${captureStrategies.join(", ")}, not "${capture.strategy.slice(0, 40)}"`);
+    throw new PushRejected(
+      `capture.strategy must be one of ${captureStrategies.join(", ")}, not "${capture.strategy.slice(0, 40)}"`,
+    );
   if (capture.reason.length > 1024) throw new PushRejected("capture.reason must be at most 1024 characters");
   return { strategy: capture.strategy, reason: capture.reason };
 }
