@@ -1,5 +1,6 @@
 // `npm run bench -- replication`: the data path against rsync on the same data in the same run.
-// KSR_BENCH_SCALE (default 1) shrinks the data set; KSR_BENCH_LAG_SECONDS (default 60) the load test.
+// KSR_BENCH_SCALE (default 1) shrinks the data set; KSR_BENCH_LAG_SECONDS (default 60) the load test;
+// --no-fidelity skips the metadata-heavy initial copy against rsync -aHAX --numeric-ids.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, rm, truncate, writeFile } from "node:fs/promises";
@@ -7,8 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AgentProgress } from "../src/replicator/agent/agent.js";
 import { LocalPipeline, type PipelineOptions } from "../src/replicator/local-pipeline.js";
+import { fidelityScenario } from "./fidelity.js";
 
-interface ScenarioResult {
+export interface ScenarioResult {
   scenario: string;
   bytes: number;
   seconds: number;
@@ -331,6 +333,9 @@ export async function run(args: string[]): Promise<void> {
       wireBytes: oursIncremental.wireBytes,
       wireBytesPerChangedByte: oursIncremental.wireBytes / oursIncremental.changed,
     });
+
+    // Metadata fidelity against rsync -aHAX --numeric-ids (bench/fidelity.ts; needs root).
+    if (process.getuid?.() === 0 && !args.includes("--no-fidelity")) results.push(await fidelityScenario(work, scale));
 
     if (lagSeconds > 0 && !args.includes("--no-lag")) {
       const lag = await lagUnderLoad(work, lagSeconds);

@@ -7,6 +7,7 @@ import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import {
   EntryKind,
   RecoveryPointsClient,
+  type Attributes,
   type DataChunk,
   type HydrateReply,
   type HydrateTotals,
@@ -17,6 +18,7 @@ import {
   type RollbackReply,
 } from "../gen/ksr/replication/v1/replication.js";
 import { fsyncDirectory } from "./durable-fs.js";
+import { applyAttributes, invalidAttributes, isSpecialKind, makeSpecial } from "./file-attributes.js";
 import { unaryCall } from "./grpc-util.js";
 import { lstatOrUndefined, writeFileAtomic } from "./journal/durable.js";
 import { JournalUsageError } from "./journal/errors.js";
@@ -82,7 +84,11 @@ interface StreamProgress {
   cursor: { path: string; offset: number };
   /** Directories whose mode lacks owner rwx: set at the end, so entries can be written inside first. */
   deferredModes: [string, number][];
+  /** Directories' owner, mode, mtime and xattrs (values base64): set at the end, after their entries. */
+  deferredAttributes?: [path: string, mode: number, attributes: SavedAttributes][];
 }
+
+type SavedAttributes = Omit<Attributes, "xattrs"> & { xattrs: [string, string][] };
 
 export function streamProgressPath(destination: string): string {
   return `${destination.replace(/\/+$/, "")}.ksr-hydrate-stream.json`;
@@ -102,6 +108,11 @@ class PointWriter {
   private lastCheckpoint = Date.now();
   receivedBytes = 0;
   receivedEntries = 0;
+  /** What the destination could not keep (owner, xattrs, device nodes), one line per path. */
+  readonly notKept: string[] = [];
+  private readonly noteNotKept = (path: string, what: string): void => {
+    this.notKept.push(`${path}: ${what}`);
+  };
 
   constructor(
     private readonly destination: string,
@@ -149,6 +160,10 @@ class PointWriter {
     this.resumeAt = undefined;
     this.progress.cursor = { path: entry.path, offset: resuming?.offset ?? 0 };
     this.receivedEntries++;
+    if (entry.attributes !== undefined) {
+      const problem = invalidAttributes(entry.attributes);
+      if (problem !== undefined) throw new Error(`the master target sent "${entry.path}" with ${problem}`);
+    }
     if (entry.path !== "") this.unsyncedDirectories.add(dirname(path));
     if (entry.kind !== EntryKind.ENTRY_KIND_DIRECTORY) this.forgetVerified(entry.path);
     switch (entry.kind) {
@@ -157,6 +172,7 @@ class PointWriter {
         return;
       case EntryKind.ENTRY_KIND_SYMLINK:
         await replaceWith(path, () => symlink(entry.linkTarget, path));
+        await this.applyAttributes(path, undefined, entry.attributes);
         return;
       case EntryKind.ENTRY_KIND_FILE:
         if (entry.hardLinkTo !== "") {
@@ -172,8 +188,33 @@ class PointWriter {
         await this.openFile(entry, path, resuming !== undefined && resuming.offset > 0);
         return;
       default:
-        throw new Error(`the master target sent "${entry.path}" with unknown kind ${entry.kind}`);
+        if (!isSpecialKind(entry.kind))
+          throw new Error(`the master target sent "${entry.path}" with unknown kind ${entry.kind}`);
+        await this.makeSpecial(entry, path);
     }
+  }
+
+  private async applyAttributes(
+    path: string,
+    mode: number | undefined,
+    attributes: Attributes | undefined,
+  ): Promise<void> {
+    if (attributes !== undefined) await applyAttributes(path, mode, attributes, this.noteNotKept);
+  }
+
+  private async makeSpecial(entry: PointEntry, path: string): Promise<void> {
+    try {
+      await replaceWith(path, () => {
+        makeSpecial(path, entry.kind, entry.mode, entry);
+        return Promise.resolve();
+      });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EPERM") throw error;
+      this.noteNotKept(entry.path, `${EntryKind[entry.kind]} (mknod: EPERM, needs CAP_MKNOD)`);
+      return;
+    }
+    await chmod(path, entry.mode);
+    await this.applyAttributes(path, entry.mode, entry.attributes);
   }
 
   private async makeDirectory(entry: PointEntry, path: string): Promise<void> {
@@ -184,6 +225,14 @@ class PointWriter {
     else {
       await chmod(path, entry.mode | ownerRwx);
       this.progress.deferredModes.push([entry.path, entry.mode]);
+    }
+    if (entry.attributes !== undefined) {
+      const { xattrs, ...rest } = entry.attributes;
+      const saved = {
+        ...rest,
+        xattrs: xattrs.map(({ name, value }): [string, string] => [name, Buffer.from(value).toString("base64")]),
+      };
+      (this.progress.deferredAttributes ??= []).push([entry.path, entry.mode, saved]);
     }
     this.unsyncedDirectories.add(path);
   }
@@ -220,6 +269,7 @@ class PointWriter {
     } finally {
       await file.handle.close();
     }
+    await this.applyAttributes(this.absolute(file.entry.path), file.entry.mode, file.entry.attributes);
     this.unsyncedFiles.push(this.absolute(file.entry.path));
   }
 
@@ -239,6 +289,12 @@ class PointWriter {
     await this.checkpoint();
     for (const [path, mode] of [...this.progress.deferredModes].reverse()) {
       await chmod(this.absolute(path), mode);
+      await fsyncDirectory(this.absolute(path));
+    }
+    // Directory attributes last, deepest first: every entry written inside moved the mtime.
+    for (const [path, mode, saved] of [...(this.progress.deferredAttributes ?? [])].reverse()) {
+      const xattrs = saved.xattrs.map(([name, value]) => ({ name, value: Buffer.from(value, "base64") }));
+      await this.applyAttributes(this.absolute(path), mode, { ...saved, xattrs });
       await fsyncDirectory(this.absolute(path));
     }
     await rm(this.progressPath, { force: true });
@@ -344,6 +400,10 @@ export async function hydrateRemote(
       else {
         await writer.finish();
         options.onProgress?.(`point ${point.id} hydrated into ${destination}: ${describeTotals(totals, writer)}`);
+        if (writer.notKept.length > 0)
+          options.onProgress?.(
+            `${destination} could not keep ${writer.notKept.length} attribute(s): ${writer.notKept.slice(0, 5).join("; ")}`,
+          );
         return true;
       }
       if (Date.now() - lastReport >= 2000) {

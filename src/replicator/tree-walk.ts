@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { EntryKind, type ManifestEntry } from "../gen/ksr/replication/v1/replication.js";
 import { BlockHashes, blockSize, hashBlock } from "./block-hash.js";
 import { forEachBlock } from "./durable-fs.js";
+import { deviceNumbers, readAttributes, specialKind } from "./file-attributes.js";
 
 export interface WalkedEntry {
   path: string;
@@ -16,7 +17,7 @@ export function entryKind(stats: BigIntStats): EntryKind {
   if (stats.isFile()) return EntryKind.ENTRY_KIND_FILE;
   if (stats.isDirectory()) return EntryKind.ENTRY_KIND_DIRECTORY;
   if (stats.isSymbolicLink()) return EntryKind.ENTRY_KIND_SYMLINK;
-  return EntryKind.ENTRY_KIND_UNSPECIFIED;
+  return specialKind(stats);
 }
 
 export function permissionMode(stats: BigIntStats): number {
@@ -71,7 +72,7 @@ export async function hashFile(path: string, size: number): Promise<BlockHashes>
 /** The manifest entry of a replica path as it is on disk now (files hashed block by block). */
 export async function describeEntry(root: string, entry: WalkedEntry): Promise<ManifestEntry | undefined> {
   const kind = entryKind(entry.stats);
-  if (kind === EntryKind.ENTRY_KIND_UNSPECIFIED) return undefined; // sockets, fifos, devices are not replicated
+  if (kind === EntryKind.ENTRY_KIND_UNSPECIFIED) return undefined;
   const absolute = join(root, entry.path);
   const size = kind === EntryKind.ENTRY_KIND_FILE ? Number(entry.stats.size) : 0;
   return {
@@ -82,6 +83,8 @@ export async function describeEntry(root: string, entry: WalkedEntry): Promise<M
     linkTarget: kind === EntryKind.ENTRY_KIND_SYMLINK ? await readlink(absolute) : "",
     blockHashes: kind === EntryKind.ENTRY_KIND_FILE ? (await hashFile(absolute, size)).packed() : Buffer.alloc(0),
     blockSize,
+    attributes: readAttributes(absolute, entry.stats),
+    ...deviceNumbers(kind, entry.stats.rdev),
   };
 }
 
@@ -97,5 +100,8 @@ export async function describeImage(path: string): Promise<ManifestEntry> {
     linkTarget: "",
     blockHashes: size === 0 ? Buffer.alloc(0) : (await hashFile(path, size)).packed(),
     blockSize,
+    attributes: undefined,
+    rdevMajor: 0,
+    rdevMinor: 0,
   };
 }

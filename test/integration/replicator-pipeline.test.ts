@@ -21,8 +21,16 @@ import fc from "fast-check";
 import { IngestClient, type OpenReply } from "../../src/gen/ksr/replication/v1/replication.js";
 import type { Agent } from "../../src/replicator/agent/agent.js";
 import { writeLoopbackPki, agentCommonName, clientCredentials } from "../../src/replicator/tls.js";
-import { blockMachineId, converge, createTestPipeline, machineId, type TestPipeline } from "../fixture/replication.js";
+import {
+  blockMachineId,
+  converge,
+  machineId,
+  removeTestPipeline,
+  startTestPipeline,
+  type TestPipeline,
+} from "../fixture/replication.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
+import { propertyRuns } from "../fixture/property-runs.js";
 
 async function populate(root: string): Promise<void> {
   await mkdir(join(root, "docs/deep/deeper"), { recursive: true });
@@ -61,14 +69,9 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
   let pipeline: TestPipeline;
 
   beforeEach(async () => {
-    pipeline = await createTestPipeline();
-    await pipeline.startMasterTarget();
-    await pipeline.startProcessServer();
+    pipeline = await startTestPipeline();
   });
-  afterEach(async () => {
-    await pipeline.close();
-    await rm(pipeline.work, { recursive: true, force: true });
-  });
+  afterEach(() => removeTestPipeline(pipeline));
 
   it("initial replication gives a byte-exact replica: content, modes, symlinks, hard links, sparse regions", async () => {
     await populate(pipeline.source);
@@ -214,13 +217,7 @@ describe("replicator pipeline (gRPC + mTLS on loopback)", function () {
             `${difference}\nagent log:\n${agentLog.join("\n")}\n${pipeline.warnings.join("\n")}`,
           );
         }),
-        {
-          numRuns: 12,
-          // Replays a reported failure: KSR_FC_SEED=<seed> KSR_FC_PATH=<path>.
-          ...(process.env.KSR_FC_SEED === undefined
-            ? {}
-            : { seed: Number(process.env.KSR_FC_SEED), path: process.env.KSR_FC_PATH }),
-        },
+        propertyRuns(12),
       );
     } finally {
       agent.stop();

@@ -61,7 +61,7 @@ class Machine {
   }
 
   async start(): Promise<void> {
-    await this.apply({ $case: "make", value: { path: "counter", kind: 1, mode: 0o644 } });
+    await this.apply({ $case: "make", value: { path: "counter", kind: 1, mode: 0o644, rdevMajor: 0, rdevMinor: 0 } });
   }
 
   async holdIo(): Promise<void> {

@@ -26,7 +26,21 @@ const point = { id: "p", seq: 1, timeUnixMs: 1, consistency: "crash" as const, g
 
 function entry(path: string, kind: EntryKind, fields: Partial<PointEntry> = {}): HydrateReply {
   return {
-    item: { $case: "entry", value: { path, kind, mode: 0o755, size: 0, linkTarget: "", hardLinkTo: "", ...fields } },
+    item: {
+      $case: "entry",
+      value: {
+        path,
+        kind,
+        mode: 0o755,
+        size: 0,
+        linkTarget: "",
+        hardLinkTo: "",
+        attributes: undefined,
+        rdevMajor: 0,
+        rdevMinor: 0,
+        ...fields,
+      },
+    },
   };
 }
 const dir = (path: string) => entry(path, EntryKind.ENTRY_KIND_DIRECTORY);

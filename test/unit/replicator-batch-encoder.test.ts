@@ -12,9 +12,36 @@ const operation: fc.Arbitrary<Change["op"]> = fc.oneof(
     .map((value) => ({ $case: "write" as const, value })),
   fc.record({ path, offset: seq, length: seq }).map((value) => ({ $case: "zero" as const, value })),
   fc
-    .record({ path, kind: fc.constant(EntryKind.ENTRY_KIND_FILE), mode: fc.nat(0o7777) })
+    .record({
+      path,
+      kind: fc.constantFrom(EntryKind.ENTRY_KIND_FILE, EntryKind.ENTRY_KIND_CHAR_DEVICE),
+      mode: fc.nat(0o7777),
+      rdevMajor: fc.nat(),
+      rdevMinor: fc.nat(),
+    })
     .map((value) => ({ $case: "make" as const, value })),
   fc.record({ from: path, to: path }).map((value) => ({ $case: "rename" as const, value })),
+  fc
+    .record({
+      path,
+      mode: fc.nat(0o7777),
+      attributes: fc.option(
+        fc.record({
+          uid: fc.nat(),
+          gid: fc.nat(),
+          mtimeSec: fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
+          mtimeNsec: fc.nat(999_999_999),
+          xattrs: fc.array(
+            fc.record({
+              name: fc.string(),
+              value: fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes)),
+            }),
+          ),
+        }),
+        { nil: undefined },
+      ),
+    })
+    .map((value) => ({ $case: "setAttributes" as const, value })),
 );
 const batch = fc.record({
   formatVersion: fc.nat(3),

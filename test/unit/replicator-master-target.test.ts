@@ -4,12 +4,16 @@ import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import {
   ChangeBatch,
   Codec,
   Consistency,
   EntryKind,
+  type Attributes,
   type Change,
   type Frame,
   type Marker,
@@ -24,6 +28,8 @@ import { describeTree } from "../fixture/tree-compare.js";
 
 type Op = NonNullable<Change["op"]>;
 const machineId = "m1";
+const run = promisify(execFile);
+const emptyDigest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const key = randomBytes(32);
 
 function frame(
@@ -49,11 +55,16 @@ function frame(
 
 const file = (path: string, mode = 0o644): Op => ({
   $case: "make",
-  value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode },
+  value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 },
+});
+const makeOf = (path: string) => ({ path, kind: EntryKind.ENTRY_KIND_FILE, mode: 0o644, rdevMajor: 0, rdevMinor: 0 });
+const attributes = (path: string, fields: Partial<Attributes>): Op => ({
+  $case: "setAttributes",
+  value: { path, mode: 0o644, attributes: { uid: 0, gid: 0, mtimeSec: 1, mtimeNsec: 0, xattrs: [], ...fields } },
 });
 const dir = (path: string): Op => ({
   $case: "make",
-  value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode: 0o755 },
+  value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode: 0o755, rdevMajor: 0, rdevMinor: 0 },
 });
 const write = (path: string, offset: number, text: string): Op => ({
   $case: "write",
@@ -178,16 +189,88 @@ describe("replicator master target apply", function () {
       () => frame(1, [file("f"), marker({ consistencyGroup: "g".repeat(257) })]),
       /marker: consistency group/,
     ],
+    [
+      "a make of an unknown kind",
+      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: 99 as unknown as EntryKind } }]),
+      /kind 99/,
+    ],
+    [
+      "device numbers on a FIFO",
+      () => frame(1, [{ $case: "make", value: { ...makeOf("f"), kind: EntryKind.ENTRY_KIND_FIFO, rdevMajor: 1 } }]),
+      /only device nodes/,
+    ],
+    ["attributes on a path outside the root", () => frame(1, [attributes("../x", {})]), /'\.\.' components/],
+    [
+      "setAttributes without attributes",
+      () => frame(1, [{ $case: "setAttributes", value: { path: "keep", mode: 0o644, attributes: undefined } }]),
+      /carries no attributes/,
+    ],
+    ["uid -1 (chown's leave-unchanged)", () => frame(1, [attributes("keep", { uid: 0xffffffff })]), /uid 4294967295/],
+    ["nanoseconds of a whole second", () => frame(1, [attributes("keep", { mtimeNsec: 1e9 })]), /nanoseconds/],
+    [
+      "an unsafe mtime",
+      () => frame(1, [attributes("keep", { mtimeSec: 2 ** 60 })]),
+      /larger than Number.MAX_SAFE_INTEGER/,
+    ],
+    [
+      "an xattr outside the replicated namespaces",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: "system.nfs4_acl", value: Buffer.from("x") }] })]),
+      /not in a replicated namespace/,
+    ],
+    [
+      "an oversized xattr value",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: "user.big", value: Buffer.alloc(65537) }] })]),
+      /65537 bytes/,
+    ],
+    [
+      "an xattr name of 256 bytes",
+      () => frame(1, [attributes("keep", { xattrs: [{ name: `user.${"n".repeat(251)}`, value: Buffer.from("x") }] })]),
+      /1-255 bytes/,
+    ],
+    [
+      "unsorted xattrs",
+      () =>
+        frame(1, [
+          attributes("keep", {
+            xattrs: [
+              { name: "user.b", value: Buffer.from("x") },
+              { name: "user.a", value: Buffer.from("x") },
+            ],
+          }),
+        ]),
+      /sorted/,
+    ],
   ];
   for (const [name, make, reason] of hostile) {
     it(`rejects a frame with ${name} and changes nothing`, async () => {
       await writeFile(join(replicaRoot, "keep"), "untouched");
-      const before = await describeTree(replicaRoot);
+      const before = await describeTree(replicaRoot, { metadata: true });
       await assert.rejects(applier.applyFrames([make()]), reason);
-      assert.deepEqual(await describeTree(replicaRoot), before);
+      assert.deepEqual(await describeTree(replicaRoot, { metadata: true }), before);
       assert.equal(applier.appliedSeq, 0);
     });
   }
+
+  it("without CAP_MKNOD and CAP_SYS_ADMIN, reports per path what it cannot keep and applies the rest", async function () {
+    const setpriv = await run("setpriv", ["--version"]).catch(() => undefined);
+    if (setpriv === undefined || process.getuid?.() !== 0) this.skip(); // needs root and util-linux's setpriv
+    const child = fileURLToPath(new URL("../fixture/apply-without-capabilities.js", import.meta.url));
+    const { stdout } = await run("setpriv", [
+      "--bounding-set=-mknod,-sys_admin",
+      "--",
+      process.execPath,
+      child,
+      replicaRoot,
+    ]);
+    assert.deepEqual(JSON.parse(stdout), [
+      "null: ENTRY_KIND_CHAR_DEVICE (mknod: EPERM, the master target needs CAP_MKNOD)",
+      "f: extended attribute trusted.t (EPERM)",
+    ]);
+    const kept = await describeTree(replicaRoot, { metadata: true });
+    assert.equal(kept.get("f"), `file 640 0 ${emptyDigest} owner 999:999 mtime 1600000000000000005 xattrs user.u=dQ==`);
+    assert.match(kept.get("fifo") ?? "", /^special 4 0:0 600 /, "FIFOs need no capability");
+    assert.equal(kept.has("null"), false);
+  });
 
   it("syncs a batch in which a changed directory was replaced by a file (regression: ENOTDIR)", async () => {
     await applier.applyFrames([

@@ -1,5 +1,5 @@
-// The agent's picture of the replica: per entry its kind, mode, size, link target and block
-// hashes, plus the stat identity that lets a scan skip unchanged files. Persisted with the
+// The agent's picture of the replica: per entry its kind, mode, size, link target, block
+// hashes, attributes (owner, mtime, xattrs, as a key) and device numbers, plus the stat identity that lets a scan skip unchanged files. Persisted with the
 // seq it corresponds to, and only once the process server acknowledged that seq.
 import { open, readFile, rename } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -7,6 +7,7 @@ import type { BigIntStats } from "node:fs";
 import { EntryKind, type ManifestEntry } from "../../gen/ksr/replication/v1/replication.js";
 import { BlockHashes, blockSize } from "../block-hash.js";
 import { fsyncDirectory } from "../durable-fs.js";
+import { attributesKey } from "../file-attributes.js";
 
 export interface ManifestRecord {
   kind: EntryKind;
@@ -17,12 +18,20 @@ export interface ManifestRecord {
   /** Stat identity when the record was taken from the source; empty when it came from a replica. */
   identity: string;
   ino: string;
+  /** attributesKey() of what the replica holds; "" when unknown (the attributes are sent again). */
+  attributes: string;
+  /** "major:minor" of a device node, "" otherwise. */
+  device: string;
 }
+
+/** Version 1 manifests predate attributes: their entries load with unknown attributes. */
+const manifestVersion = 2;
 
 interface PersistedManifest {
   version: number;
   machineId: string;
   seq: number;
+  rootAttributes?: string;
   entries: [
     path: string,
     kind: EntryKind,
@@ -32,6 +41,8 @@ interface PersistedManifest {
     hashes: string,
     identity: string,
     ino: string,
+    attributes?: string,
+    device?: string,
   ][];
 }
 
@@ -60,6 +71,8 @@ export class Manifest {
   private readonly byIno = new Map<string, Set<string>>();
   /** The inode each path is indexed under (records are updated in place, so not read from them). */
   private readonly inoOf = new Map<string, string>();
+  /** attributesKey() of the replica's root directory ("" when unknown). */
+  rootAttributes = "";
 
   constructor(
     readonly machineId: string,
@@ -108,6 +121,7 @@ export class Manifest {
     this.byIno.clear();
     this.inoOf.clear();
     for (const [path, record] of other.entries) this.set(path, record);
+    this.rootAttributes = other.rootAttributes;
   }
 
   pathsWithIno(ino: string): string[] {
@@ -126,9 +140,10 @@ export class Manifest {
   /** Writes atomically (temporary file, fsync, rename, fsync of the directory). */
   async save(file: string): Promise<void> {
     const persisted: PersistedManifest = {
-      version: 1,
+      version: manifestVersion,
       machineId: this.machineId,
       seq: this.seq,
+      rootAttributes: this.rootAttributes,
       entries: [...this.entries].map(([path, r]) => [
         path,
         r.kind,
@@ -138,6 +153,8 @@ export class Manifest {
         r.hashes.packed().toString("base64"),
         r.identity,
         r.ino,
+        r.attributes,
+        r.device,
       ]),
     };
     const temporary = `${file}.tmp`;
@@ -161,10 +178,11 @@ export class Manifest {
       throw error;
     }
     const persisted = JSON.parse(text) as PersistedManifest;
-    if (persisted.version !== 1 || persisted.machineId !== machineId)
+    if ((persisted.version !== 1 && persisted.version !== manifestVersion) || persisted.machineId !== machineId)
       throw new Error(`${file} is not a manifest of machine "${machineId}"; move it away to start over`);
     const manifest = new Manifest(machineId, persisted.seq);
-    for (const [path, kind, mode, size, linkTarget, hashes, identity, ino] of persisted.entries)
+    manifest.rootAttributes = persisted.rootAttributes ?? "";
+    for (const [path, kind, mode, size, linkTarget, hashes, identity, ino, attributes, device] of persisted.entries)
       manifest.set(path, {
         kind,
         mode,
@@ -173,6 +191,8 @@ export class Manifest {
         hashes: new BlockHashes(Buffer.from(hashes, "base64")),
         identity,
         ino,
+        attributes: attributes ?? "",
+        device: device ?? "",
       });
     return manifest;
   }
@@ -183,6 +203,12 @@ export class Manifest {
     for (const entry of entries) {
       if (entry.blockSize !== 0 && entry.blockSize !== blockSize)
         throw new Error(`the replica uses ${entry.blockSize}-byte blocks, this agent ${blockSize}`);
+      const attributes = entry.attributes === undefined ? "" : attributesKey(entry.attributes);
+      if (entry.path === "" && entry.kind === EntryKind.ENTRY_KIND_DIRECTORY) {
+        // A tree replica's root (a block replica's image is the file with the empty path).
+        manifest.rootAttributes = `${entry.mode}:${attributes}`;
+        continue;
+      }
       manifest.set(entry.path, {
         kind: entry.kind,
         mode: entry.mode,
@@ -191,8 +217,30 @@ export class Manifest {
         hashes: new BlockHashes(entry.blockHashes),
         identity: "",
         ino: "",
+        attributes,
+        device: deviceKey(entry),
       });
     }
     return manifest;
   }
+}
+
+/** A record of an entry the replica does not hold yet. */
+export function emptyRecord(kind: EntryKind, mode: number): ManifestRecord {
+  return {
+    kind,
+    mode,
+    size: 0,
+    linkTarget: "",
+    hashes: new BlockHashes(),
+    identity: "",
+    ino: "",
+    attributes: "",
+    device: "",
+  };
+}
+
+/** The manifest's form of a device node's numbers ("" for every other kind). */
+export function deviceKey(device: { rdevMajor: number; rdevMinor: number }): string {
+  return device.rdevMajor === 0 && device.rdevMinor === 0 ? "" : `${device.rdevMajor}:${device.rdevMinor}`;
 }

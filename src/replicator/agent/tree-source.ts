@@ -1,16 +1,29 @@
 // Turns the difference between a source directory and the manifest (the replica as the agent
 // knows it) into changes: only changed 64 KiB blocks, plus metadata operations. Renames and
-// hard links are recognised by inode so their content is not sent again.
+// hard links are recognised by inode so their content is not sent again. An entry's attributes
+// (owner, mode, mtime, xattrs) follow its content; a directory's follow, at the end of the round,
+// every change made inside it, since each of those changes the replica directory's mtime.
 import { open, readdir, readlink } from "node:fs/promises";
 import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
-import { EntryKind } from "../../gen/ksr/replication/v1/replication.js";
-import { BlockHashes, blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
+import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
+import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
 import { forEachBlock } from "../durable-fs.js";
+import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
 import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
-import { sameObjectMoved, statIdentity, type Manifest, type ManifestRecord } from "./manifest.js";
+import {
+  deviceKey,
+  emptyRecord,
+  sameObjectMoved,
+  statIdentity,
+  type Manifest,
+  type ManifestRecord,
+} from "./manifest.js";
 import type { ChangeSender } from "./sender.js";
+
+type Operation = NonNullable<Change["op"]>;
+type Emitter = Pick<ChangeSender, "emit">;
 
 /**
  * With write-range capture, the content of files already in the manifest is tracked by range
@@ -30,12 +43,80 @@ export interface DirtyFile {
 }
 
 export class TreeSource {
+  /** Directories changed inside during this round: their attributes are sent when it ends. */
+  private readonly touchedDirectories = new Set<string>();
+  /** Changes emitted so far (to tell whether an entry's content was sent). */
+  private emitted = 0;
+  private readonly emitter: Emitter = { emit: (op) => this.emit(op) };
+
   constructor(
     readonly root: string,
     private readonly manifest: Manifest,
     private readonly sender: ChangeSender,
     private readonly tracking?: ContentTracking,
   ) {}
+
+  private async emit(op: Operation): Promise<void> {
+    this.emitted++;
+    switch (op.$case) {
+      case "make":
+      case "remove":
+      case "symlink":
+      case "hardLink":
+        this.touchedDirectories.add(wireParent(op.value.path));
+        break;
+      case "rename":
+        this.touchedDirectories.add(wireParent(op.value.from));
+        this.touchedDirectories.add(wireParent(op.value.to));
+        break;
+      default:
+        break;
+    }
+    await this.sender.emit(op);
+  }
+
+  /** Sends the attributes of entries whose content or children changed (and of the root). */
+  private async finishRound(): Promise<void> {
+    const rootStats = await lstatIfExists(this.root);
+    if (rootStats?.isDirectory() === true) {
+      const attributes = readAttributes(this.root, rootStats);
+      const key = `${permissionMode(rootStats)}:${attributesKey(attributes)}`;
+      if (this.touchedDirectories.has("") || key !== this.manifest.rootAttributes) {
+        await this.sender.emit({
+          $case: "setAttributes",
+          value: { path: "", mode: permissionMode(rootStats), attributes },
+        });
+        this.manifest.rootAttributes = key;
+      }
+    }
+    const depth = (path: string) => path.split("/").length;
+    const directories = [...this.touchedDirectories].filter((path) => path !== "");
+    for (const path of directories.sort((a, b) => depth(b) - depth(a))) {
+      const record = this.manifest.get(path);
+      const stats = await lstatIfExists(join(this.root, path));
+      if (record?.kind !== EntryKind.ENTRY_KIND_DIRECTORY || stats?.isDirectory() !== true) continue;
+      await this.sendAttributes(path, stats, record);
+    }
+    this.touchedDirectories.clear();
+  }
+
+  /** Emits the entry's attributes and remembers them in its record. */
+  private async sendAttributes(path: string, stats: BigIntStats, record: ManifestRecord): Promise<void> {
+    const attributes = readAttributes(join(this.root, path), stats);
+    const mode = permissionMode(stats);
+    await this.sender.emit({ $case: "setAttributes", value: { path, mode, attributes } });
+    record.mode = mode;
+    record.attributes = attributesKey(attributes);
+  }
+
+  /** Whether the entry's attributes differ from what the record says the replica holds. */
+  private attributesChanged(path: string, stats: BigIntStats, record: ManifestRecord): boolean {
+    if (record.identity !== "" && record.identity === statIdentity(stats)) return false; // any change moves ctime
+    return (
+      record.mode !== permissionMode(stats) ||
+      record.attributes !== attributesKey(readAttributes(join(this.root, path), stats))
+    );
+  }
 
   /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
   async fullScan(): Promise<void> {
@@ -48,9 +129,10 @@ export class TreeSource {
     const gone = [...this.manifest.entries.keys()].filter((path) => !seen.has(path)).sort();
     for (const path of gone) {
       if (this.manifest.get(path) === undefined) continue; // its directory was removed already
-      await this.sender.emit({ $case: "remove", value: { path } });
+      await this.emit({ $case: "remove", value: { path } });
       this.manifest.deleteTree(path);
     }
+    await this.finishRound();
   }
 
   /** Brings the given paths (from change notifications) up to date; new directories are scanned whole. */
@@ -61,6 +143,7 @@ export class TreeSource {
     // Present entries first so a rename's new name is seen while its old one is still in the manifest.
     for (const { path, stats } of looked) if (stats !== undefined) await this.syncOne(path, stats);
     for (const { path, stats } of looked) if (stats === undefined) await this.syncOne(path, undefined);
+    await this.finishRound();
   }
 
   private async syncOne(path: string, stats: BigIntStats | undefined): Promise<void> {
@@ -82,7 +165,7 @@ export class TreeSource {
   }
 
   private async remove(path: string): Promise<void> {
-    await this.sender.emit({ $case: "remove", value: { path } });
+    await this.emit({ $case: "remove", value: { path } });
     this.manifest.deleteTree(path);
   }
 
@@ -93,13 +176,14 @@ export class TreeSource {
   ): Promise<void> {
     const kind = entryKind(stats);
     let old = this.manifest.get(path);
-    if (old !== undefined && old.kind !== kind) {
+    if (old !== undefined && (old.kind !== kind || old.device !== deviceKey(deviceNumbers(kind, stats.rdev)))) {
       await this.remove(path);
       old = undefined;
     }
     if (old === undefined && how.detectMoves) old = await this.movedOrLinked(path, stats);
     if (kind === EntryKind.ENTRY_KIND_DIRECTORY) await this.reconcileDirectory(path, stats, old, how.recurse);
     else if (kind === EntryKind.ENTRY_KIND_SYMLINK) await this.reconcileSymlink(path, stats, old);
+    else if (isSpecialKind(kind)) await this.reconcileSpecial(path, stats, kind, old);
     else await this.reconcileFile(path, stats, old);
   }
 
@@ -114,12 +198,13 @@ export class TreeSource {
       if (!isDirectory && !sameObjectMoved(record, stats)) continue;
       const now = await lstatIfExists(join(this.root, candidate));
       if (now === undefined || (!isDirectory && String(now.ino) !== ino)) {
-        await this.sender.emit({ $case: "rename", value: { from: candidate, to: path } });
+        await this.emit({ $case: "rename", value: { from: candidate, to: path } });
         this.manifest.moveTree(candidate, path);
+        if (isDirectory) this.touchedDirectories.add(path); // its ".." changed: so may its mtime
         return this.manifest.get(path);
       }
       if (record.kind === EntryKind.ENTRY_KIND_FILE && stats.nlink > 1n && String(now.ino) === ino) {
-        await this.sender.emit({ $case: "hardLink", value: { path, existing: candidate } });
+        await this.emit({ $case: "hardLink", value: { path, existing: candidate } });
         this.manifest.set(path, record);
         return record;
       }
@@ -134,18 +219,19 @@ export class TreeSource {
     recurse: boolean,
   ): Promise<void> {
     const mode = permissionMode(stats);
-    if (old === undefined)
-      await this.sender.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode } });
-    else if (old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
+    if (old === undefined) {
+      await this.emit({
+        $case: "make",
+        value: { path, kind: EntryKind.ENTRY_KIND_DIRECTORY, mode, rdevMajor: 0, rdevMinor: 0 },
+      });
+      this.touchedDirectories.add(path);
+    } else if (this.attributesChanged(path, stats, old)) this.touchedDirectories.add(path);
     const known = old !== undefined;
     this.manifest.set(path, {
-      kind: EntryKind.ENTRY_KIND_DIRECTORY,
-      mode,
-      size: 0,
-      linkTarget: "",
-      hashes: new BlockHashes(),
+      ...emptyRecord(EntryKind.ENTRY_KIND_DIRECTORY, old?.mode ?? mode),
       identity: statIdentity(stats),
       ino: String(stats.ino),
+      attributes: old?.attributes ?? "",
     });
     if (!recurse) return;
     // A directory that is new (or just moved here) may hold entries no notification reported.
@@ -167,44 +253,58 @@ export class TreeSource {
   private async reconcileSymlink(path: string, stats: BigIntStats, old: ManifestRecord | undefined): Promise<void> {
     const target = await readlink(join(this.root, path)).catch(() => undefined);
     if (target === undefined) return; // vanished; its removal event follows
-    if (old?.linkTarget !== target) await this.sender.emit({ $case: "symlink", value: { path, target } });
-    this.manifest.set(path, {
-      kind: EntryKind.ENTRY_KIND_SYMLINK,
-      mode: permissionMode(stats),
-      size: 0,
+    const record: ManifestRecord = {
+      ...emptyRecord(EntryKind.ENTRY_KIND_SYMLINK, old?.mode ?? permissionMode(stats)),
       linkTarget: target,
-      hashes: new BlockHashes(),
-      identity: statIdentity(stats),
-      ino: String(stats.ino),
-    });
+      attributes: old?.attributes ?? "",
+    };
+    const replaced = old?.linkTarget !== target;
+    if (replaced) await this.emit({ $case: "symlink", value: { path, target } });
+    if (replaced || this.attributesChanged(path, stats, old)) await this.sendAttributes(path, stats, record);
+    record.identity = statIdentity(stats);
+    record.ino = String(stats.ino);
+    this.manifest.set(path, record);
+  }
+
+  /** FIFOs, sockets and device nodes: made by mknod at the replica, then given their attributes. */
+  private async reconcileSpecial(
+    path: string,
+    stats: BigIntStats,
+    kind: EntryKind,
+    old: ManifestRecord | undefined,
+  ): Promise<void> {
+    const mode = permissionMode(stats);
+    const device = deviceNumbers(kind, stats.rdev);
+    const record: ManifestRecord = old ?? { ...emptyRecord(kind, mode), device: deviceKey(device) };
+    if (old === undefined) await this.emit({ $case: "make", value: { path, kind, mode, ...device } });
+    if (old === undefined || this.attributesChanged(path, stats, old)) await this.sendAttributes(path, stats, record);
+    record.identity = statIdentity(stats);
+    record.ino = String(stats.ino);
+    this.manifest.set(path, record);
   }
 
   private async reconcileFile(path: string, stats: BigIntStats, old: ManifestRecord | undefined): Promise<void> {
     const identity = statIdentity(stats);
     if (old !== undefined && old.identity === identity) return;
     const mode = permissionMode(stats);
+    // Its content, and then its attributes, are sent with its ranges (syncRanges).
     if (this.tracking !== undefined && old !== undefined && old.ino === String(stats.ino)) {
-      if (old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
-      old.mode = mode;
       this.tracking.changed(old.ino);
       return;
     }
     const size = Number(stats.size);
+    const emittedBefore = this.emitted;
     if (old === undefined)
-      await this.sender.emit({ $case: "make", value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode } });
-    const record: ManifestRecord = old ?? {
-      kind: EntryKind.ENTRY_KIND_FILE,
-      mode,
-      size: 0,
-      linkTarget: "",
-      hashes: new BlockHashes(),
-      identity: "",
-      ino: "",
-    };
-    if (record.size !== size) await this.sender.emit({ $case: "truncate", value: { path, size } });
-    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.sender);
-    if (old !== undefined && old.mode !== mode) await this.sender.emit({ $case: "setMode", value: { path, mode } });
-    record.mode = mode;
+      await this.emit({
+        $case: "make",
+        value: { path, kind: EntryKind.ENTRY_KIND_FILE, mode, rdevMajor: 0, rdevMinor: 0 },
+      });
+    const record: ManifestRecord = old ?? emptyRecord(EntryKind.ENTRY_KIND_FILE, mode);
+    if (record.size !== size) await this.emit({ $case: "truncate", value: { path, size } });
+    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter);
+    // Any write bumped the replica file's mtime (and dropped its capabilities): attributes go again.
+    const attributesStale = old?.identity === "" || this.emitted !== emittedBefore;
+    if (attributesStale || this.attributesChanged(path, stats, record)) await this.sendAttributes(path, stats, record);
     record.size = size;
     // A file that changed under the read is re-read next time, whatever its stat says then.
     record.identity = complete ? identity : "";
@@ -231,8 +331,9 @@ export class TreeSource {
     const blocks = dirty.whole ? undefined : [...dirty.blocks].filter((index) => index < count);
     if (dirty.truncatedFrom !== undefined)
       for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks?.push(index);
+    const emittedBefore = this.emitted;
     if (record.size !== size) {
-      await this.sender.emit({ $case: "truncate", value: { path, size } });
+      await this.emit({ $case: "truncate", value: { path, size } });
       // The old and the new last block changed length; and everything past the old end is new.
       // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
       for (const end of [record.size, size])
@@ -240,7 +341,10 @@ export class TreeSource {
       for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
     }
     const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
-    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.sender, runs);
+    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs);
+    // A write moves the replica file's mtime (and drops its capabilities): attributes go again.
+    if (this.emitted !== emittedBefore || this.attributesChanged(path, stats, record))
+      await this.sendAttributes(path, stats, record);
     record.size = size;
     record.identity = complete ? statIdentity(stats) : "";
     this.manifest.set(path, record);
@@ -274,7 +378,7 @@ class WriteRun {
 
   constructor(
     private readonly path: string,
-    private readonly sender: ChangeSender,
+    private readonly sender: Emitter,
   ) {}
 
   async add(offset: number, block: Buffer): Promise<void> {
@@ -304,7 +408,7 @@ export async function sendChangedBlocks(
   path: string,
   size: number,
   record: ManifestRecord,
-  sender: ChangeSender,
+  sender: Emitter,
   runs: readonly BlockRun[] = [{ first: 0, count: blockCount(size) }],
 ): Promise<boolean> {
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));

@@ -2,9 +2,13 @@
 // per 64 KiB block and only the first time a block changes between two points: the journal
 // needs the replica at points, not between them, so later overwrites in the same interval cost
 // nothing. Blocks at or past the size a file had when the interval first touched it are never
-// kept either: undoing truncates the file back to that size.
+// kept either: undoing truncates the file back to that size. Attributes (owner, mode, mtime,
+// xattrs) are kept the same way: the first time an interval changes an entry or the content of a
+// directory, as a record that comes first in its group, so it is undone last and the mtime the
+// undo's own writes and renames bumped ends as it was at the point.
 import { constants } from "node:fs";
-import { open } from "node:fs/promises";
+import { lstat, open } from "node:fs/promises";
+import { mtimeOf, readXattrs } from "../file-attributes.js";
 import { lstatOrUndefined, readExactly } from "./durable.js";
 import { entryKindDirectory, type JournalChange, type JournalOp } from "./change.js";
 import { parentOf, underRoot, unsafePathReason } from "./journal-path.js";
@@ -21,9 +25,19 @@ interface FileInterval {
 /** What the journal already holds for the current interval (reset at points and namespace changes). */
 export class IntervalState {
   private readonly files = new Map<string, FileInterval>();
+  private readonly attributesKept = new Set<string>();
 
   reset(): void {
     this.files.clear();
+    this.attributesKept.clear();
+  }
+
+  hasAttributes(path: string): boolean {
+    return this.attributesKept.has(path);
+  }
+
+  rememberAttributes(paths: Iterable<string>): void {
+    for (const path of paths) this.attributesKept.add(path);
   }
 
   get(path: string): FileInterval | undefined {
@@ -42,9 +56,33 @@ export interface Capture {
   records: UndoRecord[];
   moves: { path: string; object: string }[];
   remember: { path: string; baseSize: number; blocks: number[] } | undefined;
+  /** Paths whose attributes the records keep for this interval. */
+  rememberAttributes?: string[];
 }
 
 const nothing: Capture = { records: [], moves: [], remember: undefined };
+
+/** The entries whose attributes a change alters: the entry itself, or the directories it changes. */
+function attributePaths(op: JournalOp): string[] {
+  switch (op.$case) {
+    case "write":
+    case "zero":
+    case "truncate":
+      return op.value.path === "" ? [] : [op.value.path]; // "" is a block replica's image
+    case "setAttributes":
+      return [op.value.path];
+    case "make":
+    case "remove":
+    case "symlink":
+    case "hardLink":
+      return [parentOf(op.value.path)];
+    case "rename":
+      return [...new Set([parentOf(op.value.from), parentOf(op.value.to)])];
+    case "setMode":
+    case "marker":
+      return [];
+  }
+}
 
 export class ChangeCapturer {
   constructor(
@@ -56,6 +94,38 @@ export class ChangeCapturer {
   async capture(change: JournalChange, objectName: (index: number) => string): Promise<Capture> {
     const op = change.op;
     if (op === undefined || !(await this.pathsAreSafe(op))) return nothing;
+    const capture = await this.captureOp(op, objectName);
+    const attributes = await this.captureAttributes(attributePaths(op));
+    if (attributes.length === 0) return capture;
+    return {
+      ...capture,
+      records: [...attributes, ...capture.records],
+      rememberAttributes: attributes.map((record) => (record.type === "attributes" ? record.path : "")),
+    };
+  }
+
+  /** Attribute records of the paths this interval has not kept yet (entries that exist). */
+  private async captureAttributes(paths: readonly string[]): Promise<UndoRecord[]> {
+    const records: UndoRecord[] = [];
+    for (const path of paths) {
+      if (this.interval.hasAttributes(path)) continue;
+      const absolute = this.at(path);
+      const stats = await lstat(absolute, { bigint: true }).catch(() => undefined);
+      if (stats === undefined) continue;
+      records.push({
+        type: "attributes",
+        path,
+        mode: Number(stats.mode & 0o7777n),
+        uid: Number(stats.uid),
+        gid: Number(stats.gid),
+        ...mtimeOf(stats),
+        xattrs: readXattrs(absolute).map(({ name, value }) => [name, Buffer.from(value).toString("base64")]),
+      });
+    }
+    return records;
+  }
+
+  private async captureOp(op: JournalOp, objectName: (index: number) => string): Promise<Capture> {
     switch (op.$case) {
       case "write":
         return this.captureRange(
@@ -72,6 +142,8 @@ export class ChangeCapturer {
         return this.captureMake(op.value.path, op.value.kind);
       case "setMode":
         return this.captureMode(op.value.path);
+      case "setAttributes":
+        return nothing; // the attribute record is all it needs
       case "remove":
         return this.captureReplace(op.value.path, objectName, true);
       case "symlink":
@@ -99,7 +171,8 @@ export class ChangeCapturer {
           : op.$case === "marker"
             ? []
             : [op.value.path];
-    const imageAllowed = op.$case === "write" || op.$case === "zero" || op.$case === "truncate";
+    const imageAllowed =
+      op.$case === "write" || op.$case === "zero" || op.$case === "truncate" || op.$case === "setAttributes";
     for (const path of paths) {
       if (unsafePathReason(path, imageAllowed) !== undefined) return false;
       if (!(await this.parentsAreDirectories(path))) return false;

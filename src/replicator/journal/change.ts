@@ -14,9 +14,12 @@ export interface ZeroOp {
 }
 export interface MakeOp {
   path: string;
-  /** EntryKind: 1 file, 2 directory. */
+  /** EntryKind: 1 file, 2 directory, 4 FIFO, 5 socket, 6 character and 7 block device. */
   kind: number;
   mode: number;
+  /** Device numbers of a device node (0 otherwise). */
+  rdevMajor: number;
+  rdevMinor: number;
 }
 export interface PathOp {
   path: string;
@@ -32,6 +35,19 @@ export interface TruncateOp {
 export interface SetModeOp {
   path: string;
   mode: number;
+}
+export interface AttributesValue {
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  xattrs: { name: string; value: Uint8Array }[];
+}
+export interface SetAttributesOp {
+  /** "" is the root of a tree replica. */
+  path: string;
+  mode: number;
+  attributes: AttributesValue | undefined;
 }
 export interface SymlinkOp {
   path: string;
@@ -59,7 +75,8 @@ export type JournalOp =
   | { $case: "setMode"; value: SetModeOp }
   | { $case: "symlink"; value: SymlinkOp }
   | { $case: "hardLink"; value: HardLinkOp }
-  | { $case: "marker"; value: MarkerOp };
+  | { $case: "marker"; value: MarkerOp }
+  | { $case: "setAttributes"; value: SetAttributesOp };
 
 export interface JournalChange {
   seq: number;

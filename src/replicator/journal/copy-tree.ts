@@ -1,9 +1,18 @@
-// Copies replica entries the way a recovered volume needs them: content, sizes, permission bits,
-// symlinks verbatim, and hard links kept as links. Regular files go through copy_file_range,
-// so the kernel moves the bytes.
+// Copies replica entries the way a recovered volume needs them, as rsync -aHAX --numeric-ids
+// would: content, sizes, permission bits, owner, mtime, extended attributes, symlinks verbatim,
+// special files, and hard links kept as links. Regular files go through copy_file_range, so the
+// kernel moves the bytes.
 import type { Stats } from "node:fs";
-import { chmod, copyFile, link, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
+import { copyFile, link, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
 import { join } from "node:path";
+import {
+  applyAttributes,
+  deviceNumbers,
+  makeSpecial,
+  readAttributes,
+  specialKind,
+  type Unsupported,
+} from "../file-attributes.js";
 
 /**
  * Source inode → destination path of its copy, so further names of the inode become hard links.
@@ -64,12 +73,22 @@ function inodeKey(stats: Stats): string {
   return `${stats.dev}:${stats.ino}`;
 }
 
-/** Copies one entry; a directory is created without its content. */
-export async function copyEntry(source: string, destination: string, links: LinkMap): Promise<Stats> {
+/** Gives `destination` the owner, mode, xattrs and mtime `source` has now. */
+export async function copyAttributes(source: string, destination: string, unsupported: Unsupported): Promise<void> {
+  const stats = await lstat(source, { bigint: true });
+  await applyAttributes(destination, Number(stats.mode & 0o7777n), readAttributes(source, stats), unsupported);
+}
+
+/** Copies one entry; a directory is created without its content (its mtime is set again after it). */
+export async function copyEntry(
+  source: string,
+  destination: string,
+  links: LinkMap,
+  unsupported: Unsupported,
+): Promise<Stats> {
   const stats = await lstat(source);
   if (stats.isDirectory()) {
     await mkdir(destination, { recursive: true });
-    await chmod(destination, stats.mode & 0o7777);
   } else if (stats.isSymbolicLink()) {
     await symlink(await readlink(source), destination);
   } else if (stats.isFile()) {
@@ -77,19 +96,28 @@ export async function copyEntry(source: string, destination: string, links: Link
     if (copy !== undefined) {
       await link(copy, destination);
       links.remember(stats, destination);
-    } else {
-      await copyFile(source, destination);
-      await chmod(destination, stats.mode & 0o7777);
-      links.remember(stats, destination);
+      return stats; // the inode has its attributes already
     }
+    await copyFile(source, destination);
+    links.remember(stats, destination);
+  } else {
+    const kind = specialKind(stats);
+    makeSpecial(destination, kind, stats.mode & 0o7777, deviceNumbers(kind, stats.rdev));
   }
+  await copyAttributes(source, destination, unsupported);
   return stats;
 }
 
 /** Copies a whole tree (used to place journal objects into a hydrated copy). */
-export async function copyTree(source: string, destination: string, links: LinkMap): Promise<void> {
-  const stats = await copyEntry(source, destination, links);
+export async function copyTree(
+  source: string,
+  destination: string,
+  links: LinkMap,
+  unsupported: Unsupported,
+): Promise<void> {
+  const stats = await copyEntry(source, destination, links, unsupported);
   if (!stats.isDirectory()) return;
-  for (const name of (await readdir(source)).sort()) await copyTree(join(source, name), join(destination, name), links);
-  await chmod(destination, stats.mode & 0o7777);
+  for (const name of (await readdir(source)).sort())
+    await copyTree(join(source, name), join(destination, name), links, unsupported);
+  await copyAttributes(source, destination, unsupported); // the entries made inside moved its mtime
 }

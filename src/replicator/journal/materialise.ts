@@ -1,9 +1,10 @@
 // Turning a recovery point into files. `hydrate` writes the point into a new directory or image
 // while the replica keeps receiving changes; `rollback` turns the replica itself into the point.
 // Both keep a progress file and pick up where an interruption left them.
-import { chmod, lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { copyEntry, LinkMap } from "./copy-tree.js";
+import { copyAttributes, copyEntry, LinkMap } from "./copy-tree.js";
+import type { Unsupported } from "../file-attributes.js";
 import { DurableCounter } from "../durable-counter.js";
 import { writeFileAtomic } from "./durable.js";
 import { JournalUsageError } from "./errors.js";
@@ -145,10 +146,12 @@ export async function hydrate(
     const state = await startOrResumeHydrate(journal, point, destination, progressPath);
     const links = LinkMap.fromJSON(state.links);
     const save = () => writeFileAtomic(progressPath, JSON.stringify({ ...state, links }));
+    const notKept: string[] = [];
+    const noteNotKept: Unsupported = (path, what) => notKept.push(`${path}: ${what}`);
     const finished = await withCursor(cursorPath, async (cursor) => {
       const resumingUndo = state.phase === "undo";
       if (state.phase === "copy") {
-        await copyReplica(journal, replicaRoot, destination, state, links, save, progress);
+        await copyReplica(journal, replicaRoot, destination, state, links, save, progress, noteNotKept);
         state.phase = "undo";
         state.upperSeq = journal.lastRecordedSeq;
         await cursor.set(state.upperSeq);
@@ -166,8 +169,11 @@ export async function hydrate(
         await save();
         savedLinks = links.version;
       };
-      return undoGroups(journal, point, applier, state.upperSeq, cursor, saveChangedLinks, progress);
+      const undone = await undoGroups(journal, point, applier, state.upperSeq, cursor, saveChangedLinks, progress);
+      notKept.push(...applier.notKept);
+      return undone;
     });
+    reportNotKept(notKept, destination, progress);
     if (!finished) return false;
     await rm(progressPath, { force: true });
     await rm(cursorPath, { force: true });
@@ -242,12 +248,13 @@ async function copyReplica(
   links: LinkMap,
   save: () => Promise<void>,
   progress: MaterialiseProgress,
+  unsupported: Unsupported,
 ): Promise<void> {
   const release = await journal.holdNamespace();
   try {
     const rootStats = await lstat(replicaRoot);
     if (!rootStats.isDirectory()) {
-      await copyEntry(replicaRoot, destination, links);
+      await copyEntry(replicaRoot, destination, links, unsupported);
       return;
     }
     await mkdir(destination, { recursive: true });
@@ -258,17 +265,30 @@ async function copyReplica(
         continue; // copied before the interruption; its links are in the saved map
       }
       await removeStaleCopy(join(destination, path));
-      await copyEntry(source, join(destination, path), links);
+      await copyEntry(source, join(destination, path), links, unsupported);
       state.copiedThrough = path;
       if (++copied % progressEvery === 0) {
         await save();
         progress.onProgress?.(`copied ${copied} entries`);
       }
     }
-    await chmod(destination, rootStats.mode & 0o7777);
+    // Directory mtimes last, as rsync does: every entry copied into a directory moved its mtime.
+    for await (const path of walk(replicaRoot, ""))
+      if ((await lstat(join(replicaRoot, path))).isDirectory())
+        await copyAttributes(join(replicaRoot, path), join(destination, path), unsupported);
+    await copyAttributes(replicaRoot, destination, unsupported);
   } finally {
     release();
   }
+}
+
+/** Says what the destination could not keep (never silently): the count and the first few paths. */
+function reportNotKept(notKept: readonly string[], destination: string, progress: MaterialiseProgress): void {
+  if (notKept.length === 0) return;
+  const shown = notKept.slice(0, 5).join("; ");
+  progress.onProgress?.(
+    `${destination} could not keep ${notKept.length} attribute(s): ${shown}${notKept.length > 5 ? "; ..." : ""}`,
+  );
 }
 
 /** Every path under root (root included), for flushing a fresh copy. */
@@ -320,7 +340,9 @@ export async function rollback(
         (await beginRollback(journal, point, cursor, progressPath));
       journal.blockChangesForRollback(point);
       const applier = new UndoApplier(replicaRoot, (object) => journal.objectPath(object), "move");
-      return undoGroups(journal, point, applier, state.upperSeq, cursor, noop, progress);
+      const undone = await undoGroups(journal, point, applier, state.upperSeq, cursor, noop, progress);
+      reportNotKept(applier.notKept, replicaRoot, progress);
+      return undone;
     });
     if (!finished) return false;
     await journal.truncateAfter(point);

@@ -2,6 +2,10 @@
 // bytes; a crc32 covers everything after the crc field, so a flipped bit or a torn write is
 // always noticed. All records of one change form a group; its last record carries lastOfGroup,
 // so a group cut short by a crash is recognised and dropped as a whole.
+//
+// The format grows only by new record types: a journal written before a type existed reads the
+// same, and a reader that predates a type refuses a journal holding it ("unknown record type").
+// Type 7 (attributes) came with metadata fidelity.
 import { crc32 } from "node:zlib";
 import type { RecoveryPoint } from "./point.js";
 import { JournalCorruptError } from "./errors.js";
@@ -16,7 +20,18 @@ export type UndoRecord =
   /** The entry at the path (a file, symlink or whole tree) was moved into the journal as `object`. */
   | { type: "moved"; path: string; object: string }
   | { type: "renamed"; from: string; to: string }
-  | { type: "point"; point: RecoveryPoint };
+  | { type: "point"; point: RecoveryPoint }
+  /** The entry's owner, mode, mtime and extended attributes (values base64) before the change; "" is the root. */
+  | ({ type: "attributes"; path: string } & SavedAttributes);
+
+export interface SavedAttributes {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  xattrs: [name: string, base64: string][];
+}
 
 export interface RecordGroup {
   seq: number;
@@ -27,7 +42,7 @@ export const headerBytes = 24;
 const magic = 0x4b534a52; // "KSJR"
 const lastOfGroupFlag = 1;
 export const maxRecordBytes = 64 * 1024 * 1024;
-const typeCodes = { bytes: 1, mode: 2, absent: 3, moved: 4, renamed: 5, point: 6 } as const;
+const typeCodes = { bytes: 1, mode: 2, absent: 3, moved: 4, renamed: 5, point: 6, attributes: 7 } as const;
 const typeNames = new Map(Object.entries(typeCodes).map(([name, code]) => [code, name as UndoRecord["type"]]));
 
 function describe(record: UndoRecord): { meta: unknown; data: Buffer } {
@@ -141,7 +156,27 @@ export function decodeRecord(typeCode: number, payload: Buffer, where: string): 
       return { type, from: pathField(meta, "from", where, false), to: pathField(meta, "to", where, false) };
     case "point":
       return { type, point: decodePoint(meta.point, where) };
+    case "attributes":
+      return { type, path: pathField(meta, "path", where, true), ...decodeAttributes(meta, where) };
   }
+}
+
+const isInteger = (value: unknown): value is number => Number.isSafeInteger(value);
+const isXattrList = (value: unknown): value is [string, string][] =>
+  Array.isArray(value) &&
+  value.every(
+    (item) => Array.isArray(item) && item.length === 2 && typeof item[0] === "string" && typeof item[1] === "string",
+  );
+
+function decodeAttributes(meta: Record<string, unknown>, where: string): SavedAttributes {
+  return {
+    mode: field(meta, "mode", isCount, where),
+    uid: field(meta, "uid", isCount, where),
+    gid: field(meta, "gid", isCount, where),
+    mtimeSec: field(meta, "mtimeSec", isInteger, where),
+    mtimeNsec: field(meta, "mtimeNsec", isCount, where),
+    xattrs: field(meta, "xattrs", isXattrList, where),
+  };
 }
 
 function decodePoint(value: unknown, where: string): RecoveryPoint {

@@ -5,10 +5,11 @@ import { constants } from "node:fs";
 import { chmod, open, rename, rm } from "node:fs/promises";
 import { copyTree, LinkMap } from "./copy-tree.js";
 import { fsyncDirectory } from "../durable-fs.js";
+import { applyAttributes } from "../file-attributes.js";
 import { lstatOrUndefined } from "./durable.js";
 import { JournalCorruptError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
-import type { UndoRecord } from "./record.js";
+import type { SavedAttributes, UndoRecord } from "./record.js";
 
 /** Rollback moves journal objects back (no copy); hydration copies them and leaves the journal intact. */
 export type ObjectPlacement = "move" | "copy";
@@ -16,6 +17,11 @@ export type ObjectPlacement = "move" | "copy";
 export class UndoApplier {
   /** Files and directories changed since the last flush, made durable before progress is saved. */
   private readonly touched = new Set<string>();
+  /** What the destination could not keep (owner or xattrs refused there), one line per path. */
+  readonly notKept: string[] = [];
+  private readonly keepNote = (where: string, what: string): void => {
+    this.notKept.push(`${where}: ${what}`);
+  };
 
   constructor(
     private readonly root: string,
@@ -59,9 +65,24 @@ export class UndoApplier {
         return this.restoreMoved(record.path, record.object);
       case "renamed":
         return this.renameBack(record.from, record.to);
+      case "attributes":
+        return this.restoreAttributes(record.path, record);
       case "point":
         return;
     }
+  }
+
+  private async restoreAttributes(path: string, saved: SavedAttributes): Promise<void> {
+    if (!(await this.parentsUsable(path))) return;
+    const attributes = {
+      uid: saved.uid,
+      gid: saved.gid,
+      mtimeSec: saved.mtimeSec,
+      mtimeNsec: saved.mtimeNsec,
+      xattrs: saved.xattrs.map(([name, value]) => ({ name, value: Buffer.from(value, "base64") })),
+    };
+    const restored = await applyAttributes(this.at(path), saved.mode, attributes, this.keepNote);
+    if (restored) this.touched.add(this.at(path));
   }
 
   private async restoreBytes(path: string, offset: number, data: Buffer, oldSize: number): Promise<void> {
@@ -107,7 +128,7 @@ export class UndoApplier {
     if (!(await this.parentsUsable(path))) return;
     await this.removeTree(path);
     if (this.placement === "move") await rename(source, this.at(path));
-    else await copyTree(source, this.at(path), this.links);
+    else await copyTree(source, this.at(path), this.links, this.keepNote);
   }
 
   private async renameBack(from: string, to: string): Promise<void> {
@@ -146,7 +167,7 @@ async function syncPath(path: string): Promise<void> {
   } else if (stats?.isFile() === true) {
     const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
-      await handle.datasync(); // content and size; timestamps need not survive
+      await handle.sync(); // content, size, and the owner, mode and mtime attribute records restore
     } finally {
       await handle.close();
     }

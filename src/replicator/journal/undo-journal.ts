@@ -187,6 +187,7 @@ export class UndoJournal implements ChangeJournal {
     for (const move of capture.moves) await this.moveIntoJournal(replicaRoot, move.path, move.object);
     if (capture.remember !== undefined)
       this.interval.remember(capture.remember.path, capture.remember.baseSize, capture.remember.blocks);
+    if (capture.rememberAttributes !== undefined) this.interval.rememberAttributes(capture.rememberAttributes);
   }
 
   private async recordPoint(seq: number, marker: Parameters<typeof pointFromMarker>[1]): Promise<void> {

@@ -11,6 +11,7 @@ import { walk, walkOrder } from "../journal/materialise.js";
 import { readExactly } from "../journal/durable.js";
 import { maxFileOffset } from "./replica.js";
 import { wirePathComponents } from "../wire-path.js";
+import { deviceNumbers, readAttributes, specialKind } from "../file-attributes.js";
 
 export interface StreamCursor {
   path: string;
@@ -92,12 +93,24 @@ function linkedName(firstNames: Map<string, string>, stats: Stats, path: string)
 }
 
 async function describe(root: string, path: string, stats: Stats, hardLinkTo: string): Promise<PointEntry | undefined> {
-  const base = { path, mode: stats.mode & 0o7777, size: 0, linkTarget: "", hardLinkTo };
+  const absolute = join(root, path);
+  const base = {
+    path,
+    mode: stats.mode & 0o7777,
+    size: 0,
+    linkTarget: "",
+    hardLinkTo,
+    // A further name of a file shares the first name's inode, attributes included.
+    attributes: hardLinkTo === "" ? readAttributes(absolute, await lstat(absolute, { bigint: true })) : undefined,
+    rdevMajor: 0,
+    rdevMinor: 0,
+  };
   if (stats.isDirectory()) return { ...base, kind: EntryKind.ENTRY_KIND_DIRECTORY };
   if (stats.isSymbolicLink())
-    return { ...base, kind: EntryKind.ENTRY_KIND_SYMLINK, mode: 0, linkTarget: await readlink(join(root, path)) };
+    return { ...base, kind: EntryKind.ENTRY_KIND_SYMLINK, mode: 0, linkTarget: await readlink(absolute) };
   if (stats.isFile()) return { ...base, kind: EntryKind.ENTRY_KIND_FILE, size: stats.size };
-  return undefined; // replicas hold no devices, fifos or sockets
+  const kind = specialKind(stats);
+  return { ...base, kind, ...deviceNumbers(kind, stats.rdev) };
 }
 
 /** Data from `offset` on; all-zero chunks are left out (the client's file reads back zeros there). */

@@ -1,11 +1,27 @@
 // Applies validated changes to a replica directory or image. The replica never gains a path
 // outside its root: wire paths are checked, no component of a parent may be a symlink, and
-// the final component is opened with O_NOFOLLOW.
+// the final component is opened with O_NOFOLLOW; owner, xattrs and times are set with the
+// calls that act on a symlink itself (lchown, lsetxattr, utimensat with AT_SYMLINK_NOFOLLOW).
 import { constants } from "node:fs";
 import { chmod, link, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { EntryKind, type Change, type Marker } from "../../gen/ksr/replication/v1/replication.js";
+import {
+  EntryKind,
+  type Attributes,
+  type Change,
+  type MakeEntry,
+  type Marker,
+} from "../../gen/ksr/replication/v1/replication.js";
 import { fsyncDirectory } from "../durable-fs.js";
+import {
+  applyAttributes,
+  deviceNumbers,
+  invalidAttributes,
+  isSpecialKind,
+  makeSpecial,
+  specialKind,
+  type Unsupported,
+} from "../file-attributes.js";
 import { invalidMarker } from "../journal/point.js";
 import { wireParent, wirePathComponents } from "../wire-path.js";
 import type { ChangeJournal } from "./change-journal.js";
@@ -51,7 +67,8 @@ function checkMode(seq: number, mode: number): void {
     throw new ApplyError(seq, `mode ${mode} has bits outside 0o7777`);
 }
 
-function checkPath(seq: number, path: string): void {
+function checkPath(seq: number, path: string, rootAllowed = false): void {
+  if (rootAllowed && path === "") return;
   try {
     wirePathComponents(path);
   } catch (error) {
@@ -60,6 +77,18 @@ function checkPath(seq: number, path: string): void {
 }
 
 /** A marker that cannot become a recovery point rejects its whole frame before anything is applied. */
+function checkMake(seq: number, make: MakeEntry): void {
+  const { kind, rdevMajor, rdevMinor } = make;
+  if (kind !== EntryKind.ENTRY_KIND_FILE && kind !== EntryKind.ENTRY_KIND_DIRECTORY && !isSpecialKind(kind))
+    throw new ApplyError(seq, `make creates files, directories, FIFOs, sockets and devices; kind ${kind} is unknown`);
+  const device = kind === EntryKind.ENTRY_KIND_CHAR_DEVICE || kind === EntryKind.ENTRY_KIND_BLOCK_DEVICE;
+  if (!device && (rdevMajor !== 0 || rdevMinor !== 0))
+    throw new ApplyError(seq, "only device nodes have device numbers");
+  for (const number of [rdevMajor, rdevMinor])
+    if (!Number.isInteger(number) || number < 0 || number > 0xffffffff)
+      throw new ApplyError(seq, `device number ${number} is out of range`);
+}
+
 function checkMarker(seq: number, marker: Marker): void {
   const problem = invalidMarker(marker);
   if (problem !== undefined) throw new ApplyError(seq, `marker: ${problem}`);
@@ -85,10 +114,14 @@ export class TreeReplica implements Replica {
   private readonly verifiedDirectories = new Set<string>([""]);
   private readonly openFiles = new Map<string, FileHandle>();
   private readonly changedDirectories = new Set<string>();
+  /** Entries whose owner, mode, xattrs or mtime changed: fsync'ed (not fdatasync'ed) at the next sync. */
+  private readonly changedAttributes = new Set<string>();
 
   constructor(
     readonly root: string,
     private readonly journal: ChangeJournal,
+    /** What this replica cannot keep (no CAP_CHOWN or CAP_MKNOD, xattrs the filesystem refuses): logged per path. */
+    private readonly unsupported: Unsupported = () => undefined,
   ) {}
 
   validate(change: Change): void {
@@ -110,9 +143,16 @@ export class TreeReplica implements Replica {
       case "make":
         checkPath(seq, op.value.path);
         checkMode(seq, op.value.mode);
-        if (op.value.kind !== EntryKind.ENTRY_KIND_FILE && op.value.kind !== EntryKind.ENTRY_KIND_DIRECTORY)
-          throw new ApplyError(seq, "make creates only files and directories");
+        checkMake(seq, op.value);
         return;
+      case "setAttributes": {
+        checkPath(seq, op.value.path, true);
+        checkMode(seq, op.value.mode);
+        if (op.value.attributes === undefined) throw new ApplyError(seq, "setAttributes carries no attributes");
+        const problem = invalidAttributes(op.value.attributes);
+        if (problem !== undefined) throw new ApplyError(seq, problem);
+        return;
+      }
       case "setMode":
         checkPath(seq, op.value.path);
         checkMode(seq, op.value.mode);
@@ -158,7 +198,11 @@ export class TreeReplica implements Replica {
         await (await this.fileHandle(change.seq, op.value.path)).truncate(op.value.size);
         return;
       case "make":
-        await this.make(change.seq, op.value.path, op.value.kind, op.value.mode);
+        await this.make(change.seq, op.value);
+        return;
+      case "setAttributes":
+        if (op.value.attributes !== undefined)
+          await this.setAttributes(change.seq, op.value.path, op.value.mode, op.value.attributes);
         return;
       case "setMode":
         await this.setMode(change.seq, op.value.path, op.value.mode);
@@ -182,6 +226,8 @@ export class TreeReplica implements Replica {
 
   async sync(): Promise<void> {
     await this.closeFiles(() => true);
+    for (const path of this.changedAttributes) await this.syncAttributes(path);
+    this.changedAttributes.clear();
     for (const directory of this.changedDirectories) {
       try {
         await fsyncDirectory(join(this.root, directory));
@@ -262,14 +308,52 @@ export class TreeReplica implements Replica {
       if (!matching(path)) continue;
       this.openFiles.delete(path);
       try {
-        await handle.datasync();
+        if (this.changedAttributes.delete(path)) await handle.sync();
+        else await handle.datasync();
       } finally {
         await handle.close();
       }
     }
   }
 
-  private async make(seq: number, path: string, kind: EntryKind, mode: number): Promise<void> {
+  /**
+   * Makes attribute changes durable. Files and directories are fsync'ed; symlinks and special
+   * files cannot be opened safely (a FIFO blocks, a device may act), so their directory is, which
+   * on journalling filesystems commits their inodes too.
+   */
+  private async syncAttributes(path: string): Promise<void> {
+    const stats = await lstat(this.absolute(path)).catch((error: unknown) => {
+      if (isGoneOrReplaced(error)) return undefined;
+      throw error;
+    });
+    if (stats === undefined) return;
+    if (!stats.isFile() && !stats.isDirectory()) {
+      this.changedDirectories.add(wireParent(path));
+      return;
+    }
+    const handle = await open(this.absolute(path), constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async setAttributes(seq: number, path: string, mode: number, attributes: Attributes): Promise<void> {
+    if (path !== "") await this.checkParent(seq, path);
+    // A path a later change removed (replayed after a crash) is skipped: the agent sends attributes right after the entry.
+    const report: Unsupported = (_absolute, what) => {
+      this.unsupported(path, what);
+    };
+    if (await applyAttributes(this.absolute(path), mode, attributes, report)) this.changedAttributes.add(path);
+  }
+
+  private async make(seq: number, make: MakeEntry): Promise<void> {
+    const { path, kind, mode } = make;
+    if (isSpecialKind(kind)) {
+      await this.makeSpecial(seq, make);
+      return;
+    }
     if (kind === EntryKind.ENTRY_KIND_DIRECTORY) {
       await this.checkParent(seq, path);
       try {
@@ -285,6 +369,34 @@ export class TreeReplica implements Replica {
     }
     const handle = await this.fileHandle(seq, path, mode);
     await handle.chmod(mode);
+  }
+
+  /** mknod of a FIFO, socket or device node; an entry of the same kind and numbers is kept (a replay). */
+  private async makeSpecial(seq: number, make: MakeEntry): Promise<void> {
+    const { path, kind, mode } = make;
+    await this.checkParent(seq, path);
+    const absolute = this.absolute(path);
+    const existing = await lstat(absolute, { bigint: true }).catch((error: unknown) => {
+      if (isMissing(error)) return undefined;
+      throw error;
+    });
+    if (existing?.isDirectory() === true) throw new ApplyError(seq, `"${path}" is a directory in the replica`);
+    if (existing !== undefined) {
+      const device = deviceNumbers(kind, existing.rdev);
+      if (specialKind(existing) === kind && device.rdevMajor === make.rdevMajor && device.rdevMinor === make.rdevMinor)
+        return;
+      await this.closeFiles((open) => open === path);
+      await unlink(absolute);
+    }
+    try {
+      makeSpecial(absolute, kind, mode, make);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EPERM") throw error;
+      this.unsupported(path, `${EntryKind[kind]} (mknod: EPERM, the master target needs CAP_MKNOD)`);
+      return;
+    }
+    await chmod(absolute, mode); // mknod applied the umask
+    this.changedDirectories.add(wireParent(path));
   }
 
   private async setMode(seq: number, path: string, mode: number): Promise<void> {

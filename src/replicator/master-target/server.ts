@@ -1,5 +1,5 @@
 // The master target: serves Apply to process servers and writes replicas.
-import { mkdir } from "node:fs/promises";
+import { lstat, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type ServerDuplexStream, type ServerWritableStream } from "@grpc/grpc-js";
 import {
@@ -55,7 +55,10 @@ async function openMachine(
   let replica: Replica;
   if (spec.kind === "tree") {
     await mkdir(spec.path, { recursive: true });
-    replica = new TreeReplica(spec.path, journal);
+    const log = options.log ?? silentLog;
+    replica = new TreeReplica(spec.path, journal, (path, what) => {
+      log.warn(`machine ${spec.machineId}: the replica cannot keep ${what} of "${path}"`);
+    });
   } else {
     replica = new BlockReplica(spec.path, journal);
   }
@@ -224,6 +227,10 @@ async function streamManifest(
     if (applier.replica.kind === "block") {
       call.write(await describeImage(applier.replica.root));
     } else {
+      // The root first: its owner, mode and mtime are the volume's (a PGDATA at the mount point).
+      const rootStats = await lstat(applier.replica.root, { bigint: true });
+      const root = await describeEntry(applier.replica.root, { path: "", stats: rootStats });
+      if (root !== undefined) call.write(root);
       for await (const entry of walkTree(applier.replica.root)) {
         const described = await describeEntry(applier.replica.root, entry);
         if (described !== undefined && !call.write(described))

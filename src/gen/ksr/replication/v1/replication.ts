@@ -41,6 +41,11 @@ export enum EntryKind {
   ENTRY_KIND_FILE = 1,
   ENTRY_KIND_DIRECTORY = 2,
   ENTRY_KIND_SYMLINK = 3,
+  ENTRY_KIND_FIFO = 4,
+  /** ENTRY_KIND_SOCKET - A socket inode as mknod(S_IFSOCK) makes it (what rsync --specials does): no one listens on it. */
+  ENTRY_KIND_SOCKET = 5,
+  ENTRY_KIND_CHAR_DEVICE = 6,
+  ENTRY_KIND_BLOCK_DEVICE = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -78,6 +83,7 @@ export interface Change {
     | { $case: "symlink"; value: Symlink }
     | { $case: "hardLink"; value: HardLink }
     | { $case: "marker"; value: Marker }
+    | { $case: "setAttributes"; value: SetAttributes }
     | undefined;
 }
 
@@ -94,11 +100,45 @@ export interface ZeroRange {
   length: number;
 }
 
-/** Creates an empty file or a directory (a file that exists keeps its content). */
+/** Creates an empty file, a directory or a special file (a file that exists keeps its content). */
 export interface MakeEntry {
   path: string;
   kind: EntryKind;
   mode: number;
+  /** Device numbers of a character or block device. */
+  rdevMajor: number;
+  rdevMinor: number;
+}
+
+/**
+ * One extended attribute: user.*, trusted.*, security.* (file capabilities included) or a POSIX
+ * ACL (system.posix_acl_access, system.posix_acl_default, in the kernel's xattr encoding).
+ */
+export interface Xattr {
+  name: string;
+  value: Buffer;
+}
+
+/** What `rsync -aHAX --numeric-ids` keeps of an entry besides content and mode (atime is not kept). */
+export interface Attributes {
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** The complete set, sorted by name: attributes not listed are removed. */
+  xattrs: Xattr[];
+}
+
+/**
+ * Sets an entry's owner, group, mode (ignored for symlinks), extended attributes and mtime, in
+ * that order (chown clears setuid bits and file capabilities, every write bumps the mtime). Sent
+ * after the entry's content, and for a directory after the changes inside it. The path "" is the
+ * root of a tree replica. A path that no longer exists is skipped.
+ */
+export interface SetAttributes {
+  path: string;
+  mode: number;
+  attributes: Attributes | undefined;
 }
 
 /** Removes a file, symlink or a whole directory tree; a missing path is not an error. */
@@ -230,6 +270,10 @@ export interface ManifestEntry {
   linkTarget: string;
   blockHashes: Buffer;
   blockSize: number;
+  /** Absent from master targets that predate metadata fidelity: the agent then resends them. */
+  attributes: Attributes | undefined;
+  rdevMajor: number;
+  rdevMinor: number;
 }
 
 export interface ControlStatus {
@@ -384,6 +428,10 @@ export interface PointEntry {
   linkTarget: string;
   /** A further name of a file already sent under this path (hard link); no data follows. */
   hardLinkTo: string;
+  /** Owner, group, mtime and extended attributes; a directory's mtime is set after its entries. */
+  attributes: Attributes | undefined;
+  rdevMajor: number;
+  rdevMinor: number;
 }
 
 export interface DataChunk {
@@ -461,6 +509,9 @@ export const Change: MessageFns<Change> = {
         break;
       case "marker":
         Marker.encode(message.op.value, writer.uint32(90).fork()).join();
+        break;
+      case "setAttributes":
+        SetAttributes.encode(message.op.value, writer.uint32(98).fork()).join();
         break;
     }
     return writer;
@@ -565,6 +616,14 @@ export const Change: MessageFns<Change> = {
             }
 
             message.op = { $case: "marker", value: Marker.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.op = { $case: "setAttributes", value: SetAttributes.decode(reader, reader.uint32()) };
             continue;
           }
         }
@@ -717,7 +776,7 @@ export const ZeroRange: MessageFns<ZeroRange> = {
 };
 
 function createBaseMakeEntry(): MakeEntry {
-  return { path: "", kind: 0, mode: 0 };
+  return { path: "", kind: 0, mode: 0, rdevMajor: 0, rdevMinor: 0 };
 }
 
 export const MakeEntry: MessageFns<MakeEntry> = {
@@ -730,6 +789,12 @@ export const MakeEntry: MessageFns<MakeEntry> = {
     }
     if (message.mode !== 0) {
       writer.uint32(24).uint32(message.mode);
+    }
+    if (message.rdevMajor !== 0) {
+      writer.uint32(32).uint32(message.rdevMajor);
+    }
+    if (message.rdevMinor !== 0) {
+      writer.uint32(40).uint32(message.rdevMinor);
     }
     return writer;
   },
@@ -769,6 +834,237 @@ export const MakeEntry: MessageFns<MakeEntry> = {
             }
 
             message.mode = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rdevMajor = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rdevMinor = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseXattr(): Xattr {
+  return { name: "", value: Buffer.alloc(0) };
+}
+
+export const Xattr: MessageFns<Xattr> = {
+  encode(message: Xattr, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value.length !== 0) {
+      writer.uint32(18).bytes(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Xattr {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseXattr();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseAttributes(): Attributes {
+  return { uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: [] };
+}
+
+export const Attributes: MessageFns<Attributes> = {
+  encode(message: Attributes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.uid !== 0) {
+      writer.uint32(8).uint32(message.uid);
+    }
+    if (message.gid !== 0) {
+      writer.uint32(16).uint32(message.gid);
+    }
+    if (message.mtimeSec !== 0) {
+      writer.uint32(24).int64(message.mtimeSec);
+    }
+    if (message.mtimeNsec !== 0) {
+      writer.uint32(32).uint32(message.mtimeNsec);
+    }
+    for (const v of message.xattrs) {
+      Xattr.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Attributes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttributes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.uid = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.gid = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.mtimeSec = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mtimeNsec = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.xattrs.push(Xattr.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseSetAttributes(): SetAttributes {
+  return { path: "", mode: 0, attributes: undefined };
+}
+
+export const SetAttributes: MessageFns<SetAttributes> = {
+  encode(message: SetAttributes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(16).uint32(message.mode);
+    }
+    if (message.attributes !== undefined) {
+      Attributes.encode(message.attributes, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetAttributes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetAttributes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.attributes = Attributes.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -1951,7 +2247,18 @@ export const ManifestRequest: MessageFns<ManifestRequest> = {
 };
 
 function createBaseManifestEntry(): ManifestEntry {
-  return { path: "", kind: 0, mode: 0, size: 0, linkTarget: "", blockHashes: Buffer.alloc(0), blockSize: 0 };
+  return {
+    path: "",
+    kind: 0,
+    mode: 0,
+    size: 0,
+    linkTarget: "",
+    blockHashes: Buffer.alloc(0),
+    blockSize: 0,
+    attributes: undefined,
+    rdevMajor: 0,
+    rdevMinor: 0,
+  };
 }
 
 export const ManifestEntry: MessageFns<ManifestEntry> = {
@@ -1976,6 +2283,15 @@ export const ManifestEntry: MessageFns<ManifestEntry> = {
     }
     if (message.blockSize !== 0) {
       writer.uint32(56).uint32(message.blockSize);
+    }
+    if (message.attributes !== undefined) {
+      Attributes.encode(message.attributes, writer.uint32(66).fork()).join();
+    }
+    if (message.rdevMajor !== 0) {
+      writer.uint32(72).uint32(message.rdevMajor);
+    }
+    if (message.rdevMinor !== 0) {
+      writer.uint32(80).uint32(message.rdevMinor);
     }
     return writer;
   },
@@ -2047,6 +2363,30 @@ export const ManifestEntry: MessageFns<ManifestEntry> = {
             }
 
             message.blockSize = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.attributes = Attributes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.rdevMajor = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.rdevMinor = reader.uint32();
             continue;
           }
         }
@@ -3341,7 +3681,17 @@ export const HydrateRequest: MessageFns<HydrateRequest> = {
 };
 
 function createBasePointEntry(): PointEntry {
-  return { path: "", kind: 0, mode: 0, size: 0, linkTarget: "", hardLinkTo: "" };
+  return {
+    path: "",
+    kind: 0,
+    mode: 0,
+    size: 0,
+    linkTarget: "",
+    hardLinkTo: "",
+    attributes: undefined,
+    rdevMajor: 0,
+    rdevMinor: 0,
+  };
 }
 
 export const PointEntry: MessageFns<PointEntry> = {
@@ -3363,6 +3713,15 @@ export const PointEntry: MessageFns<PointEntry> = {
     }
     if (message.hardLinkTo !== "") {
       writer.uint32(50).string(message.hardLinkTo);
+    }
+    if (message.attributes !== undefined) {
+      Attributes.encode(message.attributes, writer.uint32(58).fork()).join();
+    }
+    if (message.rdevMajor !== 0) {
+      writer.uint32(64).uint32(message.rdevMajor);
+    }
+    if (message.rdevMinor !== 0) {
+      writer.uint32(72).uint32(message.rdevMinor);
     }
     return writer;
   },
@@ -3426,6 +3785,30 @@ export const PointEntry: MessageFns<PointEntry> = {
             }
 
             message.hardLinkTo = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.attributes = Attributes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.rdevMajor = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.rdevMinor = reader.uint32();
             continue;
           }
         }
