@@ -15,21 +15,13 @@ import { LocalPipeline } from "../src/replicator/local-pipeline.js";
 import { freePort } from "../src/local/ports.js";
 import { clientCredentials } from "../src/replicator/tls.js";
 import { cutsWhileLoaded } from "./points.js";
-import { lagUnderLoad, percentile, type LagResult } from "./replication.js";
+import { lagUnderLoad, percentile, type LagResult, type ScenarioResult } from "./replication.js";
 
 const exec = promisify(execFile);
 const mib = 1024 * 1024;
 const strategies = ["tree-scan", "write-ranges"] as const;
 
-interface Row {
-  scenario: string;
-  bytes: number;
-  seconds: number;
-  baseline: string;
-  baselineSeconds: number;
-  ratio: number;
-  [extra: string]: string | number;
-}
+type Row = ScenarioResult;
 
 /** Writes per second of `count` 4 KiB pwrites at random 4 KiB offsets of a 64 MiB file, from another process. */
 async function writeRate(file: string, count: number): Promise<number> {
