@@ -144,9 +144,9 @@ describe("recovery points over gRPC from a master target process", function () {
   }
 
   const openMachine = (ingestClient: IngestClient, machine = machineId) =>
-    unaryCall<{ machineId: string }, OpenReply>(
+    unaryCall<{ machineId: string; capture: undefined }, OpenReply>(
       (request, callback) => ingestClient.open(request, new Metadata(), callback),
-      { machineId: machine },
+      { machineId: machine, capture: undefined },
     );
 
   /** Places a marker in the stream as the agent would; returns its seq once the process server has it durable. */

@@ -14,6 +14,7 @@ const minute = 60_000;
 
 const control = (fields: Partial<ControlStatus>): ControlStatus => ({
   machineId: "m",
+  capture: undefined,
   durableSeq: 10,
   appliedSeq: 10,
   cachedBytes: 0,

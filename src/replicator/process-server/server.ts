@@ -7,6 +7,7 @@ import {
   ChangeBatch,
   ControlService,
   IngestService,
+  type CaptureInfo,
   type ControlServer,
   type IngestServer,
   type ManifestEntry,
@@ -67,6 +68,19 @@ export class PushRejected extends Error {
   }
 }
 
+const captureStrategies = ["tree-scan", "write-ranges", "block-scan"];
+
+/** An agent's capture report, checked before it is kept and shown to the operator. */
+function checkCaptureInfo(capture: CaptureInfo | undefined): CaptureInfo | undefined {
+  if (capture === undefined) return undefined;
+  if (!captureStrategies.includes(capture.strategy))
+    throw new PushRejected(
+      `capture.strategy must be one of ${captureStrategies.join(", ")}, not "${capture.strategy.slice(0, 40)}"`,
+    );
+  if (capture.reason.length > 1024) throw new PushRejected("capture.reason must be at most 1024 characters");
+  return { strategy: capture.strategy, reason: capture.reason };
+}
+
 export async function startProcessServer(options: ProcessServerOptions): Promise<RunningServer> {
   await loadBlockHasher();
   await mkdir(options.cacheDir, { recursive: true });
@@ -102,7 +116,9 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
         callback,
         async (): Promise<OpenReply> => {
           requireAgentOf(call, call.request.machineId, revoked);
+          const capture = checkCaptureInfo(call.request.capture);
           const state = await machine(call.request.machineId);
+          if (capture !== undefined) state.capture = capture;
           return {
             durableSeq: state.cache.durableSeq,
             appliedSeq: state.appliedSeq ?? 0,
@@ -155,6 +171,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             captureMode: report?.captureMode ?? "",
             lastReportUnixMs: progress.latestAt,
             receivedBytes: progress.receivedBytes,
+            capture: state.capture,
           };
         },
         asStatus,

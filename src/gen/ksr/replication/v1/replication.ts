@@ -188,6 +188,18 @@ export interface ChangeBatch {
 
 export interface OpenRequest {
   machineId: string;
+  /** How the agent captures changes right now; the process server reports it in Control.Status. */
+  capture: CaptureInfo | undefined;
+}
+
+/**
+ * The capture strategy an agent runs and why (for an automatic choice that fell back, why the
+ * better strategy could not run).
+ */
+export interface CaptureInfo {
+  /** "tree-scan", "write-ranges" or "block-scan". */
+  strategy: string;
+  reason: string;
 }
 
 export interface OpenReply {
@@ -302,6 +314,8 @@ export interface ControlStatus {
   lastReportUnixMs: number;
   /** Batch bytes accepted from the agent since this process server started. */
   receivedBytes: number;
+  /** As the agent last reported it (unset until the agent connected since the process server started). */
+  capture: CaptureInfo | undefined;
 }
 
 export interface ResyncReply {
@@ -1576,13 +1590,16 @@ export const ChangeBatch: MessageFns<ChangeBatch> = {
 };
 
 function createBaseOpenRequest(): OpenRequest {
-  return { machineId: "" };
+  return { machineId: "", capture: undefined };
 }
 
 export const OpenRequest: MessageFns<OpenRequest> = {
   encode(message: OpenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.machineId !== "") {
       writer.uint32(10).string(message.machineId);
+    }
+    if (message.capture !== undefined) {
+      CaptureInfo.encode(message.capture, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1606,6 +1623,71 @@ export const OpenRequest: MessageFns<OpenRequest> = {
             }
 
             message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.capture = CaptureInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCaptureInfo(): CaptureInfo {
+  return { strategy: "", reason: "" };
+}
+
+export const CaptureInfo: MessageFns<CaptureInfo> = {
+  encode(message: CaptureInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.strategy !== "") {
+      writer.uint32(10).string(message.strategy);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CaptureInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCaptureInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.strategy = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
             continue;
           }
         }
@@ -2521,6 +2603,7 @@ function createBaseControlStatus(): ControlStatus {
     captureMode: "",
     lastReportUnixMs: 0,
     receivedBytes: 0,
+    capture: undefined,
   };
 }
 
@@ -2564,6 +2647,9 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.receivedBytes !== 0) {
       writer.uint32(104).uint64(message.receivedBytes);
+    }
+    if (message.capture !== undefined) {
+      CaptureInfo.encode(message.capture, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -2683,6 +2769,14 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             }
 
             message.receivedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.capture = CaptureInfo.decode(reader, reader.uint32());
             continue;
           }
         }
