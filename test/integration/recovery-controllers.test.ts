@@ -19,7 +19,7 @@ import { operatorDeps } from "../../src/controllers/deps.js";
 import { addFailoverRunController } from "../../src/controllers/failoverrun/controller.js";
 import { MachineMetrics } from "../../src/controllers/metrics.js";
 import { addRecoveryPlanController } from "../../src/controllers/recoveryplan/controller.js";
-import { deployments, KubeClient, namespaces, type Manager } from "../../src/runtime/index.js";
+import { deployments, isConflict, KubeClient, namespaces, type Manager } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
 import { testManager, waitFor } from "../fixture/runtime.js";
 
@@ -156,16 +156,25 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
         },
       },
     });
-    const current = await plan();
-    const groups = structuredClone(current.spec.groups);
-    const smoke = groups[0]?.postActions?.[0];
-    ok(smoke?.script !== undefined);
-    smoke.script.jobTemplate.spec = {
-      template: {
-        spec: { restartPolicy: "Never", containers: [{ name: "smoke", image: "busybox", command: ["true"] }] },
-      },
-    };
-    await client.replace(recoveryPlans, { ...current, spec: { groups } });
+    // The controller writes the plan's status meanwhile, so the edit retries on a conflict, as kubectl edit would.
+    await waitFor("the plan's fixed Job template to be stored", async () => {
+      const current = await plan();
+      const groups = structuredClone(current.spec.groups);
+      const smoke = groups[0]?.postActions?.[0];
+      ok(smoke?.script !== undefined);
+      smoke.script.jobTemplate.spec = {
+        template: {
+          spec: { restartPolicy: "Never", containers: [{ name: "smoke", image: "busybox", command: ["true"] }] },
+        },
+      };
+      try {
+        await client.replace(recoveryPlans, { ...current, spec: { groups } });
+        return true;
+      } catch (error) {
+        if (isConflict(error)) return false;
+        throw error;
+      }
+    });
     await waitFor("the plan to be Valid", async () => (await valid())?.status === "True");
   });
 
