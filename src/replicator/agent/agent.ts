@@ -25,6 +25,7 @@ import { BlockSource } from "./block-source.js";
 import { Manifest } from "./manifest.js";
 import { CaptureLock, PointCutter, type CaptureStream, type CutFlush, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
+import type { ReportedCaptureStrategy } from "../capture-strategy.js";
 import { startCapture, type Capture, type CaptureChoice, type CaptureRequest } from "./capture.js";
 import { treeBytes, TreeSource, type ContentTracking } from "./tree-source.js";
 
@@ -261,7 +262,7 @@ export class Agent implements CaptureStream {
     await this.scan();
   }
 
-  private captureInfo(): { strategy: string; reason: string } {
+  private captureInfo(): { strategy: ReportedCaptureStrategy; reason: string } {
     if (this.options.mode === "block")
       return { strategy: "block-scan", reason: "an image file is hashed at the scan interval" };
     return this.capture?.choice ?? { strategy: "tree-scan", reason: "--once: one scan, no notifications" };
@@ -301,7 +302,6 @@ export class Agent implements CaptureStream {
       syncing: running,
       syncBytesTotal: totalBytes,
       syncBytesDone: Math.min(progress.examinedBytes, totalBytes),
-      captureMode: this.options.mode,
     };
     this.client.report(report, new Metadata(), { deadline: Date.now() + reportIntervalMs * 5 }, () => undefined);
   }

@@ -17,6 +17,7 @@ import {
   type PushRequest,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../block-hash.js";
+import { isReportedCaptureStrategy, reportedCaptureStrategies } from "../capture-strategy.js";
 import { codecFor, maxBatchBytes, sealFrame, type CompressionName } from "../frame-codec.js";
 import {
   answerUnary,
@@ -68,14 +69,12 @@ export class PushRejected extends Error {
   }
 }
 
-const captureStrategies = ["tree-scan", "write-ranges", "block-scan"];
-
 /** An agent's capture report, checked before it is kept and shown to the operator. */
 function checkCaptureInfo(capture: CaptureInfo | undefined): CaptureInfo | undefined {
   if (capture === undefined) return undefined;
-  if (!captureStrategies.includes(capture.strategy))
+  if (!isReportedCaptureStrategy(capture.strategy))
     throw new PushRejected(
-      `capture.strategy must be one of ${captureStrategies.join(", ")}, not "${capture.strategy.slice(0, 40)}"`,
+      `capture.strategy must be one of ${reportedCaptureStrategies.join(", ")}, not "${capture.strategy.slice(0, 40)}"`,
     );
   if (capture.reason.length > 1024) throw new PushRejected("capture.reason must be at most 1024 characters");
   return { strategy: capture.strategy, reason: capture.reason };
@@ -168,7 +167,6 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             syncing: report?.syncing ?? false,
             syncBytesTotal: report?.syncBytesTotal ?? 0,
             syncBytesDone: report?.syncBytesDone ?? 0,
-            captureMode: report?.captureMode ?? "",
             lastReportUnixMs: progress.latestAt,
             receivedBytes: progress.receivedBytes,
             capture: state.capture,

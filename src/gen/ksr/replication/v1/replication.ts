@@ -238,8 +238,6 @@ export interface AgentReport {
   /** Bytes of regular files the running (or last) full comparison covers, and how many it has examined. */
   syncBytesTotal: number;
   syncBytesDone: number;
-  /** "tree" or "block". */
-  captureMode: string;
 }
 
 export interface AgentReportReply {
@@ -310,7 +308,6 @@ export interface ControlStatus {
   syncing: boolean;
   syncBytesTotal: number;
   syncBytesDone: number;
-  captureMode: string;
   lastReportUnixMs: number;
   /** Batch bytes accepted from the agent since this process server started. */
   receivedBytes: number;
@@ -1884,15 +1881,7 @@ export const PushRequest: MessageFns<PushRequest> = {
 };
 
 function createBaseAgentReport(): AgentReport {
-  return {
-    machineId: "",
-    observedUnixMs: 0,
-    coveredSeq: 0,
-    syncing: false,
-    syncBytesTotal: 0,
-    syncBytesDone: 0,
-    captureMode: "",
-  };
+  return { machineId: "", observedUnixMs: 0, coveredSeq: 0, syncing: false, syncBytesTotal: 0, syncBytesDone: 0 };
 }
 
 export const AgentReport: MessageFns<AgentReport> = {
@@ -1914,9 +1903,6 @@ export const AgentReport: MessageFns<AgentReport> = {
     }
     if (message.syncBytesDone !== 0) {
       writer.uint32(48).uint64(message.syncBytesDone);
-    }
-    if (message.captureMode !== "") {
-      writer.uint32(58).string(message.captureMode);
     }
     return writer;
   },
@@ -1980,14 +1966,6 @@ export const AgentReport: MessageFns<AgentReport> = {
             }
 
             message.syncBytesDone = longToNumber(reader.uint64());
-            continue;
-          }
-          case 7: {
-            if (tag !== 58) {
-              break;
-            }
-
-            message.captureMode = reader.string();
             continue;
           }
         }
@@ -2600,7 +2578,6 @@ function createBaseControlStatus(): ControlStatus {
     syncing: false,
     syncBytesTotal: 0,
     syncBytesDone: 0,
-    captureMode: "",
     lastReportUnixMs: 0,
     receivedBytes: 0,
     capture: undefined,
@@ -2638,9 +2615,6 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.syncBytesDone !== 0) {
       writer.uint32(80).uint64(message.syncBytesDone);
-    }
-    if (message.captureMode !== "") {
-      writer.uint32(90).string(message.captureMode);
     }
     if (message.lastReportUnixMs !== 0) {
       writer.uint32(96).int64(message.lastReportUnixMs);
@@ -2745,14 +2719,6 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             }
 
             message.syncBytesDone = longToNumber(reader.uint64());
-            continue;
-          }
-          case 11: {
-            if (tag !== 90) {
-              break;
-            }
-
-            message.captureMode = reader.string();
             continue;
           }
           case 12: {
