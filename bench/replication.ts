@@ -31,7 +31,7 @@ function mixedContent(size: number): Buffer {
   return Buffer.concat([text.subarray(0, Math.floor(size * 0.6)), randomBytes(size - Math.floor(size * 0.6))]);
 }
 
-async function makeTree(root: string, scale: number): Promise<{ bytes: number; small: string[] }> {
+export async function makeTree(root: string, scale: number): Promise<{ bytes: number; small: string[] }> {
   await mkdir(join(root, "small"), { recursive: true });
   const bigSize = Math.floor(512 * mib * scale);
   const big = await open(join(root, "big.bin"), "w");
