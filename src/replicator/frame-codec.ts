@@ -135,7 +135,7 @@ export function sealFrame(
  * of the sealed bytes, after `prefixBytes` left for the caller (the cache's record header).
  */
 export function encodeFrame(frame: Frame, prefixBytes = 0): Buffer {
-  if (Number(frame.codec) < 0) throw new Error(`frame codec ${frame.codec} is not a codec`);
+  if (frame.codec === Codec.UNRECOGNIZED) throw new Error("a frame with an unrecognized codec cannot be encoded");
   const machineId = Buffer.from(frame.machineId);
   const size =
     bytesBytes(machineId.length) +
