@@ -240,8 +240,6 @@ export class Agent implements CaptureStream {
           continue;
         }
         this.options.log.warn(`replication step failed (retrying): ${(error as Error).message}`);
-        this.scanDue = true; // the notifications it had taken are gone: verify everything
-
         await sleep(retryMs);
       }
     }
@@ -410,6 +408,16 @@ export class Agent implements CaptureStream {
    * after them is what gets waited for).
    */
   private async captureRound(scanDue: boolean, settle = true, lost = false): Promise<void> {
+    try {
+      await this.captureChanges(scanDue, settle, lost);
+    } catch (error) {
+      // The notifications it took are gone, whoever called it (a follow step or a cut): verify everything.
+      this.scanDue = true;
+      throw error;
+    }
+  }
+
+  private async captureChanges(scanDue: boolean, settle: boolean, lost: boolean): Promise<void> {
     const capture = this.capture;
     if (capture === undefined || scanDue || lost) {
       // A periodic scan under write ranges checks the namespace; a lost notification, everything.
