@@ -445,22 +445,30 @@ export class TreeSource {
     if (dirty.truncatedFrom !== undefined)
       for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks?.push(index);
     const emittedBefore = this.emitted;
-    if (record.size !== size) {
-      await this.emit({ $case: "truncate", value: { path, size } });
-      // The old and the new last block changed length; and everything past the old end is new.
-      // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
-      for (const end of [record.size, size])
-        if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
-      for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
+    try {
+      if (record.size !== size) {
+        await this.emit({ $case: "truncate", value: { path, size } });
+        // The old and the new last block changed length; and everything past the old end is new.
+        // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
+        for (const end of [record.size, size])
+          if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
+        for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
+      }
+      const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
+      const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs);
+      // A write moves the replica file's mtime (and drops its capabilities): attributes go again.
+      if (this.emitted !== emittedBefore || this.attributesChanged(path, stats, record))
+        await this.sendAttributes(path, stats, record);
+      record.size = size;
+      record.identity = complete ? statIdentity(stats) : "";
+      this.manifest.set(path, record);
+    } catch (error) {
+      if (error instanceof ResyncNeeded) throw error; // the resync replaces the manifest
+      // Half sent, or its hashes already moved for blocks not sent yet: forgotten (removed at the
+      // replica), it is read whole under whatever name the namespace notifications report next.
+      await this.forget(path, this.emitted !== emittedBefore);
+      if (!isVanished(error)) throw error;
     }
-    const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
-    const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs);
-    // A write moves the replica file's mtime (and drops its capabilities): attributes go again.
-    if (this.emitted !== emittedBefore || this.attributesChanged(path, stats, record))
-      await this.sendAttributes(path, stats, record);
-    record.size = size;
-    record.identity = complete ? statIdentity(stats) : "";
-    this.manifest.set(path, record);
   }
 }
 
