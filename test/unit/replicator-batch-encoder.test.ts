@@ -57,6 +57,10 @@ const batch = fc.record({
   changes: fc.array(fc.record({ seq, op: operation })),
 });
 
+/** The fields a push request and a frame share: whose changes, which seqs, and payload bytes. */
+const range = { machineId: path, firstSeq: seq, lastSeq: seq };
+const payload = fc.uint8Array({ maxLength: 500 }).map((bytes) => Buffer.from(bytes));
+
 describe("replicator batch encoder", () => {
   it("encodes change batches byte for byte like the generated encoder", () => {
     fc.assert(
@@ -68,20 +72,11 @@ describe("replicator batch encoder", () => {
 
   it("encodes push requests byte for byte like the generated encoder", () => {
     fc.assert(
-      fc.property(
-        fc.record({
-          machineId: path,
-          firstSeq: seq,
-          lastSeq: seq,
-          batch: fc.uint8Array({ maxLength: 500 }).map((b) => Buffer.from(b)),
-          resync: fc.boolean(),
-        }),
-        (request) => {
-          const decoded = PushRequest.decode(encodePushRequest(request));
-          assert.deepEqual(decoded, { ...request });
-          assert.ok(encodePushRequest(request).equals(Buffer.from(PushRequest.encode(request).finish())));
-        },
-      ),
+      fc.property(fc.record({ ...range, batch: payload, resync: fc.boolean() }), (request) => {
+        const decoded = PushRequest.decode(encodePushRequest(request));
+        assert.deepEqual(decoded, { ...request });
+        assert.ok(encodePushRequest(request).equals(Buffer.from(PushRequest.encode(request).finish())));
+      }),
     );
   });
 
@@ -89,11 +84,9 @@ describe("replicator batch encoder", () => {
     fc.assert(
       fc.property(
         fc.record({
-          machineId: path,
-          firstSeq: seq,
-          lastSeq: seq,
+          ...range,
           codec: fc.constantFrom(Codec.CODEC_UNSPECIFIED, Codec.CODEC_NONE, Codec.CODEC_ZSTD, Codec.CODEC_LZ4),
-          sealed: fc.uint8Array({ maxLength: 500 }).map((b) => Buffer.from(b)),
+          sealed: payload,
           afterGap: fc.boolean(),
           uncompressedSize: fc.oneof(fc.constant(0), fc.nat(), fc.constant(2 ** 32 - 1)),
         }),
