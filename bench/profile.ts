@@ -32,7 +32,7 @@ export function topSelfTime(profile: CpuProfile, count: number): { name: string;
     const delta = profile.timeDeltas[index] ?? 0;
     if (node === undefined) return;
     const { functionName, url, lineNumber } = node.callFrame;
-    const where = url === "" ? "" : ` ${url.replace(/^.*\/(dist|node_modules)\//, "$1/")}:${lineNumber + 1}`;
+    const where = url === "" ? "" : ` ${url.replace(/^.*?\/(dist|node_modules)\//, "$1/")}:${lineNumber + 1}`;
     const name = `${functionName === "" ? "(anonymous)" : functionName}${where}`;
     self.set(name, (self.get(name) ?? 0) + delta);
     total += delta;
@@ -43,11 +43,11 @@ export function topSelfTime(profile: CpuProfile, count: number): { name: string;
     .map(([name, micros]) => ({ name, ms: micros / 1000, share: total === 0 ? 0 : micros / total }));
 }
 
-async function tables(dir: string, scenario: string): Promise<string> {
+async function tables(dir: string, scenario: string, pids: ReadonlyMap<number, string>): Promise<string> {
   const lines: string[] = [];
   for (const file of (await readdir(dir)).filter((name) => name.endsWith(".cpuprofile")).sort()) {
     const profile = JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile;
-    const role = roleOf(profile);
+    const role = roleOf(file, pids);
     const seconds = (profile.endTime - profile.startTime) / 1e6;
     lines.push(`## ${scenario}: ${role} (${seconds.toFixed(1)} s profiled)`, "self ms    share  function");
     for (const row of topSelfTime(profile, 10))
@@ -57,14 +57,14 @@ async function tables(dir: string, scenario: string): Promise<string> {
   return lines.join("\n");
 }
 
-/** Which program a profile is from, by the modules it ran. */
-function roleOf(profile: CpuProfile): string {
-  const urls = [...new Set(profile.nodes.map((node) => node.callFrame.url))];
-  const has = (part: string) => urls.some((url) => url.includes(part));
-  if (has("/agent/agent.js")) return "agent";
-  if (has("/process-server/server.js")) return "process server";
-  if (has("/master-target/server.js")) return "master target";
-  return "other";
+/** Which program wrote a profile: node names it CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile. */
+function roleOf(file: string, pids: ReadonlyMap<number, string>): string {
+  return pids.get(Number(file.split(".")[3])) ?? "other";
+}
+
+/** The pids of a pipeline's programs, by role. */
+function pidsOf(pipeline: LocalPipeline, into: Map<number, string>): void {
+  for (const [role, child] of pipeline.processes) if (child.pid !== undefined) into.set(child.pid, role);
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -86,8 +86,10 @@ export async function run(args: string[]): Promise<void> {
       nodeArgs: ["--cpu-prof", "--cpu-prof-dir", initialDir],
     });
     const started = Date.now();
+    const initialPids = new Map<number, string>();
     try {
       await pipeline.startAll();
+      pidsOf(pipeline, initialPids);
       await pipeline.agentExit();
     } finally {
       await pipeline.stopAll();
@@ -96,17 +98,22 @@ export async function run(args: string[]): Promise<void> {
     sections.push(
       `initial copy: ${bytes} bytes in ${initialSeconds.toFixed(1)} s`,
       "",
-      await tables(initialDir, "initial copy"),
+      await tables(initialDir, "initial copy", initialPids),
     );
 
     const lagDir = join(work, "profiles-lag");
+    const lagPids = new Map<number, string>();
     const lag = await lagUnderLoad(join(work, "lag"), lagSeconds, {
       pipeline: { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", lagDir] },
+      whileLoaded: (pipeline) => {
+        pidsOf(pipeline, lagPids);
+        return Promise.resolve();
+      },
     });
     sections.push(
       `lag under 20 MB/s: p50 ${lag.p50} s, p99 ${lag.p99} s, replicated ${(lag.bytesPerSecond / 1e6).toFixed(1)} MB/s`,
       "",
-      await tables(lagDir, "lag under 20 MB/s"),
+      await tables(lagDir, "lag under 20 MB/s", lagPids),
     );
   } finally {
     await rm(work, { recursive: true, force: true });
