@@ -69,7 +69,7 @@ function pointRow(scenario: string, points: readonly PointReport[], lag: LagResu
 }
 
 /** Asks the agent's Barrier service for a point every few seconds while the load runs. */
-async function cutsWhileLoaded(
+export async function cutsWhileLoaded(
   address: string,
   credentials: Awaited<ReturnType<typeof clientCredentials>>,
   loaded: () => boolean,

@@ -3,7 +3,7 @@
 // --no-fidelity skips the metadata-heavy initial copy against rsync -aHAX --numeric-ids.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AgentProgress } from "../src/replicator/agent/agent.js";
@@ -31,7 +31,7 @@ function mixedContent(size: number): Buffer {
   return Buffer.concat([text.subarray(0, Math.floor(size * 0.6)), randomBytes(size - Math.floor(size * 0.6))]);
 }
 
-async function makeTree(root: string, scale: number): Promise<{ bytes: number; small: string[] }> {
+export async function makeTree(root: string, scale: number): Promise<{ bytes: number; small: string[] }> {
   await mkdir(join(root, "small"), { recursive: true });
   const bigSize = Math.floor(512 * mib * scale);
   const big = await open(join(root, "big.bin"), "w");
@@ -180,16 +180,24 @@ export interface LagOptions {
   pipeline?: Partial<PipelineOptions>;
   /** Runs beside the load (for example on-demand recovery points) until the load ends. */
   whileLoaded?: (pipeline: LocalPipeline, loaded: () => boolean) => Promise<void>;
+  /** The written files (default 100 of 4 MiB; larger ones are made sparse, then written into). */
+  files?: number;
+  fileSize?: number;
+  /** The load (default 20 MB/s). */
+  bytesPerSecond?: number;
 }
 
-/** Replication lag (source write → readable in the replica) under 20 MB/s of 4–64 KiB random writes. */
+/** Replication lag (source write → readable in the replica) under 20 MB/s (or as given) of 4–64 KiB random writes. */
 export async function lagUnderLoad(work: string, seconds: number, options: LagOptions = {}): Promise<LagResult> {
   const source = join(work, "lag-source");
   const target = join(work, "lag-target");
   await mkdir(source, { recursive: true });
-  const files = 100;
-  const fileSize = 4 * mib;
-  for (let i = 0; i < files; i++) await writeFile(join(source, `f${i}`), Buffer.alloc(fileSize));
+  const files = options.files ?? 100;
+  const fileSize = options.fileSize ?? 4 * mib;
+  for (let i = 0; i < files; i++) {
+    if (fileSize <= 64 * mib) await writeFile(join(source, `f${i}`), Buffer.alloc(fileSize));
+    else await writeFile(join(source, `f${i}`), "").then(() => truncate(join(source, `f${i}`), fileSize));
+  }
   const pipeline = await LocalPipeline.create({
     source,
     target,
@@ -220,7 +228,7 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
     const start = Date.now();
     const end = start + seconds * 1000;
     const beside = options.whileLoaded?.(pipeline, () => Date.now() < end);
-    const perTick = (20 * 1e6) / 20; // 20 MB/s in 50 ms ticks
+    const perTick = (options.bytesPerSecond ?? 20e6) / 20; // in 50 ms ticks
     let nextSample = 0;
     const poller = setInterval(() => {
       void (async () => {

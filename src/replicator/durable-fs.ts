@@ -27,20 +27,21 @@ export async function openRegularFile(path: string, flags: number, mode?: number
 const readChunkBytes = 4 * 1024 * 1024;
 
 /**
- * Calls back with consecutive blocks of a file (the last may be short); reads in large chunks.
- * Blocks are views of a reused buffer: copy what must outlive the callback. Returns false when
- * the file ended before `size` (it shrank while being read).
+ * Calls back with consecutive blocks of a file from `from` (a block boundary) to `size` (the
+ * last may be short); reads in large chunks. Blocks are views of a reused buffer: copy what must
+ * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
  */
 export async function forEachBlock(
   handle: FileHandle,
   size: number,
   blockBytes: number,
   onBlock: (index: number, block: Buffer) => void | Promise<void>,
+  from = 0,
 ): Promise<boolean> {
   const chunkBytes = Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
-  const chunk = Buffer.allocUnsafe(chunkBytes);
-  for (let offset = 0; offset < size; offset += chunkBytes) {
-    const wanted = Math.min(chunkBytes, size - offset);
+  const chunk = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(blockBytes, size - from)));
+  for (let offset = from; offset < size; offset += chunk.length) {
+    const wanted = Math.min(chunk.length, size - offset);
     const { bytesRead } = await handle.read(chunk, 0, wanted, offset);
     for (let start = 0; start < bytesRead; start += blockBytes) {
       await onBlock((offset + start) / blockBytes, chunk.subarray(start, Math.min(start + blockBytes, bytesRead)));

@@ -123,7 +123,7 @@ export class LocalPipeline {
       grpcOptions,
     );
     try {
-      return await callWithin(client.open.bind(client), { machineId: this.machineId }, 2000);
+      return await callWithin(client.open.bind(client), { machineId: this.machineId, capture: undefined }, 2000);
     } finally {
       client.close();
     }

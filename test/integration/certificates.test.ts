@@ -46,7 +46,7 @@ const certificateOf = (secret: Secret | undefined) => new x509.X509Certificate(d
 
 function openReply(client: IngestClient, machineId: string): Promise<OpenReply> {
   return new Promise((resolve, reject) => {
-    client.open({ machineId }, new Metadata(), { deadline: Date.now() + 5000 }, (error, reply) => {
+    client.open({ machineId, capture: undefined }, new Metadata(), { deadline: Date.now() + 5000 }, (error, reply) => {
       if (error) reject(error);
       else resolve(reply);
     });

@@ -78,7 +78,9 @@ describe("recovery points over gRPC from a master target process", function () {
     info: (message: string) => agentLines.push(`${new Date().toISOString()} ${message}`),
     warn: (message: string) => agentLines.push(`${new Date().toISOString()} warn: ${message}`),
   };
-  const epoch = Date.now();
+  // Set when the suite starts, not when mocha loads the file: a long run before this suite
+  // would age the points past the retention windows the tests expect.
+  let epoch: number;
 
   const identity = (name: string): TlsFiles => {
     const files = pipeline.tls.get(name);
@@ -145,9 +147,9 @@ describe("recovery points over gRPC from a master target process", function () {
   }
 
   const openMachine = (ingestClient: IngestClient, machine = machineId) =>
-    unaryCall<{ machineId: string }, OpenReply>(
+    unaryCall<{ machineId: string; capture: undefined }, OpenReply>(
       (request, callback) => ingestClient.open(request, new Metadata(), callback),
-      { machineId: machine },
+      { machineId: machine, capture: undefined },
     );
 
   /** Places a marker in the stream as the agent would; returns its seq once the process server has it durable. */
@@ -230,6 +232,7 @@ describe("recovery points over gRPC from a master target process", function () {
   }
 
   before(async () => {
+    epoch = Date.now();
     pipeline = await createTestPipeline();
     await writeFile(join(pipeline.work, "key"), pipeline.key.toString("hex"), { mode: 0o600 });
     await startMasterTarget();

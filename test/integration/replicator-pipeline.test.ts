@@ -52,10 +52,15 @@ async function populate(root: string): Promise<void> {
 
 function openReply(client: IngestClient, machine = machineId): Promise<OpenReply> {
   return new Promise((resolve, reject) => {
-    client.open({ machineId: machine }, new Metadata(), { deadline: Date.now() + 5000 }, (error, reply) => {
-      if (error) reject(error);
-      else resolve(reply);
-    });
+    client.open(
+      { machineId: machine, capture: undefined },
+      new Metadata(),
+      { deadline: Date.now() + 5000 },
+      (error, reply) => {
+        if (error) reject(error);
+        else resolve(reply);
+      },
+    );
   });
 }
 

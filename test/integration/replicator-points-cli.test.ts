@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { GroupPoint } from "../../src/replicator/journal/consistency-group.js";
 import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js";
+import type { AgentProgress } from "../../src/replicator/agent/agent.js";
 import { LocalPipeline } from "../../src/replicator/local-pipeline.js";
 import type { RecoveryPoint } from "../../src/replicator/journal/point.js";
 import { freePort } from "../../src/local/ports.js";
@@ -17,6 +18,7 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
   let work: string;
   let pipeline: LocalPipeline;
   let barrierPort: number;
+  let progress: AgentProgress | undefined;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "ksr-points-cli-"));
@@ -31,6 +33,7 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
       machineId: "web",
       once: false,
       logDir: work,
+      onProgress: (latest) => (progress = latest),
       agentArgs: ["--barrier-listen", `localhost:${barrierPort}`, "--crash-point-interval", "1h"],
     });
     await pipeline.startAll();
@@ -65,8 +68,11 @@ describe("recovery points: ksr replicator agent --barrier-listen and group-cut (
     const { point } = JSON.parse(cut.stdout) as { point: GroupPoint };
     assert.equal(point.group, "frontend");
     assert.ok((point.members.web ?? 0) > 0, "the member's marker seq is recorded");
-    // A tree agent cannot stop the application's writes: without hooks a group cut is best-effort.
-    assert.equal(point.consistency, "best-effort");
+    // Without hooks, a group cut is crash only when the agent can hold the application's writes
+    // (write ranges, where this machine offers them); tree scan cannot stop them.
+    const strategy = progress?.capture?.strategy;
+    assert.ok(strategy !== undefined, "the agent reported its capture");
+    assert.equal(point.consistency, strategy === "write-ranges" ? "crash" : "best-effort", `with ${strategy}`);
     assert.deepEqual(await new GroupPointLog(log).list(), [point]);
     const open = await pipeline.openAsAgent();
     assert.ok(open.appliedSeq >= (point.members.web ?? Infinity), "the marker was applied when group-cut answered");

@@ -20,7 +20,9 @@ import { GroupPointLog } from "../../src/replicator/journal/consistency-group.js
 import type { QuiesceHook } from "../../src/replicator/journal/quiesce.js";
 import { agentCommonName, coordinatorCommonName } from "../../src/replicator/tls.js";
 import { freePort } from "../../src/local/ports.js";
+import { consistencyFromWire } from "../../src/replicator/journal/point.js";
 import { eventually } from "../fixture/eventually.js";
+import { fanotifyUnavailable } from "../fixture/fanotify.js";
 import { barrierCall, createPointsSite, cutNow, type PointsSite } from "../fixture/points-site.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 
@@ -72,28 +74,56 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       assert.ok(summary.lastSeq >= latest.seq);
     });
 
-    it("labels a cut best-effort while writes keep arriving, crash once they stopped", async () => {
-      const running = await site.startAgent("m1");
-      const client = await site.barrierClient(running.address);
-      const writer = startWriterProcess(join(site.source("m1"), "busy.bin"));
-      try {
-        await eventually("the writer's file replicated", async () =>
-          (await stat(join(site.replica("m1"), "busy.bin")).catch(() => undefined))?.size === busyFileBytes
-            ? true
-            : undefined,
-        );
-        const busy = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
-        assert.equal(busy.consistency, Consistency.CONSISTENCY_BEST_EFFORT);
-        assert.equal(site.journal("m1").point(busy.pointId).consistency, "best-effort");
-      } finally {
-        await stopProcess(writer);
-      }
-      const quiet = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
-      assert.equal(quiet.consistency, Consistency.CONSISTENCY_CRASH);
-      const hydrated = await site.hydrateAt("m1", quiet.pointId);
-      assert.equal(await treesDiffer(site.source("m1"), hydrated), "");
-      assert.match(running.logs.join("\n"), /best-effort at seq \d+ \(writes were in flight at the cut\)/);
-    });
+    // Tree scan cannot stop writes, so a busy source gives best-effort cuts; write ranges hold
+    // the writes, so the same cut is crash-consistent and shows one instant of the writer.
+    const busyCases: { capture: "tree-scan" | "write-ranges"; busy: Consistency }[] = [
+      { capture: "tree-scan", busy: Consistency.CONSISTENCY_BEST_EFFORT },
+      { capture: "write-ranges", busy: Consistency.CONSISTENCY_CRASH },
+    ];
+    for (const { capture, busy } of busyCases)
+      it(`labels a cut under writes ${busy === Consistency.CONSISTENCY_CRASH ? "crash (writes held)" : "best-effort"} with ${capture}, crash once they stopped`, async function () {
+        if (capture === "write-ranges") {
+          const unavailable = await fanotifyUnavailable(site.source("m1"));
+          if (unavailable !== undefined) {
+            this.test!.title += ` (skipped: ${unavailable})`;
+            this.skip();
+          }
+        }
+        const running = await site.startAgent("m1", { capture });
+        const client = await site.barrierClient(running.address);
+        const writer = startWriterProcess(join(site.source("m1"), "busy.bin"));
+        try {
+          await eventually("the writer's file replicated", async () =>
+            (await stat(join(site.replica("m1"), "busy.bin")).catch(() => undefined))?.size === busyFileBytes
+              ? true
+              : undefined,
+          );
+          const cut = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
+          assert.equal(cut.consistency, busy);
+          assert.equal(site.journal("m1").point(cut.pointId).consistency, consistencyFromWire(busy));
+          if (busy === Consistency.CONSISTENCY_CRASH) {
+            // The writer puts counter i into block i % 16: at one instant the blocks hold 16 consecutive counters.
+            const content = await readFile(join(await site.hydrateAt("m1", cut.pointId), "busy.bin"));
+            const counters = Array.from({ length: 16 }, (_, block) => content.readUInt32LE(block * 4096)).sort(
+              (a, b) => a - b,
+            );
+            assert.deepEqual(
+              counters,
+              counters.map((_, k) => (counters[0] ?? 0) + k),
+              "the point shows the writer at one instant",
+            );
+          }
+        } finally {
+          await stopProcess(writer);
+        }
+        const quiet = await cutNow(client, { requested: Consistency.CONSISTENCY_CRASH });
+        assert.equal(quiet.consistency, Consistency.CONSISTENCY_CRASH);
+        const hydrated = await site.hydrateAt("m1", quiet.pointId);
+        assert.equal(await treesDiffer(site.source("m1"), hydrated), "");
+        if (busy === Consistency.CONSISTENCY_BEST_EFFORT)
+          assert.match(running.logs.join("\n"), /best-effort at seq \d+ \(writes were in flight at the cut\)/);
+        assert.match(running.logs.join("\n"), new RegExp(`capture: ${capture} `));
+      });
 
     it("runs pre hooks in order and post hooks in reverse; a failed or slow hook means no app point", async () => {
       const trace = join(site.work, "trace");
@@ -246,13 +276,17 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
       await site.close();
     });
 
-    function coordinator(members: { machineId: string; address: string }[], phaseTimeoutMs = 10_000) {
+    function coordinator(
+      members: { machineId: string; address: string }[],
+      phaseTimeoutMs = 10_000,
+      requested: "app" | "crash" = "app",
+    ) {
       return GroupCoordinator.create({
         group: "shop",
         members,
         tls: site.identity(coordinatorCommonName),
         logFile: join(site.work, "group-points"),
-        requested: "app",
+        requested,
         phaseTimeoutMs,
         log: { warn: () => undefined },
       });
@@ -304,6 +338,57 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
         pointIds,
       );
       assert.equal(writer.frozen, 0, "every freeze was thawed");
+    });
+
+    it("makes crash-consistent group points without hooks when write ranges hold every member's writes", async function () {
+      const unavailable = await fanotifyUnavailable(site.source("g1"));
+      if (unavailable !== undefined) {
+        this.test!.title += ` (skipped: ${unavailable})`;
+        this.skip();
+      }
+      const agents = await Promise.all(
+        ["g1", "g2"].map((machineId) => site.startAgent(machineId, { capture: "write-ranges" })),
+      );
+      const group = await coordinator(
+        agents.map((agent, index) => ({ machineId: `g${index + 1}`, address: agent.address })),
+        10_000,
+        "crash",
+      );
+      // Another process writes counter i to g1's file, then to g2's: at one instant g1 has i or i + 1.
+      const files = ["g1", "g2"].map((machineId) => join(site.source(machineId), "counter"));
+      const program = `const fs = require("fs"); const fds = ${JSON.stringify(files)}.map((f) => fs.openSync(f, "w+"));
+        for (let i = 1; ; i++) for (const fd of fds) fs.writeSync(fd, String(i).padStart(12, "0"), 0);`;
+      const child = spawn(process.execPath, ["-e", program], { stdio: "ignore" });
+      const pointIds: string[] = [];
+      try {
+        await eventually("both counters replicated", async () => {
+          const sizes = await Promise.all(
+            ["g1", "g2"].map((m) => stat(join(site.replica(m), "counter")).catch(() => undefined)),
+          );
+          return sizes.every((size) => size?.size === 12) ? true : undefined;
+        });
+        for (let cut = 0; cut < 3; cut++) {
+          const result = await group.cut();
+          assert.ok(result.ok, result.ok ? "" : result.reason);
+          assert.equal(result.point.consistency, "crash");
+          pointIds.push(result.point.id);
+        }
+      } finally {
+        await stopProcess(child);
+        group.close();
+      }
+      for (const id of pointIds) {
+        const [first, second] = await Promise.all(
+          ["g1", "g2"].map(async (machineId) => {
+            assert.equal(site.journal(machineId).point(id).consistency, "crash");
+            return Number(await readFile(join(await site.hydrateAt(machineId, id), "counter"), "utf8"));
+          }),
+        );
+        assert.ok(
+          first === second || first === (second ?? 0) + 1,
+          `group point ${id}: g1 has ${first}, g2 has ${second}`,
+        );
+      }
     });
 
     it("makes no group point when a member is unreachable, and releases the others", async () => {

@@ -152,7 +152,7 @@ describe("machine phases after a failover (computeStatus)", () => {
     syncing: false,
     syncBytesTotal: 100,
     syncBytesDone: 100,
-    captureMode: "tree",
+    capture: undefined,
     lastReportUnixMs: now - 1000,
     receivedBytes: 100,
   };

@@ -15,6 +15,7 @@ const minute = 60_000;
 
 const control = (fields: Partial<ControlStatus>): ControlStatus => ({
   machineId: "m",
+  capture: { strategy: "write-ranges", reason: "fanotify pre-content events" },
   durableSeq: 10,
   appliedSeq: 10,
   cachedBytes: 0,
@@ -24,7 +25,6 @@ const control = (fields: Partial<ControlStatus>): ControlStatus => ({
   syncing: false,
   syncBytesTotal: 0,
   syncBytesDone: 0,
-  captureMode: "tree",
   lastReportUnixMs: now - 1000,
   receivedBytes: 0,
   resyncHeld: false,
@@ -277,6 +277,19 @@ describe("protectedmachine: status from observations", () => {
       },
     ]);
   });
+  const modeCases: { strategy: string | undefined; captureMode: string | undefined }[] = [
+    { strategy: "write-ranges", captureMode: "tree" },
+    { strategy: "tree-scan", captureMode: "tree" },
+    { strategy: "block-scan", captureMode: "block" },
+    { strategy: "a-newer-strategy", captureMode: undefined },
+    { strategy: undefined, captureMode: undefined },
+  ];
+  for (const { strategy, captureMode } of modeCases)
+    it(`shows a volume's capture mode as ${captureMode ?? "absent"} for the agent's strategy ${strategy ?? "(none reported)"}`, () => {
+      const capture = strategy === undefined ? undefined : { strategy, reason: "" };
+      const { status } = computeStatus(input({ volumes: [volume("a", { capture })] }));
+      assert.equal(status.volumes?.[0]?.captureMode, captureMode);
+    });
 });
 
 describe("protectedmachine: recovery point summary", () => {

@@ -8,7 +8,6 @@ const report = (observedUnixMs: number, coveredSeq: number) => ({
   syncing: false,
   syncBytesTotal: 0,
   syncBytesDone: 0,
-  captureMode: "tree",
 });
 
 describe("process server: agent progress turns the applied seq into a source time", () => {

@@ -1,8 +1,16 @@
 // The hand-written encoder must produce exactly what the generated one does.
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
-import { ChangeBatch, EntryKind, PushRequest, type Change } from "../../src/gen/ksr/replication/v1/replication.js";
+import {
+  ChangeBatch,
+  Codec,
+  EntryKind,
+  Frame,
+  PushRequest,
+  type Change,
+} from "../../src/gen/ksr/replication/v1/replication.js";
 import { encodeChangeBatch, encodePushRequest } from "../../src/replicator/agent/batch-encoder.js";
+import { encodeFrame } from "../../src/replicator/frame-codec.js";
 
 const seq = fc.oneof(fc.constant(0), fc.nat(), fc.constant(2 ** 40 + 5), fc.constant(Number.MAX_SAFE_INTEGER));
 const path = fc.oneof(fc.constant(""), fc.string(), fc.constant("dir/ü/файл"));
@@ -49,6 +57,10 @@ const batch = fc.record({
   changes: fc.array(fc.record({ seq, op: operation })),
 });
 
+/** The fields a push request and a frame share: whose changes, which seqs, and payload bytes. */
+const range = { machineId: path, firstSeq: seq, lastSeq: seq };
+const payload = fc.uint8Array({ maxLength: 500 }).map((bytes) => Buffer.from(bytes));
+
 describe("replicator batch encoder", () => {
   it("encodes change batches byte for byte like the generated encoder", () => {
     fc.assert(
@@ -60,18 +72,30 @@ describe("replicator batch encoder", () => {
 
   it("encodes push requests byte for byte like the generated encoder", () => {
     fc.assert(
+      fc.property(fc.record({ ...range, batch: payload, resync: fc.boolean() }), (request) => {
+        const decoded = PushRequest.decode(encodePushRequest(request));
+        assert.deepEqual(decoded, { ...request });
+        assert.ok(encodePushRequest(request).equals(Buffer.from(PushRequest.encode(request).finish())));
+      }),
+    );
+  });
+
+  it("encodes frames byte for byte like the generated encoder, after the prefix it leaves", () => {
+    fc.assert(
       fc.property(
         fc.record({
-          machineId: path,
-          firstSeq: seq,
-          lastSeq: seq,
-          batch: fc.uint8Array({ maxLength: 500 }).map((b) => Buffer.from(b)),
-          resync: fc.boolean(),
+          ...range,
+          codec: fc.constantFrom(Codec.CODEC_UNSPECIFIED, Codec.CODEC_NONE, Codec.CODEC_ZSTD, Codec.CODEC_LZ4),
+          sealed: payload,
+          afterGap: fc.boolean(),
+          uncompressedSize: fc.oneof(fc.constant(0), fc.nat(), fc.constant(2 ** 32 - 1)),
         }),
-        (request) => {
-          const decoded = PushRequest.decode(encodePushRequest(request));
-          assert.deepEqual(decoded, { ...request });
-          assert.ok(encodePushRequest(request).equals(Buffer.from(PushRequest.encode(request).finish())));
+        fc.nat(16),
+        (frame, prefix) => {
+          const encoded = encodeFrame(frame, prefix);
+          assert.equal(encoded.length, prefix + Frame.encode(frame).finish().length);
+          assert.ok(encoded.subarray(prefix).equals(Buffer.from(Frame.encode(frame).finish())));
+          assert.deepEqual(Frame.decode(encoded.subarray(prefix)), { ...frame });
         },
       ),
     );

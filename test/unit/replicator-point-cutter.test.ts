@@ -9,16 +9,35 @@ import {
   CutStateError,
   PointCutter,
   type CaptureStream,
+  type CutFlush,
 } from "../../src/replicator/agent/point-cutter.js";
 
 class ScriptedStream implements CaptureStream {
   markers: MarkerOp[] = [];
-  constructor(private readonly writesInFlight: boolean) {}
+  /** Writes held and not yet let go. */
+  holding = false;
+  releases = 0;
+  /**
+   * `hold`: the capture can hold writes (write ranges), and a group member's hold lasts until
+   * Mark ("lasts") or lapses before it ("lapses").
+   */
+  constructor(
+    private readonly writesInFlight: boolean,
+    private readonly hold: "none" | "lasts" | "lapses" = "none",
+  ) {}
   whenReady(): Promise<void> {
     return Promise.resolve();
   }
-  flushForCut(): Promise<boolean> {
-    return Promise.resolve(this.writesInFlight);
+  flushForCut(group: boolean): Promise<CutFlush> {
+    const writesHeld = group && this.hold !== "none" && !this.writesInFlight;
+    this.holding = writesHeld;
+    return Promise.resolve({ writesInFlight: this.writesInFlight, writesHeld });
+  }
+  releaseWrites(): Promise<boolean> {
+    assert.ok(this.holding, "only held writes are released");
+    this.holding = false;
+    this.releases++;
+    return Promise.resolve(this.hold === "lasts");
   }
   emitMarker(marker: MarkerOp): Promise<number> {
     this.markers.push(marker);
@@ -45,6 +64,7 @@ describe("agent: cutting recovery points", () => {
     inFlight: boolean;
     own: PointConsistency;
     asMember: PointConsistency;
+    hold?: "lasts" | "lapses";
   }[] = [
     {
       what: "a quiet crash cut",
@@ -73,6 +93,33 @@ describe("agent: cutting recovery points", () => {
     },
     { what: "app without hooks", requested: "app", hooks: [], inFlight: false, own: "crash", asMember: "best-effort" },
     {
+      what: "a quiet crash cut holding writes until Mark",
+      requested: "crash",
+      hooks: [],
+      inFlight: false,
+      own: "crash",
+      asMember: "crash",
+      hold: "lasts",
+    },
+    {
+      what: "a write hold that lapsed before Mark",
+      requested: "crash",
+      hooks: [],
+      inFlight: false,
+      own: "crash",
+      asMember: "best-effort",
+      hold: "lapses",
+    },
+    {
+      what: "writes in flight although the capture can hold",
+      requested: "crash",
+      hooks: [],
+      inFlight: true,
+      own: "best-effort",
+      asMember: "best-effort",
+      hold: "lasts",
+    },
+    {
       what: "app, a hook failed",
       requested: "app",
       hooks: [ok, failing],
@@ -81,19 +128,36 @@ describe("agent: cutting recovery points", () => {
       asMember: "best-effort",
     },
   ];
-  for (const { what, requested, hooks, inFlight, own, asMember } of cases)
+  for (const { what, requested, hooks, inFlight, own, asMember, hold } of cases)
     it(`records ${own} (${asMember} as a group member) for ${what}`, async () => {
-      const stream = new ScriptedStream(inFlight);
+      const stream = new ScriptedStream(inFlight, hold);
       const cutter = new PointCutter("m1", new CaptureLock(), stream, hooks, quiet);
       const report = await cutter.cut(requested, true);
       assert.equal(report.consistency, own);
       assert.equal(stream.markers[0]?.consistency, consistencyToWire(own), "the stream's marker says the same");
       const held = await cutter.hold("group-cut", requested, { timeoutMs: 5000, group: true });
-      assert.equal(held.memberConsistency, asMember);
+      // A hold that lapses is only found out at Mark: the Hold reply still says what was held.
+      assert.equal(held.memberConsistency, hold === "lapses" ? own : asMember);
       const marked = await cutter.mark("group-cut", marker("group-cut", requested), true);
       assert.equal(marked.consistency, asMember);
+      assert.equal(stream.holding, false, "writes held for the group are let go at Mark");
       await cutter.release("group-cut");
+      assert.equal(stream.releases, hold !== undefined && !inFlight ? 1 : 0);
     });
+
+  it("lets held writes go when a group cut is released without a Mark, and when it expires", async () => {
+    const stream = new ScriptedStream(false, "lasts");
+    const cutter = new PointCutter("m1", new CaptureLock(), stream, [], quiet);
+    await cutter.hold("unmarked", "crash", { timeoutMs: 5000, group: true });
+    assert.equal(stream.holding, true);
+    await cutter.release("unmarked");
+    assert.equal(stream.holding, false);
+    await cutter.hold("expiring", "crash", { timeoutMs: 50, group: true });
+    assert.equal(stream.holding, true);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(stream.holding, false, "a hold the coordinator forgot ends with the cut's own timeout");
+    await assert.rejects(cutter.mark("expiring", marker("expiring", "crash"), false), CutStateError);
+  });
 
   it("never marks more than the coordinator asked for", async () => {
     const stream = new ScriptedStream(false);

@@ -41,6 +41,14 @@ export function parseBoundedDuration(value: string, flag: string, minMs: number,
   return ms;
 }
 
+/** A whole number flag within bounds (milliseconds and the like). */
+export function parseBoundedInteger(value: string, flag: string, min: number, max: number): number {
+  const number = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(number >= min && number <= max))
+    throw new Error(`${flag} "${value}": expected a whole number from ${min} to ${max}`);
+  return number;
+}
+
 const pointCadenceBounds = {
   crash: { minMs: 30_000, maxMs: 3_600_000 },
   app: { minMs: 60_000, maxMs: 24 * 3_600_000 },

@@ -2,10 +2,19 @@
 // Servers print one JSON line {"listening": port} on stdout once they accept connections.
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
-import { Agent } from "../../replicator/agent/agent.js";
+import { Agent, defaultWatchdogMs, defaultWriteHoldLimitMs } from "../../replicator/agent/agent.js";
+import { captureStrategies, type CaptureRequest } from "../../replicator/agent/capture.js";
 import { startBarrierServer } from "../../replicator/agent/barrier-server.js";
 import { groupCommands } from "./group.js";
-import { collect, pointOptions, stderrLog, tlsFiles, withTls, type TlsOptions } from "./replicator-flags.js";
+import {
+  collect,
+  parseBoundedInteger,
+  pointOptions,
+  stderrLog,
+  tlsFiles,
+  withTls,
+  type TlsOptions,
+} from "./replicator-flags.js";
 import { parseCompression, readEncryptionKey } from "../../replicator/frame-codec.js";
 import { startMasterTarget, type ReplicaSpec } from "../../replicator/master-target/server.js";
 import { checkRetention } from "../../replicator/master-target/recovery-points.js";
@@ -141,6 +150,24 @@ function agentCommand(): Command {
     .requiredOption("--state <dir>", "directory for the agent's manifest")
     .requiredOption("--process-server <address>", "host:port of the process server")
     .option("--once", "exit once the initial replication is durable at the master target")
+    .addOption(
+      new Option(
+        "--capture <strategy>",
+        "tree mode: write-ranges (fanotify, Linux 6.14+, CAP_SYS_ADMIN), tree-scan (inotify + block hashes), or auto (write ranges where possible)",
+      )
+        .choices(["auto", ...captureStrategies])
+        .default("auto"),
+    )
+    .option(
+      "--write-hold-limit-ms <ms>",
+      "write ranges: the longest a crash-consistent cut holds new writes (10 to 5000)",
+      String(defaultWriteHoldLimitMs),
+    )
+    .option(
+      "--capture-watchdog-ms <ms>",
+      "write ranges: a fanotify helper that answers no heartbeat this long is killed, releasing its writers (250 to 60000)",
+      String(defaultWatchdogMs),
+    )
     .option("--scan-interval <seconds>", "verifying scan period (tree) or hash scan period (block)", "60")
     .option("--progress", "print progress (and each recovery point once applied) as JSON lines on stdout")
     .option("--crash-point-interval <duration>", "a crash-consistent recovery point this often (30s to 1h)", "5m")
@@ -163,6 +190,9 @@ function agentCommand(): Command {
           processServer: string;
           once?: boolean;
           scanInterval: string;
+          capture: CaptureRequest;
+          writeHoldLimitMs: string;
+          captureWatchdogMs: string;
           progress?: boolean;
           crashPointInterval: string;
           appPointInterval?: string;
@@ -183,6 +213,9 @@ function agentCommand(): Command {
           tls: tlsFiles(options),
           once: options.once === true,
           scanIntervalMs: parseSeconds(options.scanInterval, "--scan-interval") * 1000,
+          capture: options.capture,
+          writeHoldLimitMs: parseBoundedInteger(options.writeHoldLimitMs, "--write-hold-limit-ms", 10, 5000),
+          watchdogMs: parseBoundedInteger(options.captureWatchdogMs, "--capture-watchdog-ms", 250, 60_000),
           log: stderrLog,
           progress: options.progress === true ? (progress) => printJson({ progress }) : undefined,
           onPoint: options.progress === true ? (point) => printJson({ point }) : undefined,

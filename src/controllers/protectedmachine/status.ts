@@ -10,6 +10,7 @@ import type {
   VolumeStatus,
 } from "../../api/types.js";
 import { Consistency, type ControlStatus, type PointInfo } from "../../gen/ksr/replication/v1/replication.js";
+import { captureModeOf } from "../../replicator/capture-strategy.js";
 import { rfc3339, type ConditionUpdate, type EventRecord } from "../../runtime/index.js";
 import type { Problem } from "./workload.js";
 import type { ResyncObservation } from "./resync.js";
@@ -331,12 +332,12 @@ export function computeStatus(input: StatusInput): StatusResult {
 
 function volumeStatus(volume: VolumeObservation): VolumeStatus {
   const control = volume.control;
-  const mode = control?.captureMode;
+  const mode = captureModeOf(control?.capture?.strategy);
   return {
     name: volume.statusName,
     claimName: volume.claimName,
     replicaClaimName: volume.replicaClaimName,
-    ...(mode === "tree" || mode === "block" ? { captureMode: mode } : {}),
+    ...(mode === undefined ? {} : { captureMode: mode }),
     ...(volume.capacityBytes === undefined ? {} : { capacityBytes: volume.capacityBytes }),
     ...(control === undefined ? {} : { pendingBytes: control.cachedBytes, lastAppliedSequence: control.appliedSeq }),
     ...(volume.throughputBytesPerSecond === undefined

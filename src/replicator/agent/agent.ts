@@ -23,10 +23,11 @@ import { Signal, sleep } from "../signal.js";
 import { clientCredentials, grpcOptions, type TlsFiles } from "../tls.js";
 import { BlockSource } from "./block-source.js";
 import { Manifest } from "./manifest.js";
-import { CaptureLock, PointCutter, type CaptureStream, type PointReport } from "./point-cutter.js";
+import { CaptureLock, PointCutter, type CaptureStream, type CutFlush, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
-import { treeBytes, TreeSource } from "./tree-source.js";
-import { TreeWatcher } from "./watcher.js";
+import type { ReportedCaptureStrategy } from "../capture-strategy.js";
+import { startCapture, type Capture, type CaptureChoice, type CaptureRequest } from "./capture.js";
+import { treeBytes, TreeSource, type ContentTracking } from "./tree-source.js";
 
 /** Refuses a source that does not exist or does not fit the capture mode, before anything is sent. */
 export async function checkSource(source: string, mode: AgentOptions["mode"]): Promise<void> {
@@ -71,7 +72,16 @@ export interface AgentOptions {
   hooks?: readonly QuiesceHook[];
   /** Each point of the agent's own cadence, once the master target applied its marker. */
   onPoint?: (report: PointReport) => void;
+  /** Tree mode: the capture strategy (default auto: write ranges where the machine allows, else tree scan). */
+  capture?: CaptureRequest;
+  /** Write ranges: the longest a cut holds new writes (the helper lets go on its own then). */
+  writeHoldLimitMs?: number;
+  /** Write ranges: a helper that answers no heartbeat this long is killed (its writers are let go). */
+  watchdogMs?: number;
 }
+
+export const defaultWriteHoldLimitMs = 500;
+export const defaultWatchdogMs = 2000;
 
 export interface AgentLog {
   info(message: string): void;
@@ -79,6 +89,8 @@ export interface AgentLog {
 }
 
 export interface AgentProgress {
+  /** The capture strategy running and why (tree mode while replicating continuously). */
+  capture?: CaptureChoice;
   bytesPushed: number;
   lastSeq: number;
   ackedSeq: number;
@@ -124,7 +136,7 @@ export class Agent implements CaptureStream {
   readonly points: PointCutter;
   private readonly manifestFile: string;
   private sender!: ChangeSender;
-  private watcher: TreeWatcher | undefined;
+  private capture: Capture | undefined;
   private stopped = false;
   private lastSave = 0;
   private scanDue = false;
@@ -173,7 +185,7 @@ export class Agent implements CaptureStream {
 
   stop(): void {
     this.stopped = true;
-    this.watcher?.changed.notify();
+    this.capture?.changed.notify();
     this.stopping.notify();
   }
 
@@ -181,12 +193,16 @@ export class Agent implements CaptureStream {
     const { options } = this;
     this.sender = new ChangeSender(this.client, options.machineId, this.manifest.seq + 1);
     if (options.mode === "tree" && !options.once) {
-      this.watcher = new TreeWatcher(options.source);
-      this.watcher.start(); // before the first scan, so nothing changed during it goes unnoticed
+      // Started before the first scan, so nothing changed during it goes unnoticed.
+      this.capture = await startCapture(options.capture ?? "auto", options.source, this.manifest, {
+        watchdogMs: options.watchdogMs ?? defaultWatchdogMs,
+        log: options.log,
+      });
     }
     const reporting = setInterval(() => {
       this.sendReport();
     }, reportIntervalMs);
+    this.sender.capture = this.captureInfo();
     try {
       await this.untilDone(() => this.start());
       this.ready = !this.stopped;
@@ -198,7 +214,7 @@ export class Agent implements CaptureStream {
       await this.saveManifest(true);
     } finally {
       clearInterval(reporting);
-      this.watcher?.close();
+      this.capture?.close();
       this.sender.close();
       this.client.close();
     }
@@ -246,10 +262,26 @@ export class Agent implements CaptureStream {
     await this.scan();
   }
 
-  private async scan(): Promise<void> {
+  private captureInfo(): { strategy: ReportedCaptureStrategy; reason: string } {
+    if (this.options.mode === "block")
+      return { strategy: "block-scan", reason: "an image file is hashed at the scan interval" };
+    return this.capture?.choice ?? { strategy: "tree-scan", reason: "--once: one scan, no notifications" };
+  }
+
+  /**
+   * A tree source for one round; with `tracking`, known files' content is left to write ranges.
+   * The capture strategy may have changed (a failed helper falls back), so Open reports it anew.
+   */
+  private treeSource(tracking?: ContentTracking): TreeSource {
+    this.sender.capture = this.captureInfo();
+    return new TreeSource(this.options.source, this.manifest, this.sender, tracking);
+  }
+
+  /** A verifying scan: `content` re-reads every file whose stat changed, otherwise only the namespace. */
+  private async scan(content = true): Promise<void> {
     const observedUnixMs = Date.now();
     if (this.options.mode === "tree")
-      await new TreeSource(this.options.source, this.manifest, this.sender).fullScan(this.sync.progress);
+      await this.treeSource(content ? undefined : this.capture?.tracking).fullScan(this.sync.progress);
     else await new BlockSource(this.options.source, this.manifest, this.sender).scan();
     await this.settle();
     this.observed(observedUnixMs);
@@ -270,7 +302,6 @@ export class Agent implements CaptureStream {
       syncing: running,
       syncBytesTotal: totalBytes,
       syncBytesDone: Math.min(progress.examinedBytes, totalBytes),
-      captureMode: this.options.mode,
     };
     this.client.report(report, new Metadata(), { deadline: Date.now() + reportIntervalMs * 5 }, () => undefined);
   }
@@ -298,7 +329,7 @@ export class Agent implements CaptureStream {
         consistencyGroup: "",
       },
     });
-    this.watcher?.take();
+    this.capture?.discard();
     const pushedBefore = this.sender.bytesPushed;
     await this.scan();
     if (this.options.mode === "block") this.sync.progress.examinedBytes = this.sync.totalBytes;
@@ -380,15 +411,19 @@ export class Agent implements CaptureStream {
     while (!this.stopped) {
       await this.untilDone(async () => {
         const due = this.scanDue || Date.now() - lastScan >= this.options.scanIntervalMs;
-        if (this.watcher === undefined || due) lastScan = Date.now();
+        if (this.capture === undefined || due) lastScan = Date.now();
         const observedUnixMs = Date.now();
         await this.captureRound(due);
         this.observed(observedUnixMs);
       });
       if (this.isStopped()) break;
-      const watcher = this.watcher;
-      if (watcher === undefined) await sleep(this.options.scanIntervalMs);
-      else if (!watcher.pending) await watcher.changed.wait(Math.min(1000, this.options.scanIntervalMs));
+      const capture = this.capture;
+      if (capture === undefined) await sleep(this.options.scanIntervalMs);
+      else if (!capture.pending) {
+        // Going idle: a manifest saved at the acknowledged seq lets a restart continue without a resync.
+        if (this.manifest.seq !== this.sender.lastSeq) await this.saveManifest(true).catch(() => undefined);
+        await capture.changed.wait(Math.min(1000, this.options.scanIntervalMs));
+      }
       await this.refreshApplied();
     }
   }
@@ -398,9 +433,9 @@ export class Agent implements CaptureStream {
    * `settle` waits for the process server's acknowledgements (a cut's rounds do not: the marker
    * after them is what gets waited for).
    */
-  private async captureRound(scanDue: boolean, settle = true): Promise<void> {
+  private async captureRound(scanDue: boolean, settle = true, lost = false): Promise<void> {
     try {
-      await this.captureChanges(scanDue, settle);
+      await this.captureChanges(scanDue, settle, lost);
     } catch (error) {
       // The notifications it took are gone, whoever called it (a follow step or a cut): verify everything.
       this.scanDue = true;
@@ -408,22 +443,22 @@ export class Agent implements CaptureStream {
     }
   }
 
-  private async captureChanges(scanDue: boolean, settle: boolean): Promise<void> {
-    const watcher = this.watcher;
-    if (watcher === undefined || scanDue) {
+  private async captureChanges(scanDue: boolean, settle: boolean, lost: boolean): Promise<void> {
+    const capture = this.capture;
+    if (capture === undefined || scanDue || lost) {
+      // A periodic scan under write ranges checks the namespace; a lost notification, everything.
+      const content = capture?.tracking === undefined || lost || this.scanDue;
       this.scanDue = false;
-      watcher?.take();
-      await this.scan();
+      capture?.discard();
+      await this.scan(content);
       return;
     }
-    const { paths, overflowed } = watcher.take();
-    if (overflowed) {
+    const outcome = await capture.round((tracking) => this.treeSource(tracking));
+    if (outcome === "lost") {
       this.options.log.warn("change notifications were lost; running a verifying scan");
-      await this.scan();
-    } else if (paths.length > 0) {
-      await new TreeSource(this.options.source, this.manifest, this.sender).syncPaths(paths);
-      if (settle) await this.settle();
-    }
+      capture.discard();
+      await this.scan(true);
+    } else if (outcome === "sent" && settle) await this.settle();
   }
 
   /** The agent's own points: crash on one cadence, app on another (an app point also resets crash). */
@@ -469,17 +504,58 @@ export class Agent implements CaptureStream {
    * after sending no new notification (and no lost one) is waiting; otherwise it catches up a few
    * rounds and, if writes keep arriving, reports them as in flight.
    */
-  async flushForCut(): Promise<boolean> {
-    const watcher = this.watcher;
-    if (watcher === undefined) return this.flushBlockForCut();
+  async flushForCut(group: boolean): Promise<CutFlush> {
+    const capture = this.capture;
+    if (capture === undefined) return { writesInFlight: await this.flushBlockForCut(), writesHeld: false };
+    if (capture.holdWrites !== undefined && capture.tracking !== undefined) return this.flushHeld(capture, group);
     for (let round = 0; ; round++) {
       // Two turns of the event loop: every notification the kernel queued by now is delivered.
       await nextTurn();
       await nextTurn();
-      if (!watcher.pending && !this.scanDue) return false;
-      if (round === cutCatchUpRounds) return true;
+      if (!capture.pending && !this.scanDue) return { writesInFlight: false, writesHeld: false };
+      if (round === cutCatchUpRounds) return { writesInFlight: true, writesHeld: false };
       await this.captureRound(this.scanDue, false);
     }
+  }
+
+  /**
+   * Write ranges: catches up, holds new writes, sends what landed before the hold, and checks
+   * that no namespace change (which fanotify does not hold) came meanwhile. A single machine's
+   * cut lets the writes go at once; a group member keeps them held until its Mark.
+   */
+  private async flushHeld(capture: Capture, group: boolean): Promise<CutFlush> {
+    await this.captureRound(this.scanDue, false);
+    const limitMs = this.options.writeHoldLimitMs ?? defaultWriteHoldLimitMs;
+    const started = performance.now();
+    let quiet = (await capture.holdWrites?.(limitMs)) ?? false;
+    try {
+      await nextTurn();
+      await nextTurn();
+      await this.captureRound(this.scanDue, false);
+      await nextTurn();
+      await nextTurn();
+      if (capture.unheldChangesPending || this.scanDue) quiet = false;
+    } catch (error) {
+      await capture.releaseWrites?.();
+      throw error;
+    }
+    if (group && quiet) return { writesInFlight: false, writesHeld: true, heldSince: started };
+    const heldThroughout = (await capture.releaseWrites?.()) ?? false;
+    const heldMs = performance.now() - started;
+    return { writesInFlight: !(quiet && heldThroughout), writesHeld: false, heldMs };
+  }
+
+  /** Group cuts: lets the held writes go at Mark; true when they were held (and nothing else changed) all along. */
+  async releaseWrites(heldSince?: number): Promise<boolean> {
+    const capture = this.capture;
+    if (capture?.releaseWrites === undefined) return false;
+    await nextTurn();
+    await nextTurn();
+    const namespaceQuiet = !capture.unheldChangesPending;
+    const held = await capture.releaseWrites();
+    if (heldSince !== undefined)
+      this.options.log.info(`writes held ${(performance.now() - heldSince).toFixed(1)} ms for a group cut`);
+    return held && namespaceQuiet;
   }
 
   /** Block mode has no notifications: quiet means a second hash pass found nothing new. */
@@ -523,6 +599,7 @@ export class Agent implements CaptureStream {
 
   private report(): void {
     this.options.progress?.({
+      ...(this.capture === undefined ? {} : { capture: this.capture.choice }),
       bytesPushed: this.sender.bytesPushed,
       lastSeq: this.sender.lastSeq,
       ackedSeq: this.sender.ackedSeq,

@@ -69,6 +69,8 @@ export function sameObjectMoved(record: ManifestRecord, stats: BigIntStats): boo
 export class Manifest {
   readonly entries = new Map<string, ManifestRecord>();
   private readonly byIno = new Map<string, Set<string>>();
+  /** The inode each path is indexed under (records are updated in place, so not read from them). */
+  private readonly inoOf = new Map<string, string>();
   /** attributesKey() of the replica's root directory ("" when unknown). */
   rootAttributes = "";
 
@@ -88,6 +90,7 @@ export class Manifest {
       let paths = this.byIno.get(record.ino);
       if (paths === undefined) this.byIno.set(record.ino, (paths = new Set()));
       paths.add(path);
+      this.inoOf.set(path, record.ino);
     }
   }
 
@@ -116,6 +119,7 @@ export class Manifest {
   replaceWith(other: Manifest): void {
     this.entries.clear();
     this.byIno.clear();
+    this.inoOf.clear();
     for (const [path, record] of other.entries) this.set(path, record);
     this.rootAttributes = other.rootAttributes;
   }
@@ -125,11 +129,12 @@ export class Manifest {
   }
 
   private unindex(path: string): void {
-    const previous = this.entries.get(path);
-    if (previous === undefined || previous.ino === "") return;
-    const paths = this.byIno.get(previous.ino);
+    const ino = this.inoOf.get(path);
+    if (ino === undefined) return;
+    this.inoOf.delete(path);
+    const paths = this.byIno.get(ino);
     paths?.delete(path);
-    if (paths?.size === 0) this.byIno.delete(previous.ino);
+    if (paths?.size === 0) this.byIno.delete(ino);
   }
 
   /** Writes atomically (temporary file, fsync, rename, fsync of the directory). */

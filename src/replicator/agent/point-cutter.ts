@@ -13,12 +13,29 @@ import {
 } from "../journal/point.js";
 import { cutConsistency, runQuiesced, type HookStep, type QuiesceHook } from "../journal/quiesce.js";
 
+/** What flushing for a cut established. */
+export interface CutFlush {
+  /** Writes were still arriving (in flight) at the cut. */
+  writesInFlight: boolean;
+  /** New writes are held (a group member's quiet cut, until releaseWrites()). */
+  writesHeld: boolean;
+  /** When the hold began (performance.now()), while writesHeld. */
+  heldSince?: number;
+  /** How long new writes were held (a machine's own cut with write ranges). */
+  heldMs?: number;
+}
+
 /** What a cut needs from the capture side. */
 export interface CaptureStream {
   /** Resolves once the initial replication (or resync) has been sent: no point before that. */
   whenReady(): Promise<void>;
-  /** Sends every change observed so far; true when writes were still arriving (in flight) at the cut. */
-  flushForCut(): Promise<boolean>;
+  /**
+   * Sends every change observed so far. A capture that can hold writes holds them for the cut:
+   * released before this resolves for a machine's own cut, kept for a group member.
+   */
+  flushForCut(group: boolean): Promise<CutFlush>;
+  /** Lets writes held by flushForCut go; true when they stayed held (and nothing unheld changed) all along. */
+  releaseWrites(heldSince?: number): Promise<boolean>;
   /** Appends the marker to the stream (pushed, not yet acknowledged); returns its seq. */
   emitMarker(marker: MarkerOp): Promise<number>;
   /** Resolves once the master target has applied the seq durably. */
@@ -69,6 +86,8 @@ export interface PointReport {
   cutMs: number;
   /** From the start of the cut until the master target applied the marker, once it did. */
   appliedMs?: number;
+  /** How long the application's writes were held for the cut (write ranges only). */
+  writeHoldMs?: number;
 }
 
 export interface PointLog {
@@ -85,6 +104,9 @@ interface HeldCut {
   consistency: PointConsistency;
   /** What the cut is worth as part of a group point (see hold()). */
   memberConsistency: PointConsistency;
+  /** Set while the capture holds this cut's writes: released at Mark, or at release/expiry. */
+  writesHeld?: { since: number | undefined };
+  writeHoldMs?: number;
   steps: HookStep[];
   expired: boolean;
   release(): void;
@@ -141,9 +163,11 @@ export class PointCutter {
    * Quiesces (for an app cut with hooks), stops the capture loop and sends everything observed so
    * far. Resolves once held; the capture loop stays stopped until release() or the timeout.
    *
-   * A tree agent cannot stop the application's writes, only their way into the stream, so the
+   * Tree scan cannot stop the application's writes, only their way into the stream, so the
    * members of a group are cut at slightly different instants unless hooks quiesced them: as a
-   * group member, a cut without a successful quiesce is worth best-effort.
+   * group member, such a cut is worth best-effort. Write ranges hold the writes from Hold to
+   * Mark; when the hold lasted all along, every member was held at the instant the coordinator
+   * had all Hold replies, and the member's cut keeps its own consistency.
    */
   async hold(
     cutId: string,
@@ -159,7 +183,7 @@ export class PointCutter {
     const byCaller = requested === "app" && options.quiescedByCaller === true;
     const hooks = requested === "app" && !byCaller ? this.hooks : [];
     const appRequested = requested === "app" && (hooks.length > 0 || byCaller);
-    const reached = deferred<PointConsistency>();
+    const reached = deferred<{ consistency: PointConsistency; writesHeld: boolean }>();
     const released = deferred<undefined>();
     const cut: HeldCut = {
       id: cutId,
@@ -180,14 +204,14 @@ export class PointCutter {
       reached.reject(new CutStateError(`cut ${cutId} was not held within ${options.timeoutMs} ms`));
       cut.release();
     }, options.timeoutMs);
-    cut.finished = this.runCut(cut, hooks, appRequested, reached, released.promise).finally(() => {
+    cut.finished = this.runCut(cut, hooks, appRequested, options.group, reached, released.promise).finally(() => {
       clearTimeout(timer);
       if (this.held === cut) this.held = undefined;
     });
-    const consistency = await reached.promise;
+    const { consistency, writesHeld } = await reached.promise;
     if (cut.expired) throw new CutStateError(`cut ${cutId} was not held within ${options.timeoutMs} ms`);
     cut.consistency = consistency;
-    cut.memberConsistency = options.group && consistency !== "app" ? "best-effort" : consistency;
+    cut.memberConsistency = options.group && consistency !== "app" && !writesHeld ? "best-effort" : consistency;
     return {
       consistency,
       memberConsistency: cut.memberConsistency,
@@ -200,7 +224,8 @@ export class PointCutter {
     cut: HeldCut,
     hooks: readonly QuiesceHook[],
     appRequested: boolean,
-    reached: Deferred<PointConsistency>,
+    group: boolean,
+    reached: Deferred<{ consistency: PointConsistency; writesHeld: boolean }>,
     released: Promise<undefined>,
   ): Promise<void> {
     try {
@@ -211,9 +236,16 @@ export class PointCutter {
         (quiesced) =>
           this.lock.run(async () => {
             cut.lockedAt = Date.now();
-            const writesInFlight = await this.stream.flushForCut();
-            reached.resolve(cutConsistency({ appRequested, quiesced, writesInFlight }));
-            await released;
+            const flushed = await this.stream.flushForCut(group);
+            if (flushed.writesHeld) cut.writesHeld = { since: flushed.heldSince };
+            cut.writeHoldMs = flushed.heldMs;
+            try {
+              const consistency = cutConsistency({ appRequested, quiesced, writesInFlight: flushed.writesInFlight });
+              reached.resolve({ consistency, writesHeld: flushed.writesHeld });
+              await released;
+            } finally {
+              await this.letWritesGo(cut);
+            }
           }),
         (step) => {
           cut.steps.push(step);
@@ -223,6 +255,14 @@ export class PointCutter {
     } catch (error) {
       reached.reject(error);
     }
+  }
+
+  /** Releases the cut's held writes; false when they were not held all along (or not held at all). */
+  private async letWritesGo(cut: HeldCut): Promise<boolean> {
+    const held = cut.writesHeld;
+    if (held === undefined) return false;
+    cut.writesHeld = undefined;
+    return this.stream.releaseWrites(held.since);
   }
 
   private reportStep(cutId: string, step: HookStep): void {
@@ -241,6 +281,9 @@ export class PointCutter {
     const problem = invalidMarker(marker);
     if (problem !== undefined) throw new RangeError(`marker: ${problem}`);
     if (cut.marked === undefined) {
+      // Writes held since Hold are let go now: the coordinator had every Hold reply before this
+      // Mark, so each member was held at that instant. A hold that lapsed meanwhile is no barrier.
+      if (cut.writesHeld !== undefined && !(await this.letWritesGo(cut))) cut.memberConsistency = "best-effort";
       // The stream's marker never claims more than the coordinator asked for or the cut reached.
       const asked = marker.consistency === consistencyUnspecified ? "app" : consistencyFromWire(marker.consistency);
       const consistency = weakestConsistency([asked, cut.consistency]);
@@ -269,6 +312,7 @@ export class PointCutter {
       group: false,
       quiescedByCaller,
     });
+    const writeHoldMs = this.held?.id === id ? this.held.writeHoldMs : undefined;
     let seq: number;
     let steps: HookStep[];
     try {
@@ -288,6 +332,7 @@ export class PointCutter {
       failedHooks: steps.filter((step) => !step.ok).map((step) => `${step.hook} (${step.phase})`),
       waitMs,
       cutMs: Date.now() - timeUnixMs,
+      ...(writeHoldMs === undefined ? {} : { writeHoldMs }),
     };
     this.describe(report, quiescedByCaller);
     const applied = this.stream.waitApplied(seq).then(() => {

@@ -3,6 +3,7 @@
 // resend them; when the process server cannot continue the sequence, a resync is needed.
 import type { ClientDuplexStream } from "@grpc/grpc-js";
 import {
+  type CaptureInfo,
   type Change,
   type IngestClient,
   type OpenReply,
@@ -43,6 +44,8 @@ export class ChangeSender {
   /** Bytes of change payloads pushed, for progress and the benchmark. */
   bytesPushed = 0;
   ackedSeq: number;
+  /** Told to the process server with every Open (it shows it in Control.Status). */
+  capture: CaptureInfo | undefined;
 
   constructor(
     private readonly client: IngestClient,
@@ -57,7 +60,7 @@ export class ChangeSender {
   }
 
   open(): Promise<OpenReply> {
-    return callWithin(this.client.open.bind(this.client), { machineId: this.machineId }, 10_000);
+    return callWithin(this.client.open.bind(this.client), { machineId: this.machineId, capture: this.capture }, 10_000);
   }
 
   /** Starts a resync: numbering continues at `nextSeq` and the first batch says it may follow a gap. */

@@ -42,6 +42,23 @@ type Reconcile = { recurse: boolean; detectMoves: boolean };
 /** Looks at an entry that keeps vanishing or being replaced while it is read this often before giving up on it. */
 const vanishedAttempts = 3;
 
+/**
+ * With write-range capture, the content of files already in the manifest is tracked by range
+ * records, not by reading the file: the tree walk only tells it which files to look at.
+ */
+export interface ContentTracking {
+  /** A known file (same inode) whose stat changed: its size and mode are checked with its ranges. */
+  changed(ino: string): void;
+}
+
+/** A file's pending content changes from write-range capture: 64 KiB block indexes, or all of it. */
+export interface DirtyFile {
+  blocks: Set<number>;
+  whole: boolean;
+  /** A truncate to about this offset: every block from there to the end may differ. */
+  truncatedFrom?: number;
+}
+
 export class TreeSource {
   /** Directories changed inside during this round: their attributes are sent when it ends. */
   private readonly touchedDirectories = new Set<string>();
@@ -55,6 +72,7 @@ export class TreeSource {
     readonly root: string,
     private readonly manifest: Manifest,
     private readonly sender: Emitter,
+    private readonly tracking?: ContentTracking,
   ) {}
 
   private async emit(op: Operation): Promise<void> {
@@ -382,6 +400,11 @@ export class TreeSource {
     const identity = statIdentity(stats);
     if (old !== undefined && old.identity === identity) return;
     const mode = permissionMode(stats);
+    // Its content, and then its attributes, are sent with its ranges (syncRanges).
+    if (this.tracking !== undefined && old !== undefined && old.ino === String(stats.ino)) {
+      this.tracking.changed(old.ino);
+      return;
+    }
     const size = Number(stats.size);
     const emittedBefore = this.emitted;
     if (old === undefined)
@@ -401,6 +424,69 @@ export class TreeSource {
     record.ino = String(stats.ino);
     this.manifest.set(path, record);
   }
+
+  /**
+   * Sends a file's dirty blocks (write-range capture): reads and hashes only those, plus the
+   * blocks a size change touches. A file not (or no longer) at a known path is left to the
+   * namespace notifications.
+   */
+  async syncRanges(ino: string, dirty: DirtyFile): Promise<void> {
+    const path = this.manifest.pathsWithIno(ino).find((candidate) => {
+      const record = this.manifest.get(candidate);
+      return record?.kind === EntryKind.ENTRY_KIND_FILE && record.ino === ino;
+    });
+    const record = path === undefined ? undefined : this.manifest.get(path);
+    if (path === undefined || record === undefined) return;
+    const stats = await lstatIfExists(join(this.root, path));
+    if (stats === undefined || !stats.isFile() || String(stats.ino) !== ino) return;
+    const size = Number(stats.size);
+    const count = blockCount(size);
+    const blocks = dirty.whole ? undefined : [...dirty.blocks].filter((index) => index < count);
+    if (dirty.truncatedFrom !== undefined)
+      for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks?.push(index);
+    const emittedBefore = this.emitted;
+    try {
+      if (record.size !== size) {
+        await this.emit({ $case: "truncate", value: { path, size } });
+        // The old and the new last block changed length; and everything past the old end is new.
+        // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
+        for (const end of [record.size, size])
+          if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
+        for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
+      }
+      const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
+      const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs);
+      // A write moves the replica file's mtime (and drops its capabilities): attributes go again.
+      if (this.emitted !== emittedBefore || this.attributesChanged(path, stats, record))
+        await this.sendAttributes(path, stats, record);
+      record.size = size;
+      record.identity = complete ? statIdentity(stats) : "";
+      this.manifest.set(path, record);
+    } catch (error) {
+      if (error instanceof ResyncNeeded) throw error; // the resync replaces the manifest
+      // Half sent, or its hashes already moved for blocks not sent yet: forgotten (removed at the
+      // replica), it is read whole under whatever name the namespace notifications report next.
+      await this.forget(path, this.emitted !== emittedBefore);
+      if (!isVanished(error)) throw error;
+    }
+  }
+}
+
+/** Sorted runs of consecutive block indexes, at most 64 blocks (4 MiB) each. */
+function blockRuns(blocks: number[]): BlockRun[] {
+  const sorted = [...new Set(blocks)].sort((a, b) => a - b);
+  const runs: BlockRun[] = [];
+  for (const index of sorted) {
+    const last = runs.at(-1);
+    if (last !== undefined && last.first + last.count === index && last.count < 64) last.count++;
+    else runs.push({ first: index, count: 1 });
+  }
+  return runs;
+}
+
+interface BlockRun {
+  first: number;
+  count: number;
 }
 
 const maxWriteBytes = 1024 * 1024;
@@ -434,9 +520,10 @@ class WriteRun {
 }
 
 /**
- * Reads the file once; blocks whose hash differs from the record are sent (adjacent ones as one
- * write), zeros as zero ranges. Returns false when the file could not be read whole (it shrank
- * meanwhile, or cannot be opened); throws what isVanished() recognises when it is gone or replaced.
+ * Reads the file once (or only the given runs of blocks); blocks whose hash differs from the
+ * record are sent (adjacent ones as one write), zeros as zero ranges. Returns false when the file
+ * could not be read whole (it shrank meanwhile, or cannot be opened); throws what isVanished()
+ * recognises when it is gone or replaced.
  */
 export async function sendChangedBlocks(
   file: string,
@@ -444,6 +531,7 @@ export async function sendChangedBlocks(
   size: number,
   record: ManifestRecord,
   sender: Emitter,
+  runs: readonly BlockRun[] = [{ first: 0, count: blockCount(size) }],
 ): Promise<boolean> {
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
   let handle;
@@ -454,25 +542,31 @@ export async function sendChangedBlocks(
     return false;
   }
   const run = new WriteRun(path, sender);
-  let complete: boolean;
+  let complete = true;
   try {
-    complete = await forEachBlock(handle, size, blockSize, async (index, block) => {
-      const hash = hashBlock(block);
-      if (record.hashes.get(index) === hash && index < knownBlocks) return;
-      record.hashes.set(index, hash);
-      const offset = index * blockSize;
-      if (isZeroBlock(block)) {
-        // Beyond the old end the truncate already left a hole; inside it, zeros must be written.
-        if (index >= knownBlocks) return;
-        await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
-        return;
-      }
-      await run.add(offset, block);
-    });
+    for (const { first, count } of runs) {
+      const start = first * blockSize;
+      const end = Math.min(size, (first + count) * blockSize);
+      if (!(await forEachBlock(handle, end, blockSize, onBlock, start))) complete = false;
+    }
     await run.flush();
   } finally {
     await handle.close();
   }
   record.hashes.truncate(blockCount(size));
   return complete;
+
+  async function onBlock(index: number, block: Buffer): Promise<void> {
+    const hash = hashBlock(block);
+    if (record.hashes.get(index) === hash && index < knownBlocks) return;
+    record.hashes.set(index, hash);
+    const offset = index * blockSize;
+    if (isZeroBlock(block)) {
+      // Beyond the old end the truncate already left a hole; inside it, zeros must be written.
+      if (index >= knownBlocks) return;
+      await sender.emit({ $case: "zero", value: { path, offset, length: block.length } });
+      return;
+    }
+    await run.add(offset, block);
+  }
 }

@@ -13,7 +13,11 @@ export class TreeWatcher {
   private overflowed = false;
   readonly changed = new Signal();
 
-  constructor(private readonly root: string) {}
+  /** `onDirectory` is told of every directory watched (root first, as ""), parents before children. */
+  constructor(
+    private readonly root: string,
+    private readonly onDirectory?: (relative: string) => void,
+  ) {}
 
   start(): void {
     this.watchTree("", false);
@@ -64,6 +68,7 @@ export class TreeWatcher {
         this.lost();
       });
       this.watches.set(relative, watcher);
+      this.onDirectory?.(relative);
     } catch {
       this.lost();
       return;

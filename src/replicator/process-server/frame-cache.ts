@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { hashBlock } from "../block-hash.js";
 import { fsyncDirectory } from "../durable-fs.js";
+import { encodeFrame } from "../frame-codec.js";
 
 const recordHeaderBytes = 12; // u32 length + u64 xxhash64 of the payload
 const segmentBytes = 64 * 1024 * 1024;
@@ -33,11 +34,11 @@ function segmentName(base: number): string {
 }
 
 function encodeRecord(frame: Frame): Buffer {
-  const payload = Frame.encode(frame).finish();
-  const header = Buffer.alloc(recordHeaderBytes);
-  header.writeUInt32LE(payload.length, 0);
-  header.writeBigUInt64LE(hashBlock(payload), 4);
-  return Buffer.concat([header, payload]);
+  const record = encodeFrame(frame, recordHeaderBytes);
+  const payload = record.subarray(recordHeaderBytes);
+  record.writeUInt32LE(payload.length, 0);
+  record.writeBigUInt64LE(hashBlock(payload), 4);
+  return record;
 }
 
 /** Serializes appends across all machines into flushes; each flush syncs every file it wrote once. */

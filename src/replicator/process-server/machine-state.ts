@@ -1,6 +1,7 @@
 // Everything the process server keeps per machine: the frame cache, the resync flags and the
 // forwarding state towards the master target.
 import { join } from "node:path";
+import type { CaptureInfo } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
 import { Signal } from "../signal.js";
 import { AgentProgress } from "./agent-progress.js";
@@ -10,6 +11,8 @@ export class MachineState {
   /** Last applied seq the master target reported; undefined until it answered once. */
   appliedSeq: number | undefined;
   masterTargetReachable = false;
+  /** The capture strategy the agent last reported (Open), for Control.Status. */
+  capture: CaptureInfo | undefined;
   /** Bytes accepted from agents and not yet durable: over the limit, agents are paused. */
   uncommittedBytes = 0;
   /** Settles when everything queued so far is durable. */

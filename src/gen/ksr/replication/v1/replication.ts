@@ -188,6 +188,18 @@ export interface ChangeBatch {
 
 export interface OpenRequest {
   machineId: string;
+  /** How the agent captures changes right now; the process server reports it in Control.Status. */
+  capture: CaptureInfo | undefined;
+}
+
+/**
+ * The capture strategy an agent runs and why (for an automatic choice that fell back, why the
+ * better strategy could not run).
+ */
+export interface CaptureInfo {
+  /** "tree-scan", "write-ranges" or "block-scan". */
+  strategy: string;
+  reason: string;
 }
 
 export interface OpenReply {
@@ -231,8 +243,6 @@ export interface AgentReport {
   /** Bytes of regular files the running (or last) full comparison covers, and how many it has examined. */
   syncBytesTotal: number;
   syncBytesDone: number;
-  /** "tree" or "block". */
-  captureMode: string;
 }
 
 export interface AgentReportReply {
@@ -303,12 +313,13 @@ export interface ControlStatus {
   syncing: boolean;
   syncBytesTotal: number;
   syncBytesDone: number;
-  captureMode: string;
   lastReportUnixMs: number;
   /** Batch bytes accepted from the agent since this process server started. */
   receivedBytes: number;
   /** The operator holds this machine's resyncs (Control.HoldResync): one that is required waits. */
   resyncHeld: boolean;
+  /** As the agent last reported it (unset until the agent connected since the process server started). */
+  capture: CaptureInfo | undefined;
 }
 
 export interface ResyncReply {
@@ -1594,13 +1605,16 @@ export const ChangeBatch: MessageFns<ChangeBatch> = {
 };
 
 function createBaseOpenRequest(): OpenRequest {
-  return { machineId: "" };
+  return { machineId: "", capture: undefined };
 }
 
 export const OpenRequest: MessageFns<OpenRequest> = {
   encode(message: OpenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.machineId !== "") {
       writer.uint32(10).string(message.machineId);
+    }
+    if (message.capture !== undefined) {
+      CaptureInfo.encode(message.capture, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1624,6 +1638,71 @@ export const OpenRequest: MessageFns<OpenRequest> = {
             }
 
             message.machineId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.capture = CaptureInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCaptureInfo(): CaptureInfo {
+  return { strategy: "", reason: "" };
+}
+
+export const CaptureInfo: MessageFns<CaptureInfo> = {
+  encode(message: CaptureInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.strategy !== "") {
+      writer.uint32(10).string(message.strategy);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CaptureInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCaptureInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.strategy = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
             continue;
           }
         }
@@ -1838,15 +1917,7 @@ export const PushRequest: MessageFns<PushRequest> = {
 };
 
 function createBaseAgentReport(): AgentReport {
-  return {
-    machineId: "",
-    observedUnixMs: 0,
-    coveredSeq: 0,
-    syncing: false,
-    syncBytesTotal: 0,
-    syncBytesDone: 0,
-    captureMode: "",
-  };
+  return { machineId: "", observedUnixMs: 0, coveredSeq: 0, syncing: false, syncBytesTotal: 0, syncBytesDone: 0 };
 }
 
 export const AgentReport: MessageFns<AgentReport> = {
@@ -1868,9 +1939,6 @@ export const AgentReport: MessageFns<AgentReport> = {
     }
     if (message.syncBytesDone !== 0) {
       writer.uint32(48).uint64(message.syncBytesDone);
-    }
-    if (message.captureMode !== "") {
-      writer.uint32(58).string(message.captureMode);
     }
     return writer;
   },
@@ -1934,14 +2002,6 @@ export const AgentReport: MessageFns<AgentReport> = {
             }
 
             message.syncBytesDone = longToNumber(reader.uint64());
-            continue;
-          }
-          case 7: {
-            if (tag !== 58) {
-              break;
-            }
-
-            message.captureMode = reader.string();
             continue;
           }
         }
@@ -2554,10 +2614,10 @@ function createBaseControlStatus(): ControlStatus {
     syncing: false,
     syncBytesTotal: 0,
     syncBytesDone: 0,
-    captureMode: "",
     lastReportUnixMs: 0,
     receivedBytes: 0,
     resyncHeld: false,
+    capture: undefined,
   };
 }
 
@@ -2593,9 +2653,6 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     if (message.syncBytesDone !== 0) {
       writer.uint32(80).uint64(message.syncBytesDone);
     }
-    if (message.captureMode !== "") {
-      writer.uint32(90).string(message.captureMode);
-    }
     if (message.lastReportUnixMs !== 0) {
       writer.uint32(96).int64(message.lastReportUnixMs);
     }
@@ -2604,6 +2661,9 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.resyncHeld !== false) {
       writer.uint32(112).bool(message.resyncHeld);
+    }
+    if (message.capture !== undefined) {
+      CaptureInfo.encode(message.capture, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -2701,14 +2761,6 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             message.syncBytesDone = longToNumber(reader.uint64());
             continue;
           }
-          case 11: {
-            if (tag !== 90) {
-              break;
-            }
-
-            message.captureMode = reader.string();
-            continue;
-          }
           case 12: {
             if (tag !== 96) {
               break;
@@ -2731,6 +2783,14 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             }
 
             message.resyncHeld = reader.bool();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.capture = CaptureInfo.decode(reader, reader.uint32());
             continue;
           }
         }
