@@ -5,19 +5,11 @@ import { strict as assert } from "node:assert";
 import { crdName, kinds } from "../../src/api/crds.js";
 import { clusterRoles } from "../../src/install/manifests.js";
 import { siteLabel } from "../../src/local/node/layout.js";
-import { KubeClient, leases, pods, resourceType, type KubeObject, type Pod } from "../../src/runtime/index.js";
+import { customResourceDefinitions, KubeClient, leases, nodes, pods, type Pod } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
 import { chartDir, helm } from "../fixture/tools.js";
 
-const crds = resourceType<KubeObject>({
-  group: "apiextensions.k8s.io",
-  version: "v1",
-  kind: "CustomResourceDefinition",
-  plural: "customresourcedefinitions",
-  namespaced: false,
-});
-const nodes = resourceType<KubeObject>({ group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false });
 
 describe("helm install of the chart into ksr local (e2e)", function () {
   this.timeout(20 * 60_000); // the first test may build helm
@@ -51,7 +43,7 @@ describe("helm install of the chart into ksr local (e2e)", function () {
       installed.stdout,
       /The operator runs 2 replica\(s\), one per value of the node label topology\.dr\.ksr\.io\/site/,
     );
-    for (const kind of kinds) assert.ok(await client.get(crds, crdName(kind)), `CRD ${crdName(kind)} missing`);
+    for (const kind of kinds) assert.ok(await client.get(customResourceDefinitions, crdName(kind)), `CRD ${crdName(kind)} missing`);
     assert.ok(
       await client.get(clusterRoles, `ksr-operator-${cluster.namespace}`),
       "the chart's ClusterRole is missing",
