@@ -33,7 +33,6 @@ export interface WaitOptions {
   progress: Progress;
 }
 
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function install(kubeConfig: KubeConfig, options: InstallOptions, progress: Progress): Promise<void> {
@@ -162,7 +161,8 @@ export async function uninstall(kubeConfig: KubeConfig, namespace: string, optio
       resourceType<KubeObject>({ group, version, kind: kind.kind, plural: kind.plural, namespaced: true }),
     );
     const existingCrds = new Set<string>();
-    for (const kind of kinds) if ((await client.get(customResourceDefinitions, crdName(kind))) !== undefined) existingCrds.add(kind.kind);
+    for (const kind of kinds)
+      if ((await client.get(customResourceDefinitions, crdName(kind))) !== undefined) existingCrds.add(kind.kind);
     const served = resourceTypes.filter((type) => existingCrds.has(type.kind));
     const listAll = async () => {
       const names: string[] = [];

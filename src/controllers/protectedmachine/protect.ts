@@ -17,8 +17,8 @@ import {
 } from "../../runtime/index.js";
 import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { healthValue, type MachineMetrics } from "../metrics.js";
-import { machineLabel, machineNamespaceLabel } from "./names.js";
-import { endpointPeer, observeVolumes, type ThroughputTracker } from "./observe.js";
+import { journalClaimName, machineLabel, machineNamespaceLabel } from "./names.js";
+import { endpointPeer, observeVolumes, type JournalObservation, type ThroughputTracker } from "./observe.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
 import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
@@ -107,7 +107,10 @@ async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan,
   const { capacities } = claimFigures(deps.caches, namespace);
   const processServer = endpointPeer(deps.caches.endpointSlices, plan.processServer, namespace);
   const masterTarget = endpointPeer(deps.caches.endpointSlices, plan.masterTarget.name, plan.masterTarget.namespace);
-  return observeVolumes({
+  const journalClaim = deps.caches.claims.get(journalClaimName(plan.masterTarget.name), plan.masterTarget.namespace);
+  const journalSize = journalClaim?.status?.capacity?.storage;
+  const journalCapacityBytes = journalSize === undefined ? undefined : quantityBytes(journalSize);
+  const observed = await observeVolumes({
     volumes: plan.volumes,
     capacities,
     ...(processServer === undefined ? {} : { processServer }),
@@ -118,6 +121,12 @@ async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan,
     now: context.clock.now(),
     log: context.log,
   });
+  return {
+    ...observed,
+    ...(observed.journal === undefined || journalCapacityBytes === undefined
+      ? {}
+      : { journal: { ...observed.journal, capacityBytes: journalCapacityBytes } }),
+  };
 }
 
 function record(
@@ -130,6 +139,7 @@ function record(
     sourceSite?: string;
   },
   newBytes = 0,
+  journal?: JournalObservation & { capacityBytes?: number },
 ): void {
   const { policy, sourceSite, ...rest } = fields;
   const result = computeStatus({
@@ -159,6 +169,14 @@ function record(
   if (newBytes > 0) metrics.replicatedBytes.inc(labels, newBytes);
   metrics.recoveryPoints.set(labels, result.status.recoveryPoints?.count ?? 0);
   metrics.health.set(labels, healthValue[result.status.health ?? "Healthy"]);
+  if (journal !== undefined) {
+    metrics.journalUsedBytes.set(labels, journal.usedBytes);
+    metrics.journalRetentionSeconds.set(labels, journal.retentionMs / 1000);
+    if (journal.capacityBytes !== undefined) metrics.journalCapacityBytes.set(labels, journal.capacityBytes);
+    const oldest = result.status.recoveryPoints?.oldest?.time;
+    if (oldest !== undefined)
+      metrics.journalOldestPointAgeSeconds.set(labels, Math.max(0, context.clock.now() - Date.parse(oldest)) / 1000);
+  }
 }
 
 /** The policy asks for app-consistent points; can this machine's hooks give them? */
@@ -223,6 +241,7 @@ export async function reconcileNormal(
       ...(plan.sourceSite === undefined ? {} : { sourceSite: plan.sourceSite }),
     },
     observed.newBytes,
+    observed.journal,
   );
   return { requeueAfterMs: statusRefreshMs };
 }
