@@ -33,6 +33,7 @@ import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { chartDir, helm } from "../fixture/tools.js";
 import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { httpText } from "./local-node-helpers.js";
 
 /** A webhook receiver in a pod: prints each POST's body on one line of its log. */
 const sinkScript = [
@@ -195,6 +196,34 @@ describe("helm install of the chart into ksr local (e2e)", function () {
       { describe: describeMachine, intervalMs: 1000 },
     );
     assert.equal(isProtected.status?.initialReplication?.progressPercent, 100);
+
+    // The journal gauges the PrometheusRule's journal alerts read, from the leader's /metrics.
+    const sample = (metrics: string, name: string) => {
+      const match = new RegExp(`^${name}\\{namespace="${app}",machine="app"\\} (\\S+)$`, "m").exec(metrics);
+      return match === null ? undefined : Number(match[1]);
+    };
+    const journal = await eventually(
+      "the leader exporting ksr_journal_* for the machine",
+      async () => {
+        const identity = (await client.get(leases, "ksr-operator", cluster.namespace))?.spec?.holderIdentity ?? "";
+        const leader = (await operatorPods()).find((pod) => identity.startsWith(`${pod.metadata.name}_`));
+        if (leader?.status?.podIP === undefined) return undefined;
+        const metrics = await httpText(`http://${leader.status.podIP}:8080/metrics`).catch(() => "");
+        const values = {
+          used: sample(metrics, "ksr_journal_used_bytes"),
+          capacity: sample(metrics, "ksr_journal_capacity_bytes"),
+          oldestAge: sample(metrics, "ksr_journal_oldest_point_age_seconds"),
+          retention: sample(metrics, "ksr_journal_retention_seconds"),
+        };
+        return Object.values(values).every((v) => v !== undefined) && (values.used ?? 0) > 0 ? values : undefined;
+      },
+      2 * 60_000,
+      { intervalMs: 2000 },
+    );
+    assert.equal(journal.retention, 3600, "the policy's recoveryPointRetention 1h");
+    assert.equal(journal.capacity, 10 * 2 ** 30, "the master target's 10Gi journal claim");
+    assert.ok((journal.used ?? 0) < (journal.capacity ?? 0));
+    assert.ok((journal.oldestAge ?? -1) >= 0 && (journal.oldestAge ?? Infinity) < 3600);
 
     await client.patch(protectedMachines, { name: "app", namespace: app }, { spec: { paused: true } }, "merge");
     const posted = await eventually(
