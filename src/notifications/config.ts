@@ -106,22 +106,29 @@ export function mailboxProblem(text: string): string | undefined {
 class Checker {
   readonly problems: string[] = [];
 
-  fail(path: string, message: string): undefined {
+  fail(path: string, message: string): void {
     this.problems.push(`${path} ${message}`);
-    return undefined;
   }
 
   object(value: Json, path: string, allowed: readonly string[]): Record<string, Json> | undefined {
-    if (!isObject(value)) return this.fail(path, "must be a mapping");
+    if (!isObject(value)) {
+      this.fail(path, "must be a mapping");
+      return undefined;
+    }
     for (const key of Object.keys(value))
       if (!allowed.includes(key)) this.fail(`${path}.${key}`, `is not a known field (known: ${allowed.join(", ")})`);
     return value;
   }
 
   string(value: Json, path: string, check?: (text: string) => string | undefined): string | undefined {
-    if (typeof value !== "string" || value === "") return this.fail(path, "must be a non-empty string");
+    if (typeof value !== "string" || value === "") {
+      this.fail(path, "must be a non-empty string");
+      return undefined;
+    }
     const problem = check?.(value);
-    return problem === undefined ? value : this.fail(path, problem);
+    if (problem === undefined) return value;
+    this.fail(path, problem);
+    return undefined;
   }
 
   secretKeyRef(value: Json, path: string): SecretKeyRef | undefined {
@@ -143,8 +150,10 @@ const secretKey = (text: string) =>
 function webhookOf(check: Checker, value: Json, path: string): WebhookReceiver | undefined {
   const hook = check.object(value, path, ["url", "urlSecretRef"]);
   if (hook === undefined) return undefined;
-  if ((hook.url === undefined) === (hook.urlSecretRef === undefined))
-    return check.fail(path, "needs exactly one of url and urlSecretRef");
+  if ((hook.url === undefined) === (hook.urlSecretRef === undefined)) {
+    check.fail(path, "needs exactly one of url and urlSecretRef");
+    return undefined;
+  }
   if (hook.url !== undefined) {
     const url = check.string(hook.url, `${path}.url`, webhookUrlProblem);
     return url === undefined ? undefined : { url };
@@ -155,8 +164,10 @@ function webhookOf(check: Checker, value: Json, path: string): WebhookReceiver |
 
 function portOf(check: Checker, value: Json, path: string, fallback: number): number | undefined {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 65535)
-    return check.fail(path, `must be a port number from 1 to 65535, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 65535) {
+    check.fail(path, `must be a port number from 1 to 65535, got ${JSON.stringify(value)}`);
+    return undefined;
+  }
   return value;
 }
 
@@ -233,8 +244,10 @@ function receiverOf(check: Checker, value: Json, path: string, seen: Set<string>
         return false;
       });
   }
-  if ((receiver.webhook === undefined) === (receiver.email === undefined))
-    return check.fail(path, "needs exactly one of webhook and email");
+  if ((receiver.webhook === undefined) === (receiver.email === undefined)) {
+    check.fail(path, "needs exactly one of webhook and email");
+    return undefined;
+  }
   const webhook = receiver.webhook === undefined ? undefined : webhookOf(check, receiver.webhook, `${path}.webhook`);
   const email = receiver.email === undefined ? undefined : emailOf(check, receiver.email, `${path}.email`);
   if (name === undefined || (webhook === undefined && email === undefined)) return undefined;

@@ -161,7 +161,9 @@ export class Notifier {
 
   /** Gives sends in flight up to graceMs, then aborts them. */
   async stop(graceMs = 5000): Promise<void> {
-    const timer = setTimeout(() => this.stopping.abort(), graceMs);
+    const timer = setTimeout(() => {
+      this.stopping.abort();
+    }, graceMs);
     await this.flush();
     clearTimeout(timer);
     this.stopping.abort();

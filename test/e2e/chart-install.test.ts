@@ -215,15 +215,22 @@ describe("helm install of the chart into ksr local (e2e)", function () {
           oldestAge: sample(metrics, "ksr_journal_oldest_point_age_seconds"),
           retention: sample(metrics, "ksr_journal_retention_seconds"),
         };
-        return Object.values(values).every((v) => v !== undefined) && (values.used ?? 0) > 0 ? values : undefined;
+        const { used, capacity, oldestAge, retention } = values;
+        return used !== undefined &&
+          used > 0 &&
+          capacity !== undefined &&
+          oldestAge !== undefined &&
+          retention !== undefined
+          ? { used, capacity, oldestAge, retention }
+          : undefined;
       },
       2 * 60_000,
       { intervalMs: 2000 },
     );
     assert.equal(journal.retention, 3600, "the policy's recoveryPointRetention 1h");
     assert.equal(journal.capacity, 10 * 2 ** 30, "the master target's 10Gi journal claim");
-    assert.ok((journal.used ?? 0) < (journal.capacity ?? 0));
-    assert.ok((journal.oldestAge ?? -1) >= 0 && (journal.oldestAge ?? Infinity) < 3600);
+    assert.ok(journal.used < journal.capacity);
+    assert.ok(journal.oldestAge >= 0 && journal.oldestAge < 3600);
 
     await client.patch(protectedMachines, { name: "app", namespace: app }, { spec: { paused: true } }, "merge");
     const posted = await eventually(

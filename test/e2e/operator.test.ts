@@ -23,7 +23,6 @@ import { ksr } from "../fixture/ksr-cli.js";
 import { forgetOperator, useOperator } from "../fixture/operator.js";
 import { httpText } from "./local-node-helpers.js";
 
-
 describe("operator installed by ksr install (e2e)", function () {
   this.timeout(180_000);
   const cluster = useOperator("operator");
@@ -133,7 +132,8 @@ describe("operator installed by ksr install (e2e)", function () {
     const result = await ksr(["uninstall", "--kubeconfig", cluster.state.kubeconfig]);
     forgetOperator();
     assert.equal(result.code, 0, result.stderr);
-    for (const kind of kinds) assert.equal(await client.get(customResourceDefinitions, crdName(kind)), undefined, crdName(kind));
+    for (const kind of kinds)
+      assert.equal(await client.get(customResourceDefinitions, crdName(kind)), undefined, crdName(kind));
     assert.equal(await client.get(clusterRoles, operatorName), undefined);
     assert.equal(await client.get(clusterRoleBindings, operatorName), undefined);
     assert.equal(await client.get(namespaces, cluster.operatorNamespace), undefined);

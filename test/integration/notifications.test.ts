@@ -75,7 +75,9 @@ async function smtpSink(dir: string, cert: string, key: string, user: string, pa
       const match = /listening (\d+)/.exec(out);
       if (match !== null) resolve(Number(match[1]));
     });
-    child.once("exit", (code) => reject(new Error(`smtp-sink.py exited ${code}: ${stderr}`)));
+    child.once("exit", (code) => {
+      reject(new Error(`smtp-sink.py exited ${code}: ${stderr}`));
+    });
   });
   const messages = async () =>
     Promise.all(
@@ -129,7 +131,7 @@ describe("notifications: Events to a webhook and to email over SMTP", function (
   after(async () => {
     smtpChild?.kill("SIGTERM");
     for (const server of sinks) server.close();
-    client?.close();
+    client.close();
     for (const dir of tmp) await rm(dir, { recursive: true, force: true });
   });
 
@@ -204,16 +206,16 @@ describe("notifications: Events to a webhook and to email over SMTP", function (
     );
     assert.equal(hook.received.length, 1);
     const [post] = hook.received;
-    assert.equal(post?.path, `/services/${webhookToken}`);
+    assert.ok(post !== undefined);
+    const [attachment] = post.body.attachments;
+    assert.ok(attachment !== undefined);
+    assert.equal(post.path, `/services/${webhookToken}`);
     assert.match(
-      post?.body.text ?? "",
+      post.body.text,
       /\[Warning\] ProtectedMachine notify-\d+-\d+\/db: HealthChanged: health Healthy → Critical/,
     );
-    assert.equal(post?.body.attachments[0]?.color, "danger");
-    assert.deepEqual(
-      post?.body.attachments[0]?.fields.find((field) => field.title === "Category")?.value,
-      "MachineHealth",
-    );
+    assert.equal(attachment.color, "danger");
+    assert.deepEqual(attachment.fields.find((field) => field.title === "Category")?.value, "MachineHealth");
 
     const mails = await eventually("the mail at the SMTP sink", async () => {
       const found = await smtp.messages();

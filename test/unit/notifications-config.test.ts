@@ -46,14 +46,14 @@ describe("notifications: operator configuration", () => {
     );
     const [ops, tls] = config.notifications.receivers;
     assert.deepEqual(ops?.categories, ["MachineHealth", "RpoThreshold", "RunResult"]);
-    assert.deepEqual(ops?.email?.smtp, {
+    assert.deepEqual(ops.email?.smtp, {
       host: "smtp.example.com",
       port: 587,
       security: "starttls",
       credentialsSecretRef: { name: "smtp", usernameKey: "username", passwordKey: "password" },
     });
     assert.deepEqual(tls?.categories, ["RunResult"]);
-    assert.equal(tls?.email?.smtp.port, 465);
+    assert.equal(tls.email?.smtp.port, 465);
   });
 
   const good: { name: string; value: unknown }[] = [
@@ -231,7 +231,7 @@ describe("notifications: which Events are told, and how they read", () => {
     const body = slackBody(notification) as { text: string; attachments: { color: string; ts: number }[] };
     assert.equal(body.text, "[Warning] FailoverRun shop/failover-1: RunFailed: start-db failed: timed out after 5m");
     assert.equal(body.attachments[0]?.color, "danger");
-    assert.equal(body.attachments[0]?.ts, Date.parse(notification.time) / 1000);
+    assert.equal(body.attachments[0].ts, Date.parse(notification.time) / 1000);
   });
 
   it("the mail names the object and how to look at it", () => {
