@@ -7,12 +7,7 @@ import { strict as assert } from "node:assert";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  protectedMachines,
-  replicationPolicies,
-  type ProtectedMachine,
-  type ReplicationPolicy,
-} from "../../src/api/types.js";
+import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../src/api/types.js";
 import { crdName, kinds } from "../../src/api/crds.js";
 import { clusterRoles } from "../../src/install/manifests.js";
 import { siteLabel } from "../../src/local/node/layout.js";
@@ -32,7 +27,7 @@ import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { chartDir, helm } from "../fixture/tools.js";
-import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
 import { httpText } from "./local-node-helpers.js";
 
 /** A webhook receiver in a pod: prints each POST's body on one line of its log. */
@@ -155,20 +150,7 @@ describe("helm install of the chart into ksr local (e2e)", function () {
 
   it("the chart's operator protects a StatefulSet, and a health change reaches the chart's webhook receiver", async () => {
     await eventually("the default service account", async () => client.get(serviceAccounts, "default", app));
-    const policy: ReplicationPolicy = {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ReplicationPolicy",
-      metadata: { name: "fast", namespace: app },
-      spec: {
-        rpoThreshold: "2m",
-        recoveryPointRetention: "1h",
-        crashConsistentFrequency: "30s",
-        capture: "Continuous",
-        compression: "zstd",
-        resync: { mode: "Automatic" },
-      },
-    };
-    await client.create(replicationPolicies, policy);
+    await client.create(replicationPolicies, fastPolicy(app));
     await client.create(
       statefulSets,
       writerStatefulSet({ name: "app", namespace: app, mib: 4, control, whileWriting: appendSmall }),

@@ -7,12 +7,7 @@ import { strict as assert } from "node:assert";
 import { mkdtemp, rm, writeFile, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  protectedMachines,
-  replicationPolicies,
-  type ProtectedMachine,
-  type ReplicationPolicy,
-} from "../../src/api/types.js";
+import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../src/api/types.js";
 import {
   KubeClient,
   leases,
@@ -33,7 +28,7 @@ import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
-import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
 
 const events = resourceType<KubeObject & { reason?: string; type?: string; regarding?: { name?: string } }>({
   group: "events.k8s.io",
@@ -152,20 +147,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
           ns,
         )) ?? undefined,
     );
-    const policy: ReplicationPolicy = {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ReplicationPolicy",
-      metadata: { name: "fast", namespace: ns },
-      spec: {
-        rpoThreshold: "2m",
-        recoveryPointRetention: "1h",
-        crashConsistentFrequency: "30s",
-        capture: "Continuous",
-        compression: "zstd",
-        resync: { mode: "Automatic" },
-      },
-    };
-    await client.create(replicationPolicies, policy);
+    await client.create(replicationPolicies, fastPolicy(ns));
     await client.create(statefulSets, writer("app", 20));
   });
   after(async () => {
