@@ -59,8 +59,8 @@ export const clusterRules: readonly PolicyRule[] = [
   {
     apiGroups: [""],
     resources: ["namespaces"],
-    verbs: read,
-    reason: "check that a machine's target namespace exists",
+    verbs: [...read, "create", "delete"],
+    reason: "check that a machine's target namespace exists; a drill's own namespace, deleted at its cleanup",
   },
   {
     apiGroups: [""],
@@ -84,7 +84,7 @@ export const clusterRules: readonly PolicyRule[] = [
     apiGroups: ["batch"],
     resources: ["jobs"],
     verbs: manage,
-    reason: "recovery plan script actions",
+    reason: "recovery plan script actions; a drill's hydration of recovery points into new claims",
   },
   {
     apiGroups: ["networking.k8s.io"],

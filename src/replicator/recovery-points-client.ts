@@ -74,6 +74,8 @@ export interface RemoteHydrateOptions {
   onProgress?: (message: string) => void;
   /** Stop (as an interruption would) once this many data bytes arrived; lets tests interrupt deterministically. */
   stopAfterBytes?: number;
+  /** Where the resume cursor is kept; default DEST.ksr-hydrate-stream.json (e.g. another volume when DEST is a mount). */
+  progressPath?: string;
 }
 
 interface StreamProgress {
@@ -378,7 +380,7 @@ export async function hydrateRemote(
   destination: string,
   options: RemoteHydrateOptions = {},
 ): Promise<boolean> {
-  const progressPath = streamProgressPath(destination);
+  const progressPath = options.progressPath ?? streamProgressPath(destination);
   const { progress, resumed } = await startOrResume(machineId, point, destination, progressPath);
   if (resumed) options.onProgress?.(`resuming at "${progress.cursor.path}" (+${progress.cursor.offset} bytes)`);
   const writer = new PointWriter(destination, progressPath, progress, resumed ? progress.cursor : undefined);

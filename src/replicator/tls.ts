@@ -26,23 +26,34 @@ export const masterTargetCommonName = "ksr-master-target";
 /** A consistency group's coordinator: may hold, mark and release agents (their Barrier service). */
 export const coordinatorCommonName = "ksr-coordinator";
 
-export const replicatorRoles = ["agent", "process-server", "master-target", "coordinator", "operator"] as const;
+export const replicatorRoles = [
+  "agent",
+  "process-server",
+  "master-target",
+  "coordinator",
+  "operator",
+  "hydrator",
+] as const;
 export type ReplicatorRole = (typeof replicatorRoles)[number];
+
+/**
+ * Roles bound to one machine: an agent pushes that machine's changes; a hydrator (a drill's
+ * hydration pod) may only list and hydrate that machine's points ("ksr-hydrator:<machine id>").
+ */
+export const machineBoundRoles: readonly ReplicatorRole[] = ["agent", "hydrator"];
 
 export interface PeerIdentity {
   role: ReplicatorRole;
-  /** Agents only: the machine whose changes the agent may push. */
+  /** Agents and hydrators only: the one machine the identity acts for. */
   machineId?: string;
 }
 
-const agentPrefix = "ksr-agent:";
-
 /** The common name that carries an identity. */
 export function commonNameOf(identity: PeerIdentity): string {
-  if (identity.role === "agent") {
+  if (machineBoundRoles.includes(identity.role)) {
     if (identity.machineId === undefined || identity.machineId === "")
-      throw new Error("an agent identity needs a machine id");
-    return `${agentPrefix}${identity.machineId}`;
+      throw new Error(`the ${identity.role} identity needs a machine id`);
+    return `ksr-${identity.role}:${identity.machineId}`;
   }
   if (identity.machineId !== undefined) throw new Error(`a ${identity.role} identity carries no machine id`);
   return `ksr-${identity.role}`;
@@ -50,11 +61,15 @@ export function commonNameOf(identity: PeerIdentity): string {
 
 /** The identity a common name carries, or undefined for a name no replicator certificate has. */
 export function parseCommonName(commonName: string): PeerIdentity | undefined {
-  if (commonName.startsWith(agentPrefix)) {
-    const machineId = commonName.slice(agentPrefix.length);
-    return machineId === "" ? undefined : { role: "agent", machineId };
+  for (const bound of machineBoundRoles) {
+    const prefix = `ksr-${bound}:`;
+    if (!commonName.startsWith(prefix)) continue;
+    const machineId = commonName.slice(prefix.length);
+    return machineId === "" ? undefined : { role: bound, machineId };
   }
-  const role = replicatorRoles.find((candidate) => candidate !== "agent" && commonName === `ksr-${candidate}`);
+  const role = replicatorRoles.find(
+    (candidate) => !machineBoundRoles.includes(candidate) && commonName === `ksr-${candidate}`,
+  );
   return role === undefined ? undefined : { role };
 }
 
@@ -179,6 +194,20 @@ export function requireRole(call: ServerSurfaceCall, allowed: readonly Exclude<R
   if (!(allowed as readonly ReplicatorRole[]).includes(identity.role))
     throw new PermissionError(
       `certificate "${commonNameOf(identity)}" may not call this service (allowed: ${allowed.join(", ")})`,
+    );
+}
+
+/** Reading one machine's points: the operator, or the hydrator certificate of that machine only. */
+export function requirePointReaderOf(call: ServerSurfaceCall, machineId: string): void {
+  const identity = peerIdentity(call);
+  if (identity.role === "operator") return;
+  if (identity.role !== "hydrator")
+    throw new PermissionError(
+      `certificate "${commonNameOf(identity)}" may not read recovery points (allowed: operator, hydrator of the machine)`,
+    );
+  if (identity.machineId !== machineId)
+    throw new PermissionError(
+      `the hydrator of machine ${identity.machineId ?? ""} may not read machine ${machineId}: its certificate names its own machine only`,
     );
 }
 

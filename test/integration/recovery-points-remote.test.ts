@@ -49,6 +49,7 @@ import {
 } from "../../src/replicator/recovery-points-client.js";
 import {
   agentCommonName,
+  commonNameOf,
   clientCredentials,
   grpcOptions,
   masterTargetCommonName,
@@ -365,6 +366,31 @@ describe("recovery points over gRPC from a master target process", function () {
       await assert.rejects(listPoints(agentClient, machineId), { code: status.PERMISSION_DENIED });
     } finally {
       agentClient.close();
+    }
+    // A drill's hydrator reads its own machine's points and nothing else, and changes nothing.
+    const hydrator = await connectRecoveryPoints(
+      masterTargetAddress(),
+      identity(commonNameOf({ role: "hydrator", machineId })),
+    );
+    const otherHydrator = await connectRecoveryPoints(
+      masterTargetAddress(),
+      identity(commonNameOf({ role: "hydrator", machineId: "other" })),
+    );
+    try {
+      assert.deepEqual(pointsOf((await listPoints(hydrator, machineId)).points), before.points);
+      const denied: [string, () => Promise<unknown>][] = [
+        ["rollback", () => rollbackTo(hydrator, machineId, before.points[0] as RecoveryPoint)],
+        ["prune", () => prunePoints(hydrator, machineId, 2 * 3_600_000)],
+        ["another machine's points", () => listPoints(otherHydrator, machineId)],
+      ];
+      for (const [name, call] of denied)
+        await assert.rejects(call(), (error: ServiceError) => {
+          assert.equal(error.code, status.PERMISSION_DENIED, `${name}: ${error.message}`);
+          return true;
+        });
+    } finally {
+      hydrator.close();
+      otherHydrator.close();
     }
     assert.deepEqual(await retained(), before.points);
     assert.equal(treeDifference(before.replica, await describeTree(pipeline.target)), "");

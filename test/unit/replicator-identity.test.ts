@@ -16,6 +16,9 @@ describe("replicator identities", () => {
     ["ksr-operator", { role: "operator" }],
     ["ksr-coordinator", { role: "coordinator" }],
     ["ksr-agent:shop.db", { role: "agent", machineId: "shop.db" }],
+    ["ksr-hydrator:shop.db", { role: "hydrator", machineId: "shop.db" }],
+    ["ksr-hydrator", undefined],
+    ["ksr-hydrator:", undefined],
     ["ksr-agent:", undefined],
     ["ksr-agent", undefined],
     ["process-server", undefined],
@@ -31,6 +34,7 @@ describe("replicator identities", () => {
 
   it("refuses an agent without a machine and a server with one", () => {
     assert.throws(() => commonNameOf({ role: "agent" }), /needs a machine id/);
+    assert.throws(() => commonNameOf({ role: "hydrator" }), /needs a machine id/);
     assert.throws(() => commonNameOf({ role: "operator", machineId: "x" }), /carries no machine id/);
   });
 

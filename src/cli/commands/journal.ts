@@ -171,15 +171,20 @@ function hydrateCommand(): Command {
     .description("write a recovery point into a new directory or image; the replica is not changed (resumable)")
     .requiredOption("--point <selector>", pointHelp)
     .requiredOption("--dest <path>", "a new (or empty) directory, or a new image file path")
-    .action(async (options: TargetOptions & { point: string; dest: string }) => {
+    .option("--progress <file>", "remote mode: keep the resume cursor here (default DEST.ksr-hydrate-stream.json)")
+    .action(async (options: TargetOptions & { point: string; dest: string; progress?: string }) => {
       const destination = resolve(options.dest);
+      const progressPath = options.progress === undefined ? undefined : resolve(options.progress);
       await onTarget(
         options,
         true,
         async (remote) => {
           const point = selectPoint(await remotePoints(remote), options.point);
           report(`hydrating ${describePoint(point)} from ${options.masterTarget ?? ""}`);
-          await hydrateRemote(remote.client, remote.machineId, point, destination, { onProgress: report });
+          await hydrateRemote(remote.client, remote.machineId, point, destination, {
+            onProgress: report,
+            ...(progressPath === undefined ? {} : { progressPath }),
+          });
         },
         (directory, replica) =>
           withJournal(directory, false, async (journal) => {

@@ -14,7 +14,7 @@
 import * as x509 from "@peculiar/x509";
 import type { CertificateAuthority } from "../../pki/certificates.js";
 import { checkMachineId } from "../../replicator/machine-id.js";
-import { commonNameOf, normalizeSerial, replicatorRoles } from "../../replicator/tls.js";
+import { commonNameOf, machineBoundRoles, normalizeSerial, replicatorRoles } from "../../replicator/tls.js";
 import {
   configMaps,
   controllerReference,
@@ -49,17 +49,20 @@ const encode = (text: string) => Buffer.from(text, "utf8").toString("base64");
 const decode = (value: string | undefined) =>
   value === undefined ? "" : Buffer.from(value, "base64").toString("utf8");
 
-/** The Secret's name: ksr-<role>-tls, or ksr-agent-<machine id>-tls. */
+/** The Secret's name: ksr-<role>-tls, or ksr-<agent|hydrator>-<machine id>-tls. */
 export function certificateSecretName(request: Pick<ReplicatorCertificateRequest, "role" | "machineId">): string {
-  const suffix = request.role === "agent" ? `-${(request.machineId ?? "").toLowerCase().replaceAll("_", "-")}` : "";
+  const suffix = machineBoundRoles.includes(request.role)
+    ? `-${(request.machineId ?? "").toLowerCase().replaceAll("_", "-")}`
+    : "";
   return `ksr-${request.role}${suffix}-tls`;
 }
 
 function validate(request: ReplicatorCertificateRequest): void {
   if (!replicatorRoles.includes(request.role))
     throw new Error(`unknown replicator role ${request.role as string}; use one of ${replicatorRoles.join(", ")}`);
-  if (request.role === "agent") {
-    if (request.machineId === undefined) throw new Error("an agent certificate needs the machine id it pushes for");
+  if (machineBoundRoles.includes(request.role)) {
+    if (request.machineId === undefined)
+      throw new Error(`a ${request.role} certificate needs the machine id it acts for`);
     checkMachineId(request.machineId);
   } else if (request.machineId !== undefined) {
     throw new Error(`a ${request.role} certificate is not bound to a machine; drop machineId`);
@@ -81,8 +84,9 @@ export class SecretIssuer implements CertificateIssuer {
     const existing = await client.get(secrets, name, request.namespace);
     if (existing !== undefined && (await this.isCurrent(existing, authority, commonName, dnsNames))) return name;
 
-    const days =
-      request.role === "agent" ? (this.options.validDays?.agent ?? 7) : (this.options.validDays?.server ?? 30);
+    const days = machineBoundRoles.includes(request.role)
+      ? (this.options.validDays?.agent ?? 7)
+      : (this.options.validDays?.server ?? 30);
     const pair = await authority.issue({ commonName, dnsNames, usage: "both", validDays: days });
     const secret: Secret = {
       apiVersion: "v1",

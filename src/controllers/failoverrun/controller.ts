@@ -1,8 +1,11 @@
 // Wiring of the FailoverRun controller: runs, and the plans, machines and other
 // runs they depend on (a run waiting for another starts when that one ends).
 import { failoverRuns, protectedMachines, recoveryPlans, type FailoverRun } from "../../api/types.js";
-import type { Manager, ObjectRef } from "../../runtime/index.js";
+import { endpointSlices, type Manager, type ObjectRef } from "../../runtime/index.js";
 import type { OperatorDeps } from "../deps.js";
+import { operatorCredentials } from "../protectedmachine/controller.js";
+import { ReplicatorClients } from "../protectedmachine/replicator-clients.js";
+import { newRecoveryPointAccess } from "./steps/replicas.js";
 import { runMachines } from "./machine.js";
 import { FailoverMetrics } from "./metrics.js";
 import { newFailoverRunReconciler } from "./reconcile.js";
@@ -13,6 +16,15 @@ export function addFailoverRunController(manager: Manager, deps: OperatorDeps) {
     plans: deps.cache.informer(recoveryPlans),
     machines: deps.cache.informer(protectedMachines),
   };
+  const replicators = new ReplicatorClients(operatorCredentials(deps));
+  void manager.done.then(() => {
+    replicators.close();
+  });
+  const replicas = newRecoveryPointAccess({
+    replicators,
+    endpointSlices: deps.cache.informer(endpointSlices),
+    certificates: deps.certificates,
+  });
   const runsIn = (namespace: string | undefined): ObjectRef[] =>
     caches.runs.list(namespace).map((run) => ({ name: run.metadata.name, namespace: run.metadata.namespace }));
   const runsOfMachine = (machine: { metadata: { name: string; namespace?: string } }): ObjectRef[] =>
@@ -37,6 +49,7 @@ export function addFailoverRunController(manager: Manager, deps: OperatorDeps) {
         events: deps.events,
         caches,
         metrics: new FailoverMetrics(manager.metrics.registry),
+        replicas,
       }),
     );
 }

@@ -14,12 +14,14 @@ import { nextStep, type StepOutcome } from "./machine.js";
 import type { FailoverMetrics } from "./metrics.js";
 import { observe, type RunCaches } from "./observe.js";
 import { stepExecutors } from "./steps/index.js";
+import type { RecoveryPointAccess } from "./steps/replicas.js";
 
 export interface RunDeps {
   readonly client: KubeClient;
   readonly events: EventRecorder;
   readonly caches: RunCaches;
   readonly metrics: FailoverMetrics;
+  readonly replicas: RecoveryPointAccess;
 }
 
 /** Enough for a whole run when every step finishes at once; otherwise the reconcile ends earlier with a Wait. */
@@ -65,6 +67,7 @@ export function newFailoverRunReconciler(deps: RunDeps): Reconciler {
         clock: context.clock,
         signal: context.signal,
         log: context.log,
+        replicas: deps.replicas,
       });
       outcome = { step: work.step.name, outcome: result };
     }

@@ -26,7 +26,7 @@ import { ReplicatorClients } from "./replicator-clients.js";
 import { serviceHost } from "./replicators.js";
 
 /** The operator's own mutual-TLS identity (common name ksr-operator) for the replicators' control API. */
-function operatorCredentials(deps: OperatorDeps): () => Promise<ChannelCredentials> {
+export function operatorCredentials(deps: OperatorDeps): () => Promise<ChannelCredentials> {
   let loaded: Promise<ChannelCredentials> | undefined;
   return () => {
     loaded ??= (async () => {

@@ -1,5 +1,5 @@
 // The operator's side of the replicators' control API (mutual TLS, common name ksr-operator): the
-// process server's Control.Status, the master target's RecoveryPoints.ListPoints and the agent's
+// process server's Control.Status, the master target's RecoveryPoints.ListPoints and Rollback and the agent's
 // Barrier.Cut. One channel per address, reused across reconciles, closed when the operator stops.
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import {
@@ -10,12 +10,15 @@ import {
   type ControlStatus,
   type CutReply,
   type ListPointsReply,
+  type RollbackReply,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { callWithin } from "../../replicator/grpc-util.js";
 import { grpcOptions } from "../../replicator/tls.js";
 
 /** Control calls are small; a replicator that does not answer within this is reported unreachable. */
 const callTimeoutMs = 5_000;
+/** A rollback moves entries back and restores blocks: as long as the journal newer than the point is large. */
+const rollbackTimeoutMs = 10 * 60_000;
 
 /** Where a replicator is reached: the address to dial and the name its certificate carries. */
 export interface PeerAddress {
@@ -57,6 +60,12 @@ export class ReplicatorClients {
   async listPoints(peer: PeerAddress, machineId: string): Promise<ListPointsReply> {
     const client = await this.client(this.points, peer, (a, c, o) => new RecoveryPointsClient(a, c, o));
     return callWithin(client.listPoints.bind(client), { machineId }, callTimeoutMs);
+  }
+
+  /** Turns a replica into one of its points in place (a failover); points newer than it are discarded. */
+  async rollback(peer: PeerAddress, machineId: string, pointId: string, pointSeq: number): Promise<RollbackReply> {
+    const client = await this.client(this.points, peer, (a, c, o) => new RecoveryPointsClient(a, c, o));
+    return callWithin(client.rollback.bind(client), { machineId, pointId, pointSeq }, rollbackTimeoutMs);
   }
 
   /** One point of one stream now; answers once the master target applied its marker. */

@@ -20,7 +20,7 @@ import { hydrate, hydrateProgressPath, rollback } from "../journal/materialise.j
 import { consistencyToWire, maxPointIdLength, type RecoveryPoint } from "../journal/point.js";
 import { UndoJournal } from "../journal/undo-journal.js";
 import { checkMachineId } from "../machine-id.js";
-import { requireRole } from "../tls.js";
+import { requirePointReaderOf, requireRole } from "../tls.js";
 import { FrameRejected, type FrameAdmission, type MachineApplier } from "./machine-applier.js";
 import { checkCursor, measurePoint, pointReplies } from "./point-stream.js";
 
@@ -254,11 +254,14 @@ export class RecoveryPointsHost {
       call: Parameters<typeof requireRole>[0],
       callback: sendUnaryData<Reply>,
       work: () => Promise<Reply>,
+      authorize: () => void = () => {
+        requireRole(call, ["operator"]);
+      },
     ): void => {
       answerUnary(
         callback,
         () => {
-          requireRole(call, ["operator"]);
+          authorize();
           return work();
         },
         (error) => toStatus(error, isUsageError),
@@ -266,16 +269,23 @@ export class RecoveryPointsHost {
     };
     return {
       listPoints: (call, callback) => {
-        answer(call, callback, async () => {
-          const machine = this.machine(call.request.machineId);
-          return {
-            points: machine.journal.points().map(toPointInfo),
-            usage: await this.usage(machine),
-            replicaKind: machine.kind,
-            retentionMs: this.options.retentionMs,
-            pendingRollback: machine.journal.pendingRollback ?? "",
-          };
-        });
+        answer(
+          call,
+          callback,
+          async () => {
+            const machine = this.machine(call.request.machineId);
+            return {
+              points: machine.journal.points().map(toPointInfo),
+              usage: await this.usage(machine),
+              replicaKind: machine.kind,
+              retentionMs: this.options.retentionMs,
+              pendingRollback: machine.journal.pendingRollback ?? "",
+            };
+          },
+          () => {
+            requirePointReaderOf(call, call.request.machineId);
+          },
+        );
       },
       prune: (call, callback) => {
         answer(call, callback, async () => {
@@ -353,7 +363,7 @@ export class RecoveryPointsHost {
    * stream and kept for resuming after an interrupted one (until its point is pruned).
    */
   private async hydrate(call: ServerWritableStream<HydrateRequest, HydrateReply>): Promise<void> {
-    requireRole(call, ["operator"]);
+    requirePointReaderOf(call, call.request.machineId);
     const machine = this.machine(call.request.machineId);
     const point = this.point(machine, call.request.pointId, call.request.pointSeq);
     const cursor = { path: call.request.resume?.path ?? "", offset: call.request.resume?.offset ?? 0 };

@@ -1,6 +1,6 @@
 // The run's own steps: stop the source, wait for the final changes, recover a
 // machine, stop a recovered workload, commit, and clean a drill up.
-import type { FailoverRun, ProtectedMachine } from "../../../api/types.js";
+import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint } from "../../../api/types.js";
 import {
   deployments,
   isAlreadyExists,
@@ -17,6 +17,10 @@ import {
 import { protectedMachines } from "../../../api/types.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
+import { deleteHydratorSecrets, recoverDrill } from "./drill.js";
+import { dataLossMs, selectPoints, type Selection } from "./points.js";
+import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
+import { recoverInPlace } from "./rollback.js";
 import { createdByRun, runLabel, runLabels, runNamespaceLabel, type StepContext, type StepExecutor } from "./types.js";
 import { ensureRecovered, scaleToZero, sourceWorkload, workloadType } from "./workload.js";
 
@@ -34,6 +38,15 @@ export const shutDownSourceStep: StepExecutor = {
     if (machine === undefined) return missing(context);
     const workload = await sourceWorkload(context.client, machine);
     if (workload === undefined) return { state: "Succeeded", message: "the source workload does not exist" };
+    // Recorded before the source stops: a stopped workload has no pods, and its machine's status then no volumes.
+    const record = replicationRecord(machine);
+    if (record !== undefined && machine.metadata.annotations?.[replicationAnnotation] !== record)
+      await context.client.patch(
+        protectedMachines,
+        { name: machine.metadata.name, namespace: machine.metadata.namespace },
+        { metadata: { annotations: { [replicationAnnotation]: record } } },
+        "merge",
+      );
     await scaleToZero(context.client, workload);
     const left = workload.status?.replicas ?? 0;
     // An unplanned run only fences: pods on an unreachable site stop when their node comes back (scaled to 0).
@@ -109,52 +122,113 @@ async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: 
     });
 }
 
+/** The points the step recovers to: a change's own selector, else the point recorded for the machine or the run's selector. */
+async function choosePoint(
+  context: StepContext,
+  machine: ProtectedMachine,
+  change: number | undefined,
+): Promise<{ ok: true; selection: Extract<Selection, { ok: true }> } | { ok: false; outcome: StepOutcome }> {
+  const { run, replicas } = context;
+  const name = machine.metadata.name;
+  const recorded = run.status?.recoveryPoints?.find((point) => point.machine === name);
+  const selector =
+    change === undefined
+      ? (run.spec.recoveryPoint ?? { select: "LatestProcessed" })
+      : (run.spec.recoveryPointChanges?.[change - 1] ?? { select: "LatestProcessed" });
+  let volumes;
+  try {
+    volumes = await replicas.points(machine);
+  } catch (error) {
+    return {
+      ok: false,
+      outcome: {
+        state: "InProgress",
+        message: `asking the master target for the points of ${name}: ${(error as Error).message}`,
+        recheckAfterMs: 5000,
+      },
+    };
+  }
+  // A change always resolves its own selector: after its rollback that point is the newest, so it resolves the same.
+  const selection = selectPoints(name, volumes, selector, change === undefined ? recorded : undefined);
+  if (selection.ok) return { ok: true, selection };
+  const discarded =
+    change !== undefined && recorded !== undefined
+      ? `; the rollback to ${recorded.id} (${recorded.time}) discarded every newer point, so a change of recovery point can only move to that point or an older retained one`
+      : "";
+  return { ok: false, outcome: { state: "Failed", message: `${selection.message}${discarded}` } };
+}
+
+const sameUsed = (a: UsedRecoveryPoint | undefined, b: UsedRecoveryPoint) =>
+  a !== undefined && a.id === b.id && a.time === b.time && a.consistency === b.consistency;
+
 export const recoverStep: StepExecutor = {
   async execute(context) {
-    const { run, work, client } = context;
+    const { run, work, client, replicas } = context;
     const machine = machineOf(context);
     if (machine === undefined) return missing(context);
+    if (run.spec.type === "Planned" && work.change === undefined) return recoverPlanned(client, machine, run);
+    const chosen = await choosePoint(context, machine, work.change);
+    if (!chosen.ok) return chosen.outcome;
+    const { used, volumes } = chosen.selection;
+    // The point is recorded in status before anything acts on it.
+    if (!sameUsed(work.recordedPoint, used))
+      return {
+        state: "InProgress",
+        point: used,
+        message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
+        recheckAfterMs: 1000,
+      };
+    const loss = dataLossMs(volumes, replicationOf(machine).lastSyncTime);
+    let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
       await ensureNamespace(client, run, namespace);
       await ensureIsolation(client, run, namespace);
-      return {
-        state: "Failed",
-        message: "hydrating a recovery point into new claims of the drill namespace is not implemented yet",
-      };
+      outcome = await recoverDrill({ client, replicas, run, machine, namespace, chosen: volumes });
+    } else {
+      outcome = await recoverInPlace({
+        client,
+        replicas,
+        run,
+        step: work.step.name,
+        machine,
+        chosen: volumes,
+        fence: run.spec.type === "Unplanned" && work.change === undefined,
+      });
     }
-    if (run.spec.type === "Unplanned" || work.change !== undefined)
-      return {
-        state: "Failed",
-        message: "rolling the replica back to a recovery point through the master target is not implemented yet",
-      };
-    // Planned: replication stops (the machine is paused), the workload comes up on the replicas themselves.
-    if (!machine.spec.paused)
-      await client.patch(
-        protectedMachines,
-        { name: machine.metadata.name, namespace: machine.metadata.namespace },
-        { spec: { paused: true } },
-        "merge",
-      );
-    const claims = new Map(
-      (machine.status?.volumes ?? []).flatMap((volume) =>
-        volume.claimName === undefined || volume.replicaClaimName === undefined
-          ? []
-          : [[volume.claimName, volume.replicaClaimName] as const],
-      ),
-    );
-    const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
-    return ready
-      ? { state: "Succeeded", message, dataLossMs: 0 }
-      : { state: "InProgress", message, recheckAfterMs: 2000 };
+    return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
   },
 };
+
+/** Planned: replication stops (the machine is paused), the workload comes up on the replicas themselves. */
+async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run: FailoverRun): Promise<StepOutcome> {
+  if (!machine.spec.paused)
+    await client.patch(
+      protectedMachines,
+      { name: machine.metadata.name, namespace: machine.metadata.namespace },
+      { spec: { paused: true } },
+      "merge",
+    );
+  const claims = new Map(
+    replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
+  );
+  const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
+  return ready
+    ? { state: "Succeeded", message, dataLossMs: 0 }
+    : { state: "InProgress", message, recheckAfterMs: 2000 };
+}
 
 /** Before a recovery point change: the recovered workload stops. */
 export const stopStep: StepExecutor = {
   async execute(context) {
     const machine = machineOf(context);
     if (machine === undefined) return missing(context);
+    // A point the change cannot reach fails it here, before the recovered workload is stopped.
+    const change = /^change-([0-9]+)\//.exec(context.work.step.name)?.[1];
+    if (change !== undefined) {
+      const chosen = await choosePoint(context, machine, Number(change));
+      if (!chosen.ok) return chosen.outcome;
+    }
     const { kind, name } = machine.spec.source.workloadRef;
     const type = workloadType(kind);
     const copy = await context.client.get(type, name, machine.spec.target.namespace);
@@ -190,8 +264,10 @@ const drillKinds: readonly ResourceType<KubeObject>[] = [
 
 /** Deletes what the run created in its drill namespace (by label), then the namespace if the run created it. */
 export const cleanupStep: StepExecutor = {
-  async execute({ run, client }) {
+  async execute({ run, client, machines }) {
     const namespace = drillNamespaceOf(run);
+    // The hydrators' Secrets are the issuer's (not labelled by the run); a drill cleaned up mid-hydration leaves them.
+    for (const machine of machines.values()) await deleteHydratorSecrets(client, machine, namespace);
     const selector = `${runLabel}=${run.metadata.name},${runNamespaceLabel}=${run.metadata.namespace ?? ""}`;
     let left = 0;
     for (const type of drillKinds) {

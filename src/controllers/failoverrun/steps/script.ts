@@ -3,7 +3,8 @@
 // and the step, so executing again only reads the Job's state.
 import { createHash } from "node:crypto";
 import type { FailoverRun, RecoveryPlan, ProtectedMachine } from "../../../api/types.js";
-import { isAlreadyExists, jobs, type Job } from "../../../runtime/index.js";
+import { isAlreadyExists, jobs, type Job, type KubeClient } from "../../../runtime/index.js";
+import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { createdByRun, runLabels, type StepContext, type StepExecutor } from "./types.js";
 
@@ -64,36 +65,41 @@ export const scriptStep: StepExecutor = {
     const key = `${work.step.group ?? ""}/${work.action?.name ?? ""}`;
     const namespace = actionNamespace(run, plan, work.step.group ?? "", machines);
     const desired = scriptJob(plan, key, template, namespace, run);
-    let job = await client.get(jobs, desired.metadata.name, namespace);
-    if (job === undefined) {
-      job = await client.create(jobs, desired).catch(async (error: unknown) => {
-        if (!isAlreadyExists(error)) throw error;
-        return client.get(jobs, desired.metadata.name, namespace);
-      });
-      return {
-        state: "InProgress",
-        message: `Job ${namespace}/${desired.metadata.name} created`,
-        recheckAfterMs: 2000,
-      };
-    }
-    if (!createdByRun(job, run))
-      return {
-        state: "Failed",
-        message: `Job ${namespace}/${desired.metadata.name} exists and was not created by this run`,
-      };
-    const conditions = job.status?.conditions ?? [];
-    const failed = conditions.find((condition) => condition.type === "Failed" && condition.status === "True");
-    if (failed !== undefined)
-      return {
-        state: "Failed",
-        message: `Job ${namespace}/${desired.metadata.name} failed: ${failed.message ?? failed.reason ?? ""}`,
-      };
-    if (conditions.some((condition) => condition.type === "Complete" && condition.status === "True"))
-      return { state: "Succeeded", message: `Job ${namespace}/${desired.metadata.name} completed` };
-    return {
-      state: "InProgress",
-      message: `Job ${namespace}/${desired.metadata.name}: ${job.status?.active ?? 0} running, ${job.status?.failed ?? 0} failed`,
-      recheckAfterMs: 3000,
-    };
+    return ensureJob(client, run, desired);
   },
 };
+
+/** Creates the Job once, then reports its state: the step ends with it. */
+export async function ensureJob(client: KubeClient, run: FailoverRun, desired: Job): Promise<StepOutcome> {
+  const namespace = desired.metadata.namespace ?? "";
+  const job = await client.get(jobs, desired.metadata.name, namespace);
+  if (job === undefined) {
+    await client.create(jobs, desired).catch((error: unknown) => {
+      if (!isAlreadyExists(error)) throw error;
+    });
+    return {
+      state: "InProgress",
+      message: `Job ${namespace}/${desired.metadata.name} created`,
+      recheckAfterMs: 2000,
+    };
+  }
+  if (!createdByRun(job, run))
+    return {
+      state: "Failed",
+      message: `Job ${namespace}/${desired.metadata.name} exists and was not created by this run`,
+    };
+  const conditions = job.status?.conditions ?? [];
+  const failed = conditions.find((condition) => condition.type === "Failed" && condition.status === "True");
+  if (failed !== undefined)
+    return {
+      state: "Failed",
+      message: `Job ${namespace}/${desired.metadata.name} failed: ${failed.message ?? failed.reason ?? ""}`,
+    };
+  if (conditions.some((condition) => condition.type === "Complete" && condition.status === "True"))
+    return { state: "Succeeded", message: `Job ${namespace}/${desired.metadata.name} completed` };
+  return {
+    state: "InProgress",
+    message: `Job ${namespace}/${desired.metadata.name}: ${job.status?.active ?? 0} running, ${job.status?.failed ?? 0} failed`,
+    recheckAfterMs: 3000,
+  };
+}

@@ -5,6 +5,7 @@
 import type { FailoverRun, ProtectedMachine, RecoveryPlan } from "../../../api/types.js";
 import type { Clock, KubeClient, Logger } from "../../../runtime/index.js";
 import type { StepOutcome, StepWork } from "../machine.js";
+import type { RecoveryPointAccess } from "./replicas.js";
 
 export interface StepContext {
   readonly run: FailoverRun;
@@ -15,6 +16,7 @@ export interface StepContext {
   readonly clock: Clock;
   readonly signal: AbortSignal;
   readonly log: Logger;
+  readonly replicas: RecoveryPointAccess;
 }
 
 export interface StepExecutor {
