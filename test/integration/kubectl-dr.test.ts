@@ -2,12 +2,9 @@
 // creates or patches exactly what it names, bad input changes nothing, and
 // --wait follows a run (whose status this test writes, as the controller would).
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { parse, stringify } from "yaml";
 import { installCrds } from "../../src/api/install.js";
 import {
@@ -22,15 +19,8 @@ import {
 import { KubeClient } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
-
-const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
-const run = promisify(execFile);
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import type { KsrResult } from "../fixture/ksr-cli.js";
+import { followDr, kubectlDr } from "../fixture/kubectl-dr.js";
 
 describe("kubectl dr on a real API server", function () {
   this.timeout(60_000);
@@ -38,15 +28,7 @@ describe("kubectl dr on a real API server", function () {
   let client: KubeClient;
   let scratch: string;
 
-  const dr = async (...args: string[]): Promise<Result> => {
-    try {
-      const { stdout, stderr } = await run("node", [plugin, "--kubeconfig", cluster.state.kubeconfig, ...args]);
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const failed = error as Result;
-      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-    }
-  };
+  const dr = (...args: string[]): Promise<KsrResult> => kubectlDr(cluster.state.kubeconfig, args);
   const inNs = (...args: string[]) => dr(...args, "-n", cluster.namespace);
 
   const runNames = async () =>
@@ -56,7 +38,7 @@ describe("kubectl dr on a real API server", function () {
     ok(found !== undefined, `failoverrun ${name} exists`);
     return found;
   };
-  const createdName = (result: Result): string => {
+  const createdName = (result: KsrResult): string => {
     strictEqual(result.code, 0, result.stderr);
     const name = /^failoverrun\.dr\.ksr\.io\/(\S+) created$/m.exec(result.stdout)?.[1];
     ok(name !== undefined, result.stdout);
@@ -320,25 +302,14 @@ describe("kubectl dr on a real API server", function () {
     config.contexts.push({ name: "dr-suite", context: { ...current.context, namespace: cluster.namespace } });
     const file = join(scratch, "kubeconfig");
     writeFileSync(file, stringify(config));
-    const { stdout } = await run("node", [plugin, "status", "--kubeconfig", file, "--context", "dr-suite"]);
+    const { code, stdout, stderr } = await kubectlDr(file, ["status", "--context", "dr-suite"]);
+    strictEqual(code, 0, stderr);
     match(stdout, new RegExp(`Namespace ${cluster.namespace}`));
     match(stdout, /shop-db\s+Protected/);
   });
 
   describe("--wait follows the run", () => {
-    const follow = (args: string[]) => {
-      const child = spawn("node", [plugin, "--kubeconfig", cluster.state.kubeconfig, "-n", cluster.namespace, ...args]);
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      const exited = new Promise<number>((resolve) =>
-        child.on("exit", (code) => {
-          resolve(code ?? -1);
-        }),
-      );
-      return { exited, output: () => stdout, errors: () => stderr };
-    };
+    const follow = (args: string[]) => followDr(cluster.state.kubeconfig, ["-n", cluster.namespace, ...args]);
     const step = (name: string, phase: string, extra: Record<string, string> = {}) => ({
       name,
       action: "Recover" as const,

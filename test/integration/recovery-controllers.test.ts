@@ -2,10 +2,10 @@
 // machines' status is written by this test, standing in for the ProtectedMachine
 // controller; everything else (Deployments, Jobs' dry runs, the runs' steps,
 // approvals through kubectl dr) is real.
-import { match, ok, strictEqual } from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { deepStrictEqual, match, ok, rejects, strictEqual } from "node:assert/strict";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { pino } from "pino";
 import { installCrds } from "../../src/api/install.js";
 import {
   failoverRuns,
@@ -19,18 +19,30 @@ import { operatorDeps } from "../../src/controllers/deps.js";
 import { addFailoverRunController } from "../../src/controllers/failoverrun/controller.js";
 import { MachineMetrics } from "../../src/controllers/metrics.js";
 import { addRecoveryPlanController } from "../../src/controllers/recoveryplan/controller.js";
-import { deployments, isConflict, KubeClient, namespaces, type Manager } from "../../src/runtime/index.js";
+import {
+  deployments,
+  eventsV1,
+  isConflict,
+  KubeClient,
+  namespaces,
+  secrets,
+  type Manager,
+} from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
+import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { testManager, waitFor } from "../fixture/runtime.js";
 
-const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
-const run = promisify(execFile);
+function doesNotMatchJson(value: unknown, pattern: RegExp, what: string): void {
+  ok(!pattern.test(JSON.stringify(value)), `${what} must not hold ${pattern.source}`);
+}
 
 describe("RecoveryPlan and FailoverRun controllers on a real API server", function () {
   this.timeout(120_000);
   const cluster = useCluster("rcv");
   let client: KubeClient;
   let manager: Manager;
+  /** Everything the controllers logged, at debug level: secrets must never be in it. */
+  const logged: string[] = [];
   const target = () => `${cluster.namespace}-dr`;
 
   const getRun = async (name: string): Promise<FailoverRun> => {
@@ -109,7 +121,9 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
       },
     };
     await client.create(recoveryPlans, shop);
-    manager = testManager(cluster.kubeConfig);
+    manager = testManager(cluster.kubeConfig, {
+      logger: pino({ level: "debug" }, { write: (line: string) => void logged.push(line) }),
+    });
     const deps = operatorDeps(manager, {
       metrics: new MachineMetrics(manager.metrics.registry),
       certificates: {
@@ -194,16 +208,14 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     });
     strictEqual((await getRun("drill")).status?.steps, undefined);
 
-    await run("node", [
-      plugin,
-      "--kubeconfig",
-      cluster.state.kubeconfig,
+    const approved = await kubectlDr(cluster.state.kubeconfig, [
       "-n",
       cluster.namespace,
       "approve",
       "move",
       "database/confirm",
     ]);
+    strictEqual(approved.code, 0, approved.stderr);
     await waitFor("the failover to succeed", async () => (await phaseOf("move")) === "Succeeded", 60_000);
     const done = await getRun("move");
     strictEqual(done.status?.dataLossWindow, "0s");
@@ -214,7 +226,8 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     strictEqual((await client.get(protectedMachines, "db", cluster.namespace))?.spec.paused, true);
     strictEqual((await getRun("drill")).status?.startTime, undefined, "the drill still waits for the commit");
 
-    await run("node", [plugin, "--kubeconfig", cluster.state.kubeconfig, "-n", cluster.namespace, "commit", "move"]);
+    const committed = await kubectlDr(cluster.state.kubeconfig, ["-n", cluster.namespace, "commit", "move"]);
+    strictEqual(committed.code, 0, committed.stderr);
     await waitFor("the commit", async () => (await phaseOf("move")) === "Committed");
     await waitFor("the drill to start", async () => (await getRun("drill")).status?.startTime !== undefined);
     const metrics = await manager.metrics.registry.getSingleMetricAsString("ksr_failover_runs_total");
@@ -225,5 +238,171 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     await newRun("back", { type: "Reprotect" });
     await waitFor("the reprotect to fail", async () => (await phaseOf("back")) === "Failed");
     match((await getRun("back")).status?.steps?.[0]?.message ?? "", /not supported yet/);
+  });
+
+  describe("webhook actions", () => {
+    interface Received {
+      method: string;
+      path: string;
+      headers: IncomingHttpHeaders;
+      body: Record<string, unknown>;
+    }
+    const received: Received[] = [];
+    let sink: Server;
+    let base = "";
+    const token = "Bearer s3cr3t-never-logged";
+
+    before(async () => {
+      // A local HTTP sink: /ok answers 204, anything else 500.
+      sink = createServer((request, response) => {
+        let text = "";
+        request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        request.on("end", () => {
+          received.push({
+            method: request.method ?? "",
+            path: request.url ?? "",
+            headers: request.headers,
+            body: JSON.parse(text) as Record<string, unknown>,
+          });
+          response.writeHead(request.url === "/ok" ? 204 : 500).end();
+        });
+      });
+      await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
+      base = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+      const namespace = cluster.namespace;
+      await client.create(secrets, {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "hook-headers", namespace },
+        stringData: { authorization: token, "x-team": "dr" },
+      });
+      await client.create(deployments, {
+        apiVersion: "apps/v1",
+        kind: "Deployment",
+        metadata: { name: "hooks", namespace },
+        spec: {
+          replicas: 0,
+          selector: { matchLabels: { app: "hooks" } },
+          template: {
+            metadata: { labels: { app: "hooks" } },
+            spec: { containers: [{ name: "hooks", image: "busybox", command: ["sleep", "3600"] }] },
+          },
+        },
+      });
+      const machine = await client.create(protectedMachines, {
+        apiVersion: "dr.ksr.io/v1alpha1",
+        kind: "ProtectedMachine",
+        metadata: { name: "hooks", namespace },
+        spec: {
+          policyRef: { name: "shop" },
+          source: { workloadRef: { kind: "Deployment", name: "hooks" } },
+          target: { site: "recovery", namespace: target() },
+          paused: false,
+        },
+      });
+      await client.replaceStatus(protectedMachines, {
+        ...machine,
+        status: {
+          phase: "Protected",
+          activeSite: "primary",
+          lastSyncTime: new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"),
+          volumes: [{ name: "data", claimName: "hooks-data", replicaClaimName: "hooks-data", pendingBytes: 0 }],
+          recoveryPoints: {
+            count: 1,
+            latest: { id: "p1", time: "2026-12-01T10:00:00Z", consistency: "CrashConsistent" },
+          },
+        },
+      });
+    });
+    after(
+      () =>
+        new Promise<void>((resolve) =>
+          sink.close(() => {
+            resolve();
+          }),
+        ),
+    );
+
+    const notifyPlan = (url: string): RecoveryPlan => ({
+      apiVersion: "dr.ksr.io/v1alpha1",
+      kind: "RecoveryPlan",
+      metadata: { name: "notify", namespace: cluster.namespace },
+      spec: {
+        groups: [
+          {
+            name: "notify",
+            machines: ["hooks"],
+            postActions: [
+              {
+                name: "tell",
+                runOn: ["Planned"],
+                onFailure: "Abort",
+                webhook: { url: `${url}/ok`, method: "PUT", headersSecretRef: { name: "hook-headers" } },
+              },
+              {
+                name: "broken",
+                runOn: ["Planned"],
+                onFailure: "Continue",
+                timeout: "10s",
+                webhook: { url: `${url}/fail`, method: "POST" },
+              },
+              { name: "after", runOn: ["Planned"], onFailure: "Abort", wait: { duration: "1s" } },
+            ],
+          },
+        ],
+      },
+    });
+
+    it("refuses URLs that are not http(s) with a host, or carry credentials, at admission", async () => {
+      for (const [url, message] of [
+        ["ftp://127.0.0.1", /absolute http:\/\/ or https:\/\/ URL/],
+        ["http://user:pw@127.0.0.1", /must not carry credentials/],
+        ["/relative/path", /absolute http:\/\/ or https:\/\/ URL/],
+      ] as const)
+        await rejects(client.create(recoveryPlans, notifyPlan(url)), message, url);
+      strictEqual(await client.get(recoveryPlans, "notify", cluster.namespace), undefined);
+    });
+
+    it("calls the URL once with a JSON body of run and step and the Secret's headers, which appear nowhere else", async () => {
+      await client.create(recoveryPlans, notifyPlan(base));
+      await newRun("announce", { type: "Planned", planRef: { name: "notify" } });
+      await waitFor("the announcing run to succeed", async () => (await phaseOf("announce")) === "Succeeded", 60_000);
+      const done = await getRun("announce");
+      const steps = new Map((done.status?.steps ?? []).map((step) => [step.name, step]));
+      strictEqual(steps.get("notify/post/tell")?.phase, "Succeeded");
+      match(steps.get("notify/post/tell")?.message ?? "", /PUT 127\.0\.0\.1:\d+: 204/);
+      strictEqual(steps.get("notify/post/broken")?.phase, "Failed", "a 500 fails the step");
+      match(steps.get("notify/post/broken")?.message ?? "", /answered 500/);
+      strictEqual(steps.get("notify/post/after")?.phase, "Succeeded", "onFailure: Continue goes on");
+
+      const told = received.filter((request) => request.path === "/ok");
+      strictEqual(told.length, 1);
+      const [call] = told;
+      ok(call !== undefined);
+      strictEqual(call.method, "PUT");
+      strictEqual(call.headers.authorization, token);
+      strictEqual(call.headers["x-team"], "dr");
+      match(call.headers["content-type"] ?? "", /application\/json/);
+      deepStrictEqual(call.body.run, {
+        name: "announce",
+        namespace: cluster.namespace,
+        uid: done.metadata.uid,
+        type: "Planned",
+      });
+      strictEqual(call.body.plan, "notify");
+      deepStrictEqual(call.body.step, { name: "notify/post/tell", group: "notify", action: "tell", attempt: 1 });
+      strictEqual(call.body.idempotencyKey, `${done.metadata.uid ?? ""}/notify/post/tell/1`);
+      strictEqual(received.find((request) => request.path === "/fail")?.headers.authorization, undefined);
+
+      const secret = /s3cr3t/;
+      ok(
+        logged.some((line) => line.includes("notify/post/tell")),
+        "the step was logged",
+      );
+      strictEqual(logged.filter((line) => secret.test(line)).length, 0, "the header value was logged");
+      doesNotMatchJson(done.status, secret, "the run's status");
+      const events = await client.list(eventsV1, { namespace: cluster.namespace });
+      doesNotMatchJson(events.items, secret, "the events");
+    });
   });
 });

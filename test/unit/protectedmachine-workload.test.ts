@@ -7,6 +7,7 @@ import {
   type WorkloadObject,
 } from "../../src/controllers/protectedmachine/workload.js";
 import type { PersistentVolumeClaim, Pod, StorageClass } from "../../src/runtime/index.js";
+import { replicasAnnotation } from "../../src/controllers/failoverrun/steps/workload.js";
 
 const spec = (kind: "StatefulSet" | "Deployment" | "Pod", name: string, volumes?: string[]): ProtectedMachineSpec => ({
   policyRef: { name: "p" },
@@ -81,6 +82,18 @@ describe("protectedmachine: workload resolution", () => {
       { statusName: "wal-1", claimName: "wal-db-1", replicaClaimName: "wal-db-1" },
       { statusName: "shared", claimName: "config", replicaClaimName: "config", podName: "db-0" },
     ]);
+  });
+
+  it("a StatefulSet stopped for a failover keeps its claims: the replicas recorded before it was scaled to 0 count", () => {
+    const stopped: WorkloadObject = {
+      ...statefulSet,
+      metadata: { ...statefulSet.metadata, annotations: { [replicasAnnotation]: "2" } },
+      spec: { ...statefulSet.spec, replicas: 0 },
+    };
+    assert.deepEqual(
+      volumes(resolveWorkload(spec("StatefulSet", "db", ["data"]), "app", stopped, [])).map((v) => v.claimName),
+      ["data-db-0", "data-db-1"],
+    );
   });
 
   it("spec.source.volumes narrows the claims", () => {

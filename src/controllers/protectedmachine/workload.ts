@@ -4,6 +4,7 @@
 import type { ProtectedMachineSpec } from "../../api/types.js";
 import type { PersistentVolumeClaim, Pod, StorageClass } from "../../runtime/index.js";
 import type { V1PodSpec, V1PodTemplateSpec } from "@kubernetes/client-node";
+import { replicasAnnotation } from "../failoverrun/steps/workload.js";
 import { streamId } from "./names.js";
 
 /** Something the user must fix before protection can start: a condition reason and a message naming the fix. */
@@ -13,7 +14,7 @@ export interface Problem {
 }
 
 export interface WorkloadObject {
-  metadata: { name: string; namespace?: string; uid?: string };
+  metadata: { name: string; namespace?: string; uid?: string; annotations?: Record<string, string> };
   spec?: {
     replicas?: number;
     selector?: { matchLabels?: Record<string, string> };
@@ -126,7 +127,9 @@ function claimUses(kind: string, workload: WorkloadObject): ClaimUse[] {
   );
   if (kind !== "StatefulSet") return direct;
   const name = workload.metadata.name;
-  const replicas = workload.spec?.replicas ?? 1;
+  // A StatefulSet stopped for a failover (scaled to 0) still owns its claims, and they are still replicated.
+  const before = Number(workload.metadata.annotations?.[replicasAnnotation]);
+  const replicas = Math.max(workload.spec?.replicas ?? 1, Number.isInteger(before) ? before : 0);
   const templated = (workload.spec?.volumeClaimTemplates ?? []).flatMap((template) => {
     const volumeName = template.metadata?.name;
     if (volumeName === undefined) return [];

@@ -2,7 +2,7 @@
 // 2xx is success. Headers come from a Secret and are never logged, recorded or
 // put in an event. The URL is checked again here (admission checks it too).
 import { secrets } from "../../../runtime/index.js";
-import { apiDurationMs } from "../../../util/duration.js";
+import { apiDurationMs, formatDuration } from "../../../util/duration.js";
 import type { StepContext, StepExecutor } from "./types.js";
 
 const defaultTimeoutMs = 30_000;
@@ -72,7 +72,13 @@ export const webhookStep: StepExecutor = {
         ? { state: "Succeeded", message: `${hook.method} ${new URL(hook.url).host}: ${response.status}` }
         : { state: "Failed", message: `${hook.method} ${new URL(hook.url).host} answered ${response.status}` };
     } catch (error) {
-      return { state: "Failed", message: `${hook.method} ${new URL(hook.url).host} failed: ${(error as Error).name}` };
+      // The cause's code (ECONNREFUSED, ENOTFOUND) says what to fix; the URL holds no credentials (checked above).
+      const failure = error as Error & { cause?: { code?: string } };
+      const why =
+        failure.name === "TimeoutError"
+          ? `no answer within ${formatDuration(timeoutMs)}`
+          : (failure.cause?.code ?? failure.name);
+      return { state: "Failed", message: `${hook.method} ${new URL(hook.url).host} failed: ${why}` };
     }
   },
 };
