@@ -347,9 +347,10 @@ async function startOrResume(
   }
   const existing = await lstatOrUndefined(destination);
   if (existing !== undefined) {
+    // An empty directory is used as it is: often it is a volume's mount point (a drill's new claim),
+    // which cannot be removed (EBUSY).
     if (!existing.isDirectory() || (await readdir(destination)).length > 0)
       throw new JournalUsageError(`destination ${destination} already exists and is not an empty directory`);
-    await rm(destination, { recursive: true });
   }
   await mkdir(dirname(destination), { recursive: true });
   const progress: StreamProgress = {
