@@ -32,6 +32,7 @@ import { formatDuration } from "../util/duration.js";
 import { packageRoot } from "../util/package-root.js";
 import {
   applicationManifests,
+  drillNamespace,
   machineNames,
   planName,
   protectionManifests,
@@ -100,11 +101,11 @@ function run(
     let err = "";
     child.stdout.on("data", (chunk: Buffer) => {
       out += chunk.toString();
-      if (options.quiet !== true) process.stdout.write(chunk.toString().replace(/^/gm, "    "));
+      if (options.quiet !== true) process.stdout.write(chunk.toString().replace(/^(?=.)/gm, "    "));
     });
     child.stderr.on("data", (chunk: Buffer) => {
       err += chunk.toString();
-      if (options.quiet !== true) process.stdout.write(chunk.toString().replace(/^/gm, "    "));
+      if (options.quiet !== true) process.stdout.write(chunk.toString().replace(/^(?=.)/gm, "    "));
     });
     child.once("error", (error) => {
       reject(signal.aborted ? new Interrupted() : error);
@@ -212,15 +213,15 @@ async function removePreviousShop(ctx: Context): Promise<boolean> {
       5 * 60_000,
     );
   }
-  for (const name of [shopNamespace, recoveryNamespace]) await ctx.client.delete(namespaces, { name });
+  const shopNamespaces = [shopNamespace, recoveryNamespace, drillNamespace];
+  for (const name of shopNamespaces) await ctx.client.delete(namespaces, { name });
   await until(
     ctx,
     "the previous demo's namespaces gone",
-    async () =>
-      (await ctx.client.get(namespaces, shopNamespace)) === undefined &&
-      (await ctx.client.get(namespaces, recoveryNamespace)) === undefined
-        ? true
-        : undefined,
+    async () => {
+      for (const name of shopNamespaces) if ((await ctx.client.get(namespaces, name)) !== undefined) return undefined;
+      return true;
+    },
     5 * 60_000,
   );
   return true;
@@ -282,7 +283,12 @@ function row(operation: string, rpoBefore: string, run: FailoverRun | undefined,
 
 async function demo(ctx: Context, password: string): Promise<void> {
   await step(ctx, "cluster: reuse a running `ksr local`, or start one", async () => {
-    await ksr(ctx, ["local", "up", "--dir", ctx.dir]);
+    const running = await ksr(ctx, ["local", "status", "--dir", ctx.dir], true).then(
+      () => true,
+      () => false,
+    );
+    if (running) say(`    reusing the cluster running in ${ctx.dir}`);
+    else await ksr(ctx, ["local", "up", "--dir", ctx.dir]);
   });
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(ctx.kubeconfig);
@@ -294,11 +300,12 @@ async function demo(ctx: Context, password: string): Promise<void> {
 
   await step(ctx, "shop: PostgreSQL, an API under a load generator, a web tier", async () => {
     if (await removePreviousShop(ctx)) say("    removed the previous demo's shop");
-    for (const name of [shopNamespace, recoveryNamespace]) await ctx.client.create(namespaces, { metadata: { name } });
-    await ctx.client.create(secrets, {
-      metadata: { name: "shop-db", namespace: shopNamespace },
-      stringData: { password },
-    });
+    // The operator copies no Secret: the database's password waits where the shop recovers
+    // (the recovery namespace, and the drill's), as a user provides it there.
+    for (const name of [shopNamespace, recoveryNamespace, drillNamespace]) {
+      await ctx.client.create(namespaces, { metadata: { name } });
+      await ctx.client.create(secrets, { metadata: { name: "shop-db", namespace: name }, stringData: { password } });
+    }
     await ctx.client.create(secrets, {
       metadata: { name: "shop-dr-key", namespace: shopNamespace },
       data: { key: randomBytes(32).toString("base64") },
@@ -389,9 +396,9 @@ async function demo(ctx: Context, password: string): Promise<void> {
     );
     const rpoBefore = await rpoOf(ctx);
     const name = `demo-drill-${Date.now().toString(36)}`;
-    await kubectlDr(ctx, ["test", planName, "--name", name, "--time", new Date().toISOString()]);
+    const time = new Date().toISOString();
+    await kubectlDr(ctx, ["test", planName, "--name", name, "--drill-namespace", drillNamespace, "--time", time]);
     const drill = await waitRun(ctx, name, ["Succeeded"], 15 * 60_000);
-    const drillNamespace = drill.status?.drillNamespace ?? `ksr-drill-${name}`;
     const drilled = await until(ctx, "the drilled database ready", () => databasePod(ctx, drillNamespace), 5 * 60_000);
     const drilledCount = await until(
       ctx,

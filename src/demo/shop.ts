@@ -10,6 +10,8 @@ import { packageRoot } from "../util/package-root.js";
 
 export const shopNamespace = "shop";
 export const recoveryNamespace = "shop-recovery";
+/** Made by the demo (with the database's Secret), so the drill's run does not create or delete it. */
+export const drillNamespace = "shop-drill";
 export const planName = "shop";
 export const machineNames = ["shop-db", "shop-api", "shop-web"] as const;
 
