@@ -283,6 +283,46 @@ const volumeStatus = object({
   },
 });
 
+const replication = object({
+  typeName: "ReplicationDirectionStatus",
+  description:
+    "Which way replication runs. Written by FailoverRuns: a failover's commit records failedOverBy, a Reprotect run reverses the direction (ASR: reprotect; failback is then a Planned run). Absent: Forward, from the machine's namespace to spec.target, never failed over.",
+  properties: {
+    direction: required(
+      string({
+        typeName: "ReplicationDirection",
+        description:
+          "Forward: from the machine's namespace and site to spec.target. Reverse: from spec.target.namespace in the recovery site back to the machine's namespace and its original site.",
+        enum: ["Forward", "Reverse"] as const,
+      }),
+    ),
+    sourceNamespace: required(dnsLabel("Namespace of the workload whose volumes are captured (the agents run there).")),
+    sourceSite: siteName("Site the captured workload runs in (the process server runs there)."),
+    targetNamespace: required(dnsLabel("Namespace whose claims the master target writes into.")),
+    targetSite: required(siteName("Site of the master target; recovery points are taken there.")),
+    epoch: required(
+      integer({
+        description:
+          "Reprotects so far. It names the change streams, so each direction starts streams of its own after a block-hash comparison.",
+        format: "int32",
+        minimum: 0,
+      }),
+    ),
+    failedOverBy: objectName(
+      "The FailoverRun whose commit left the workload running at the target; a Reprotect run is possible while it is set.",
+    ),
+    reprotectedBy: objectName("The Reprotect run that set this direction."),
+    fullCopyVolumes: array({
+      description:
+        "Volumes (status.volumes names) whose claim at the target was gone when the direction was set: they are copied in full instead of compared.",
+      maxItems: 32,
+      listType: "set",
+      items: string({ description: "A volume name.", maxLength: 63 }),
+    }),
+    lastTransitionTime: timestamp("When the direction or failedOverBy last changed."),
+  },
+});
+
 const status = object({
   typeName: "ProtectedMachineStatus",
   description: "Observed replication state.",
@@ -315,16 +355,23 @@ const status = object({
       description: "Site where the workload currently runs; replication goes from it to the other site.",
       maxLength: 63,
     }),
+    replication,
     lastSyncTime: timestamp("When the recovery site last acknowledged changes."),
     initialReplication: object({
       typeName: "InitialReplicationStatus",
-      description: "Progress of the first full copy.",
+      description: "Progress of the first full copy (or block-hash comparison) in the current direction.",
       properties: {
         progressPercent: integer({ description: "Percent copied.", format: "int32", minimum: 0, maximum: 100 }),
         bytesTotal: bytes("Bytes to copy."),
         bytesReplicated: bytes("Bytes copied so far."),
         startTime: timestamp("When the copy started."),
         completionTime: timestamp("When the copy finished."),
+        epoch: integer({
+          description:
+            "status.replication.epoch this copy belongs to: after a reprotect the comparison in the new direction is tracked afresh.",
+          format: "int32",
+          minimum: 0,
+        }),
       },
     }),
     recoveryPoints: object({
@@ -379,6 +426,13 @@ export const protectedMachine: KindDefinition = {
       type: "string",
       jsonPath: ".status.activeSite",
       description: "Site the workload runs in now.",
+      priority: 1,
+    },
+    {
+      name: "Direction",
+      type: "string",
+      jsonPath: ".status.replication.direction",
+      description: "Forward, or Reverse after a reprotect.",
       priority: 1,
     },
     {

@@ -301,7 +301,34 @@ export type ProtectedMachinePhase =
 /** Healthy; Warning (e.g. RPO above the threshold); Critical (e.g. RPO above twice the threshold). */
 export type MachineHealth = "Healthy" | "Warning" | "Critical";
 
-/** Progress of the first full copy. */
+/** Forward: from the machine's namespace and site to spec.target. Reverse: from spec.target.namespace in the recovery site back to the machine's namespace and its original site. */
+export type ReplicationDirection = "Forward" | "Reverse";
+
+/** Which way replication runs. Written by FailoverRuns: a failover's commit records failedOverBy, a Reprotect run reverses the direction (ASR: reprotect; failback is then a Planned run). Absent: Forward, from the machine's namespace to spec.target, never failed over. */
+export interface ReplicationDirectionStatus {
+  /** Forward: from the machine's namespace and site to spec.target. Reverse: from spec.target.namespace in the recovery site back to the machine's namespace and its original site. */
+  direction: ReplicationDirection;
+  /** Namespace of the workload whose volumes are captured (the agents run there). */
+  sourceNamespace: string;
+  /** Site the captured workload runs in (the process server runs there). */
+  sourceSite?: string;
+  /** Namespace whose claims the master target writes into. */
+  targetNamespace: string;
+  /** Site of the master target; recovery points are taken there. */
+  targetSite: string;
+  /** Reprotects so far. It names the change streams, so each direction starts streams of its own after a block-hash comparison. */
+  epoch: number;
+  /** The FailoverRun whose commit left the workload running at the target; a Reprotect run is possible while it is set. */
+  failedOverBy?: string;
+  /** The Reprotect run that set this direction. */
+  reprotectedBy?: string;
+  /** Volumes (status.volumes names) whose claim at the target was gone when the direction was set: they are copied in full instead of compared. */
+  fullCopyVolumes?: string[];
+  /** When the direction or failedOverBy last changed. */
+  lastTransitionTime?: string;
+}
+
+/** Progress of the first full copy (or block-hash comparison) in the current direction. */
 export interface InitialReplicationStatus {
   /** Percent copied. */
   progressPercent?: number;
@@ -313,6 +340,8 @@ export interface InitialReplicationStatus {
   startTime?: string;
   /** When the copy finished. */
   completionTime?: string;
+  /** status.replication.epoch this copy belongs to: after a reprotect the comparison in the new direction is tracked afresh. */
+  epoch?: number;
 }
 
 /** The consistency the point really has: AppConsistent (quiesce hooks succeeded around a quiet cut), CrashConsistent (no write was in flight at the cut), BestEffort (writes were still arriving; each file is one it really had, but files may come from slightly different moments). */
@@ -375,9 +404,11 @@ export interface ProtectedMachineStatus {
   rpo?: string;
   /** Site where the workload currently runs; replication goes from it to the other site. */
   activeSite?: string;
+  /** Which way replication runs. Written by FailoverRuns: a failover's commit records failedOverBy, a Reprotect run reverses the direction (ASR: reprotect; failback is then a Planned run). Absent: Forward, from the machine's namespace to spec.target, never failed over. */
+  replication?: ReplicationDirectionStatus;
   /** When the recovery site last acknowledged changes. */
   lastSyncTime?: string;
-  /** Progress of the first full copy. */
+  /** Progress of the first full copy (or block-hash comparison) in the current direction. */
   initialReplication?: InitialReplicationStatus;
   /** The recovery points kept in the journal. */
   recoveryPoints?: RecoveryPointSummary;

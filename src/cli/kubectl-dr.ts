@@ -472,6 +472,13 @@ export function kubectlDrProgram(): Command {
   });
 
   waitOptions(
+    sub("reprotect", "after a committed failover, replicate a plan or one machine back to the site it came from", true)
+      .argument("[plan]", "RecoveryPlan name")
+      .option("--machine <name>", "reprotect a single ProtectedMachine instead of a plan")
+      .option("--name <name>", "name of the FailoverRun (default PLAN-reprotect-TIME)"),
+  ).action((plan: string | undefined, _options, command: Command) => startRun(command, plan, "Reprotect", () => ({})));
+
+  waitOptions(
     sub("approve", "approve a manual action of a run (GROUP/ACTION)")
       .argument("<run>", "FailoverRun name")
       .argument("<step>", "the manual action, as GROUP/ACTION")

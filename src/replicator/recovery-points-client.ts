@@ -347,10 +347,12 @@ async function startOrResume(
   }
   const existing = await lstatOrUndefined(destination);
   if (existing !== undefined) {
-    // An empty directory is used as it is: often it is a volume's mount point (a drill's new claim),
-    // which cannot be removed (EBUSY).
     if (!existing.isDirectory() || (await readdir(destination)).length > 0)
       throw new JournalUsageError(`destination ${destination} already exists and is not an empty directory`);
+    // A mount point (a new claim mounted there, as in a drill) cannot be removed: it stays and takes the root entry.
+    await rm(destination, { recursive: true }).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code !== "EBUSY") throw error;
+    });
   }
   await mkdir(dirname(destination), { recursive: true });
   const progress: StreamProgress = {

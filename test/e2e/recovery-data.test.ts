@@ -4,11 +4,8 @@
 // for the drill, the unplanned failover after `ksr local site down primary`, the change of
 // recovery point and the commit. Each case has a namespace (and machine) of its own.
 import { strict as assert } from "node:assert";
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import {
   failoverRuns,
   protectedMachines,
@@ -32,11 +29,9 @@ import {
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
+import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { useOperator } from "../fixture/operator.js";
 import { prober, proberSettlesOn } from "./network-probers.js";
-
-const kubectlDrBin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
-const execute = promisify(execFile);
 
 interface Line {
   node: string;
@@ -69,19 +64,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
   const cluster = useOperator("rd");
   let client: KubeClient;
 
-  const kubectlDr = async (args: string[]) => {
-    try {
-      const { stdout, stderr } = await execute(
-        "node",
-        [kubectlDrBin, ...args, "--kubeconfig", cluster.state.kubeconfig],
-        { maxBuffer: 16 * 1024 * 1024 },
-      );
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const failed = error as { code: number; stdout: string; stderr: string };
-      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-    }
-  };
+  const dr = (args: string[]) => kubectlDr(cluster.state.kubeconfig, args);
   const site = (...args: string[]) => ksr(["local", "site", ...args, "--dir", cluster.state.dir]);
 
   const writer = (namespace: string): StatefulSet => ({
@@ -246,18 +229,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     assert.ok(chosen !== undefined);
     const appliedBefore = protectedMachine.status?.volumes?.[0]?.lastAppliedSequence ?? 0;
 
-    const drill = await kubectlDr([
-      "test",
-      "--machine",
-      "db",
-      "-n",
-      ns,
-      "--point",
-      chosen.id,
-      "--name",
-      "drill1",
-      "--wait",
-    ]);
+    const drill = await dr(["test", "--machine", "db", "-n", ns, "--point", chosen.id, "--name", "drill1", "--wait"]);
     if (drill.code !== 0)
       assert.fail(
         `kubectl dr test failed:\n${drill.stdout}\n${drill.stderr}\n${await hydrationLogs("ksr-drill-drill1")}`,
@@ -306,7 +278,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     await proberSettlesOn(cluster.state.dir, ns, "outside", { drill: "blocked", source: "ok" });
     await proberSettlesOn(cluster.state.dir, drillNs, "inside", { drill: "ok", source: "blocked" });
 
-    const cleanup = await kubectlDr(["cleanup", "drill1", "-n", ns, "--wait"]);
+    const cleanup = await dr(["cleanup", "drill1", "-n", ns, "--wait"]);
     assert.equal(cleanup.code, 0, `kubectl dr cleanup failed:\n${cleanup.stdout}\n${cleanup.stderr}`);
     assert.equal((await runOf(ns, "drill1"))?.status?.phase, "CleanedUp");
     await eventually("the drill namespace to be gone", async () =>
@@ -330,17 +302,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     const source = await logIn(ns, "ksr-primary");
     const lastWrite = source.at(-1)?.ms ?? 0;
 
-    const failover = await kubectlDr([
-      "failover",
-      "--machine",
-      "db",
-      "-n",
-      ns,
-      "--unplanned",
-      "--name",
-      "uf",
-      "--wait",
-    ]);
+    const failover = await dr(["failover", "--machine", "db", "-n", ns, "--unplanned", "--name", "uf", "--wait"]);
     assert.equal(failover.code, 0, `kubectl dr failover --unplanned failed:\n${failover.stdout}\n${failover.stderr}`);
     let run = (await runOf(ns, "uf")) as FailoverRun;
     assert.equal(run.status?.phase, "Succeeded");
@@ -367,7 +329,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     // Change to the oldest point, then commit.
     const older = points?.oldest;
     assert.ok(older !== undefined && older.id !== used.id);
-    const change = await kubectlDr(["change-point", "uf", "-n", ns, "--point", older.id, "--wait"]);
+    const change = await dr(["change-point", "uf", "-n", ns, "--point", older.id, "--wait"]);
     assert.equal(change.code, 0, `kubectl dr change-point failed:\n${change.stdout}\n${change.stderr}`);
     run = await eventually("the change of point to finish", async () => {
       const current = await runOf(ns, "uf");
@@ -383,7 +345,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     });
     const lastChanged = assertRecoveredTo(changed, source, older.time, "change of point");
     assert.ok(lastChanged < lastRecovered, "the change moved to an older point");
-    const commit = await kubectlDr(["commit", "uf", "-n", ns, "--wait"]);
+    const commit = await dr(["commit", "uf", "-n", ns, "--wait"]);
     assert.equal(commit.code, 0, `kubectl dr commit failed:\n${commit.stdout}\n${commit.stderr}`);
     await eventually("the run committed", async () =>
       (await runOf(ns, "uf"))?.status?.phase === "Committed" ? true : undefined,

@@ -172,6 +172,8 @@ describe("kubectl dr on a real API server", function () {
       { args: ["approve", "x", "confirm"], message: /STEP "confirm" must be GROUP\/ACTION/ },
       { args: ["change-point", "x"], message: /give the point to move to/ },
       { args: ["pause", "nosuchmachine"], message: /protectedmachine nosuchmachine not found/ },
+      { args: ["reprotect", "shop", "--machine", "shop-db"], message: /not both/ },
+      { args: ["reprotect", "shop", "--latest"], message: /unknown option '--latest'/ },
     ];
     for (const { args, message } of cases)
       it(args.join(" "), async () => {
@@ -231,6 +233,17 @@ describe("kubectl dr on a real API server", function () {
     strictEqual(unplanned.spec.type, "Unplanned");
     deepStrictEqual(unplanned.spec.recoveryPoint, { select: "Time", time: "2026-12-01T09:30:00Z" });
     deepStrictEqual(unplanned.spec.unplanned, { shutDownSource: false });
+  });
+
+  it("reprotect PLAN and reprotect --machine M create one Reprotect run each", async () => {
+    const plan = await getRun(createdName(await inNs("reprotect", "shop")));
+    deepStrictEqual(
+      [plan.spec.type, plan.spec.planRef, plan.spec.recoveryPoint],
+      ["Reprotect", { name: "shop" }, undefined],
+    );
+    const one = createdName(await inNs("reprotect", "--machine", "shop-db"));
+    match(one, /^shop-db-reprotect-\d{8}-\d{6}/);
+    deepStrictEqual((await getRun(one)).spec.machineRef, { name: "shop-db" });
   });
 
   it("approve appends one approval (by the user the API server sees), once; unknown steps are refused", async () => {

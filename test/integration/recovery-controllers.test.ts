@@ -234,10 +234,24 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     match(metrics, /ksr_failover_runs_total\{type="Planned",result="Committed"\} 1/);
   });
 
-  it("fails a Reprotect run with a clear reason", async () => {
+  it("records the committed failover on the machine, and a Reprotect run reverses its replication", async () => {
+    const failedOver = await client.get(protectedMachines, "db", cluster.namespace);
+    strictEqual(failedOver?.status?.replication?.failedOverBy, "move");
+    strictEqual(failedOver.status.replication.sourceSite, "primary");
     await newRun("back", { type: "Reprotect" });
-    await waitFor("the reprotect to fail", async () => (await phaseOf("back")) === "Failed");
-    match((await getRun("back")).status?.steps?.[0]?.message ?? "", /not supported yet/);
+    // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
+    await waitFor("the machine's replication reversed", async () => {
+      const found = await client.get(protectedMachines, "db", cluster.namespace);
+      return found?.status?.replication?.reprotectedBy === "back" && !found.spec.paused;
+    });
+    const reversed = (await client.get(protectedMachines, "db", cluster.namespace))?.status?.replication;
+    deepStrictEqual(
+      [reversed?.direction, reversed?.sourceNamespace, reversed?.sourceSite, reversed?.targetSite, reversed?.epoch],
+      ["Reverse", target(), "recovery", "primary", 1],
+    );
+    strictEqual(reversed?.failedOverBy, undefined);
+    strictEqual(await phaseOf("back"), "Running");
+    match((await getRun("back")).status?.steps?.find((step) => step.action === "Reverse")?.message ?? "", /% compared/);
   });
 
   describe("webhook actions", () => {

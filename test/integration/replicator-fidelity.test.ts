@@ -145,9 +145,7 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
     assert.ok(summary.bytesPushed < 200_000, `only metadata travels (${summary.bytesPushed} bytes)`);
   });
 
-  // Skipped: some fast-check seeds hang it until the timeout (1 run in 6 alone, seen 2026-12-01). A hang of
-  // live replication around FIFOs is a bug to find, not to retry; the other fidelity tests cover each case.
-  it.skip("property: random metadata operations on a live tree converge to rsync's fidelity", async () => {
+  it("property: random metadata operations on a live tree converge to rsync's fidelity", async () => {
     const names = ["a", "b", "d", "d/x", "d/fifo"];
     const operation = fc.oneof(
       fc.record({
@@ -211,7 +209,11 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
           return;
       }
     };
-    const agent = await pipeline.agent({ once: false });
+    const agentLog: string[] = [];
+    const agent = await pipeline.agent({
+      once: false,
+      log: { info: (m) => agentLog.push(m), warn: (m) => agentLog.push(m) },
+    });
     const running = agent.run();
     try {
       await fc.assert(
@@ -219,7 +221,11 @@ describe("replicator metadata fidelity (against rsync -aHAX --numeric-ids)", fun
           // Operations the kernel refuses (a capability on a directory, a FIFO over a file) are part of the fuzz.
           for (const op of operations) await apply(op).catch(() => undefined);
           const difference = await converge(() => treesDiffer(pipeline.source, pipeline.target, metadata));
-          assert.equal(difference, "", `${difference}\n${pipeline.warnings.join("\n")}`);
+          assert.equal(
+            difference,
+            "",
+            `${difference}\nagent log:\n${agentLog.join("\n")}\n${pipeline.warnings.join("\n")}`,
+          );
         }),
         propertyRuns(10),
       );

@@ -187,13 +187,78 @@ describe("FailoverRun state machine (nextStep)", () => {
     ok(world.events.some((event) => event.type === "Warning" && event.reason === "StepFailed"));
   });
 
-  it("Reprotect fails with a clear reason and changes nothing", () => {
-    const world = new World(newRun({ type: "Reprotect" }));
-    world.settle();
-    strictEqual(world.run.status?.phase, "Failed");
-    deepStrictEqual(world.executions, []);
-    match(world.run.status.steps?.[0]?.message ?? "", /not supported yet/);
-    strictEqual(world.run.status.conditions?.[0]?.reason, "NotSupported");
+  describe("Reprotect", () => {
+    const failedOver = (name: string) =>
+      machine(name, "FailedOver", {
+        activeSite: "recovery",
+        replication: {
+          direction: "Forward",
+          sourceNamespace: "shop",
+          sourceSite: "primary",
+          targetNamespace: "shop-recovery",
+          targetSite: "recovery",
+          epoch: 0,
+          failedOverBy: "shop-planned",
+        },
+      });
+
+    it("of machines never failed over is refused before anything acts", () => {
+      const world = new World(newRun({ type: "Reprotect" }));
+      world.settle();
+      strictEqual(world.run.status?.phase, "Failed");
+      deepStrictEqual(world.executions, []);
+      match(
+        world.run.status.steps?.[0]?.message ?? "",
+        /shop-db is Protected: Reprotect needs a failover of it that was committed/,
+      );
+      strictEqual(world.run.status.conditions?.[0]?.reason, "Invalid");
+    });
+
+    it("reverses every machine in plan order, runs no plan action, and records the reversed sites", () => {
+      const world = new World(newRun({ type: "Reprotect" }));
+      for (const name of world.machines.keys()) world.machines.set(name, failedOver(name));
+      deepStrictEqual(names(plannedSteps(world.run, world.plan)), [
+        "database/reverse/shop-db:Reverse:Pending",
+        "api/reverse/shop-api:Reverse:Pending",
+        "web/reverse/shop-web:Reverse:Pending",
+      ]);
+      world.settle();
+      strictEqual(world.run.status?.phase, "Succeeded");
+      deepStrictEqual(world.executions, ["database/reverse/shop-db", "api/reverse/shop-api", "web/reverse/shop-web"]);
+      deepStrictEqual([world.run.status.sourceSite, world.run.status.targetSite], ["recovery", "primary"]);
+      match(world.events.at(-1)?.note ?? "", /replication runs the other way now/);
+    });
+
+    it("a finished Reprotect holds no later run (failback starts at once); a failover not committed holds it", () => {
+      const other = {
+        name: "back",
+        type: "Reprotect" as const,
+        phase: "Succeeded" as const,
+        started: true,
+        creationTimestamp: "2026-12-01T09:00:00Z",
+        commit: false,
+        cleanup: false,
+      };
+      const failback = new World(newRun({ type: "Planned", planRef: undefined, machineRef: { name: "shop-db" } }));
+      failback.plan = undefined;
+      failback.otherRuns = [other];
+      failback.settle();
+      strictEqual(failback.run.status?.phase, "Succeeded");
+      const reprotect = new World(newRun({ type: "Reprotect" }));
+      for (const name of reprotect.machines.keys()) reprotect.machines.set(name, failedOver(name));
+      reprotect.otherRuns = [{ ...other, name: "move", type: "Planned" }];
+      reprotect.reconcile();
+      strictEqual(reprotect.run.status?.phase, "Pending");
+      strictEqual(reprotect.run.status.conditions?.[0]?.reason, "AnotherRunInProgress");
+    });
+
+    it("a failover of a machine that is failed over is refused: reprotect it first", () => {
+      const world = new World(newRun({ type: "Planned" }));
+      world.machines.set("shop-db", failedOver("shop-db"));
+      world.settle();
+      strictEqual(world.run.status?.phase, "Failed");
+      match(world.run.status.steps?.[0]?.message ?? "", /shop-db is already failed over; reprotect it first/);
+    });
   });
 
   describe("a failing action", () => {

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import type { ProtectedMachineStatus } from "../../src/api/types.js";
+import { rfc3339 } from "../../src/runtime/conditions.js";
 import {
   computeStatus,
   formatDuration,
@@ -231,6 +232,16 @@ describe("protectedmachine: status from observations", () => {
       }
     });
   }
+
+  it("keeps the last sync known while the process server cannot be asked, and moves it once it answers", () => {
+    const before = { ...protectedBefore, lastSyncTime: "2026-12-01T09:59:00Z" };
+    const lost = computeStatus(input({ previous: before, volumes: [volume("a")] })).status;
+    assert.equal(lost.lastSyncTime, "2026-12-01T09:59:00Z");
+    const back = computeStatus(
+      input({ previous: before, volumes: [volume("a", { recoveryTimeUnixMs: now - 2000 })] }),
+    ).status;
+    assert.equal(back.lastSyncTime, rfc3339(now - 2000));
+  });
 
   it("reports a policy asking for app-consistent points of a machine without hooks", () => {
     const { conditions } = computeStatus(

@@ -23,6 +23,7 @@ import type {
 } from "../../api/types.js";
 import { rfc3339, setCondition, type Condition } from "../../runtime/conditions.js";
 import { apiDurationMs, formatDuration } from "../../util/duration.js";
+import { replicationOf } from "../protectedmachine/direction.js";
 
 /** Another run that shares this run's plan or one of its machines. */
 export interface OtherRun {
@@ -181,6 +182,9 @@ export function plannedSteps(run: FailoverRun, plan: RecoveryPlan | undefined): 
   const groups = groupsOf(run, plan);
   const machines = machinesInOrder(groups);
   const steps: StepStatus[] = [];
+  // Reprotect turns each machine's replication around, in plan order; the plan's actions do not run.
+  if (type === "Reprotect")
+    return machines.map((at) => pending(prefixed(at.group, `reverse/${at.machine}`), "Reverse", at));
   // The source stops last tier first (web before database), as ASR shuts a plan down.
   const stopSource = type === "Planned" || (type === "Unplanned" && run.spec.unplanned?.shutDownSource !== false);
   if (stopSource)
@@ -239,6 +243,10 @@ function machineProblem(run: FailoverRun, name: string, observed: Observed): str
   if (machine === undefined)
     return `ProtectedMachine ${name} does not exist in namespace ${run.metadata.namespace ?? ""}`;
   const phase = machine.status?.phase ?? "Enabling";
+  if (run.spec.type === "Reprotect")
+    return machine.status?.replication?.failedOverBy === undefined
+      ? `ProtectedMachine ${name} is ${phase}: Reprotect needs a failover of it that was committed (kubectl dr commit RUN)`
+      : undefined;
   if (phase === "FailedOver") return `ProtectedMachine ${name} is already failed over; reprotect it first`;
   if (run.spec.type === "Planned" && phase !== "Protected")
     return `ProtectedMachine ${name} is ${phase}, not Protected: a planned failover needs replication to be running`;
@@ -289,6 +297,7 @@ function blocks(other: OtherRun, run: FailoverRun): boolean {
     // Runs start in the order they were created; the first one waiting goes first.
     return byAge(other, { creationTimestamp: run.metadata.creationTimestamp ?? "", name: run.metadata.name }) < 0;
   if (phase !== "Succeeded") return true;
+  if (other.type === "Reprotect") return false;
   // A finished failover waits for its commit; a finished drill holds only other drills until its cleanup.
   if (other.type === "Test") return run.spec.type === "Test" && !other.cleanup;
   return !other.commit;
@@ -535,10 +544,6 @@ function start(context: Context): Decision {
       : { kind: "Wait", requeueAfterMs: otherRunRecheckMs };
   }
   const validate: StepStatus = { name: "validate", action: "Validate", phase: "Succeeded", startTime: context.now };
-  if (run.spec.type === "Reprotect") {
-    const message = "Reprotect runs are not supported yet (issue #15): nothing was changed";
-    return failedStart(context, { ...validate, phase: "Failed", endTime: context.now, message }, "NotSupported");
-  }
   const problems = validationProblems(run, observed);
   if (problems.length > 0)
     return failedStart(
@@ -568,8 +573,13 @@ function start(context: Context): Decision {
 
 function sitesOf(run: FailoverRun, observed: Observed): Pick<FailoverRunStatus, "sourceSite" | "targetSite"> {
   const first = observed.machines.get(runMachines(run, observed.plan)[0] ?? "");
-  const source = first?.status?.activeSite;
-  const target = first?.spec.target.site;
+  if (first === undefined) return {};
+  // Where the workload runs now and where it goes; a Reprotect replicates from the second to the first.
+  const replication = replicationOf(first);
+  const [source, target] =
+    run.spec.type === "Reprotect"
+      ? [replication.targetSite, replication.sourceSite]
+      : [first.status?.activeSite ?? replication.sourceSite, replication.targetSite];
   return {
     ...(source === undefined ? {} : { sourceSite: source }),
     ...(target === undefined ? {} : { targetSite: target }),
@@ -593,7 +603,7 @@ function failedStart(context: Context, validate: StepStatus, reason: string): De
       steps: [{ ...validate, attempts: 1 }],
       conditions: readyCondition(context, "False", reason, note),
     },
-    [{ type: "Warning", reason: reason === "NotSupported" ? "NotSupported" : "ValidationFailed", note }],
+    [{ type: "Warning", reason: "ValidationFailed", note }],
     { runEnded: { result: "Failed" } },
   );
 }
@@ -615,7 +625,7 @@ function afterSteps(context: Context): Decision {
       [{ type: "Normal", reason: "ChangingRecoveryPoint", note }],
     );
   }
-  if (type !== "Test" && run.spec.commit && status.phase === "Succeeded")
+  if (type !== "Test" && type !== "Reprotect" && run.spec.commit && status.phase === "Succeeded")
     return record(context, { ...status, steps: [...steps, pending("commit", "Commit", {})] });
   return { kind: "Finished" };
 }
@@ -642,7 +652,9 @@ function succeeded(context: Context): Decision {
       ? `${run.spec.type} run succeeded${rto === undefined ? "" : ` (RTO ${formatDuration(rto * 1000)})`}${
           run.spec.type === "Test"
             ? `; end the drill with kubectl dr cleanup ${run.metadata.name}`
-            : `; make it final with kubectl dr commit ${run.metadata.name}`
+            : run.spec.type === "Reprotect"
+              ? "; replication runs the other way now (failback is a Planned run)"
+              : `; make it final with kubectl dr commit ${run.metadata.name}`
         }`
       : `run ${phase}`;
   return record(

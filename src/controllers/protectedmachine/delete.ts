@@ -28,6 +28,7 @@ import {
   policyLabel,
   streamId,
 } from "./names.js";
+import { replicationOf } from "./direction.js";
 import type { OwnCaches } from "./replicators.js";
 
 export interface DeleteDeps {
@@ -123,9 +124,13 @@ export async function reconcileDelete(deps: DeleteDeps, machine: ProtectedMachin
       await deleteServer(deps, "process-server", ps.metadata.name, namespace, cacheClaimName(ps.metadata.name));
     await client.delete(secrets, { name: keySecretName(mt), namespace });
   }
-  // Replica claims last: the master target no longer mounts them.
-  for (const claim of replicaClaims)
-    await client.delete(persistentVolumeClaims, { name: claim.metadata.name, namespace: target.namespace });
+  // Replica claims last: the master target no longer mounts them. After a failover (or while
+  // replicating back) they hold the workload's live data, so they stay.
+  const replication = replicationOf(machine);
+  const live = replication.direction === "Reverse" || replication.failedOverBy !== undefined;
+  if (!live)
+    for (const claim of replicaClaims)
+      await client.delete(persistentVolumeClaims, { name: claim.metadata.name, namespace: target.namespace });
 
   deps.metrics.forget({ namespace, machine: machine.metadata.name });
   await removeFinalizer(client, protectedMachines, machine, finalizer);

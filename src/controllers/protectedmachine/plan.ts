@@ -36,6 +36,14 @@ export interface Plan {
   masterTarget: { name: string; namespace: string };
   storageClassName?: string;
   agents: AgentPlan[];
+  /**
+   * Set when replication runs back from the recovery site (status.replication Reverse, see
+   * direction.ts): the machine lives in homeNamespace, so what is placed in the source namespace
+   * cannot be owned by it (owner references do not cross namespaces) and the policy's key is read there.
+   */
+  reverse?: { homeNamespace: string };
+  /** The workload was scaled to 0 by a failover: its agents stay until the machine is paused, for the final sync. */
+  keepAgents?: boolean;
   /** Protection cannot go further yet (pods not running): normal, said in the Ready condition. */
   waiting?: Problem;
 }

@@ -19,6 +19,8 @@ import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { healthValue, type MachineMetrics } from "../metrics.js";
 import { journalClaimName, machineLabel, machineNamespaceLabel } from "./names.js";
 import { endpointPeer, observeVolumes, type JournalObservation, type ThroughputTracker } from "./observe.js";
+import { replicasAnnotation } from "../failoverrun/steps/workload.js";
+import { inDirection, replicatedView, replicationOf } from "./direction.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
 import { ensureReplicators, type OwnCaches, type ReplicatorDeps } from "./replicators.js";
@@ -59,7 +61,9 @@ function workloadOf(caches: MachineCaches, machine: ProtectedMachine): WorkloadO
   return found;
 }
 
-export function planInputs(caches: MachineCaches, machine: ProtectedMachine): PlanInputs {
+/** What planning reads, for `view` (the machine as seen in its direction); the policy lives in the machine's namespace. */
+function planInputs(caches: MachineCaches, view: ProtectedMachine, policyNamespace: string): PlanInputs {
+  const machine = view;
   const namespace = machine.metadata.namespace ?? "";
   const claimedByOthers = new Map<string, string>();
   for (const other of caches.machines.list(namespace))
@@ -68,7 +72,7 @@ export function planInputs(caches: MachineCaches, machine: ProtectedMachine): Pl
         if (volume.claimName !== undefined) claimedByOthers.set(volume.claimName, other.metadata.name);
   return {
     machine,
-    policy: caches.policies.get(machine.spec.policyRef.name, namespace),
+    policy: caches.policies.get(machine.spec.policyRef.name, policyNamespace),
     workload: workloadOf(caches, machine),
     pods: caches.pods.list(namespace),
     claims: new Map(caches.claims.list(namespace).map((claim) => [claim.metadata.name, claim])),
@@ -76,6 +80,19 @@ export function planInputs(caches: MachineCaches, machine: ProtectedMachine): Pl
     storageClasses: new Map(caches.storageClasses.list().map((sc) => [sc.metadata.name, sc])),
     namespaces: new Set(caches.namespaces.list().map((ns) => ns.metadata.name)),
     claimedByOthers,
+  };
+}
+
+/** The plan in the machine's current direction (direction.ts), with the view it was made for. */
+function planInDirection(caches: MachineCaches, machine: ProtectedMachine) {
+  const view = replicatedView(machine);
+  const inputs = planInputs(caches, view, machine.metadata.namespace ?? "");
+  const result = planProtection(inputs);
+  const workload = inputs.workload;
+  const stopped = workload?.spec?.replicas === 0 && workload.metadata.annotations?.[replicasAnnotation] !== undefined;
+  return {
+    view,
+    result: result.ok ? { ok: true as const, plan: inDirection(result.plan, machine, stopped) } : result,
   };
 }
 
@@ -129,12 +146,25 @@ async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan,
   };
 }
 
+/** Fields this controller never computes: conditions (set one by one), and replication (FailoverRuns write it). */
+const keptFields = new Set<keyof ProtectedMachineStatus>(["conditions", "observedGeneration", "replication"]);
+
 function record(
   deps: ProtectDeps,
   machine: ProtectedMachine,
   status: StatusWriter<ProtectedMachine>,
   context: ReconcileContext,
-  fields: Omit<StatusInput, "previous" | "now" | "rpoThresholdMs" | "appConsistencyUnavailable" | "activeSite"> & {
+  fields: Omit<
+    StatusInput,
+    | "previous"
+    | "now"
+    | "rpoThresholdMs"
+    | "appConsistencyUnavailable"
+    | "activeSite"
+    | "epoch"
+    | "failedOver"
+    | "fullCopyVolumes"
+  > & {
     policy?: ReplicationPolicy;
     sourceSite?: string;
   },
@@ -142,8 +172,12 @@ function record(
   journal?: JournalObservation & { capacityBytes?: number },
 ): void {
   const { policy, sourceSite, ...rest } = fields;
+  const replication = replicationOf(machine);
   const result = computeStatus({
     ...rest,
+    epoch: replication.epoch,
+    failedOver: replication.failedOverBy !== undefined,
+    ...(replication.fullCopyVolumes === undefined ? {} : { fullCopyVolumes: replication.fullCopyVolumes }),
     previous: machine.status,
     now: context.clock.now(),
     rpoThresholdMs: policyDurationMs(policy?.spec.rpoThreshold ?? "15m", "rpoThreshold"),
@@ -153,7 +187,7 @@ function record(
   // Fields the new status no longer has are cleared, not left from the previous one.
   const cleared: Partial<ProtectedMachineStatus> = {};
   for (const key of Object.keys(machine.status ?? {}) as (keyof ProtectedMachineStatus)[])
-    if (key !== "conditions" && key !== "observedGeneration" && !(key in result.status)) cleared[key] = undefined;
+    if (!keptFields.has(key) && !(key in result.status)) cleared[key] = undefined;
   status.set({ ...cleared, ...result.status });
   for (const condition of result.conditions) status.condition(condition);
   if (!context.signal.aborted) for (const event of result.events) void deps.events.record(machine, event);
@@ -215,8 +249,7 @@ export async function reconcileNormal(
   status: StatusWriter<ProtectedMachine>,
   context: ReconcileContext,
 ): Promise<ReconcileOutcome> {
-  const inputs = planInputs(deps.caches, machine);
-  const result = planProtection(inputs);
+  const { view, result } = planInDirection(deps.caches, machine);
   if (!result.ok) {
     // Nothing is placed for a machine with bad input; the watches bring it back when it is fixed.
     record(deps, machine, status, context, { problem: result.problem, paused: false, volumes: [] });
@@ -224,9 +257,9 @@ export async function reconcileNormal(
     return undefined;
   }
   const { plan } = result;
-  const { sizes } = claimFigures(deps.caches, machine.metadata.namespace ?? "");
-  await ensureReplicators(deps, machine, plan, sizes);
-  const observed = await observe(deps, machine, plan, context);
+  const { sizes } = claimFigures(deps.caches, view.metadata.namespace ?? "");
+  await ensureReplicators(deps, view, plan, sizes);
+  const observed = await observe(deps, view, plan, context);
   const waiting: Problem | undefined = plan.waiting;
   record(
     deps,
@@ -253,7 +286,8 @@ export async function reconcilePaused(
   status: StatusWriter<ProtectedMachine>,
   context: ReconcileContext,
 ): Promise<ReconcileOutcome> {
-  const namespace = machine.metadata.namespace ?? "";
+  const { view, result } = planInDirection(deps.caches, machine);
+  const namespace = view.metadata.namespace ?? "";
   for (const pod of deps.caches.pods.list(namespace))
     if (
       pod.metadata.labels?.[machineLabel] === machine.metadata.name &&
@@ -261,10 +295,13 @@ export async function reconcilePaused(
       pod.metadata.labels["app.kubernetes.io/component"] === "agent"
     )
       await deps.client.delete(pods, { name: pod.metadata.name, namespace });
-  const result = planProtection(planInputs(deps.caches, machine));
-  const observed = result.ok ? await observe(deps, machine, result.plan, context) : { volumes: [], newBytes: 0 };
+  const observed = result.ok ? await observe(deps, view, result.plan, context) : { volumes: [], newBytes: 0 };
+  // A failed-over machine's workload runs at the target of the direction it was failed over in.
+  const replication = replicationOf(machine);
+  const activeSite = replication.failedOverBy === undefined ? undefined : replication.targetSite;
   record(deps, machine, status, context, {
     paused: true,
+    ...(activeSite === undefined ? {} : { sourceSite: activeSite }),
     volumes: observed.volumes,
     ...(result.ok ? { policy: result.plan.policy } : {}),
   });

@@ -59,6 +59,8 @@ export interface ReplicatorDeps {
 }
 
 /** Service DNS name of a replicator: what its certificate carries and what peers dial. */
+const streamAnnotation = "dr.ksr.io/stream";
+
 export function serviceHost(name: string, namespace: string): string {
   return `${name}.${namespace}.svc`;
 }
@@ -94,11 +96,12 @@ async function ensureKeys(deps: ReplicatorDeps, machine: ProtectedMachine, plan:
   const ref = plan.policy.spec.encryption?.keySecretRef;
   let key: string | undefined;
   if (ref !== undefined) {
-    const secret = await deps.client.get(secrets, ref.name, namespace);
+    const home = plan.reverse?.homeNamespace ?? namespace;
+    const secret = await deps.client.get(secrets, ref.name, home);
     key = secret?.data?.[ref.key];
     if (key === undefined || Buffer.from(key, "base64").length !== 32)
       throw new Error(
-        `the policy's encryption key (Secret ${namespace}/${ref.name}, key ${ref.key}) is missing or not 32 bytes`,
+        `the policy's encryption key (Secret ${home}/${ref.name}, key ${ref.key}) is missing or not 32 bytes`,
       );
   }
   const labels = { ...commonLabels("master-target"), [replicatorLabel]: plan.masterTarget.name };
@@ -150,14 +153,23 @@ export async function ensureReplicators(
       ...(plan.storageClassName === undefined ? {} : { storageClassName: plan.storageClassName }),
       ...(size.volumeMode === undefined ? {} : { volumeMode: size.volumeMode }),
     });
-    desired.metadata.annotations = { "dr.ksr.io/stream": volume.machineId };
-    await apply(
-      client,
-      persistentVolumeClaims,
-      desired,
-      caches.claims.get(volume.replicaClaimName, mt.namespace),
-      "keep",
-    );
+    desired.metadata.annotations = { [streamAnnotation]: volume.machineId };
+    const existing = caches.claims.get(volume.replicaClaimName, mt.namespace);
+    await apply(client, persistentVolumeClaims, desired, existing, "keep");
+    // A claim that already holds data (the original volume after a reprotect, or a replica in a new
+    // epoch) is kept as it is, only marked as this master target's replica of the new stream.
+    if (existing !== undefined && existing.metadata.annotations?.[streamAnnotation] !== volume.machineId)
+      await client.patch(
+        persistentVolumeClaims,
+        { name: volume.replicaClaimName, namespace: mt.namespace },
+        {
+          metadata: {
+            labels: sharedLabels(mt.name),
+            annotations: { [streamAnnotation]: volume.machineId },
+          },
+        },
+        "merge",
+      );
   }
   const replicas = masterTargetReplicas(caches.claims, mt, [
     ...plan.volumes
@@ -222,7 +234,8 @@ export async function ensureReplicators(
   await apply(client, deployments, psObjects.deployment, caches.deployments.get(ps.name, namespace), "patch");
 
   // Agents beside the workload's pods; agents of pods that are gone go too.
-  const owner = [controllerReference(machine)];
+  // Owner references do not cross namespaces: reversed, the agents are removed by label instead.
+  const owner = plan.reverse === undefined ? [controllerReference(machine)] : [];
   for (const agent of plan.agents) {
     const streams: AgentStream[] = [];
     for (const volume of agent.volumes) {
@@ -230,7 +243,7 @@ export async function ensureReplicators(
         namespace,
         role: "agent",
         machineId: volume.machineId,
-        owner: machine,
+        ...(plan.reverse === undefined ? { owner: machine } : {}),
       });
       streams.push({
         machineId: volume.machineId,
@@ -281,15 +294,24 @@ export async function ensureReplicators(
   }
   // Agents of pods that are gone or moved away go too (their replacements were placed above).
   const wanted = new Set(plan.agents.map((agent) => agent.name));
-  for (const pod of caches.pods.list(namespace))
-    if (
-      pod.metadata.labels?.["app.kubernetes.io/component"] === "agent" &&
-      pod.metadata.ownerReferences?.some((ref) => ref.uid === machine.metadata.uid) === true &&
-      !wanted.has(pod.metadata.name) &&
-      pod.metadata.deletionTimestamp === undefined
-    )
-      await client.delete(pods, { name: pod.metadata.name, namespace });
+  if (plan.keepAgents !== true)
+    for (const pod of caches.pods.list(namespace))
+      if (
+        pod.metadata.labels?.["app.kubernetes.io/component"] === "agent" &&
+        (pod.metadata.ownerReferences?.some((ref) => ref.uid === machine.metadata.uid) === true ||
+          (plan.reverse !== undefined && isMachines(pod, machine))) &&
+        !wanted.has(pod.metadata.name) &&
+        pod.metadata.deletionTimestamp === undefined
+      )
+        await client.delete(pods, { name: pod.metadata.name, namespace });
   return { processServer: ps, masterTarget: mt };
+}
+
+function isMachines(object: { metadata: { labels?: Record<string, string> } }, machine: ProtectedMachine): boolean {
+  const labels = object.metadata.labels;
+  return (
+    labels?.[machineLabel] === machine.metadata.name && labels[machineNamespaceLabel] === machine.metadata.namespace
+  );
 }
 
 /** Every replica a master target holds: its claims in the cache plus the ones just created. */
@@ -300,7 +322,7 @@ export function masterTargetReplicas(
 ): { machineId: string; claimName: string }[] {
   const byId = new Map<string, string>();
   for (const claim of claims.list(mt.namespace)) {
-    const stream = claim.metadata.annotations?.["dr.ksr.io/stream"];
+    const stream = claim.metadata.annotations?.[streamAnnotation];
     if (claim.metadata.labels?.[replicatorLabel] !== mt.name || stream === undefined) continue;
     if (claim.metadata.deletionTimestamp !== undefined) continue;
     byId.set(stream, claim.metadata.name);

@@ -37,6 +37,12 @@ export interface StatusInput {
   /** Why the policy's app-consistent points cannot be taken for this machine, if they cannot. */
   appConsistencyUnavailable?: Problem;
   activeSite?: string;
+  /** status.replication.epoch: after a reprotect, the comparison in the new direction is the initial replication. */
+  epoch?: number;
+  /** A failover's commit recorded the workload as running at the target (status.replication.failedOverBy). */
+  failedOver?: boolean;
+  /** status.replication.fullCopyVolumes: volumes a reprotect copies in full, their original claims being gone. */
+  fullCopyVolumes?: readonly string[];
   volumes: readonly VolumeObservation[];
   now: number;
 }
@@ -122,7 +128,8 @@ function healthFor(
   reachable: boolean,
 ): MachineHealth {
   if (phase === "Error" || (rpoMs !== undefined && rpoMs > 2 * thresholdMs)) return "Critical";
-  if (phase === "Paused" || (rpoMs !== undefined && rpoMs > thresholdMs) || !reachable) return "Warning";
+  if (phase === "Paused" || phase === "FailedOver" || (rpoMs !== undefined && rpoMs > thresholdMs) || !reachable)
+    return "Warning";
   return "Healthy";
 }
 
@@ -152,6 +159,14 @@ const phaseEvents: Partial<Record<ProtectedMachinePhase, { reason: string; note:
   Protected: { reason: "Protected", note: "the recovery site holds a complete replica; changes stream continuously" },
   Resynchronizing: { reason: "ResynchronizationStarted", note: "a volume is being compared with its replica" },
   Paused: { reason: "ReplicationPaused", note: "spec.paused is true: changes are not shipped" },
+  FailedOver: {
+    reason: "FailedOver",
+    note: "the failover is committed: the workload runs at the recovery site; reprotect to replicate it back",
+  },
+  Reprotecting: {
+    reason: "ReprotectStarted",
+    note: "replicating in the new direction: the volumes are compared block by block and only differences are sent",
+  },
 };
 
 export function computeStatus(input: StatusInput): StatusResult {
@@ -164,13 +179,16 @@ export function computeStatus(input: StatusInput): StatusResult {
 
   const controls = input.volumes.map((volume) => volume.control);
   const observed = input.volumes.length > 0 && controls.every((control) => control !== undefined);
-  const everProtected = previous?.initialReplication?.completionTime !== undefined;
+  const epoch = input.epoch ?? 0;
+  const sameEpoch = (previous?.initialReplication?.epoch ?? 0) === epoch;
+  const everProtected = sameEpoch && previous?.initialReplication?.completionTime !== undefined;
   const allSynced = observed && controls.every(synced);
   const anySyncing = controls.some((control) => control?.syncing === true);
 
   let phase: ProtectedMachinePhase;
   if (input.problem !== undefined) phase = "Error";
-  else if (input.paused) phase = "Paused";
+  else if (input.paused) phase = input.failedOver === true ? "FailedOver" : "Paused";
+  else if (!everProtected && epoch > 0) phase = allSynced ? "Protected" : "Reprotecting";
   else if (!everProtected) phase = allSynced ? "Protected" : observed ? "InitialReplication" : "Enabling";
   else phase = anySyncing ? "Resynchronizing" : "Protected";
 
@@ -180,7 +198,8 @@ export function computeStatus(input: StatusInput): StatusResult {
   const tracked = phase === "Protected" || phase === "Resynchronizing";
   const health = healthFor(phase, tracked ? rpoMs : undefined, input.rpoThresholdMs, observed || !everProtected);
 
-  const initialReplication = { ...(previous?.initialReplication ?? {}) };
+  const initialReplication = sameEpoch ? { ...(previous?.initialReplication ?? {}) } : {};
+  if (epoch > 0) initialReplication.epoch = epoch;
   if (!everProtected && observed) {
     const total = controls.reduce((sum, control) => sum + control.syncBytesTotal, 0);
     const done = controls.reduce((sum, control) => sum + Math.min(control.syncBytesDone, control.syncBytesTotal), 0);
@@ -198,11 +217,20 @@ export function computeStatus(input: StatusInput): StatusResult {
 
   // Conditions: what is true now, each with the generation it was computed from.
   if (input.problem !== undefined) set("Ready", "False", input.problem.reason, input.problem.message);
+  else if (phase === "FailedOver")
+    set("Ready", "False", "FailedOver", "the workload runs at the recovery site; run a Reprotect to protect it again");
   else if (input.paused) set("Ready", "False", "Paused", "spec.paused is true: changes are tracked but not shipped");
   else if (input.waiting !== undefined) set("Ready", "False", input.waiting.reason, input.waiting.message);
   else if (phase === "Protected") set("Ready", "True", "Protected", "every volume is replicated to the recovery site");
   else if (phase === "Resynchronizing")
     set("Ready", "False", "Resynchronizing", "a volume is being compared with its replica");
+  else if (phase === "Reprotecting")
+    set(
+      "Ready",
+      "False",
+      "Reprotecting",
+      `comparing with the volumes at the other site: ${initialReplication.progressPercent ?? 0}% done`,
+    );
   else if (phase === "InitialReplication")
     set("Ready", "False", "InitialReplication", `initial replication ${initialReplication.progressPercent ?? 0}% done`);
   else set("Ready", "False", "Enabling", "waiting for the replicators to report");
@@ -227,7 +255,26 @@ export function computeStatus(input: StatusInput): StatusResult {
     );
   else set("AppConsistencyUnavailable", "False", "NotNeeded", "app-consistent points need no hooks here, or have them");
 
+  const fullCopy = input.fullCopyVolumes ?? [];
+  if (epoch > 0)
+    set(
+      "FullCopy",
+      fullCopy.length > 0 ? "True" : "False",
+      fullCopy.length > 0 ? "OriginalVolumesGone" : "Compared",
+      fullCopy.length > 0
+        ? `the claims of ${fullCopy.join(", ")} were gone at the target when replication was reversed: copied in full`
+        : "every volume was compared with the one left at the target: only differences are sent",
+    );
+
   // Events: one per transition, never per reconcile.
+  const previousFullCopy = previous?.conditions?.find((condition) => condition.type === "FullCopy");
+  if (fullCopy.length > 0 && epoch > 0 && previousFullCopy?.status !== "True")
+    events.push({
+      type: "Warning",
+      reason: "OriginalVolumesGone",
+      action: "Reprotect",
+      note: `reprotect copies ${fullCopy.join(", ")} in full: their claims at the target were gone`,
+    });
   const previousReady = previous?.conditions?.find((condition) => condition.type === "Ready");
   if (input.problem !== undefined && previousReady?.reason !== input.problem.reason)
     events.push({ type: "Warning", reason: input.problem.reason, action: "Protect", note: input.problem.message });
@@ -283,7 +330,12 @@ export function computeStatus(input: StatusInput): StatusResult {
     health,
     ...(tracked && rpoMs !== undefined ? { rpo: formatDuration(rpoMs) } : {}),
     ...(input.activeSite === undefined ? {} : { activeSite: input.activeSite }),
-    ...(recoveryTime === undefined ? {} : { lastSyncTime: rfc3339(recoveryTime) }),
+    // While the process server cannot be asked (a lost site), the last sync known stays: a failover's data loss counts from it.
+    ...(recoveryTime !== undefined
+      ? { lastSyncTime: rfc3339(recoveryTime) }
+      : previous?.lastSyncTime === undefined
+        ? {}
+        : { lastSyncTime: previous.lastSyncTime }),
     ...(Object.keys(initialReplication).length === 0 ? {} : { initialReplication }),
     ...(points === undefined ? {} : { recoveryPoints: points }),
     ...(volumes.length === 0 ? {} : { volumes }),

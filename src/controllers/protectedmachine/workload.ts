@@ -127,9 +127,10 @@ function claimUses(kind: string, workload: WorkloadObject): ClaimUse[] {
   );
   if (kind !== "StatefulSet") return direct;
   const name = workload.metadata.name;
-  // A StatefulSet stopped for a failover (scaled to 0) still owns its claims, and they are still replicated.
+  // A workload scaled to 0 by a failover still has its claims: they are what a failback returns to.
   const before = Number(workload.metadata.annotations?.[replicasAnnotation]);
-  const replicas = Math.max(workload.spec?.replicas ?? 1, Number.isInteger(before) ? before : 0);
+  const replicas =
+    workload.spec?.replicas === 0 && Number.isInteger(before) && before > 0 ? before : (workload.spec?.replicas ?? 1);
   const templated = (workload.spec?.volumeClaimTemplates ?? []).flatMap((template) => {
     const volumeName = template.metadata?.name;
     if (volumeName === undefined) return [];

@@ -224,8 +224,6 @@ export class Agent implements CaptureStream {
           continue;
         }
         this.options.log.warn(`replication step failed (retrying): ${(error as Error).message}`);
-        this.scanDue = true; // the notifications it had taken are gone: verify everything
-
         await sleep(retryMs);
       }
     }
@@ -298,9 +296,14 @@ export class Agent implements CaptureStream {
       },
     });
     this.watcher?.take();
+    const pushedBefore = this.sender.bytesPushed;
     await this.scan();
     if (this.options.mode === "block") this.sync.progress.examinedBytes = this.sync.totalBytes;
     this.sync.running = false;
+    // What a resync cost on the wire against what it compared (a reprotect reads this line).
+    this.options.log.info(
+      `resync done: ${this.sync.totalBytes} bytes compared, ${this.sender.bytesPushed - pushedBefore} bytes sent`,
+    );
   }
 
   private async waitUntilDrained(): Promise<OpenReply> {
@@ -375,6 +378,16 @@ export class Agent implements CaptureStream {
    * after them is what gets waited for).
    */
   private async captureRound(scanDue: boolean, settle = true): Promise<void> {
+    try {
+      await this.captureChanges(scanDue, settle);
+    } catch (error) {
+      // The notifications it took are gone, whoever called it (a follow step or a cut): verify everything.
+      this.scanDue = true;
+      throw error;
+    }
+  }
+
+  private async captureChanges(scanDue: boolean, settle: boolean): Promise<void> {
     const watcher = this.watcher;
     if (watcher === undefined || scanDue) {
       this.scanDue = false;

@@ -3,7 +3,7 @@
 // hard links are recognised by inode so their content is not sent again. An entry's attributes
 // (owner, mode, mtime, xattrs) follow its content; a directory's follow, at the end of the round,
 // every change made inside it, since each of those changes the replica directory's mtime.
-import { readdir, readlink } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { constants } from "node:fs";
 import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
@@ -11,7 +11,7 @@ import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication
 import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
 import { forEachBlock, openRegularFile } from "../durable-fs.js";
 import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
-import { entryKind, lstatIfExists, permissionMode, walkTree } from "../tree-walk.js";
+import { entryKind, isVanished, lstatIfExists, permissionMode, readlinkOf, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
 import {
   deviceKey,
@@ -21,7 +21,7 @@ import {
   type Manifest,
   type ManifestRecord,
 } from "./manifest.js";
-import type { ChangeSender } from "./sender.js";
+import { ResyncNeeded, type ChangeSender } from "./sender.js";
 
 /** Bytes of regular files a full scan has gone through, for progress reports. */
 export interface ScanProgress {
@@ -37,10 +37,16 @@ export async function treeBytes(root: string): Promise<number> {
 
 type Operation = NonNullable<Change["op"]>;
 type Emitter = Pick<ChangeSender, "emit">;
+type Reconcile = { recurse: boolean; detectMoves: boolean };
+
+/** Looks at an entry that keeps vanishing or being replaced while it is read this often before giving up on it. */
+const vanishedAttempts = 3;
 
 export class TreeSource {
   /** Directories changed inside during this round: their attributes are sent when it ends. */
   private readonly touchedDirectories = new Set<string>();
+  /** Directories gone or replaced while their entries were read: looked at again before the round ends. */
+  private readonly relook = new Set<string>();
   /** Changes emitted so far (to tell whether an entry's content was sent). */
   private emitted = 0;
   private readonly emitter: Emitter = { emit: (op) => this.emit(op) };
@@ -48,7 +54,7 @@ export class TreeSource {
   constructor(
     readonly root: string,
     private readonly manifest: Manifest,
-    private readonly sender: ChangeSender,
+    private readonly sender: Emitter,
   ) {}
 
   private async emit(op: Operation): Promise<void> {
@@ -58,11 +64,11 @@ export class TreeSource {
       case "remove":
       case "symlink":
       case "hardLink":
-        this.touchedDirectories.add(wireParent(op.value.path));
+        this.touch(wireParent(op.value.path));
         break;
       case "rename":
-        this.touchedDirectories.add(wireParent(op.value.from));
-        this.touchedDirectories.add(wireParent(op.value.to));
+        this.touch(wireParent(op.value.from));
+        this.touch(wireParent(op.value.to));
         break;
       default:
         break;
@@ -70,13 +76,39 @@ export class TreeSource {
     await this.sender.emit(op);
   }
 
-  /** Sends the attributes of entries whose content or children changed (and of the root). */
-  private async finishRound(): Promise<void> {
+  /**
+   * Notes that the replica directory's mtime moves. Its record forgets that its attributes are
+   * current until finishRound sends them, so a round that fails before then loses nothing.
+   */
+  private touch(directory: string): void {
+    this.touchedDirectories.add(directory);
+    if (directory === "") this.manifest.rootAttributes = "";
+    const record = this.manifest.get(directory);
+    if (record?.kind === EntryKind.ENTRY_KIND_DIRECTORY) record.identity = "";
+  }
+
+  /**
+   * Sends the attributes of entries whose content or children changed (and of the root). A
+   * notified path's directory is compared too: an entry made and removed between two rounds, or
+   * replaced by an equal one, moved the directory's mtime though nothing is sent for the entry.
+   */
+  private async finishRound(notified: readonly string[] = []): Promise<void> {
+    for (const path of new Set(notified.map(wireParent))) {
+      if (path === "" || this.touchedDirectories.has(path)) continue; // the root is compared below anyway
+      const record = this.manifest.get(path);
+      const stats = await lstatIfExists(join(this.root, path));
+      if (record?.kind !== EntryKind.ENTRY_KIND_DIRECTORY || stats?.isDirectory() !== true) continue;
+      try {
+        if (this.attributesChanged(path, stats, record)) this.touchedDirectories.add(path);
+      } catch (error) {
+        if (!isVanished(error)) throw error;
+      }
+    }
     const rootStats = await lstatIfExists(this.root);
     if (rootStats?.isDirectory() === true) {
       const attributes = readAttributes(this.root, rootStats);
       const key = `${permissionMode(rootStats)}:${attributesKey(attributes)}`;
-      if (this.touchedDirectories.has("") || key !== this.manifest.rootAttributes) {
+      if (key !== this.manifest.rootAttributes) {
         await this.sender.emit({
           $case: "setAttributes",
           value: { path: "", mode: permissionMode(rootStats), attributes },
@@ -90,7 +122,14 @@ export class TreeSource {
       const record = this.manifest.get(path);
       const stats = await lstatIfExists(join(this.root, path));
       if (record?.kind !== EntryKind.ENTRY_KIND_DIRECTORY || stats?.isDirectory() !== true) continue;
-      await this.sendAttributes(path, stats, record);
+      try {
+        await this.sendAttributes(path, stats, record);
+      } catch (error) {
+        // Gone since: its removal is noticed like any other; its record still says "look again".
+        if (!isVanished(error)) throw error;
+        continue;
+      }
+      record.identity = statIdentity(stats);
     }
     this.touchedDirectories.clear();
   }
@@ -116,7 +155,7 @@ export class TreeSource {
   /** Compares the whole tree with the manifest; files whose stat identity is unchanged are not read. */
   async fullScan(progress?: ScanProgress): Promise<void> {
     const seen = new Set<string>();
-    for await (const { path, stats } of walkTree(this.root)) {
+    for await (const { path, stats } of walkTree(this.root, "", (directory) => this.relook.add(directory))) {
       if (entryKind(stats) === EntryKind.ENTRY_KIND_UNSPECIFIED) continue;
       seen.add(path);
       await this.reconcile(path, stats, { recurse: false, detectMoves: true });
@@ -128,18 +167,30 @@ export class TreeSource {
       await this.emit({ $case: "remove", value: { path } });
       this.manifest.deleteTree(path);
     }
+    await this.relookDirectories(); // after the removals above, which took their old children
     await this.finishRound();
+  }
+
+  /** Syncs the directories that vanished or were replaced under the scan, as if notified. */
+  private async relookDirectories(): Promise<void> {
+    for (let pass = 0; pass < vanishedAttempts && this.relook.size > 0; pass++) {
+      const paths = [...this.relook].sort();
+      this.relook.clear();
+      for (const path of paths) await this.syncOne(path, await lstatIfExists(join(this.root, path)));
+    }
   }
 
   /** Brings the given paths (from change notifications) up to date; new directories are scanned whole. */
   async syncPaths(paths: Iterable<string>): Promise<void> {
+    const notified = [...new Set(paths)].sort();
     const looked = await Promise.all(
-      [...new Set(paths)].sort().map(async (path) => ({ path, stats: await lstatIfExists(join(this.root, path)) })),
+      notified.map(async (path) => ({ path, stats: await lstatIfExists(join(this.root, path)) })),
     );
     // Present entries first so a rename's new name is seen while its old one is still in the manifest.
     for (const { path, stats } of looked) if (stats !== undefined) await this.syncOne(path, stats);
     for (const { path, stats } of looked) if (stats === undefined) await this.syncOne(path, undefined);
-    await this.finishRound();
+    await this.relookDirectories();
+    await this.finishRound(notified);
   }
 
   private async syncOne(path: string, stats: BigIntStats | undefined): Promise<void> {
@@ -165,11 +216,58 @@ export class TreeSource {
     this.manifest.deleteTree(path);
   }
 
-  private async reconcile(
-    path: string,
-    stats: BigIntStats,
-    how: { recurse: boolean; detectMoves: boolean },
-  ): Promise<void> {
+  /**
+   * Removes an entry from the manifest and, when the replica may hold it (known, or something of
+   * it was sent), from the replica: the state of an entry whose reconciliation broke off midway
+   * is unknown, and the manifest must never claim more than the replica holds.
+   */
+  private async forget(path: string, sent: boolean): Promise<void> {
+    const known = this.manifest.get(path) !== undefined;
+    this.manifest.deleteTree(path); // first: if the emit fails, it is queued all the same
+    if (known || sent) await this.emit({ $case: "remove", value: { path } });
+  }
+
+  /**
+   * Brings one entry up to date. One that vanishes or is replaced while it is read (between the
+   * lstat that found it and a readlink, open or xattr read) is looked at again: gone, it counts as
+   * removed; replaced, the new object is reconciled. Any other failure first forgets a file, link
+   * or special file half sent, then propagates (the step is retried with a verifying scan).
+   */
+  private async reconcile(path: string, stats: BigIntStats, how: Reconcile): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const emittedBefore = this.emitted;
+      try {
+        await this.reconcileFound(path, stats, how);
+        return;
+      } catch (error) {
+        if (error instanceof ResyncNeeded) throw error; // the resync replaces the manifest
+        const sent = this.emitted !== emittedBefore;
+        // A directory's own changes are made idempotently and recorded at once; its children forget for themselves.
+        const wasDirectory = stats.isDirectory();
+        if (!isVanished(error)) {
+          if (!wasDirectory) await this.forget(path, sent);
+          throw error;
+        }
+        const now = await lstatIfExists(join(this.root, path));
+        const present = now !== undefined && entryKind(now) !== EntryKind.ENTRY_KIND_UNSPECIFIED;
+        if (now === undefined) await this.relookParentUnlessDirectory(path);
+        if (!present || attempt === vanishedAttempts || !(wasDirectory && now.isDirectory()))
+          await this.forget(path, sent);
+        if (!present || attempt === vanishedAttempts) return; // a path still changing is reported again
+        stats = now;
+        how = { ...how, detectMoves: true };
+      }
+    }
+  }
+
+  /** An entry may vanish because its directory did: then the directory is looked at again. */
+  private async relookParentUnlessDirectory(path: string): Promise<void> {
+    const parent = wireParent(path);
+    if (parent === "") return;
+    if ((await lstatIfExists(join(this.root, parent)))?.isDirectory() !== true) this.relook.add(parent);
+  }
+
+  private async reconcileFound(path: string, stats: BigIntStats, how: Reconcile): Promise<void> {
     const kind = entryKind(stats);
     let old = this.manifest.get(path);
     if (old !== undefined && (old.kind !== kind || old.device !== deviceKey(deviceNumbers(kind, stats.rdev)))) {
@@ -196,7 +294,7 @@ export class TreeSource {
       if (now === undefined || (!isDirectory && String(now.ino) !== ino)) {
         await this.emit({ $case: "rename", value: { from: candidate, to: path } });
         this.manifest.moveTree(candidate, path);
-        if (isDirectory) this.touchedDirectories.add(path); // its ".." changed: so may its mtime
+        if (isDirectory) this.touch(path); // its ".." changed: so may its mtime
         return this.manifest.get(path);
       }
       if (record.kind === EntryKind.ENTRY_KIND_FILE && stats.nlink > 1n && String(now.ino) === ino) {
@@ -225,13 +323,15 @@ export class TreeSource {
     const known = old !== undefined;
     this.manifest.set(path, {
       ...emptyRecord(EntryKind.ENTRY_KIND_DIRECTORY, old?.mode ?? mode),
-      identity: statIdentity(stats),
+      // Not current until finishRound sent the attributes of a touched directory.
+      identity: this.touchedDirectories.has(path) ? "" : statIdentity(stats),
       ino: String(stats.ino),
       attributes: old?.attributes ?? "",
     });
     if (!recurse) return;
     // A directory that is new (or just moved here) may hold entries no notification reported.
-    const names = await readdir(join(this.root, path)).catch(() => [] as string[]);
+    // A failed readdir is never read as "empty": that would remove every child at the replica.
+    const names = await readdir(join(this.root, path));
     const present = new Set(names.map((name) => `${path}/${name}`));
     if (known) {
       for (const child of [...this.manifest.entries.keys()]) {
@@ -247,8 +347,7 @@ export class TreeSource {
   }
 
   private async reconcileSymlink(path: string, stats: BigIntStats, old: ManifestRecord | undefined): Promise<void> {
-    const target = await readlink(join(this.root, path)).catch(() => undefined);
-    if (target === undefined) return; // vanished; its removal event follows
+    const target = await readlinkOf(join(this.root, path));
     const record: ManifestRecord = {
       ...emptyRecord(EntryKind.ENTRY_KIND_SYMLINK, old?.mode ?? permissionMode(stats)),
       linkTarget: target,
@@ -336,8 +435,8 @@ class WriteRun {
 
 /**
  * Reads the file once; blocks whose hash differs from the record are sent (adjacent ones as one
- * write), zeros as zero ranges. Returns false when the file could not be read whole (it vanished
- * or shrank meanwhile).
+ * write), zeros as zero ranges. Returns false when the file could not be read whole (it shrank
+ * meanwhile, or cannot be opened); throws what isVanished() recognises when it is gone or replaced.
  */
 export async function sendChangedBlocks(
   file: string,
@@ -350,7 +449,8 @@ export async function sendChangedBlocks(
   let handle;
   try {
     handle = await openRegularFile(file, constants.O_RDONLY);
-  } catch {
+  } catch (error) {
+    if (isVanished(error)) throw error; // gone or replaced (by a FIFO, say): the caller looks again
     return false;
   }
   const run = new WriteRun(path, sender);

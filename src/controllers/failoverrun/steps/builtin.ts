@@ -15,11 +15,12 @@ import {
   type ResourceType,
 } from "../../../runtime/index.js";
 import { protectedMachines } from "../../../api/types.js";
+import { replicationOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
-import { deleteHydratorSecrets, recoverDrill } from "./drill.js";
+import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
-import { replicatedVolumes, replicationAnnotation, replicationOf, replicationRecord } from "./replicas.js";
+import { replicatedState, replicatedVolumes, replicationAnnotation, replicationRecord } from "./replicas.js";
 import { recoverInPlace } from "./rollback.js";
 import { createdByRun, runLabel, runLabels, runNamespaceLabel, type StepContext, type StepExecutor } from "./types.js";
 import { ensureRecovered, scaleToZero, sourceWorkload, workloadType } from "./workload.js";
@@ -94,34 +95,6 @@ async function ensureNamespace(client: KubeClient, run: FailoverRun, name: strin
     });
 }
 
-/** Isolated drills: nothing in or out of the namespace except within it and DNS. */
-async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: string): Promise<void> {
-  if (run.spec.drill?.isolation === "None") return;
-  await client
-    .create(networkPolicies, {
-      apiVersion: "networking.k8s.io/v1",
-      kind: "NetworkPolicy",
-      metadata: { name: "ksr-drill-isolation", namespace, labels: runLabels(run) },
-      spec: {
-        podSelector: {},
-        policyTypes: ["Ingress", "Egress"],
-        ingress: [{ _from: [{ podSelector: {} }] }],
-        egress: [
-          { to: [{ podSelector: {} }] },
-          {
-            ports: [
-              { protocol: "UDP", port: 53 },
-              { protocol: "TCP", port: 53 },
-            ],
-          },
-        ],
-      },
-    })
-    .catch((error: unknown) => {
-      if (!isAlreadyExists(error)) throw error;
-    });
-}
-
 /** The points the step recovers to: a change's own selector, else the point recorded for the machine or the run's selector. */
 async function choosePoint(
   context: StepContext,
@@ -178,7 +151,7 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, replicationOf(machine).lastSyncTime);
+    const loss = dataLossMs(volumes, replicatedState(machine).lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
@@ -194,6 +167,7 @@ export const recoverStep: StepExecutor = {
         machine,
         chosen: volumes,
         fence: run.spec.type === "Unplanned" && work.change === undefined,
+        signal: context.signal,
       });
     }
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
@@ -212,7 +186,8 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const { ready, message } = await ensureRecovered(client, machine, run, machine.spec.target.namespace, claims);
+  const target = replicationOf(machine).targetNamespace;
+  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
   return ready
     ? { state: "Succeeded", message, dataLossMs: 0 }
     : { state: "InProgress", message, recheckAfterMs: 2000 };

@@ -4,7 +4,7 @@
 // points; then the workload comes up there on the new claims. Every object carries the run's
 // labels, so cleanup deletes exactly them. Executing again only reads what exists: the Job
 // resumes an interrupted stream from the cursor it keeps on its own state claim.
-import type { V1Container, V1Volume } from "@kubernetes/client-node";
+import type { V1Container, V1NetworkPolicyIngressRule, V1Volume } from "@kubernetes/client-node";
 import type { FailoverRun, ProtectedMachine } from "../../../api/types.js";
 import {
   isAlreadyExists,
@@ -15,6 +15,7 @@ import {
   secrets,
   type Job,
   type KubeClient,
+  type NetworkPolicy,
   type PersistentVolumeClaim,
 } from "../../../runtime/index.js";
 import { certificateSecretName } from "../../certificates/secret-issuer.js";
@@ -65,36 +66,52 @@ async function drillClaim(
   };
 }
 
-/** The hydration pods' one way out of an isolated drill namespace: the master target's gRPC port. */
-async function ensureHydrationEgress(
-  client: KubeClient,
-  run: FailoverRun,
-  machine: ProtectedMachine,
-  namespace: string,
-) {
-  await client
-    .create(networkPolicies, {
-      apiVersion: "networking.k8s.io/v1",
-      kind: "NetworkPolicy",
-      metadata: { name: "ksr-drill-hydration", namespace, labels: runLabels(run) },
-      spec: {
-        podSelector: { matchLabels: { [componentLabel]: hydratorComponent } },
-        policyTypes: ["Egress"],
-        egress: [
-          {
-            to: [
-              {
-                namespaceSelector: {
-                  matchLabels: { "kubernetes.io/metadata.name": machine.spec.target.namespace },
-                },
-              },
-            ],
-            ports: [{ protocol: "TCP", port: replicatorPort }],
-          },
+type PolicySpec = NonNullable<NetworkPolicy["spec"]>;
+
+async function ensurePolicy(client: KubeClient, run: FailoverRun, namespace: string, name: string, spec: PolicySpec) {
+  const policy: NetworkPolicy = {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: { name, namespace, labels: runLabels(run) },
+    spec,
+  };
+  await client.create(networkPolicies, policy).catch(ignoreExisting);
+}
+
+/** Isolated drills: nothing in or out of the namespace except within it and DNS. */
+export async function ensureIsolation(client: KubeClient, run: FailoverRun, namespace: string): Promise<void> {
+  if (run.spec.drill?.isolation === "None") return;
+  await ensurePolicy(client, run, namespace, "ksr-drill-isolation", {
+    podSelector: {},
+    policyTypes: ["Ingress", "Egress"],
+    // The client sends JSON as written: the API's field is "from" (client-node's model names it _from,
+    // which the API server would drop, leaving a rule that admits everyone).
+    ingress: [{ from: [{ podSelector: {} }] } as unknown as V1NetworkPolicyIngressRule],
+    egress: [
+      { to: [{ podSelector: {} }] },
+      {
+        ports: [
+          { protocol: "UDP", port: 53 },
+          { protocol: "TCP", port: 53 },
         ],
       },
-    })
-    .catch(ignoreExisting);
+    ],
+  });
+}
+
+/** The hydration pods' one way out of an isolated drill namespace: the master target's gRPC port. */
+function ensureHydrationEgress(client: KubeClient, run: FailoverRun, machine: ProtectedMachine, namespace: string) {
+  const target = machine.spec.target.namespace;
+  return ensurePolicy(client, run, namespace, "ksr-drill-hydration", {
+    podSelector: { matchLabels: { [componentLabel]: hydratorComponent } },
+    policyTypes: ["Egress"],
+    egress: [
+      {
+        to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": target } } }],
+        ports: [{ protocol: "TCP", port: replicatorPort }],
+      },
+    ],
+  });
 }
 
 export function hydrationJob(options: {

@@ -1,6 +1,7 @@
 // Every step action, by the action recorded in status.steps.
 import type { StepAction } from "../../../api/types.js";
 import { cleanupStep, commitStep, finalSyncStep, recoverStep, shutDownSourceStep, stopStep } from "./builtin.js";
+import { recordingFailover, reverseStep } from "./reprotect.js";
 import { scriptStep } from "./script.js";
 import { trafficStep } from "./traffic.js";
 import type { StepExecutor } from "./types.js";
@@ -24,7 +25,7 @@ export const stepExecutors: Record<StepAction, StepExecutor> = {
   Wait: waitStep,
   Traffic: trafficStep,
   Webhook: webhookStep,
-  Commit: commitStep,
+  Commit: recordingFailover(commitStep),
   Cleanup: cleanupStep,
-  Reverse: unsupported,
+  Reverse: reverseStep,
 };

@@ -79,7 +79,7 @@ function recordedReplication(machine: ProtectedMachine): Replication | undefined
 }
 
 /** What the machine replicates: its status while it lists volumes, else what the shutdown step recorded. */
-export function replicationOf(machine: ProtectedMachine): Replication {
+export function replicatedState(machine: ProtectedMachine): Replication {
   const live = machine.status?.volumes ?? [];
   if (live.some((volume) => volume.replicaClaimName !== undefined))
     return {
@@ -93,7 +93,7 @@ export function replicationOf(machine: ProtectedMachine): Replication {
 export function replicationRecord(machine: ProtectedMachine): string | undefined {
   const live = machine.status?.volumes ?? [];
   if (!live.some((volume) => volume.replicaClaimName !== undefined)) return undefined;
-  const { volumes, lastSyncTime } = replicationOf(machine);
+  const { volumes, lastSyncTime } = replicatedState(machine);
   return JSON.stringify({
     volumes: volumes.map(({ name, claimName, replicaClaimName, captureMode }) => ({
       name,
@@ -106,7 +106,7 @@ export function replicationRecord(machine: ProtectedMachine): string | undefined
 }
 
 export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[] {
-  return replicationOf(machine).volumes.flatMap((volume) =>
+  return replicatedState(machine).volumes.flatMap((volume) =>
     volume.claimName === undefined || volume.replicaClaimName === undefined
       ? []
       : [

@@ -67,6 +67,8 @@ export async function recoverInPlace(options: {
   chosen: readonly ChosenPoint[];
   /** Fence the source first (an unplanned failover; a change of point is already fenced). */
   fence: boolean;
+  /** Aborted when the operator stops or loses its lease: no further rollback is started. */
+  signal: AbortSignal;
 }): Promise<StepOutcome> {
   const { client, replicas, run, machine, chosen } = options;
   const namespace = machine.metadata.namespace ?? "";
@@ -90,6 +92,7 @@ export async function recoverInPlace(options: {
       };
     const discarded: string[] = [];
     for (const volume of chosen) {
+      if (options.signal.aborted) return { state: "InProgress", message: "stopped: the operator is stopping" };
       try {
         const reply = await replicas.rollback(machine, volume);
         if (reply.discardedPoints > 0) discarded.push(`${volume.machineId}: ${reply.discardedPoints}`);

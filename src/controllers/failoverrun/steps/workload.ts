@@ -17,6 +17,7 @@ import {
   type Service,
   type StatefulSet,
 } from "../../../runtime/index.js";
+import { replicationOf } from "../../protectedmachine/direction.js";
 import { siteLabel } from "../../protectedmachine/names.js";
 import { runLabels } from "./types.js";
 
@@ -30,9 +31,10 @@ export function workloadType(kind: string | undefined): ResourceType<Workload> {
   return kind === "StatefulSet" ? statefulSets : deployments;
 }
 
+/** The workload replication captures now: the original, or after a reprotect the recovered copy (direction.ts). */
 export async function sourceWorkload(client: KubeClient, machine: ProtectedMachine): Promise<Workload | undefined> {
   const { kind, name } = machine.spec.source.workloadRef;
-  const namespace = machine.metadata.namespace;
+  const namespace = replicationOf(machine).sourceNamespace;
   if (kind === "StatefulSet") return client.get(statefulSets, name, namespace);
   if (kind === "Deployment") return client.get(deployments, name, namespace);
   return undefined;
@@ -123,6 +125,9 @@ export async function ensureRecovered(
   if (copy === undefined) {
     await client.create(type, recoveredCopy(source, machine, run, namespace, claims)).catch(ignoreExisting);
     copy = await client.get(type, name, namespace);
+  } else if (copy.spec?.replicas === 0 && copy.metadata.annotations?.[replicasAnnotation] !== undefined) {
+    // Failing back (or over again): the workload a failover stopped there comes back on its own claims.
+    copy = await scaleBack(client, copy);
   }
   const labels = source.spec?.template.metadata?.labels ?? {};
   const sourceServices = await client.list(services, { namespace: machine.metadata.namespace });
@@ -154,6 +159,20 @@ export function serviceCopy(
       ports: spec.ports?.map(({ nodePort: _nodePort, ...port }) => port),
     },
   };
+}
+
+/** Scales a workload stopped by scaleToZero back to the replicas it had, and forgets the record. */
+async function scaleBack(client: KubeClient, workload: Workload): Promise<Workload> {
+  const recorded = Number(workload.metadata.annotations?.[replicasAnnotation]);
+  return client.patch(
+    workloadType(workload.kind),
+    { name: workload.metadata.name, namespace: workload.metadata.namespace },
+    {
+      metadata: { annotations: { [replicasAnnotation]: null } },
+      spec: { replicas: Number.isInteger(recorded) && recorded > 0 ? recorded : 1 },
+    },
+    "merge",
+  );
 }
 
 /** Scales a workload to zero, recording the replicas it had (once: a repeat keeps the first record). */
