@@ -26,6 +26,15 @@ export class MachineMetrics {
   /** 0 Healthy, 1 Warning, 2 Critical (against the policy's rpoThreshold). */
   readonly health: Gauge<MachineLabel>;
 
+  /** Bytes the machine's journal holds at the recovery site (segments and entries moved out of the replica). */
+  readonly journalUsedBytes: Gauge<MachineLabel>;
+  /** Size of the journal volume holding it (shared by the policy's machines of one namespace). */
+  readonly journalCapacityBytes: Gauge<MachineLabel>;
+  /** Age of the oldest recovery point every volume still has. */
+  readonly journalOldestPointAgeSeconds: Gauge<MachineLabel>;
+  /** The retention window the master target keeps points for. */
+  readonly journalRetentionSeconds: Gauge<MachineLabel>;
+
   constructor(registry: Registry) {
     const registers = [registry];
     const gauge = (name: string, help: string) => new Gauge({ name, help, labelNames: machineLabels, registers });
@@ -39,12 +48,35 @@ export class MachineMetrics {
     });
     this.recoveryPoints = gauge("ksr_recovery_points", "Recovery points held in a machine's journal");
     this.health = gauge("ksr_machine_health", "Protection health of a machine: 0 Healthy, 1 Warning, 2 Critical");
+    this.journalUsedBytes = gauge("ksr_journal_used_bytes", "Bytes of a machine's recovery-point journal");
+    this.journalCapacityBytes = gauge(
+      "ksr_journal_capacity_bytes",
+      "Capacity of the journal volume holding a machine's journal (shared by its policy's machines of a namespace)",
+    );
+    this.journalOldestPointAgeSeconds = gauge(
+      "ksr_journal_oldest_point_age_seconds",
+      "Age of a machine's oldest recovery point",
+    );
+    this.journalRetentionSeconds = gauge(
+      "ksr_journal_retention_seconds",
+      "Retention window of a machine's recovery points",
+    );
   }
 
   /** Drops every series of a machine (after it is deleted), so /metrics does not report it forever. */
   forget(ref: MachineRef): void {
     const labels = { namespace: ref.namespace, machine: ref.machine };
-    for (const metric of [this.rpoSeconds, this.pendingBytes, this.replicatedBytes, this.recoveryPoints, this.health])
+    for (const metric of [
+      this.rpoSeconds,
+      this.pendingBytes,
+      this.replicatedBytes,
+      this.recoveryPoints,
+      this.health,
+      this.journalUsedBytes,
+      this.journalCapacityBytes,
+      this.journalOldestPointAgeSeconds,
+      this.journalRetentionSeconds,
+    ])
       metric.remove(labels);
   }
 }

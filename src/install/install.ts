@@ -8,6 +8,7 @@ import { crdName, kinds } from "../api/crds.js";
 import { installCrds } from "../api/install.js";
 import { group, version } from "../api/common.js";
 import {
+  customResourceDefinitions,
   deployments,
   KubeClient,
   namespaces,
@@ -31,14 +32,6 @@ export interface WaitOptions {
   timeoutMs: number;
   progress: Progress;
 }
-
-const crds = resourceType({
-  group: "apiextensions.k8s.io",
-  version: "v1",
-  kind: "CustomResourceDefinition",
-  plural: "customresourcedefinitions",
-  namespaced: false,
-});
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -168,7 +161,8 @@ export async function uninstall(kubeConfig: KubeConfig, namespace: string, optio
       resourceType<KubeObject>({ group, version, kind: kind.kind, plural: kind.plural, namespaced: true }),
     );
     const existingCrds = new Set<string>();
-    for (const kind of kinds) if ((await client.get(crds, crdName(kind))) !== undefined) existingCrds.add(kind.kind);
+    for (const kind of kinds)
+      if ((await client.get(customResourceDefinitions, crdName(kind))) !== undefined) existingCrds.add(kind.kind);
     const served = resourceTypes.filter((type) => existingCrds.has(type.kind));
     const listAll = async () => {
       const names: string[] = [];
@@ -192,7 +186,7 @@ export async function uninstall(kubeConfig: KubeConfig, namespace: string, optio
     // Deleted one by one, the namespace last and only if install made it: it may be a namespace of the user's.
     const made = operatorManifests({ namespace, image: "", replicas: 0 }).filter((m) => m.type !== namespaces);
     const leftovers = [
-      ...kinds.map((kind) => ({ type: crds, name: crdName(kind), namespace: undefined })),
+      ...kinds.map((kind) => ({ type: customResourceDefinitions, name: crdName(kind), namespace: undefined })),
       ...made.map(({ type, object }) => ({ type, name: object.metadata.name, namespace: object.metadata.namespace })),
       ...operatorRuntimeObjects(namespace),
     ];

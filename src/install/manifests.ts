@@ -1,7 +1,10 @@
 // The objects `ksr install` applies besides the CRDs: the namespace, the
 // operator's identity and permissions, its Deployment and its metrics Service.
+import { createHash } from "node:crypto";
 import { siteLabel } from "../local/node/layout.js";
+import { operatorConfigKey, operatorConfigMapName } from "../notifications/config.js";
 import {
+  configMaps,
   deployments,
   namespaces,
   resourceType,
@@ -53,7 +56,12 @@ export interface InstallOptions {
   namespace: string;
   image: string;
   replicas: number;
+  /** The operator's configuration file (notifications), already checked; absent leaves the ConfigMap alone. */
+  config?: string;
 }
+
+/** On the pod template: a changed configuration rolls the operator, which reads it at start. */
+export const configHashAnnotation = "dr.ksr.io/config-sha256";
 
 function operatorDeployment(options: InstallOptions): KubeObject & Record<string, unknown> {
   const probe = (path: string, periodSeconds: number) => ({
@@ -68,7 +76,12 @@ function operatorDeployment(options: InstallOptions): KubeObject & Record<string
       replicas: options.replicas,
       selector: { matchLabels: selectorLabels },
       template: {
-        metadata: { labels },
+        metadata: {
+          labels,
+          ...(options.config === undefined
+            ? {}
+            : { annotations: { [configHashAnnotation]: createHash("sha256").update(options.config).digest("hex") } }),
+        },
         spec: {
           serviceAccountName: operatorName,
           // One replica per site, so the recovery site keeps a standby when the primary site is lost.
@@ -139,6 +152,14 @@ export function operatorManifests(options: InstallOptions): Manifest[] {
     },
     { type: roles, object: { metadata: meta(operatorName), rules: namespaceRules.map(rbacRule) } },
     { type: roleBindings, object: { metadata: meta(operatorName), roleRef: roleRef("Role"), subjects: [subject] } },
+    ...(options.config === undefined
+      ? []
+      : [
+          {
+            type: configMaps,
+            object: { metadata: meta(operatorConfigMapName), data: { [operatorConfigKey]: options.config } },
+          },
+        ]),
     { type: deployments, object: operatorDeployment(options) },
     {
       type: services,

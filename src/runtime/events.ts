@@ -49,6 +49,9 @@ interface Series {
   writing: Promise<void>;
 }
 
+/** Told of each new Event (not of a series repeat) as it is recorded; must not throw or block. */
+export type RecordedEventListener = (regarding: KubeObject, event: EventRecord, time: string) => void;
+
 export interface EventRecorderOptions {
   reportingController: string;
   reportingInstance: string;
@@ -70,6 +73,7 @@ export function microTime(time: number): string {
 export class EventRecorder {
   private readonly series = new Map<string, Series>();
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly listeners: RecordedEventListener[] = [];
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly seriesWindowMs: number;
@@ -91,6 +95,11 @@ export class EventRecorder {
     this.inFlight.add(writing);
     void writing.finally(() => this.inFlight.delete(writing));
     return writing;
+  }
+
+  /** Adds a listener (the notifications): Events stay the one path by which state changes are told. */
+  addListener(listener: RecordedEventListener): void {
+    this.listeners.push(listener);
   }
 
   /** Waits for every write started so far (before shutting the client down). */
@@ -121,6 +130,13 @@ export class EventRecorder {
       writing: Promise.resolve(),
     };
     this.track(key, created);
+    for (const listener of this.listeners) {
+      try {
+        listener(regarding, event, new Date(now).toISOString());
+      } catch (error) {
+        this.log.error({ err: errorMessage(error), reason: event.reason }, "event listener failed");
+      }
+    }
     created.writing = this.create(created, regarding, event);
     await created.writing;
   }

@@ -50,3 +50,16 @@ export const serviceAccounts = resourceType<ServiceAccount>({
   plural: "serviceaccounts",
   namespaced: true,
 });
+
+export interface CustomResourceDefinition extends KubeObject {
+  spec?: unknown;
+  status?: { conditions?: { type: string; status: string }[] };
+}
+
+export const customResourceDefinitions = resourceType<CustomResourceDefinition>({
+  group: "apiextensions.k8s.io",
+  version: "v1",
+  kind: "CustomResourceDefinition",
+  plural: "customresourcedefinitions",
+  namespaced: false,
+});

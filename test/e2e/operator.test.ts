@@ -13,24 +13,15 @@ import {
   KubeClient,
   leases,
   namespaces,
+  customResourceDefinitions,
+  nodes,
   pods,
-  resourceType,
-  type KubeObject,
   type Pod,
 } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { forgetOperator, useOperator } from "../fixture/operator.js";
 import { httpText } from "./local-node-helpers.js";
-
-const crds = resourceType<KubeObject>({
-  group: "apiextensions.k8s.io",
-  version: "v1",
-  kind: "CustomResourceDefinition",
-  plural: "customresourcedefinitions",
-  namespaced: false,
-});
-const nodes = resourceType<KubeObject>({ group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false });
 
 describe("operator installed by ksr install (e2e)", function () {
   this.timeout(180_000);
@@ -141,7 +132,8 @@ describe("operator installed by ksr install (e2e)", function () {
     const result = await ksr(["uninstall", "--kubeconfig", cluster.state.kubeconfig]);
     forgetOperator();
     assert.equal(result.code, 0, result.stderr);
-    for (const kind of kinds) assert.equal(await client.get(crds, crdName(kind)), undefined, crdName(kind));
+    for (const kind of kinds)
+      assert.equal(await client.get(customResourceDefinitions, crdName(kind)), undefined, crdName(kind));
     assert.equal(await client.get(clusterRoles, operatorName), undefined);
     assert.equal(await client.get(clusterRoleBindings, operatorName), undefined);
     assert.equal(await client.get(namespaces, cluster.operatorNamespace), undefined);

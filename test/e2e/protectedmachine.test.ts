@@ -28,8 +28,7 @@ import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
-import { fastPolicy } from "../fixture/policy.js";
-import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
 
 const events = resourceType<KubeObject & { reason?: string; type?: string; regarding?: { name?: string } }>({
   group: "events.k8s.io",

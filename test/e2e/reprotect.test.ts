@@ -23,8 +23,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
-import { fastPolicy } from "../fixture/policy.js";
-import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
 
 const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
 const execute = promisify(execFile);

@@ -2,7 +2,13 @@
 // values.schema.json, the monitoring objects' gates, and the RBAC and Deployment compared with
 // what `ksr install` applies.
 import { strict as assert } from "node:assert";
-import { operatorManifests, defaultNamespace, operatorImage } from "../../src/install/manifests.js";
+import {
+  configHashAnnotation,
+  operatorManifests,
+  defaultNamespace,
+  operatorImage,
+} from "../../src/install/manifests.js";
+import { parseOperatorConfig } from "../../src/notifications/config.js";
 import { chartDir, helm, helmBinary, renderChart, type RenderedObject } from "../fixture/tools.js";
 
 const monitoringApi = ["--api-versions", "monitoring.coreos.com/v1"];
@@ -116,6 +122,25 @@ describe("Helm chart", function () {
       { args: ["--set", "metrics.serviceMonitor.interval=often"], message: /\/metrics\/serviceMonitor\/interval/ },
       { args: ["--set", "operater.replicas=2"], message: /additional properties 'operater' not allowed/ },
       {
+        args: ["--set", "notifications.receivers[0].name=x", "--set", "notifications.receivers[0].webhook.url=ftp://x"],
+        message: /\/notifications\/receivers\/0\/webhook\/url/,
+      },
+      {
+        args: [
+          "--set",
+          "notifications.receivers[0].name=x",
+          "--set",
+          "notifications.receivers[0].email.smtp.host=smtp.example.com",
+          "--set",
+          "notifications.receivers[0].email.smtp.password=hunter2",
+          "--set",
+          "notifications.receivers[0].email.from=dr@example.com",
+          "--set",
+          "notifications.receivers[0].email.to[0]=oncall@example.com",
+        ],
+        message: /additional properties 'password' not allowed/,
+      },
+      {
         args: ["--set", "serviceAccount.create=false"],
         message: /serviceAccount\.name is required when serviceAccount\.create is false/,
       },
@@ -135,6 +160,36 @@ describe("Helm chart", function () {
         await assert.rejects(renderChart(args), message);
       });
     }
+  });
+
+  it("notifications render the ConfigMap the operator reads, and roll the operator when they change", async () => {
+    const receivers = [
+      "--set",
+      "notifications.receivers[0].name=chat",
+      "--set",
+      "notifications.receivers[0].webhook.urlSecretRef.name=slack",
+      "--set",
+      "notifications.receivers[0].webhook.urlSecretRef.key=url",
+    ];
+    const objects = await renderChart(receivers);
+    const configMap = one(objects, "ConfigMap");
+    assert.equal(configMap.metadata.name, "ksr-operator-config");
+    const config = parseOperatorConfig((configMap.data as Record<string, string>)["config.yaml"] ?? "", "chart");
+    assert.deepEqual(config.notifications.receivers, [
+      {
+        name: "chat",
+        categories: ["MachineHealth", "RpoThreshold", "RunResult"],
+        webhook: { urlSecretRef: { name: "slack", key: "url" } },
+      },
+    ]);
+    const hashOf = (deployment: RenderedObject) =>
+      (deployment.spec as { template: { metadata: { annotations?: Record<string, string> } } }).template.metadata
+        .annotations?.[configHashAnnotation];
+    const first = hashOf(one(objects, "Deployment"));
+    assert.match(first ?? "", /^[0-9a-f]{64}$/);
+    const changed = await renderChart([...receivers, "--set", "notifications.receivers[0].categories[0]=RunResult"]);
+    assert.notEqual(hashOf(one(changed, "Deployment")), first);
+    assert.equal(hashOf(one(await renderChart(), "Deployment")), undefined);
   });
 
   describe("matches what `ksr install` applies", () => {

@@ -5,24 +5,21 @@ import { strict as assert } from "node:assert";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stringify } from "yaml";
+import { Registry } from "prom-client";
+import { parse, stringify } from "yaml";
+import { FailoverMetrics } from "../../src/controllers/failoverrun/metrics.js";
+import { MachineMetrics } from "../../src/controllers/metrics.js";
 import { packageRoot } from "../../src/util/package-root.js";
 import { chartDir, promtool, renderChart } from "../fixture/tools.js";
 
-/** What the operator exports (issue #11 item 6, #14) and the journal gauges the alerts expect. */
-const knownMetrics = new Set([
-  "ksr_machine_rpo_seconds",
-  "ksr_machine_pending_bytes",
-  "ksr_replicated_bytes_total",
-  "ksr_recovery_points",
-  "ksr_machine_health",
-  "ksr_failover_runs_total",
-  "ksr_failover_rto_seconds",
-  "ksr_journal_used_bytes",
-  "ksr_journal_capacity_bytes",
-  "ksr_journal_oldest_point_age_seconds",
-  "ksr_journal_retention_seconds",
-]);
+/** What the operator registers: the names are taken from its metric classes, not written here. */
+function operatorMetricNames(): Set<string> {
+  const registry = new Registry();
+  new MachineMetrics(registry);
+  new FailoverMetrics(registry);
+  return new Set(registry.getMetricsAsArray().map((metric) => metric.name));
+}
+const knownMetrics = operatorMetricNames();
 const metricNames = (expr: string) => [...expr.matchAll(/\bksr_[a-z_]+\b/g)].map((m) => m[0]);
 
 interface Dashboard {
@@ -73,6 +70,22 @@ describe("monitoring", function () {
     const alerts = [...rules.matchAll(/- alert: (\w+)/g)].map((m) => m[1] as string);
     assert.equal(alerts.length, 7);
     for (const alert of alerts) assert.match(runbooks, new RegExp(`^## ${alert}$`, "m"), `no runbook for ${alert}`);
+  });
+
+  it("the alert tests feed only series the operator exports, and every journal gauge the alerts read is one", () => {
+    const tests = parse(readFileSync(join(packageRoot, "test", "monitoring", "alerts.test.yaml"), "utf8")) as {
+      tests: { input_series: { series: string }[] }[];
+    };
+    const fed = new Set(tests.tests.flatMap((t) => t.input_series.map((s) => s.series.replace(/\{.*$/, ""))));
+    for (const name of fed)
+      assert.ok(knownMetrics.has(name), `alerts.test.yaml feeds ${name}, which the operator does not export`);
+    for (const name of [
+      "ksr_journal_used_bytes",
+      "ksr_journal_capacity_bytes",
+      "ksr_journal_oldest_point_age_seconds",
+      "ksr_journal_retention_seconds",
+    ])
+      assert.ok(knownMetrics.has(name) && fed.has(name), name);
   });
 
   it("each alert fires on the series that should raise it and not on the others (promtool test rules)", async () => {

@@ -123,7 +123,7 @@ describe("protectedmachine: status from observations", () => {
       health: "Warning",
       ready: "Protected",
       rpo: "6m",
-      events: ["RpoThresholdExceeded"],
+      events: ["RpoThresholdExceeded", "HealthChanged"],
     },
     {
       name: "RPO above twice the threshold: Critical",
@@ -135,7 +135,7 @@ describe("protectedmachine: status from observations", () => {
       health: "Critical",
       ready: "Protected",
       rpo: "11m",
-      events: ["RpoThresholdExceeded"],
+      events: ["RpoThresholdExceeded", "HealthChanged"],
     },
     {
       name: "RPO back within the threshold",
@@ -147,7 +147,7 @@ describe("protectedmachine: status from observations", () => {
       health: "Healthy",
       ready: "Protected",
       rpo: "2s",
-      events: ["RpoWithinThreshold"],
+      events: ["RpoWithinThreshold", "HealthChanged"],
     },
     {
       name: "a resync after protection: Resynchronizing",
@@ -167,7 +167,7 @@ describe("protectedmachine: status from observations", () => {
       phase: "Paused",
       health: "Warning",
       ready: "Paused",
-      events: ["ReplicationPaused"],
+      events: ["ReplicationPaused", "HealthChanged"],
     },
     {
       name: "resumed",

@@ -1,5 +1,5 @@
 // `ksr install` and `ksr uninstall`.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -7,6 +7,7 @@ import { Command } from "commander";
 import { install, uninstall, waitForOperator, type Progress } from "../../install/install.js";
 import { defaultNamespace, operatorImage } from "../../install/manifests.js";
 import { defaultClusterDir } from "../../local/cluster.js";
+import { parseOperatorConfig } from "../../notifications/config.js";
 import { durationMs } from "../../util/duration.js";
 
 /** --kubeconfig, else $KUBECONFIG, else ~/.kube/config, else the `ksr local` cluster's. */
@@ -58,6 +59,14 @@ function replicaCount(value: string): number {
   return replicas;
 }
 
+/** The file's text after checking it: nothing is applied when it is not a valid configuration. */
+function operatorConfigFile(path: string): string {
+  if (!existsSync(path)) throw new Error(`--config ${path} does not exist`);
+  const text = readFileSync(path, "utf8");
+  parseOperatorConfig(text, `--config ${path}`);
+  return text;
+}
+
 export function installCommands(): Command[] {
   const installCommand = new Command("install")
     .description("install or update the CRDs, the operator's RBAC and its Deployment (idempotent)")
@@ -65,6 +74,10 @@ export function installCommands(): Command[] {
     .option("--namespace <ns>", "namespace of the operator", defaultNamespace)
     .option("--image <image>", "operator image", operatorImage)
     .option("--replicas <n>", "operator replicas, spread across sites (one leads, the others stand by)", "2")
+    .option(
+      "--config <file>",
+      "the operator's configuration (notifications: docs/notifications.md), checked, then applied as the ksr-operator-config ConfigMap",
+    )
     .option("--wait", "wait until every replica is available and one holds the lease")
     .option("--timeout <duration>", "how long --wait waits", "5m")
     .action(
@@ -73,6 +86,7 @@ export function installCommands(): Command[] {
         namespace: string;
         image: string;
         replicas: string;
+        config?: string;
         wait?: boolean;
         timeout: string;
       }) => {
@@ -81,6 +95,7 @@ export function installCommands(): Command[] {
           namespace: options.namespace,
           image: options.image,
           replicas: replicaCount(options.replicas),
+          ...(options.config === undefined ? {} : { config: operatorConfigFile(options.config) }),
         };
         const timeoutMs = timeout(options.timeout);
         const progress = progressLine("ksr install");

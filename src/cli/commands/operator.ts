@@ -10,6 +10,8 @@ import { addControllers } from "../../controllers/index.js";
 import { MachineMetrics } from "../../controllers/metrics.js";
 import { defaultNamespace, leaseName, operatorHealthPort, operatorName } from "../../install/manifests.js";
 import { parsePort } from "../../local/ports.js";
+import { operatorConfigMapName, readOperatorConfig } from "../../notifications/config.js";
+import { Notifier } from "../../notifications/notifier.js";
 import { createLogger, Manager } from "../../runtime/index.js";
 import { durationMs } from "../../util/duration.js";
 
@@ -32,6 +34,11 @@ export function operatorCommand(): Command {
     .option("--lease-duration <duration>", "how long a standby waits after the leader's last renewal", "15s")
     .option("--renew-deadline <duration>", "a leader that cannot renew for this long steps down", "10s")
     .option("--retry-period <duration>", "pause between lease attempts", "2s")
+    .option(
+      "--config-map <name>",
+      "ConfigMap in --namespace whose config.yaml holds the operator's configuration (notifications); none is fine",
+      operatorConfigMapName,
+    )
     .action(
       async (options: {
         kubeconfig?: string;
@@ -40,6 +47,7 @@ export function operatorCommand(): Command {
         leaseDuration: string;
         renewDeadline: string;
         retryPeriod: string;
+        configMap: string;
       }) => {
         const kubeConfig = new KubeConfig();
         if (options.kubeconfig === undefined) kubeConfig.loadFromDefault();
@@ -65,6 +73,16 @@ export function operatorCommand(): Command {
           caNamespace: options.namespace,
           clock: manager.clock,
         });
+        // A bad configuration stops the operator here, with every problem named, before it acts.
+        const config = await readOperatorConfig(manager.client, options.namespace, options.configMap);
+        const notifier = new Notifier({
+          client: manager.client,
+          namespace: options.namespace,
+          config: config.notifications,
+          log: logger,
+          registry: manager.metrics.registry,
+        });
+        manager.events.addListener(notifier.onEvent);
         addControllers(manager, operatorDeps(manager, { metrics, certificates, namespace: options.namespace }));
         const stop = (signal: string) => {
           logger.info({ signal }, "shutting down");
@@ -78,10 +96,16 @@ export function operatorCommand(): Command {
         });
         await manager.start();
         logger.info(
-          { namespace: options.namespace, healthPort: manager.healthPort, identity: manager.identity },
+          {
+            namespace: options.namespace,
+            healthPort: manager.healthPort,
+            identity: manager.identity,
+            notificationReceivers: notifier.receivers,
+          },
           "operator started",
         );
         const end = await manager.done;
+        await notifier.stop();
         // Lost leadership: exit non-zero and let the Deployment restart us as a fresh standby.
         process.exitCode = end === "lost-leadership" ? 1 : 0;
       },

@@ -1,7 +1,7 @@
 // Observations of a machine's replicators for its status: per volume, the process server's
 // Control.Status and the master target's points. A replicator that cannot be asked yields no
 // observation (status says so), never an invented one.
-import type { ControlStatus, PointInfo } from "../../gen/ksr/replication/v1/replication.js";
+import type { ControlStatus, ListPointsReply, PointInfo } from "../../gen/ksr/replication/v1/replication.js";
 import type { Logger } from "../../runtime/index.js";
 import type { ReplicatorClients, PeerAddress } from "./replicator-clients.js";
 import type { VolumeObservation } from "./status.js";
@@ -31,10 +31,19 @@ export class ThroughputTracker {
   }
 }
 
+/** The machine's part of its master target's journal, when every volume's journal answered. */
+export interface JournalObservation {
+  /** Segments plus entries moved out of the replica, over the machine's volumes. */
+  usedBytes: number;
+  /** The retention window the master target applies. */
+  retentionMs: number;
+}
+
 export interface ObservedVolumes {
   volumes: VolumeObservation[];
   /** Bytes received by the process server since the last observation, over all volumes. */
   newBytes: number;
+  journal?: JournalObservation;
 }
 
 export async function observeVolumes(options: {
@@ -50,6 +59,7 @@ export async function observeVolumes(options: {
 }): Promise<ObservedVolumes> {
   const { clients, processServer, masterTarget, log } = options;
   let newBytes = 0;
+  const journals: ListPointsReply[] = [];
   const volumes = await Promise.all(
     options.volumes.map(async (volume): Promise<VolumeObservation> => {
       const [control, points] = await Promise.all([
@@ -58,7 +68,10 @@ export async function observeVolumes(options: {
           return undefined;
         }),
         clients.listPoints(masterTarget, volume.machineId).then(
-          (reply): readonly PointInfo[] => reply.points,
+          (reply): readonly PointInfo[] => {
+            journals.push(reply);
+            return reply.points;
+          },
           (error: unknown): undefined => {
             log.debug({ err: String(error), stream: volume.machineId }, "master target not answering");
             return undefined;
@@ -87,5 +100,16 @@ export async function observeVolumes(options: {
       };
     }),
   );
-  return { volumes, newBytes };
+  const answered = journals;
+  const journal =
+    answered.length === options.volumes.length && answered.length > 0
+      ? {
+          usedBytes: answered.reduce(
+            (sum, reply) => sum + (reply.usage?.segmentBytes ?? 0) + (reply.usage?.objectBytes ?? 0),
+            0,
+          ),
+          retentionMs: Math.max(...answered.map((reply) => reply.retentionMs)),
+        }
+      : undefined;
+  return { volumes, newBytes, ...(journal === undefined ? {} : { journal }) };
 }

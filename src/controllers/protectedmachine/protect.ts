@@ -16,8 +16,8 @@ import {
 } from "../../runtime/index.js";
 import { parseByteSize } from "../../replicator/process-server/bandwidth.js";
 import { healthValue, type MachineMetrics } from "../metrics.js";
-import { machineLabel, machineNamespaceLabel } from "./names.js";
-import { observeVolumes, type ThroughputTracker } from "./observe.js";
+import { journalClaimName, machineLabel, machineNamespaceLabel } from "./names.js";
+import { observeVolumes, type JournalObservation, type ThroughputTracker } from "./observe.js";
 import { replicasAnnotation } from "../failoverrun/steps/workload.js";
 import { inDirection, replicatedView, directionOf } from "./direction.js";
 import { planProtection, type Plan, type PlanInputs } from "./plan.js";
@@ -123,7 +123,10 @@ function quantityBytes(quantity: string): number | undefined {
 async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan, context: ReconcileContext) {
   const namespace = machine.metadata.namespace ?? "";
   const { capacities } = claimFigures(deps.caches, namespace);
-  return observeVolumes({
+  const journalClaim = deps.caches.claims.get(journalClaimName(plan.masterTarget.name), plan.masterTarget.namespace);
+  const journalSize = journalClaim?.status?.capacity?.storage;
+  const journalCapacityBytes = journalSize === undefined ? undefined : quantityBytes(journalSize);
+  const observed = await observeVolumes({
     volumes: plan.volumes,
     capacities,
     processServer: servicePeer(plan.processServer, namespace),
@@ -134,6 +137,12 @@ async function observe(deps: ProtectDeps, machine: ProtectedMachine, plan: Plan,
     now: context.clock.now(),
     log: context.log,
   });
+  return {
+    ...observed,
+    ...(observed.journal === undefined || journalCapacityBytes === undefined
+      ? {}
+      : { journal: { ...observed.journal, capacityBytes: journalCapacityBytes } }),
+  };
 }
 
 /** Fields this controller never computes: conditions (set one by one), and replication (FailoverRuns write it). */
@@ -161,6 +170,7 @@ function record(
   newBytes = 0,
   /** Why the operator's own app-consistent cuts gave none lately (a failed hook). */
   appProblem?: Problem,
+  journal?: JournalObservation & { capacityBytes?: number },
 ): void {
   const { policy, sourceSite, ...rest } = fields;
   const replication = directionOf(machine);
@@ -194,6 +204,14 @@ function record(
   if (newBytes > 0) metrics.replicatedBytes.inc(labels, newBytes);
   metrics.recoveryPoints.set(labels, result.status.recoveryPoints?.count ?? 0);
   metrics.health.set(labels, healthValue[result.status.health ?? "Healthy"]);
+  if (journal !== undefined) {
+    metrics.journalUsedBytes.set(labels, journal.usedBytes);
+    metrics.journalRetentionSeconds.set(labels, journal.retentionMs / 1000);
+    if (journal.capacityBytes !== undefined) metrics.journalCapacityBytes.set(labels, journal.capacityBytes);
+    const oldest = result.status.recoveryPoints?.oldest?.time;
+    if (oldest !== undefined)
+      metrics.journalOldestPointAgeSeconds.set(labels, Math.max(0, context.clock.now() - Date.parse(oldest)) / 1000);
+  }
 }
 
 /** The policy asks for app-consistent points; can this machine's hooks give them? */
@@ -253,6 +271,7 @@ export async function reconcileNormal(
     },
     observed.newBytes,
     points.appConsistencyUnavailable,
+    observed.journal,
   );
   return { requeueAfterMs: statusRefreshMs };
 }

@@ -137,6 +137,24 @@ function healthFor(
   return "Healthy";
 }
 
+/** Why healthFor answered what it did, in the words of a notification. */
+function healthCause(
+  phase: ProtectedMachinePhase,
+  rpoMs: number | undefined,
+  input: StatusInput,
+  reachable: boolean,
+): string {
+  const threshold = formatDuration(input.rpoThresholdMs);
+  if (phase === "Error") return input.problem?.message ?? "the machine cannot be protected";
+  if (rpoMs !== undefined && rpoMs > 2 * input.rpoThresholdMs)
+    return `RPO ${formatDuration(rpoMs)} is over twice the rpoThreshold ${threshold}`;
+  if (phase === "Paused") return "replication is paused (spec.paused)";
+  if (rpoMs !== undefined && rpoMs > input.rpoThresholdMs)
+    return `RPO ${formatDuration(rpoMs)} is above the rpoThreshold ${threshold}`;
+  if (!reachable) return "the replicators cannot be asked for their progress";
+  return rpoMs === undefined ? `phase ${phase}` : `RPO ${formatDuration(rpoMs)} is within ${threshold}`;
+}
+
 const phaseEvents: Partial<Record<ProtectedMachinePhase, { reason: string; note: string }>> = {
   InitialReplication: {
     reason: "InitialReplicationStarted",
@@ -302,6 +320,14 @@ export function computeStatus(input: StatusInput): StatusResult {
       reason: "RpoWithinThreshold",
       action: "Replicate",
       note: "RPO is back within the policy's rpoThreshold",
+    });
+
+  if (previous?.health !== undefined && previous.health !== health)
+    events.push({
+      type: health === "Healthy" ? "Normal" : "Warning",
+      reason: "HealthChanged",
+      action: "Protect",
+      note: `health ${previous.health} → ${health}: ${healthCause(phase, tracked ? rpoMs : undefined, input, observed || !everProtected)}`,
     });
 
   const points = input.volumes.every((volume) => volume.points !== undefined)

@@ -193,6 +193,11 @@ CREATE DATABASE "\${POSTGRES_DB}";
 SQL
   fi
 fi
+# A container starts in a PID namespace of its own, where the PID in a postmaster.pid copied from a
+# running server (a crash-consistent recovery point) names no process. Local pods share the host's
+# PIDs, where it may name the source's live postmaster and PostgreSQL would refuse to start; the pod
+# owns its claim, so no other server of it runs here.
+rm -f "$PGDATA/postmaster.pid"
 # In its own network namespace the pod listens on every address, as the image does. A pod on the
 # node's loopback fallback (127.x, no namespace) must keep to its own address, or pods would share ports.
 pod_ip="$(getent hosts "$(hostname)" | awk '{ print $1; exit }')"

@@ -1,0 +1,119 @@
+// The demo's shop: examples/ as a user applies them, with two changes a demo needs. The API
+// writes every order into PostgreSQL (the examples' API only spools them), and a load generator
+// posts orders all the time. The policy cuts crash-consistent points every 30 s instead of 5 min,
+// so a drill has a fresh point without waiting.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseAllDocuments } from "yaml";
+import type { KubeObject } from "../runtime/index.js";
+import { packageRoot } from "../util/package-root.js";
+
+export const shopNamespace = "shop";
+export const recoveryNamespace = "shop-recovery";
+/** Made by the demo (with the database's Secret), so the drill's run does not create or delete it. */
+export const drillNamespace = "shop-drill";
+export const planName = "shop";
+export const machineNames = ["shop-db", "shop-api", "shop-web"] as const;
+
+/** The API: POST /orders inserts a row (psql from the image's PostgreSQL client); GET answers 200 (the plan's smoke test). */
+const apiScript = `
+import http.server, os, subprocess, time
+def psql(sql):
+    return subprocess.run(["psql", "-h", os.environ["DATABASE_HOST"], "-U", "postgres", "-tAc", sql],
+                          capture_output=True, text=True, timeout=10)
+while psql("CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, item text NOT NULL, at timestamptz NOT NULL DEFAULT now())").returncode != 0:
+    time.sleep(1)
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        code = 200
+        if self.path.startswith("/orders"):
+            code = 200 if psql("INSERT INTO orders (item) VALUES ('%d')" % time.time_ns()).returncode == 0 else 503
+        with open("/var/spool/shop/orders.log", "a") as spool:
+            spool.write(f"{time.time()} {self.path} {code}\\n")
+        self.send_response(code)
+        self.end_headers()
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), Api).serve_forever()
+`;
+
+type Manifest = KubeObject & Record<string, unknown>;
+
+function examples(file: string): Manifest[] {
+  const text = readFileSync(join(packageRoot, "examples", file), "utf8");
+  return parseAllDocuments(text)
+    .map((doc) => doc.toJS() as Manifest | null)
+    .filter((object): object is Manifest => object !== null);
+}
+
+interface Container {
+  name: string;
+  command?: string[];
+  args?: string[];
+  env?: unknown[];
+}
+interface WithPod {
+  spec: { template: { spec: { containers: Container[] } } };
+}
+
+/** The application (database, API, web) and a load generator that is not protected. */
+export function applicationManifests(): Manifest[] {
+  const objects = examples("00-application.yaml");
+  const api = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "shop-api") as
+    (Manifest & WithPod) | undefined;
+  const container = api?.spec.template.spec.containers[0];
+  if (container === undefined) throw new Error("examples/00-application.yaml has no shop-api Deployment");
+  container.command = ["python3", "-c"];
+  container.args = [apiScript];
+  container.env = [
+    { name: "DATABASE_HOST", value: "shop-db" },
+    { name: "PGPASSWORD", valueFrom: { secretKeyRef: { name: "shop-db", key: "password" } } },
+  ];
+  const loadGenerator: Manifest = {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name: "shop-load", labels: { "app.kubernetes.io/name": "shop-load" } },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { "app.kubernetes.io/name": "shop-load" } },
+      template: {
+        metadata: { labels: { "app.kubernetes.io/name": "shop-load" } },
+        spec: {
+          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
+          terminationGracePeriodSeconds: 1,
+          containers: [
+            {
+              name: "load",
+              image: "busybox:1.36",
+              command: [
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do wget -q -O /dev/null --post-data=x http://shop-api/orders; sleep 0.2; done",
+              ],
+            },
+          ],
+        },
+      },
+    },
+  };
+  return [...objects, loadGenerator];
+}
+
+/** Policy, machines and plan from examples/, the policy cutting a crash-consistent point every 30 s. */
+export function protectionManifests(): Manifest[] {
+  const objects = [
+    ...examples("10-replication-policy.yaml"),
+    ...examples("20-protected-machines.yaml"),
+    ...examples("30-recovery-plan.yaml"),
+  ];
+  for (const object of objects)
+    if (object.kind === "ReplicationPolicy") {
+      const spec = object.spec as Record<string, unknown>;
+      spec.crashConsistentFrequency = "30s";
+      delete spec.bandwidthLimit;
+    }
+  return objects;
+}
