@@ -67,7 +67,9 @@ export function parseCommonName(commonName: string): PeerIdentity | undefined {
     const machineId = commonName.slice(prefix.length);
     return machineId === "" ? undefined : { role: bound, machineId };
   }
-  const role = replicatorRoles.find((candidate) => !machineBoundRoles.includes(candidate) && commonName === `ksr-${candidate}`);
+  const role = replicatorRoles.find(
+    (candidate) => !machineBoundRoles.includes(candidate) && commonName === `ksr-${candidate}`,
+  );
   return role === undefined ? undefined : { role };
 }
 

@@ -51,7 +51,9 @@ const decode = (value: string | undefined) =>
 
 /** The Secret's name: ksr-<role>-tls, or ksr-<agent|hydrator>-<machine id>-tls. */
 export function certificateSecretName(request: Pick<ReplicatorCertificateRequest, "role" | "machineId">): string {
-  const suffix = machineBoundRoles.includes(request.role) ? `-${(request.machineId ?? "").toLowerCase().replaceAll("_", "-")}` : "";
+  const suffix = machineBoundRoles.includes(request.role)
+    ? `-${(request.machineId ?? "").toLowerCase().replaceAll("_", "-")}`
+    : "";
   return `ksr-${request.role}${suffix}-tls`;
 }
 
@@ -82,8 +84,9 @@ export class SecretIssuer implements CertificateIssuer {
     const existing = await client.get(secrets, name, request.namespace);
     if (existing !== undefined && (await this.isCurrent(existing, authority, commonName, dnsNames))) return name;
 
-    const days =
-      machineBoundRoles.includes(request.role) ? (this.options.validDays?.agent ?? 7) : (this.options.validDays?.server ?? 30);
+    const days = machineBoundRoles.includes(request.role)
+      ? (this.options.validDays?.agent ?? 7)
+      : (this.options.validDays?.server ?? 30);
     const pair = await authority.issue({ commonName, dnsNames, usage: "both", validDays: days });
     const secret: Secret = {
       apiVersion: "v1",

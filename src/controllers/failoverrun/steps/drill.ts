@@ -65,7 +65,12 @@ async function drillClaim(
 }
 
 /** The hydration pods' one way out of an isolated drill namespace: the master target's gRPC port. */
-async function ensureHydrationEgress(client: KubeClient, run: FailoverRun, machine: ProtectedMachine, namespace: string) {
+async function ensureHydrationEgress(
+  client: KubeClient,
+  run: FailoverRun,
+  machine: ProtectedMachine,
+  namespace: string,
+) {
   await client
     .create(networkPolicies, {
       apiVersion: "networking.k8s.io/v1",
@@ -204,7 +209,11 @@ export async function recoverDrill(options: {
       planned.push({ volume, chosen, secretName: await replicas.hydratorCertificate(namespace, volume.machineId) });
     }
     const masterTarget = replicas.masterTargetAddress(machine);
-    const outcome = await ensureJob(client, run, hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }));
+    const outcome = await ensureJob(
+      client,
+      run,
+      hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }),
+    );
     if (outcome.state !== "Succeeded")
       return outcome.state === "Failed"
         ? outcome
@@ -213,7 +222,5 @@ export async function recoverDrill(options: {
   await deleteHydratorSecrets(client, machine, namespace);
   const claims = new Map(volumes.map((volume) => [volume.claimName, volume.replicaClaimName] as const));
   const { ready, message } = await ensureRecovered(client, machine, run, namespace, claims);
-  return ready
-    ? { state: "Succeeded", message }
-    : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ready ? { state: "Succeeded", message } : { state: "InProgress", message, recheckAfterMs: 2000 };
 }

@@ -54,7 +54,11 @@ export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[]
 }
 
 function masterTargetOf(machine: ProtectedMachine): { name: string; namespace: string } {
-  const name = masterTargetName(machine.spec.policyRef.name, machine.metadata.namespace ?? "", machine.spec.target.site);
+  const name = masterTargetName(
+    machine.spec.policyRef.name,
+    machine.metadata.namespace ?? "",
+    machine.spec.target.site,
+  );
   return { name, namespace: machine.spec.target.namespace };
 }
 

@@ -34,7 +34,12 @@ async function fenceSource(
 ): Promise<string | undefined> {
   const namespace = machine.metadata.namespace ?? "";
   if (!machine.spec.paused)
-    await client.patch(protectedMachines, { name: machine.metadata.name, namespace }, { spec: { paused: true } }, "merge");
+    await client.patch(
+      protectedMachines,
+      { name: machine.metadata.name, namespace },
+      { spec: { paused: true } },
+      "merge",
+    );
   for (const volume of replicatedVolumes(machine)) await replicas.revokeAgent(machine, volume.machineId);
   const agents = await client.list(pods, {
     namespace,
