@@ -244,6 +244,10 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     const failedOver = await client.get(protectedMachines, "db", cluster.namespace);
     strictEqual(failedOver?.status?.replication?.failedOverBy, "move");
     strictEqual(failedOver.status.replication.sourceSite, "primary");
+    // The drill started after the commit holds the machine until it is cleaned up.
+    const cleanup = await kubectlDr(cluster.state.kubeconfig, ["-n", cluster.namespace, "cleanup", "drill"]);
+    strictEqual(cleanup.code, 0, cleanup.stderr);
+    await waitFor("the drill cleaned up", async () => (await phaseOf("drill")) === "CleanedUp", 60_000);
     await newRun("back", { type: "Reprotect" });
     // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
     await waitFor("the machine's replication reversed", async () => {
