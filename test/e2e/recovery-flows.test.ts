@@ -94,6 +94,20 @@ describe("Recovery plans and runs end to end (e2e)", function () {
   });
 
   const dr = (shop: Shop, ...args: string[]) => kubectlDr(cluster.state.kubeconfig, ["-n", shop.ns, ...args]);
+  /** `kubectl dr failover shop --planned --wait`, bounded so a stuck run fails the test rather than hangs it. */
+  const followPlanned = (shop: Shop, name: string) =>
+    followDr(cluster.state.kubeconfig, [
+      "-n",
+      shop.ns,
+      "failover",
+      "shop",
+      "--planned",
+      "--name",
+      name,
+      "--wait",
+      "--timeout",
+      "8m",
+    ]);
   const getRun = async (shop: Shop, name: string): Promise<FailoverRun> => {
     const found = await client.get(failoverRuns, name, shop.ns);
     assert.ok(found !== undefined, `FailoverRun ${name}`);
@@ -285,18 +299,7 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       ],
       { api: true },
     );
-    const followed = followDr(cluster.state.kubeconfig, [
-      "-n",
-      shop.ns,
-      "failover",
-      "shop",
-      "--planned",
-      "--name",
-      "move",
-      "--wait",
-      "--timeout",
-      "8m",
-    ]);
+    const followed = followPlanned(shop, "move");
     await eventually(
       "kubectl dr --wait to name the approval it waits for",
       () => Promise.resolve(followed.output().includes("kubectl dr approve move database/confirm") ? true : undefined),
@@ -387,18 +390,7 @@ describe("Recovery plans and runs end to end (e2e)", function () {
         postActions: [scriptAction("after", "true")],
       },
     ]);
-    const followed = followDr(cluster.state.kubeconfig, [
-      "-n",
-      shop.ns,
-      "failover",
-      "shop",
-      "--planned",
-      "--name",
-      "broken",
-      "--wait",
-      "--timeout",
-      "8m",
-    ]);
+    const followed = followPlanned(shop, "broken");
     assert.equal(await followed.exited, 1, followed.output() + followed.errors());
     assert.match(followed.errors(), /failoverrun broken failed/);
     const run = await getRun(shop, "broken");

@@ -26,12 +26,30 @@ import {
   KubeClient,
   namespaces,
   secrets,
+  type Deployment,
   type Manager,
 } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { testManager, waitFor } from "../fixture/runtime.js";
+
+/** A Deployment at 0 replicas: a source workload that has nothing to stop. */
+function stoppedDeployment(name: string, namespace: string): Deployment {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace },
+    spec: {
+      replicas: 0,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: { containers: [{ name, image: "busybox", command: ["sleep", "3600"] }] },
+      },
+    },
+  };
+}
 
 function doesNotMatchJson(value: unknown, pattern: RegExp, what: string): void {
   ok(!pattern.test(JSON.stringify(value)), `${what} must not hold ${pattern.source}`);
@@ -71,19 +89,7 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     client = new KubeClient(cluster.kubeConfig);
     const namespace = cluster.namespace;
     await client.create(namespaces, { apiVersion: "v1", kind: "Namespace", metadata: { name: target() } });
-    await client.create(deployments, {
-      apiVersion: "apps/v1",
-      kind: "Deployment",
-      metadata: { name: "db", namespace },
-      spec: {
-        replicas: 0,
-        selector: { matchLabels: { app: "db" } },
-        template: {
-          metadata: { labels: { app: "db" } },
-          spec: { containers: [{ name: "db", image: "busybox", command: ["sleep", "3600"] }] },
-        },
-      },
-    });
+    await client.create(deployments, stoppedDeployment("db", namespace));
     const machine: ProtectedMachine = {
       apiVersion: "dr.ksr.io/v1alpha1",
       kind: "ProtectedMachine",
@@ -239,12 +245,10 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     const failedOver = await client.get(protectedMachines, "db", cluster.namespace);
     strictEqual(failedOver?.status?.replication?.failedOverBy, "move");
     strictEqual(failedOver.status.replication.sourceSite, "primary");
-    // The drill the failover held back now hydrates (no node runs its Job here): it goes, so it holds nothing.
-    await client.delete(failoverRuns, { name: "drill", namespace: cluster.namespace });
-    await waitFor(
-      "the drill to be gone",
-      async () => (await client.get(failoverRuns, "drill", cluster.namespace)) === undefined,
-    );
+    // The drill started after the commit holds the machine until it is cleaned up.
+    const cleanup = await kubectlDr(cluster.state.kubeconfig, ["-n", cluster.namespace, "cleanup", "drill"]);
+    strictEqual(cleanup.code, 0, cleanup.stderr);
+    await waitFor("the drill cleaned up", async () => (await phaseOf("drill")) === "CleanedUp", 60_000);
     await newRun("back", { type: "Reprotect" });
     // No ProtectedMachine controller runs here: the run reverses and unpauses, then waits for Protected.
     await eventually(
@@ -302,19 +306,7 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
         metadata: { name: "hook-headers", namespace },
         stringData: { authorization: token, "x-team": "dr" },
       });
-      await client.create(deployments, {
-        apiVersion: "apps/v1",
-        kind: "Deployment",
-        metadata: { name: "hooks", namespace },
-        spec: {
-          replicas: 0,
-          selector: { matchLabels: { app: "hooks" } },
-          template: {
-            metadata: { labels: { app: "hooks" } },
-            spec: { containers: [{ name: "hooks", image: "busybox", command: ["sleep", "3600"] }] },
-          },
-        },
-      });
+      await client.create(deployments, stoppedDeployment("hooks", namespace));
       const machine = await client.create(protectedMachines, {
         apiVersion: "dr.ksr.io/v1alpha1",
         kind: "ProtectedMachine",

@@ -139,7 +139,13 @@ export const recoverStep: StepExecutor = {
     const { run, work, client, replicas } = context;
     const machine = machineOf(context);
     if (machine === undefined) return missing(context);
-    if (run.spec.type === "Planned" && work.change === undefined) return recoverPlanned(client, machine, run);
+    if (run.spec.type === "Planned" && work.change === undefined) {
+      // The point a planned failover recovers to is the final sync's: every change applied, recorded first.
+      const point = finalSyncPoint(machine);
+      if (work.recordedPoint === undefined && point !== undefined)
+        return { state: "InProgress", point, message: `recovering to ${point.id}`, recheckAfterMs: 500 };
+      return recoverPlanned(client, machine, run);
+    }
     const chosen = await choosePoint(context, machine, work.change);
     if (!chosen.ok) return chosen.outcome;
     const { used, volumes } = chosen.selection;
@@ -173,6 +179,16 @@ export const recoverStep: StepExecutor = {
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
   },
 };
+
+/** The state a final sync reached: each volume's last applied sequence, at the last sync. */
+function finalSyncPoint(machine: ProtectedMachine): UsedRecoveryPoint | undefined {
+  const volumes = machine.status?.volumes ?? [];
+  const time = machine.status?.lastSyncTime;
+  if (volumes.length === 0 || time === undefined) return undefined;
+  const id = `final-sync:${volumes.map((volume) => `${volume.name}@${volume.lastAppliedSequence ?? 0}`).join(",")}`;
+  // The source was stopped before the sync: no write was in flight.
+  return { machine: machine.metadata.name, id: id.slice(0, 128), time, consistency: "CrashConsistent" };
+}
 
 /** Planned: replication stops (the machine is paused), the workload comes up on the replicas themselves. */
 async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run: FailoverRun): Promise<StepOutcome> {
