@@ -219,7 +219,8 @@ describe("recovery points cut by agents (gRPC + mTLS, undo journals)", function 
     });
 
     it("takes a quiet app hold the caller quiesced as app without hooks of its own, and never a crash request", async () => {
-      const running = await site.startAgent("m1");
+      // Tree scan: a hold that holds no writes is worth best-effort unless someone quiesced (write ranges would hold them: crash).
+      const running = await site.startAgent("m1", { capture: "tree-scan" });
       const client = await site.barrierClient(running.address);
       const hold = (cutId: string, requested: Consistency, quiescedByCaller: boolean) =>
         barrierCall<HoldRequest, HoldReply>(client.hold.bind(client), {

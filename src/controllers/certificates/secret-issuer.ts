@@ -62,7 +62,9 @@ function validate(request: ReplicatorCertificateRequest): void {
     throw new Error(`unknown replicator role ${request.role as string}; use one of ${replicatorRoles.join(", ")}`);
   if (machineBoundRoles.includes(request.role)) {
     if (request.machineId === undefined)
-      throw new Error(`a ${request.role} certificate needs the machine id it acts for`);
+      throw new Error(
+        `${/^[aeiou]/.test(request.role) ? "an" : "a"} ${request.role} certificate needs the machine id it acts for`,
+      );
     checkMachineId(request.machineId);
   } else if (request.machineId !== undefined) {
     throw new Error(`a ${request.role} certificate is not bound to a machine; drop machineId`);
