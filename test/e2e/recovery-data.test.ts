@@ -28,6 +28,7 @@ import {
 } from "../../src/runtime/index.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { eventually } from "../fixture/eventually.js";
+import { fastPolicy } from "../fixture/writer.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { useOperator } from "../fixture/operator.js";
@@ -115,19 +116,7 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     await client.create(namespaces, { metadata: { name: namespace } });
     await client.create(namespaces, { metadata: { name: `${namespace}-dr` } });
     await eventually("the default service account", async () => client.get(serviceAccounts, "default", namespace));
-    await client.create(replicationPolicies, {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ReplicationPolicy",
-      metadata: { name: "fast", namespace },
-      spec: {
-        rpoThreshold: "2m",
-        recoveryPointRetention: "1h",
-        crashConsistentFrequency: "30s",
-        capture: "Continuous",
-        compression: "zstd",
-        resync: { mode: "Automatic" },
-      },
-    });
+    await client.create(replicationPolicies, fastPolicy(namespace));
     await client.create(statefulSets, writer(namespace));
     await client.create(services, {
       metadata: { name: "db", namespace },
