@@ -1,6 +1,6 @@
 // The run's own steps: stop the source, wait for the final changes, recover a
 // machine, stop a recovered workload, commit, and clean a drill up.
-import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint } from "../../../api/types.js";
+import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint, VolumeStatus } from "../../../api/types.js";
 import {
   configMaps,
   deployments,
@@ -62,7 +62,7 @@ export const shutDownSourceStep: StepExecutor = {
   },
 };
 
-/** Every change captured before the source stopped is applied at the recovery site: nothing pending, synced after the stop. */
+/** Every change captured before the source stopped is applied at the recovery site, by sequence numbers. */
 export const finalSyncStep: StepExecutor = {
   execute(context) {
     const machine = machineOf(context);
@@ -70,23 +70,44 @@ export const finalSyncStep: StepExecutor = {
     const stopped = context.run.status?.steps?.find(
       (step) => step.name === `shutdown/${machine.metadata.name}`,
     )?.endTime;
-    const volumes = machine.status?.volumes ?? [];
-    const pending = volumes.reduce((sum, volume) => sum + (volume.pendingBytes ?? 0), 0);
-    const synced = machine.status?.lastSyncTime;
-    const caughtUp =
-      pending === 0 && synced !== undefined && stopped !== undefined && Date.parse(synced) >= Date.parse(stopped);
-    const seqs = volumes.map((volume) => `${volume.name}@${volume.lastAppliedSequence ?? 0}`).join(", ");
+    const sync = finalSyncState(machine.status?.volumes ?? [], stopped);
     return Promise.resolve(
-      caughtUp && volumes.length > 0
-        ? { state: "Succeeded", message: `every change applied (${seqs})` }
-        : {
-            state: "InProgress",
-            message: `${pending} bytes pending; last sync ${synced ?? "never"}`,
-            recheckAfterMs: 2000,
-          },
+      sync.done
+        ? { state: "Succeeded", message: sync.message }
+        : { state: "InProgress", message: sync.message, recheckAfterMs: 2000 },
     );
   },
 };
+
+/**
+ * Whether the recovery site applied every change the source made before it stopped: for each
+ * volume, an agent report observed after the stop (so it covers every write of the source) names
+ * a captured sequence number, and the applied one is at or above it. Pure, for the table test.
+ */
+export function finalSyncState(
+  volumes: readonly VolumeStatus[],
+  stoppedAt: string | undefined,
+): { done: boolean; message: string } {
+  if (stoppedAt === undefined) return { done: false, message: "the source has not been stopped yet" };
+  if (volumes.length === 0) return { done: false, message: "the machine's status lists no volume yet" };
+  // The step's end time is whole seconds, rounded down: a report at least a second later was observed after the stop.
+  const after = Date.parse(stoppedAt) + 1000;
+  const waiting: string[] = [];
+  for (const volume of volumes) {
+    const applied = volume.lastAppliedSequence ?? 0;
+    const captured = volume.capturedSequence;
+    const reported = volume.capturedTime === undefined ? NaN : Date.parse(volume.capturedTime);
+    if (captured === undefined || Number.isNaN(reported)) waiting.push(`${volume.name}: no report from its agent yet`);
+    else if (reported < after)
+      waiting.push(`${volume.name}: waiting for its agent's first report after the stop (${stoppedAt})`);
+    else if (applied < captured) waiting.push(`${volume.name}: seq ${applied} of ${captured} applied`);
+  }
+  if (waiting.length > 0) return { done: false, message: waiting.join("; ") };
+  const seqs = volumes
+    .map((volume) => `${volume.name}@${volume.lastAppliedSequence ?? 0} >= ${volume.capturedSequence ?? 0}`)
+    .join(", ");
+  return { done: true, message: `every change captured after the stop is applied (${seqs})` };
+}
 
 async function ensureNamespace(client: KubeClient, run: FailoverRun, name: string): Promise<void> {
   if ((await client.get(namespaces, name)) !== undefined) return;
@@ -159,7 +180,14 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, replicatedState(machine).lastSyncTime);
+    const replicated = replicatedState(machine);
+    const byStream = new Map(
+      replicatedVolumes(machine).map((volume) => [
+        volume.machineId,
+        replicated.volumes.find((known) => known.name === volume.name),
+      ]),
+    );
+    const loss = dataLossMs(volumes, (stream) => byStream.get(stream), replicated.lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
