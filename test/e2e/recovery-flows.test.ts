@@ -488,4 +488,114 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     assert.equal(run.status?.dataLossWindow, "0s");
     await assertNothingLost(shop);
   });
+
+  it("completes a drill whose leading operator is killed with SIGKILL at hydrate, recreate and cleanup, each step once, cleaned up exactly", async () => {
+    const shop = await openShop([{ name: "database", machines: ["db"] }]);
+    await eventually(
+      "a recovery point of db",
+      async () => {
+        const machine = await client.get(protectedMachines, "db", shop.ns);
+        return (machine?.status?.recoveryPoints?.count ?? 0) >= 1 ? true : undefined;
+      },
+      3 * 60_000,
+    );
+    const name = "drill-restarts";
+    const drillNs = `ksr-drill-${name}`;
+    // Kill the leader as soon as the run records each stage: hydrating, recreating the workload, cleaning up.
+    const stages = ["hydrate", "recreate", "cleanup"] as const;
+    const stageOf = (run: FailoverRun): (typeof stages)[number] | undefined => {
+      const running = stepsOf(run).find((step) => step.name === run.status?.currentStep && step.phase === "Running");
+      if (running?.action === "Cleanup") return "cleanup";
+      if (running?.action !== "Recover") return undefined;
+      if (running.message?.startsWith("hydrating") === true) return "hydrate";
+      return running.message?.includes(" ready") === true ? "recreate" : undefined;
+    };
+    const kills: { stage: string; holder: string; at: number }[] = [];
+    const killed = new Set<string>();
+    let failure: Error | undefined;
+    const killLeader = async (stage: string) => {
+      const holder = (await client.get(leases, leaseName, cluster.operatorNamespace))?.spec?.holderIdentity ?? "";
+      const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
+      if (!Number.isInteger(pid) || pid <= 1 || killed.has(holder))
+        throw new Error(`no live leader to kill at ${stage}: lease holder "${holder}"`);
+      killed.add(holder);
+      process.kill(pid, "SIGKILL");
+      kills.push({ stage, holder, at: Date.now() });
+    };
+    let claimed = 0;
+    const watch = await client.watch(
+      failoverRuns,
+      {
+        namespace: shop.ns,
+        fieldSelector: `metadata.name=${name}`,
+        resourceVersion: "0",
+        allowBookmarks: false,
+        timeoutSeconds: 900,
+      },
+      (event) => {
+        if (claimed >= stages.length || stageOf(event.object as FailoverRun) !== stages[claimed]) return;
+        const stage = stages[claimed++] ?? "";
+        void killLeader(stage).catch((error: unknown) => (failure ??= error as Error));
+      },
+    );
+    let job;
+    let drilled;
+    try {
+      const created = await dr(shop, "test", "shop", "--name", name);
+      assert.equal(created.code, 0, created.stderr);
+      await runPhase(shop, name, "Succeeded", 8 * 60_000);
+      // What the drill made, made once: one hydrator Job (created before the first kill), one workload.
+      const madeJobs = await client.list(jobs, { namespace: drillNs, labelSelector: `dr.ksr.io/failover-run=${name}` });
+      assert.deepEqual(
+        madeJobs.items.map((made) => made.metadata.name),
+        ["ksr-hydrate-db"],
+      );
+      job = madeJobs.items[0];
+      drilled = await client.list(statefulSets, { namespace: drillNs });
+      assert.deepEqual(
+        drilled.items.map((set) => set.metadata.name),
+        ["db"],
+      );
+      const drilledPods = await client.list(pods, { namespace: drillNs, labelSelector: "app=db" });
+      assert.equal(drilledPods.items.length, 1, "one drilled pod");
+      const cleanup = await dr(shop, "cleanup", name);
+      assert.equal(cleanup.code, 0, cleanup.stderr);
+      await runPhase(shop, name, "CleanedUp", 5 * 60_000);
+    } finally {
+      watch.abort("done");
+    }
+    if (failure !== undefined) throw failure;
+    process.stdout.write(`      killed the leader at: ${kills.map((k) => `${k.stage} (${k.holder})`).join(", ")}\n`);
+    assert.deepEqual(
+      kills.map((k) => k.stage),
+      [...stages],
+    );
+    const hydrateKill = kills[0]?.at ?? 0;
+    assert.ok(
+      Date.parse(job?.metadata.creationTimestamp ?? "") < hydrateKill + 1000,
+      "the hydrator Job is the one created before the first kill",
+    );
+    const run = await getRun(shop, name);
+    const steps = stepsOf(run);
+    assert.deepEqual(
+      steps.map((step) => step.name),
+      ["validate", "database/recover/db", "cleanup"],
+      "each step recorded once",
+    );
+    for (const step of steps) {
+      assert.equal(step.phase, "Succeeded", step.name);
+      assert.equal(step.attempts, 1, `${step.name} started once`);
+    }
+    // Cleanup exact: the drill namespace is gone, nothing of the run is left, production untouched.
+    await eventually("the drill namespace deleted", async () =>
+      (await client.get(namespaces, drillNs)) === undefined ? true : undefined,
+    );
+    for (const namespace of [shop.ns, shop.target]) {
+      const selector = `dr.ksr.io/failover-run=${name}`;
+      assert.equal((await client.list(pods, { namespace, labelSelector: selector })).items.length, 0, namespace);
+      assert.equal((await client.list(jobs, { namespace, labelSelector: selector })).items.length, 0, namespace);
+    }
+    assert.equal((await client.get(statefulSets, "db", shop.ns))?.spec?.replicas, 1);
+    assert.equal((await client.get(protectedMachines, "db", shop.ns))?.spec.paused, false);
+  });
 });
