@@ -335,7 +335,18 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
           phase: "Protected",
           activeSite: "primary",
           lastSyncTime: new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"),
-          volumes: [{ name: "data", claimName: "hooks-data", replicaClaimName: "hooks-data", pendingBytes: 0 }],
+          // The agent's report after any shutdown (in the future) names seq 0, applied.
+          volumes: [
+            {
+              name: "data",
+              claimName: "hooks-data",
+              replicaClaimName: "hooks-data",
+              pendingBytes: 0,
+              lastAppliedSequence: 0,
+              capturedSequence: 0,
+              capturedTime: new Date(Date.now() + 3_600_000).toISOString(),
+            },
+          ],
           recoveryPoints: {
             count: 1,
             latest: { id: "p1", time: "2026-12-01T10:00:00Z", consistency: "CrashConsistent" },
