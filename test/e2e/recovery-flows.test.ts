@@ -419,18 +419,8 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     // Kill the leader as soon as the run records a step of each kind Running (the commit included).
     const killAt: StepAction[] = ["ShutDownSource", "FinalSync", "Script", "Recover", "Commit"];
     const claimed: string[] = [];
-    const kills: { step: string; holder: string }[] = [];
-    const killed = new Set<string>();
+    const { kills, kill: killLeader } = leaderKiller(client, cluster.operatorNamespace);
     let failure: Error | undefined;
-    const killLeader = async (step: string) => {
-      const holder = (await client.get(leases, leaseName, cluster.operatorNamespace))?.spec?.holderIdentity ?? "";
-      const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
-      if (!Number.isInteger(pid) || pid <= 1 || killed.has(holder))
-        throw new Error(`no live leader to kill at ${step}: lease holder "${holder}"`);
-      killed.add(holder);
-      process.kill(pid, "SIGKILL");
-      kills.push({ step, holder });
-    };
     const watch = await client.watch(
       failoverRuns,
       {
@@ -510,18 +500,8 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       if (running.message?.startsWith("hydrating") === true) return "hydrate";
       return running.message?.includes(" ready") === true ? "recreate" : undefined;
     };
-    const kills: { stage: string; holder: string; at: number }[] = [];
-    const killed = new Set<string>();
+    const { kills, kill: killLeader } = leaderKiller(client, cluster.operatorNamespace);
     let failure: Error | undefined;
-    const killLeader = async (stage: string) => {
-      const holder = (await client.get(leases, leaseName, cluster.operatorNamespace))?.spec?.holderIdentity ?? "";
-      const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
-      if (!Number.isInteger(pid) || pid <= 1 || killed.has(holder))
-        throw new Error(`no live leader to kill at ${stage}: lease holder "${holder}"`);
-      killed.add(holder);
-      process.kill(pid, "SIGKILL");
-      kills.push({ stage, holder, at: Date.now() });
-    };
     let claimed = 0;
     const watch = await client.watch(
       failoverRuns,
@@ -565,9 +545,9 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       watch.abort("done");
     }
     if (failure !== undefined) throw failure;
-    process.stdout.write(`      killed the leader at: ${kills.map((k) => `${k.stage} (${k.holder})`).join(", ")}\n`);
+    process.stdout.write(`      killed the leader at: ${kills.map((k) => `${k.step} (${k.holder})`).join(", ")}\n`);
     assert.deepEqual(
-      kills.map((k) => k.stage),
+      kills.map((k) => k.step),
       [...stages],
     );
     const hydrateKill = kills[0]?.at ?? 0;
@@ -599,3 +579,19 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     assert.equal((await client.get(protectedMachines, "db", shop.ns))?.spec.paused, false);
   });
 });
+
+/** Kills the operator holding the leader Lease with SIGKILL, each holder once, recording at which step. */
+function leaderKiller(client: KubeClient, operatorNamespace: string) {
+  const kills: { step: string; holder: string; at: number }[] = [];
+  const killed = new Set<string>();
+  const kill = async (step: string): Promise<void> => {
+    const holder = (await client.get(leases, leaseName, operatorNamespace))?.spec?.holderIdentity ?? "";
+    const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
+    if (!Number.isInteger(pid) || pid <= 1 || killed.has(holder))
+      throw new Error(`no live leader to kill at ${step}: lease holder "${holder}"`);
+    killed.add(holder);
+    process.kill(pid, "SIGKILL");
+    kills.push({ step, holder, at: Date.now() });
+  };
+  return { kills, kill };
+}
