@@ -42,6 +42,7 @@ export function prunePoints(client: RecoveryPointsClient, machineId: string, ret
   return unaryCall((request, callback) => client.prune(request, new Metadata(), callback), {
     machineId,
     retentionMs,
+    releaseAll: false,
   });
 }
 

@@ -314,6 +314,17 @@ export class SegmentLog {
     this.points.splice(0, this.points.length, ...this.points.filter((point) => point.seq <= seq));
   }
 
+  /** Deletes every segment: the log starts empty (the next append opens a new segment). */
+  async clear(): Promise<void> {
+    await this.appendHandle?.close();
+    this.appendHandle = undefined;
+    for (const segment of this.segments) await rm(segment.path, { force: true });
+    await fsyncDirectory(this.directory);
+    this.segments.splice(0);
+    this.groups.splice(0);
+    this.points.splice(0);
+  }
+
   async close(): Promise<void> {
     await this.appendHandle?.close();
     this.appendHandle = undefined;

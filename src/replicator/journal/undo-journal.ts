@@ -321,6 +321,31 @@ export class UndoJournal implements ChangeJournal {
     });
   }
 
+  /**
+   * Ends the journal's history: every point (the newest too), record and moved-out entry goes; the
+   * replica is untouched. For a stream whose epoch ended (docs/recovery.md): no point of it can be
+   * recovered any more. Repeating it after a crash finishes it.
+   */
+  releaseAll(): Promise<RecoveryPoint[]> {
+    return this.alone(async () => {
+      this.assertWritable();
+      if (this.hasPins)
+        throw new JournalUsageError(
+          `a point of ${this.directory} is being read (a hydration runs); release it after that`,
+        );
+      if (this.rollbackTarget !== undefined)
+        throw new JournalUsageError(
+          `a rollback to "${this.rollbackTarget}" is unfinished; release the journal after it`,
+        );
+      const removed = this.points();
+      await this.writeState({ ...this.state, floor: null });
+      await this.log.clear();
+      await this.removeObjects(() => true);
+      this.interval.reset();
+      return removed;
+    });
+  }
+
   /** Deletes what the floor made garbage; also finishes a prune a crash interrupted. */
   private async dropGarbage(): Promise<void> {
     const floor = this.state.floor;
