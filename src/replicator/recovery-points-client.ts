@@ -46,6 +46,15 @@ export function prunePoints(client: RecoveryPointsClient, machineId: string, ret
   });
 }
 
+/** Every point and the journal of a stream whose epoch ended (the replica stays as it is). */
+export function releasePoints(client: RecoveryPointsClient, machineId: string): Promise<PruneReply> {
+  return unaryCall((request, callback) => client.prune(request, new Metadata(), callback), {
+    machineId,
+    retentionMs: 0,
+    releaseAll: true,
+  });
+}
+
 export function rollbackTo(
   client: RecoveryPointsClient,
   machineId: string,
