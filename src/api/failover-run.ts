@@ -329,7 +329,7 @@ const status = object({
       "Measured recovery time: from the start of the run until the last machine was up, e.g. 1m12s.",
     ),
     dataLossWindow: measuredDuration(
-      "Measured data-loss window: time between the source's last replicated change and the recovery point used (the worst machine), e.g. 40s; 0s for Planned runs.",
+      "Measured data-loss window: the time of the latest change the recovery site holds minus the time of the recovery point used, the worst volume of the worst machine (0s when the point holds every change the site has, however long the workload was quiet since), e.g. 40s; 0s for Planned runs.",
     ),
     conditions,
   },

@@ -279,6 +279,16 @@ const volumeStatus = object({
     capacityBytes: bytes("Size of the source volume."),
     pendingBytes: bytes("Changes captured but not yet applied at the recovery site."),
     lastAppliedSequence: bytes("Sequence number of the last change applied at the recovery site."),
+    capturedSequence: bytes(
+      "From the agent's latest report: every change it observed before capturedTime has a sequence number at or below this one. lastAppliedSequence at or above it: the recovery site holds all of them.",
+    ),
+    capturedTime: timestamp("The agent's clock when it last reported capturedSequence (millisecond precision)."),
+    lastChangeSequence: bytes(
+      "Sequence number of the newest change of the volume's data the agent captured (recovery point markers excluded).",
+    ),
+    lastChangeTime: timestamp(
+      "When the agent captured that change (its clock, millisecond precision): a quiet volume keeps the time of its last write. Kept while the process server cannot be asked.",
+    ),
     throughputBytesPerSecond: bytes("Recent replication throughput."),
   },
 });

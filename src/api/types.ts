@@ -413,6 +413,14 @@ export interface VolumeStatus {
   pendingBytes?: number;
   /** Sequence number of the last change applied at the recovery site. */
   lastAppliedSequence?: number;
+  /** From the agent's latest report: every change it observed before capturedTime has a sequence number at or below this one. lastAppliedSequence at or above it: the recovery site holds all of them. */
+  capturedSequence?: number;
+  /** The agent's clock when it last reported capturedSequence (millisecond precision). */
+  capturedTime?: string;
+  /** Sequence number of the newest change of the volume's data the agent captured (recovery point markers excluded). */
+  lastChangeSequence?: number;
+  /** When the agent captured that change (its clock, millisecond precision): a quiet volume keeps the time of its last write. Kept while the process server cannot be asked. */
+  lastChangeTime?: string;
   /** Recent replication throughput. */
   throughputBytesPerSecond?: number;
 }
@@ -734,7 +742,7 @@ export interface FailoverRunStatus {
   recoveryPoints?: UsedRecoveryPoint[];
   /** Measured recovery time: from the start of the run until the last machine was up, e.g. 1m12s. */
   rto?: string;
-  /** Measured data-loss window: time between the source's last replicated change and the recovery point used (the worst machine), e.g. 40s; 0s for Planned runs. */
+  /** Measured data-loss window: the time of the latest change the recovery site holds minus the time of the recovery point used, the worst volume of the worst machine (0s when the point holds every change the site has, however long the workload was quiet since), e.g. 40s; 0s for Planned runs. */
   dataLossWindow?: string;
   /** Standard conditions: the latest observations of the object's state. Ready summarises the others; each carries the generation it was computed from. */
   conditions?: Condition[];

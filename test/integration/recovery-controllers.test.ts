@@ -166,10 +166,18 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
       status: {
         phase: "Protected",
         activeSite: "primary",
-        // The recovery site holds everything: nothing pending, synced (in the future, so after any shutdown).
+        // The recovery site holds everything: the agent's report (in the future, so after any shutdown) names seq 42, applied.
         lastSyncTime: new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"),
         volumes: [
-          { name: "data", claimName: "db-data", replicaClaimName: "db-data", pendingBytes: 0, lastAppliedSequence: 42 },
+          {
+            name: "data",
+            claimName: "db-data",
+            replicaClaimName: "db-data",
+            pendingBytes: 0,
+            lastAppliedSequence: 42,
+            capturedSequence: 42,
+            capturedTime: new Date(Date.now() + 3_600_000).toISOString(),
+          },
         ],
         recoveryPoints: {
           count: 1,
@@ -205,7 +213,10 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
     const waiting = await getRun("move");
     const steps = waiting.status?.steps ?? [];
     strictEqual(steps.find((step) => step.name === "shutdown/db")?.phase, "Succeeded");
-    strictEqual(steps.find((step) => step.name === "final-sync/db")?.message, "every change applied (data@42)");
+    strictEqual(
+      steps.find((step) => step.name === "final-sync/db")?.message,
+      "every change captured after the stop is applied (data@42 >= 42)",
+    );
     strictEqual(steps.find((step) => step.name === "database/recover/db")?.phase, "Pending");
 
     await newRun("drill", { type: "Test" });

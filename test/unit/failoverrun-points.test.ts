@@ -1,7 +1,12 @@
 // Which point of each volume a recover step uses, for every selector, and the data-loss window.
 import { strict as assert } from "node:assert";
 import type { RecoveryPointSelector, UsedRecoveryPoint } from "../../src/api/types.js";
-import { dataLossMs, selectPoints, type VolumePoints } from "../../src/controllers/failoverrun/steps/points.js";
+import {
+  dataLossMs,
+  selectPoints,
+  type VolumeChanges,
+  type VolumePoints,
+} from "../../src/controllers/failoverrun/steps/points.js";
 import { Consistency, type PointInfo } from "../../src/gen/ksr/replication/v1/replication.js";
 
 const t0 = Date.parse("2026-12-01T10:00:00Z");
@@ -140,10 +145,61 @@ describe("the recovery point of each volume", () => {
       assert.equal(selection.used.machine, "db");
     });
 
-  it("measures the data-loss window from the point used to the last sync, never below zero", () => {
-    const chosen = [{ machineId: "a", point: point("a60", 60) }];
-    assert.equal(dataLossMs(chosen, "2026-12-01T10:01:45Z"), 45_000);
-    assert.equal(dataLossMs(chosen, "2026-12-01T10:00:59Z"), 0);
-    assert.equal(dataLossMs(chosen, undefined), 0);
+  // The point a60 has seq 600 at 10:01:00; the volume's newest change and what the recovery site applied vary.
+  const lossCases: readonly {
+    name: string;
+    changes: VolumeChanges | undefined;
+    lastSync: string | undefined;
+    want: number;
+  }[] = [
+    {
+      name: "a change after the point, applied: its time minus the point's",
+      changes: { lastAppliedSequence: 700, lastChangeSequence: 650, lastChangeTime: "2026-12-01T10:01:12.500Z" },
+      lastSync: "2026-12-01T10:05:00Z",
+      want: 12_500,
+    },
+    {
+      name: "quiet since before the point: nothing lost, however late the last sync",
+      changes: { lastAppliedSequence: 640, lastChangeSequence: 599, lastChangeTime: "2026-12-01T10:00:58Z" },
+      lastSync: "2026-12-01T10:09:00Z",
+      want: 0,
+    },
+    {
+      name: "the newest change not applied yet (site lost mid-stream): bounded by the last sync",
+      changes: { lastAppliedSequence: 620, lastChangeSequence: 650, lastChangeTime: "2026-12-01T10:01:50Z" },
+      lastSync: "2026-12-01T10:01:45Z",
+      want: 45_000,
+    },
+    {
+      name: "no report of a change: the last sync",
+      changes: undefined,
+      lastSync: "2026-12-01T10:01:45Z",
+      want: 45_000,
+    },
+    { name: "never below zero", changes: undefined, lastSync: "2026-12-01T10:00:59Z", want: 0 },
+    { name: "nothing known: zero", changes: undefined, lastSync: undefined, want: 0 },
+  ];
+  for (const { name, changes, lastSync, want } of lossCases)
+    it(`data-loss window: ${name}`, () => {
+      const chosen = [{ machineId: "a", point: point("a60", 60) }];
+      assert.equal(
+        dataLossMs(chosen, (stream) => (stream === "a" ? changes : undefined), lastSync),
+        want,
+      );
+    });
+
+  it("data-loss window: the worst volume of the machine", () => {
+    const chosen = [
+      { machineId: "a", point: point("a60", 60) },
+      { machineId: "b", point: point("b65", 65) },
+    ];
+    const changes: Record<string, VolumeChanges> = {
+      a: { lastAppliedSequence: 610, lastChangeSequence: 590, lastChangeTime: "2026-12-01T10:00:55Z" },
+      b: { lastAppliedSequence: 700, lastChangeSequence: 690, lastChangeTime: "2026-12-01T10:01:08Z" },
+    };
+    assert.equal(
+      dataLossMs(chosen, (stream) => changes[stream], "2026-12-01T10:02:00Z"),
+      3_000,
+    );
   });
 });

@@ -98,7 +98,8 @@ function cutMember(deps: ProtectDeps, machine: ProtectedMachine, plan?: Plan): C
     for (const [index, volume] of agent.volumes.entries())
       streams.push({ machineId: volume.machineId, address: `${ip}:${barrierBasePort + index}` });
   }
-  return { machine, mode, pods: planned.agents.map((agent) => agent.podName), streams };
+  // The hooks run where the pods are: in the machine's namespace as replication sees it (direction.ts).
+  return { machine: replicatedView(machine), mode, pods: planned.agents.map((agent) => agent.podName), streams };
 }
 
 export interface PointsResult {
@@ -109,6 +110,7 @@ export interface PointsResult {
 /**
  * Cuts a point when one is due for this machine (or, as its group's leader, for its group).
  * Runs inside the reconcile: the hooks and the barrier take seconds, bounded by their timeouts.
+ * `machine` is the object itself, not its reversed view: its group and its Events are where it is.
  */
 export async function cutDuePoints(
   deps: ProtectDeps,
@@ -124,7 +126,7 @@ export async function cutDuePoints(
   const problem = deps.points.problemOf(key);
   const unavailable = problem === undefined ? {} : { appConsistencyUnavailable: problem };
   if (members[0]?.metadata.uid !== machine.metadata.uid) return unavailable; // the leader cuts the group's points
-  const ready = members.map((member) => (member === machine ? own : cutMember(deps, member)));
+  const ready = members.map((member) => (member.metadata.uid === machine.metadata.uid ? own : cutMember(deps, member)));
   const cutMembers = ready.filter((member): member is CutMember => member !== undefined && !("reason" in member));
   if (cutMembers.length !== members.length) return unavailable;
   const cadence = cutCadence(plan.policy, cutMembers);
@@ -155,8 +157,9 @@ export async function cutDuePoints(
     nextAt: after + (outcome.kind === "point" ? cadence.everyMs : Math.min(cadence.everyMs, cutRetryMs)),
     ...(hookProblem === undefined ? {} : { problem: hookProblem }),
   });
-  for (const member of cutMembers)
-    for (const event of outcomeEvents(outcome, cutMembers.length)) void deps.events.record(member.machine, event);
+  // On the machines themselves: a member's machine is its view, which names the recovery namespace once reversed.
+  for (const member of members)
+    for (const event of outcomeEvents(outcome, cutMembers.length)) void deps.events.record(member, event);
   context.log.info(
     { kind: outcome.kind, ...(outcome.kind === "point" ? { point: outcome.point.id } : { reason: outcome.reason }) },
     "operator recovery point",

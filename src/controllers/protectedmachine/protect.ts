@@ -254,7 +254,7 @@ export async function reconcileNormal(
   await ensureReplicators(deps, view, plan, sizes);
   const observed = await observe(deps, view, plan, context);
   const resync = await driveResync(deps, view, plan, observed.volumes, observed.newBytes, context);
-  const points = await cutDuePoints(deps, view, plan, observed.volumes, context);
+  const points = await cutDuePoints(deps, machine, plan, observed.volumes, context);
   const waiting: Problem | undefined = plan.waiting;
   record(
     deps,

@@ -333,7 +333,12 @@ export function computeStatus(input: StatusInput): StatusResult {
   const points = input.volumes.every((volume) => volume.points !== undefined)
     ? summarizePoints(input.volumes.map((volume) => volume.points ?? []))
     : previous?.recoveryPoints;
-  const volumes = input.volumes.map((volume): VolumeStatus => volumeStatus(volume));
+  const volumes = input.volumes.map((volume): VolumeStatus =>
+    volumeStatus(
+      volume,
+      previous?.volumes?.find((known) => known.name === volume.statusName),
+    ),
+  );
   const resync = input.resync?.status ?? previous?.resync;
   events.push(...(input.resync?.events ?? []));
 
@@ -356,8 +361,17 @@ export function computeStatus(input: StatusInput): StatusResult {
   return { status, conditions, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
 }
 
-function volumeStatus(volume: VolumeObservation): VolumeStatus {
+function volumeStatus(volume: VolumeObservation, previous: VolumeStatus | undefined): VolumeStatus {
   const control = volume.control;
+  const changedAt = control?.lastChangeUnixMs ?? 0;
+  const coveredAt = control?.coveredUnixMs ?? 0;
+  // The last change known stays while the process server cannot be asked (a lost site): a failover's data loss counts from it.
+  const lastChange =
+    control === undefined
+      ? { lastChangeSequence: previous?.lastChangeSequence, lastChangeTime: previous?.lastChangeTime }
+      : changedAt > 0
+        ? { lastChangeSequence: control.lastChangeSeq ?? 0, lastChangeTime: new Date(changedAt).toISOString() }
+        : {};
   const mode = captureModeOf(control?.capture?.strategy);
   return {
     name: volume.statusName,
@@ -366,6 +380,10 @@ function volumeStatus(volume: VolumeObservation): VolumeStatus {
     ...(mode === undefined ? {} : { captureMode: mode }),
     ...(volume.capacityBytes === undefined ? {} : { capacityBytes: volume.capacityBytes }),
     ...(control === undefined ? {} : { pendingBytes: control.cachedBytes, lastAppliedSequence: control.appliedSeq }),
+    ...(control === undefined || coveredAt <= 0
+      ? {}
+      : { capturedSequence: control.coveredSeq ?? 0, capturedTime: new Date(coveredAt).toISOString() }),
+    ...(lastChange.lastChangeTime === undefined ? {} : lastChange),
     ...(volume.throughputBytesPerSecond === undefined
       ? {}
       : { throughputBytesPerSecond: Math.round(volume.throughputBytesPerSecond) }),

@@ -299,6 +299,7 @@ export class Agent implements CaptureStream {
     const report = {
       machineId: this.options.machineId,
       ...this.watermark,
+      ...this.sender.lastChange,
       syncing: running,
       syncBytesTotal: totalBytes,
       syncBytesDone: Math.min(progress.examinedBytes, totalBytes),

@@ -46,6 +46,8 @@ export class ChangeSender {
   ackedSeq: number;
   /** Told to the process server with every Open (it shows it in Control.Status). */
   capture: CaptureInfo | undefined;
+  /** The newest change numbered (not a marker), for the agent's reports. */
+  lastChange = { lastChangeSeq: 0, lastChangeUnixMs: 0 };
 
   constructor(
     private readonly client: IngestClient,
@@ -76,6 +78,8 @@ export class ChangeSender {
 
   async emit(op: Operation): Promise<void> {
     if (this.resyncOrdered) throw new ResyncNeeded("the process server dropped changes");
+    // A point's marker is no change of the data: the data-loss window counts from the last real one.
+    if (op.$case !== "marker") this.lastChange = { lastChangeSeq: this.nextSeq, lastChangeUnixMs: Date.now() };
     this.pending.push({ seq: this.nextSeq++, op });
     this.pendingBytes += op.$case === "write" ? op.value.data.length + 64 : 64;
     if (this.pendingBytes >= batchBytesTarget || this.pending.length >= batchChangesLimit) await this.flush();

@@ -180,6 +180,10 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
             receivedBytes: progress.receivedBytes,
             resyncHeld: state.resyncHeld,
             capture: state.capture,
+            coveredSeq: report?.coveredSeq ?? 0,
+            coveredUnixMs: report?.observedUnixMs ?? 0,
+            lastChangeSeq: report?.lastChangeSeq ?? 0,
+            lastChangeUnixMs: report?.lastChangeUnixMs ?? 0,
           };
         },
         asStatus,

@@ -1,13 +1,15 @@
 // The run's own steps: stop the source, wait for the final changes, recover a
 // machine, stop a recovered workload, commit, and clean a drill up.
-import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint } from "../../../api/types.js";
+import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint, VolumeStatus } from "../../../api/types.js";
 import {
+  configMaps,
   deployments,
   isAlreadyExists,
   jobs,
   namespaces,
   networkPolicies,
   persistentVolumeClaims,
+  secrets,
   services,
   statefulSets,
   type KubeClient,
@@ -60,7 +62,7 @@ export const shutDownSourceStep: StepExecutor = {
   },
 };
 
-/** Every change captured before the source stopped is applied at the recovery site: nothing pending, synced after the stop. */
+/** Every change captured before the source stopped is applied at the recovery site, by sequence numbers. */
 export const finalSyncStep: StepExecutor = {
   execute(context) {
     const machine = machineOf(context);
@@ -68,23 +70,44 @@ export const finalSyncStep: StepExecutor = {
     const stopped = context.run.status?.steps?.find(
       (step) => step.name === `shutdown/${machine.metadata.name}`,
     )?.endTime;
-    const volumes = machine.status?.volumes ?? [];
-    const pending = volumes.reduce((sum, volume) => sum + (volume.pendingBytes ?? 0), 0);
-    const synced = machine.status?.lastSyncTime;
-    const caughtUp =
-      pending === 0 && synced !== undefined && stopped !== undefined && Date.parse(synced) >= Date.parse(stopped);
-    const seqs = volumes.map((volume) => `${volume.name}@${volume.lastAppliedSequence ?? 0}`).join(", ");
+    const sync = finalSyncState(machine.status?.volumes ?? [], stopped);
     return Promise.resolve(
-      caughtUp && volumes.length > 0
-        ? { state: "Succeeded", message: `every change applied (${seqs})` }
-        : {
-            state: "InProgress",
-            message: `${pending} bytes pending; last sync ${synced ?? "never"}`,
-            recheckAfterMs: 2000,
-          },
+      sync.done
+        ? { state: "Succeeded", message: sync.message }
+        : { state: "InProgress", message: sync.message, recheckAfterMs: 2000 },
     );
   },
 };
+
+/**
+ * Whether the recovery site applied every change the source made before it stopped: for each
+ * volume, an agent report observed after the stop (so it covers every write of the source) names
+ * a captured sequence number, and the applied one is at or above it. Pure, for the table test.
+ */
+export function finalSyncState(
+  volumes: readonly VolumeStatus[],
+  stoppedAt: string | undefined,
+): { done: boolean; message: string } {
+  if (stoppedAt === undefined) return { done: false, message: "the source has not been stopped yet" };
+  if (volumes.length === 0) return { done: false, message: "the machine's status lists no volume yet" };
+  // The step's end time is whole seconds, rounded down: a report at least a second later was observed after the stop.
+  const after = Date.parse(stoppedAt) + 1000;
+  const waiting: string[] = [];
+  for (const volume of volumes) {
+    const applied = volume.lastAppliedSequence ?? 0;
+    const captured = volume.capturedSequence;
+    const reported = volume.capturedTime === undefined ? NaN : Date.parse(volume.capturedTime);
+    if (captured === undefined || Number.isNaN(reported)) waiting.push(`${volume.name}: no report from its agent yet`);
+    else if (reported < after)
+      waiting.push(`${volume.name}: waiting for its agent's first report after the stop (${stoppedAt})`);
+    else if (applied < captured) waiting.push(`${volume.name}: seq ${applied} of ${captured} applied`);
+  }
+  if (waiting.length > 0) return { done: false, message: waiting.join("; ") };
+  const seqs = volumes
+    .map((volume) => `${volume.name}@${volume.lastAppliedSequence ?? 0} >= ${volume.capturedSequence ?? 0}`)
+    .join(", ");
+  return { done: true, message: `every change captured after the stop is applied (${seqs})` };
+}
 
 async function ensureNamespace(client: KubeClient, run: FailoverRun, name: string): Promise<void> {
   if ((await client.get(namespaces, name)) !== undefined) return;
@@ -144,7 +167,7 @@ export const recoverStep: StepExecutor = {
       const point = finalSyncPoint(machine);
       if (work.recordedPoint === undefined && point !== undefined)
         return { state: "InProgress", point, message: `recovering to ${point.id}`, recheckAfterMs: 500 };
-      return recoverPlanned(client, machine, run);
+      return recoverPlanned(client, machine, run, work.step.message);
     }
     const chosen = await choosePoint(context, machine, work.change);
     if (!chosen.ok) return chosen.outcome;
@@ -157,13 +180,28 @@ export const recoverStep: StepExecutor = {
         message: `recovering ${machine.metadata.name} to ${used.id} (${used.time}, ${used.consistency})`,
         recheckAfterMs: 1000,
       };
-    const loss = dataLossMs(volumes, replicatedState(machine).lastSyncTime);
+    const replicated = replicatedState(machine);
+    const byStream = new Map(
+      replicatedVolumes(machine).map((volume) => [
+        volume.machineId,
+        replicated.volumes.find((known) => known.name === volume.name),
+      ]),
+    );
+    const loss = dataLossMs(volumes, (stream) => byStream.get(stream), replicated.lastSyncTime);
     let outcome: StepOutcome;
     if (run.spec.type === "Test") {
       const namespace = drillNamespaceOf(run);
       await ensureNamespace(client, run, namespace);
       await ensureIsolation(client, run, namespace);
-      outcome = await recoverDrill({ client, replicas, run, machine, namespace, chosen: volumes });
+      outcome = await recoverDrill({
+        client,
+        replicas,
+        run,
+        machine,
+        namespace,
+        chosen: volumes,
+        recorded: work.step.message,
+      });
     } else {
       outcome = await recoverInPlace({
         client,
@@ -174,6 +212,7 @@ export const recoverStep: StepExecutor = {
         chosen: volumes,
         fence: run.spec.type === "Unplanned" && work.change === undefined,
         signal: context.signal,
+        recorded: work.step.message,
       });
     }
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
@@ -191,7 +230,12 @@ function finalSyncPoint(machine: ProtectedMachine): UsedRecoveryPoint | undefine
 }
 
 /** Planned: replication stops (the machine is paused), the workload comes up on the replicas themselves. */
-async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run: FailoverRun): Promise<StepOutcome> {
+async function recoverPlanned(
+  client: KubeClient,
+  machine: ProtectedMachine,
+  run: FailoverRun,
+  recorded: string | undefined,
+): Promise<StepOutcome> {
   if (!machine.spec.paused)
     await client.patch(
       protectedMachines,
@@ -203,10 +247,8 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
   const target = directionOf(machine).targetNamespace;
-  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
-  return ready
-    ? { state: "Succeeded", message, dataLossMs: 0 }
-    : { state: "InProgress", message, recheckAfterMs: 2000 };
+  const outcome = await ensureRecovered(client, machine, run, target, claims, recorded);
+  return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: 0 } : outcome;
 }
 
 /** Before a recovery point change: the recovered workload stops. */
@@ -246,6 +288,8 @@ export const commitStep: StepExecutor = {
 
 const drillKinds: readonly ResourceType<KubeObject>[] = [
   deployments,
+  secrets,
+  configMaps,
   statefulSets,
   services,
   jobs,

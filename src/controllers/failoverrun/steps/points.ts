@@ -126,10 +126,36 @@ export function describe(selector: RecoveryPointSelector): string {
   return selector.select;
 }
 
-/** The data-loss window: from the point used to the source time up to which the recovery site held every change. */
-export function dataLossMs(volumes: readonly ChosenPoint[], lastSyncTime: string | undefined): number {
-  const pointTime = Math.min(...volumes.map(({ point }) => point.timeUnixMs));
+/** What the machine's status says of a volume's newest change (VolumeStatus has these fields). */
+export interface VolumeChanges {
+  readonly lastAppliedSequence?: number;
+  readonly lastChangeSequence?: number;
+  readonly lastChangeTime?: string;
+}
+
+/**
+ * The data-loss window: the time of the latest change the recovery site has minus the point's
+ * time, the worst volume; 0 for a volume whose point holds its latest change (a quiet volume loses
+ * nothing however long it was quiet). Where that change is unknown (no report since the agent
+ * started) or not applied yet (the site was lost with changes in flight), the source time up to
+ * which the recovery site held every change (lastSyncTime) bounds it instead.
+ */
+export function dataLossMs(
+  volumes: readonly ChosenPoint[],
+  changes: (machineId: string) => VolumeChanges | undefined,
+  lastSyncTime: string | undefined,
+): number {
   const synced = lastSyncTime === undefined ? NaN : Date.parse(lastSyncTime);
-  const newest = Number.isNaN(synced) ? pointTime : synced;
-  return Math.max(0, newest - pointTime);
+  const losses = volumes.map(({ machineId, point }) => {
+    const known = changes(machineId);
+    const changedAt = known?.lastChangeTime === undefined ? NaN : Date.parse(known.lastChangeTime);
+    const changeSeq = known?.lastChangeSequence;
+    if (changeSeq !== undefined && !Number.isNaN(changedAt)) {
+      // A point is the replica after every change below its marker's seq.
+      if (changeSeq < point.seq) return 0;
+      if ((known?.lastAppliedSequence ?? 0) >= changeSeq) return changedAt - point.timeUnixMs;
+    }
+    return Number.isNaN(synced) ? 0 : synced - point.timeUnixMs;
+  });
+  return Math.max(0, ...losses);
 }

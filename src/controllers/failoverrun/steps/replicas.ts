@@ -62,6 +62,7 @@ interface Replication {
 }
 
 const isText = (value: unknown): value is string => typeof value === "string" && value !== "";
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 
 /** The annotation's content when it is well formed (it can be edited by hand); otherwise none. */
 function recordedReplication(machine: ProtectedMachine): Replication | undefined {
@@ -80,12 +81,24 @@ function recordedReplication(machine: ProtectedMachine): Replication | undefined
     return isText(name) && isText(claimName) && isText(replicaClaimName);
   });
   return {
-    volumes: valid.map(({ name, claimName, replicaClaimName, captureMode }) => ({
-      name,
-      ...(claimName === undefined ? {} : { claimName }),
-      ...(replicaClaimName === undefined ? {} : { replicaClaimName }),
-      ...(captureMode === "block" ? { captureMode } : {}),
-    })),
+    volumes: valid.map((volume) => {
+      const { name, claimName, replicaClaimName, captureMode, lastAppliedSequence, lastChangeSequence } = volume;
+      const { lastChangeTime } = volume;
+      const change =
+        isCount(lastAppliedSequence) &&
+        isCount(lastChangeSequence) &&
+        isText(lastChangeTime) &&
+        !Number.isNaN(Date.parse(lastChangeTime))
+          ? { lastAppliedSequence, lastChangeSequence, lastChangeTime }
+          : {};
+      return {
+        name,
+        ...(claimName === undefined ? {} : { claimName }),
+        ...(replicaClaimName === undefined ? {} : { replicaClaimName }),
+        ...(captureMode === "block" ? { captureMode } : {}),
+        ...change,
+      };
+    }),
     ...(isText(lastSyncTime) && !Number.isNaN(Date.parse(lastSyncTime)) ? { lastSyncTime } : {}),
   };
 }
@@ -107,11 +120,15 @@ export function replicationRecord(machine: ProtectedMachine): string | undefined
   if (!live.some((volume) => volume.replicaClaimName !== undefined)) return undefined;
   const { volumes, lastSyncTime } = replicatedState(machine);
   return JSON.stringify({
-    volumes: volumes.map(({ name, claimName, replicaClaimName, captureMode }) => ({
-      name,
-      claimName,
-      replicaClaimName,
-      captureMode,
+    volumes: volumes.map((volume) => ({
+      name: volume.name,
+      claimName: volume.claimName,
+      replicaClaimName: volume.replicaClaimName,
+      captureMode: volume.captureMode,
+      // For the data-loss window of a recovery after the source stopped.
+      lastAppliedSequence: volume.lastAppliedSequence,
+      lastChangeSequence: volume.lastChangeSequence,
+      lastChangeTime: volume.lastChangeTime,
     })),
     lastSyncTime,
   });

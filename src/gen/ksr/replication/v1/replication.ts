@@ -243,6 +243,12 @@ export interface AgentReport {
   /** Bytes of regular files the running (or last) full comparison covers, and how many it has examined. */
   syncBytesTotal: number;
   syncBytesDone: number;
+  /**
+   * The newest change of the volume's content or tree the agent numbered (markers excluded), and when
+   * (its clock): a quiet volume keeps the time of its last write, however many points follow it.
+   */
+  lastChangeSeq?: number | undefined;
+  lastChangeUnixMs?: number | undefined;
 }
 
 export interface AgentReportReply {
@@ -319,7 +325,20 @@ export interface ControlStatus {
   /** The operator holds this machine's resyncs (Control.HoldResync): one that is required waits. */
   resyncHeld: boolean;
   /** As the agent last reported it (unset until the agent connected since the process server started). */
-  capture: CaptureInfo | undefined;
+  capture:
+    | CaptureInfo
+    | undefined;
+  /**
+   * From the agent's latest report: every change it observed before covered_unix_ms (its clock) has a
+   * seq at or below covered_seq (0 until it reported). applied_seq >= covered_seq: all of them are applied.
+   */
+  coveredSeq?: number | undefined;
+  coveredUnixMs?:
+    | number
+    | undefined;
+  /** From the agent's latest report: its newest change (markers excluded) and when it was numbered. */
+  lastChangeSeq?: number | undefined;
+  lastChangeUnixMs?: number | undefined;
 }
 
 export interface ResyncReply {
@@ -1923,7 +1942,16 @@ export const PushRequest: MessageFns<PushRequest> = {
 };
 
 function createBaseAgentReport(): AgentReport {
-  return { machineId: "", observedUnixMs: 0, coveredSeq: 0, syncing: false, syncBytesTotal: 0, syncBytesDone: 0 };
+  return {
+    machineId: "",
+    observedUnixMs: 0,
+    coveredSeq: 0,
+    syncing: false,
+    syncBytesTotal: 0,
+    syncBytesDone: 0,
+    lastChangeSeq: undefined,
+    lastChangeUnixMs: undefined,
+  };
 }
 
 export const AgentReport: MessageFns<AgentReport> = {
@@ -1945,6 +1973,12 @@ export const AgentReport: MessageFns<AgentReport> = {
     }
     if (message.syncBytesDone !== 0) {
       writer.uint32(48).uint64(message.syncBytesDone);
+    }
+    if (message.lastChangeSeq !== undefined) {
+      writer.uint32(64).uint64(message.lastChangeSeq);
+    }
+    if (message.lastChangeUnixMs !== undefined) {
+      writer.uint32(72).int64(message.lastChangeUnixMs);
     }
     return writer;
   },
@@ -2008,6 +2042,22 @@ export const AgentReport: MessageFns<AgentReport> = {
             }
 
             message.syncBytesDone = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.lastChangeSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.lastChangeUnixMs = longToNumber(reader.int64());
             continue;
           }
         }
@@ -2624,6 +2674,10 @@ function createBaseControlStatus(): ControlStatus {
     receivedBytes: 0,
     resyncHeld: false,
     capture: undefined,
+    coveredSeq: undefined,
+    coveredUnixMs: undefined,
+    lastChangeSeq: undefined,
+    lastChangeUnixMs: undefined,
   };
 }
 
@@ -2670,6 +2724,18 @@ export const ControlStatus: MessageFns<ControlStatus> = {
     }
     if (message.capture !== undefined) {
       CaptureInfo.encode(message.capture, writer.uint32(122).fork()).join();
+    }
+    if (message.coveredSeq !== undefined) {
+      writer.uint32(128).uint64(message.coveredSeq);
+    }
+    if (message.coveredUnixMs !== undefined) {
+      writer.uint32(136).int64(message.coveredUnixMs);
+    }
+    if (message.lastChangeSeq !== undefined) {
+      writer.uint32(144).uint64(message.lastChangeSeq);
+    }
+    if (message.lastChangeUnixMs !== undefined) {
+      writer.uint32(152).int64(message.lastChangeUnixMs);
     }
     return writer;
   },
@@ -2797,6 +2863,38 @@ export const ControlStatus: MessageFns<ControlStatus> = {
             }
 
             message.capture = CaptureInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.coveredSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.coveredUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.lastChangeSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.lastChangeUnixMs = longToNumber(reader.int64());
             continue;
           }
         }
