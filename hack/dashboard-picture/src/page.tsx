@@ -400,6 +400,10 @@ function DashboardGrid({
   const column = (width - GAP) / GRID_COLUMNS;
   const rows = Math.max(...dashboard.panels.map((p) => p.gridPos.y + p.gridPos.h));
   useEffect(() => {
+    // For the screenshot taker: the panels that had nothing to draw.
+    (window as { emptyPanels?: string[] }).emptyPanels = loaded
+      .filter(({ frames }) => frames.every((frame) => frame.length === 0))
+      .map(({ panel }) => panel.title);
     // uPlot draws on the next frames; give it two before saying the page is done.
     requestAnimationFrame(() => requestAnimationFrame(() => (document.title = "rendered")));
   }, []);

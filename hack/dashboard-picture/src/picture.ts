@@ -360,6 +360,15 @@ async function screenshot(url: string, height: number): Promise<Buffer> {
   }
   for (const line of consoleLines) say(`page ${line}`);
   if (title !== "rendered") throw new Error(`the page did not render: ${title}`);
+  const { result: empty } = (await send(
+    "Runtime.evaluate",
+    { expression: "JSON.stringify(window.emptyPanels)" },
+    sessionId,
+  )) as {
+    result: { value: string };
+  };
+  for (const title of JSON.parse(empty.value) as string[])
+    say(`warning: panel "${title}" has no data (a metric the operator does not export, or nothing happened yet)`);
   const { data } = (await send("Page.captureScreenshot", { format: "png" }, sessionId)) as { data: string };
   chromium.kill("SIGTERM");
   return Buffer.from(data, "base64");
