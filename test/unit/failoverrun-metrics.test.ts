@@ -26,7 +26,10 @@ describe("FailoverRun metrics", () => {
     metrics.observe("Test", { runEnded: { result: "CleanedUp" }, rtoSeconds: 42 });
     const totals = await runsTotal(registry);
     strictEqual(totals.get("Test/CleanedUp"), 1);
-    strictEqual([...totals.values()].reduce((a, b) => a + b, 0), 1);
+    strictEqual(
+      [...totals.values()].reduce((a, b) => a + b, 0),
+      1,
+    );
     metrics.observe("Test", { runEnded: { result: "CleanedUp" }, rtoSeconds: 30 });
     strictEqual((await runsTotal(registry)).get("Test/CleanedUp"), 2);
     const rto = await registry.getSingleMetricAsString("ksr_failover_rto_seconds");
