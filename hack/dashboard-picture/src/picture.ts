@@ -2,8 +2,7 @@
 // running cluster, a page renders charts/kube-site-recovery/files/dashboard.json with Grafana's
 // panel components against that Prometheus, and headless Chromium screenshots it.
 //
-//   npm --prefix hack/dashboard-picture ci
-//   npm --prefix hack/dashboard-picture run picture -- [--kubeconfig K] [--scrape-minutes N] …
+//   bash hack/dashboard-picture.sh [--kubeconfig K] [--scrape-minutes N] …
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -19,7 +18,7 @@ const toolDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const repoRoot = resolve(toolDir, "..", "..");
 const SCRAPE_SECONDS = 10;
 
-const usage = `usage: npm --prefix hack/dashboard-picture run picture -- [options]
+const usage = `usage: bash hack/dashboard-picture.sh [options]
   --kubeconfig FILE      the cluster running the operator (default $KUBECONFIG, else ~/.ksr/local/kubeconfig)
   --namespace NS         the operator's namespace (default ksr-system)
   --data DIR             Prometheus's storage; reuse it to keep earlier samples (default a temporary directory)
@@ -182,15 +181,14 @@ async function startPrometheus(): Promise<string> {
 
 async function waitForSamples(base: string) {
   const wanted = Math.floor((scrapeMinutes * 60) / SCRAPE_SECONDS);
-  let last = "";
-  for (;;) {
+  for (let polls = 0; ; polls++) {
     const [samples] = await promQuery(base, `max(count_over_time(ksr_machine_rpo_seconds[${scrapeMinutes}m]))`).catch(
       () => [],
     );
     const count = samples ? Number(samples.value[1]) : 0;
-    const line = `${count}/${wanted} samples of ksr_machine_rpo_seconds in the last ${scrapeMinutes} min`;
-    if (line !== last) say(line);
-    last = line;
+    // A line a minute, and the last one.
+    if (count >= wanted || polls % Math.round(60 / SCRAPE_SECONDS) === 0)
+      say(`${count}/${wanted} samples of ksr_machine_rpo_seconds in the last ${scrapeMinutes} min`);
     if (count >= wanted) return;
     await sleep(SCRAPE_SECONDS * 1000);
   }
