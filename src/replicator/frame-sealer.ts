@@ -60,12 +60,8 @@ export function createFrameSealer(key: Buffer, workers = defaultCodecWorkers()):
 
 // ------------------------------------------------------------ messages between pool and workers
 
-/** Bytes as they cross to a worker: an ArrayBuffer the receiver owns, with the view's place in it. */
-export interface Payload {
-  buffer: ArrayBuffer;
-  offset: number;
-  length: number;
-}
+/** Bytes as they cross to a worker: an ArrayBuffer the receiver owns, all of it the payload. */
+export type Payload = ArrayBuffer;
 
 export type SealerJob =
   | { id: number; kind: "seal"; codec: Codec; range: FrameRange; batch: Payload }
@@ -84,15 +80,13 @@ export type SealerResult =
 export function toPayload(bytes: Uint8Array, transfer: ArrayBuffer[]): Payload {
   const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
   const buffer =
-    whole && bytes.buffer instanceof ArrayBuffer
-      ? bytes.buffer
-      : (Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer);
+    whole && bytes.buffer instanceof ArrayBuffer ? bytes.buffer : Uint8Array.prototype.slice.call(bytes).buffer;
   transfer.push(buffer);
-  return { buffer, offset: whole ? bytes.byteOffset : 0, length: bytes.byteLength };
+  return buffer;
 }
 
 export function fromPayload(payload: Payload): Buffer {
-  return Buffer.from(payload.buffer, payload.offset, payload.length);
+  return Buffer.from(payload);
 }
 
 // ------------------------------------------------------------ the pool

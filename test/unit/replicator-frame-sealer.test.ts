@@ -71,7 +71,9 @@ describe("replicator frame sealer", function () {
             sealFrame(key, codec, { machineId: "m1", firstSeq: index + 1, lastSeq: index + 1 }, bytes),
           );
           const opened = await Promise.all(sealed.map((frame) => pool.open(frame)));
-          opened.forEach((bytes, index) => assert.deepEqual(bytes, jobs[index]?.[0]));
+          opened.forEach((bytes, index) => {
+            assert.deepEqual(bytes, jobs[index]?.[0]);
+          });
         },
       ),
       { numRuns: 15 },
@@ -153,7 +155,7 @@ describe("replicator frame sealer", function () {
     const results = await settled;
     const rejected = results.filter((result) => result.status === "rejected");
     assert.ok(rejected.length > 0, "some jobs were still waiting when the pool closed");
-    for (const result of rejected) assert.ok((result as PromiseRejectedResult).reason instanceof SealerClosed);
+    for (const result of rejected) assert.ok(result.reason instanceof SealerClosed);
     await assert.rejects(
       pool.open(sealFrame(key, Codec.CODEC_NONE, { machineId: "m1", firstSeq: 1, lastSeq: 1 }, Buffer.from("x"))),
       SealerClosed,

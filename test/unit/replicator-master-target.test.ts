@@ -84,7 +84,13 @@ describe("replicator master target apply", function () {
 
   async function openApplier(journal: ChangeJournal = noJournal): Promise<MachineApplier> {
     const counter = await DurableCounter.open(join(work, "applied"));
-    return new MachineApplier(machineId, new TreeReplica(replicaRoot, journal), journal, counter, new InlineFrameSealer(key));
+    return new MachineApplier(
+      machineId,
+      new TreeReplica(replicaRoot, journal),
+      journal,
+      counter,
+      new InlineFrameSealer(key),
+    );
   }
 
   before(loadBlockHasher);
