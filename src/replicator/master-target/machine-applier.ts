@@ -4,6 +4,7 @@
 import { ChangeBatch, type Change, type Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
 import type { FrameSealer } from "../frame-sealer.js";
+import { changesContentOnly } from "../journal/change.js";
 import { ApplyError, needsBarrier, type Replica } from "./replica.js";
 import type { ChangeJournal } from "./change-journal.js";
 
@@ -103,8 +104,13 @@ export class MachineApplier {
     const changes = await this.openFrame(frame, applied, opening);
     if (changes === undefined) return;
     for (const change of changes) this.replica.validate(change);
-    for (const change of changes) {
+    let preparedUntil = 0;
+    for (const [index, change] of changes.entries()) {
       if (change.seq <= applied) continue;
+      if (index >= preparedUntil && changesContentOnly(change.op)) {
+        preparedUntil = contentRunEnd(changes, index);
+        await this.journal.prepare?.(changes.slice(index, preparedUntil), this.replica.root);
+      }
       if (needsBarrier(change)) {
         await this.commit(change.seq - 1);
         await this.replica.apply(change);
@@ -164,6 +170,13 @@ export class MachineApplier {
       await this.applied.close();
     });
   }
+}
+
+/** Where the run of content-only changes starting at `from` ends (exclusive). */
+function contentRunEnd(changes: readonly Change[], from: number): number {
+  let end = from;
+  while (end < changes.length && changesContentOnly(changes[end]?.op)) end++;
+  return end;
 }
 
 export function isRejection(error: unknown): boolean {
