@@ -291,7 +291,8 @@ async function servePage(prometheus: string, bundle: { js: string; css: string }
 /** Chromium over the DevTools protocol on a pipe: open the page, wait until it says it has drawn, capture. */
 async function screenshot(url: string, height: number): Promise<Buffer> {
   const profile = mkdtempSync(join(tmpdir(), "ksr-dashboard-chromium-"));
-  cleanups.push(() => rmSync(profile, { recursive: true, force: true }));
+  // Chromium may still be writing its profile as it exits.
+  cleanups.push(() => rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
   const chromium = spawn(
     "chromium",
     [
