@@ -290,6 +290,9 @@ async function servePage(prometheus: string, bundle: { js: string; css: string }
 
 /** Chromium over the DevTools protocol on a pipe: open the page, wait until it says it has drawn, capture. */
 async function screenshot(url: string, height: number): Promise<Buffer> {
+  const profile = mkdtempSync(join(tmpdir(), "ksr-dashboard-chromium-"));
+  // Chromium may still be writing its profile as it exits.
+  cleanups.push(() => rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
   const chromium = spawn(
     "chromium",
     [
@@ -299,7 +302,7 @@ async function screenshot(url: string, height: number): Promise<Buffer> {
       "--hide-scrollbars",
       "--remote-debugging-pipe",
       `--window-size=${width},${height}`,
-      "--user-data-dir=" + mkdtempSync(join(tmpdir(), "ksr-dashboard-chromium-")),
+      `--user-data-dir=${profile}`,
       "about:blank",
     ],
     { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] },
