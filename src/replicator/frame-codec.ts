@@ -130,6 +130,13 @@ export function sealFrame(
   return { ...header, afterGap: false, sealed: seal(key, header, compress(codec, encodedBatch)) };
 }
 
+/** Opens a frame and decompresses its payload: the encoded ChangeBatch it was sealed from. */
+export function openFrame(key: Buffer, frame: Frame): Buffer {
+  const { machineId, firstSeq, lastSeq, codec, uncompressedSize } = frame;
+  const header = { machineId, firstSeq, lastSeq, codec, uncompressedSize };
+  return decompress(codec, open(key, header, frame.sealed), uncompressedSize);
+}
+
 /**
  * A frame's wire encoding (byte for byte what Frame.encode makes) in one allocation with one copy
  * of the sealed bytes, after `prefixBytes` left for the caller (the cache's record header).

@@ -42,6 +42,16 @@ export function prunePoints(client: RecoveryPointsClient, machineId: string, ret
   return unaryCall((request, callback) => client.prune(request, new Metadata(), callback), {
     machineId,
     retentionMs,
+    releaseAll: false,
+  });
+}
+
+/** Every point and the journal of a stream whose epoch ended (the replica stays as it is). */
+export function releasePoints(client: RecoveryPointsClient, machineId: string): Promise<PruneReply> {
+  return unaryCall((request, callback) => client.prune(request, new Metadata(), callback), {
+    machineId,
+    retentionMs: 0,
+    releaseAll: true,
   });
 }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { ChangeBatch, Codec, type Change, type Frame } from "../../src/gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../../src/replicator/durable-counter.js";
 import { sealFrame } from "../../src/replicator/frame-codec.js";
+import { InlineFrameSealer } from "../../src/replicator/frame-sealer.js";
 import { batchFormatVersion, MachineApplier } from "../../src/replicator/master-target/machine-applier.js";
 import { TreeReplica } from "../../src/replicator/master-target/replica.js";
 import {
@@ -52,7 +53,7 @@ describe("journal: behind the master target's MachineApplier", function () {
         new TreeReplica(site.replicaRoot, journal),
         journal,
         await DurableCounter.open(join(site.base, "applied")),
-        key,
+        new InlineFrameSealer(key),
       );
       try {
         for (const [index, frame] of all.entries()) {

@@ -44,6 +44,7 @@ import {
   listPoints,
   pointsOf,
   prunePoints,
+  releasePoints,
   rollbackTo,
   streamProgressPath,
 } from "../../src/replicator/recovery-points-client.js";
@@ -559,5 +560,29 @@ describe("recovery points over gRPC from a master target process", function () {
     // The marker placed meanwhile is dropped with the process server's cache when the resync is ordered.
     versions.set("v7", await replicate(() => Promise.resolve()));
     assert.equal(treeDifference(expectedVersion("v7"), await describeTree(pipeline.target)), "");
+  });
+  it("releases every point and the journal of a stream whose epoch ended, for the operator only, leaving the replica", async () => {
+    const points = await retained();
+    assert.ok(points.length > 0);
+    const replica = await describeTree(pipeline.target);
+    const hydrator = await connectRecoveryPoints(
+      masterTargetAddress(),
+      identity(commonNameOf({ role: "hydrator", machineId })),
+    );
+    try {
+      await assert.rejects(releasePoints(hydrator, machineId), { code: status.PERMISSION_DENIED });
+    } finally {
+      hydrator.close();
+    }
+    assert.deepEqual(await retained(), points);
+    const reply = await releasePoints(client, machineId);
+    assert.deepEqual(
+      pointsOf(reply.removed).map((point) => point.id),
+      points.map((point) => point.id),
+    );
+    assert.deepEqual(reply.usage, { segmentBytes: 0, objectBytes: 0, segments: 0 });
+    assert.deepEqual((await listPoints(client, machineId)).points, []);
+    assert.deepEqual((await releasePoints(client, machineId)).removed, [], "a repeat releases nothing more");
+    assert.equal(treeDifference(replica, await describeTree(pipeline.target)), "");
   });
 });

@@ -41,6 +41,7 @@ function contextFor(run: FailoverRun, work: StepWork, volumes: VolumePointsReply
     masterTargetAddress: () => "mt.shop-recovery.svc:7443",
     hydratorCertificate: () => Promise.reject(new Error("no certificate expected")),
     revokeAgent: () => Promise.reject(new Error("no revocation expected")),
+    releaseEpoch: () => Promise.reject(new Error("no release expected")),
   };
   return {
     run,

@@ -98,4 +98,33 @@ describe("journal: retention", () => {
       await journal.close();
     }
   });
+  it("releases every point and the whole journal of an ended epoch, refusing while a point is pinned", async () => {
+    const journal = await openJournal(site, { segmentBytes: 64 * 1024 });
+    try {
+      await applyWorkload(site, workload, journal);
+      const all = journal.points();
+      assert.ok((await journal.size()).segmentBytes > 0);
+      const unpin = journal.pin(all[1] ?? assert.fail("a second point"));
+      await assert.rejects(journal.releaseAll(), /being read/);
+      assert.equal(journal.points().length, all.length, "nothing is released while a point is read");
+      unpin();
+      const released = await journal.releaseAll();
+      assert.deepEqual(
+        released.map((point) => point.id),
+        all.map((point) => point.id),
+      );
+      assert.deepEqual(journal.points(), []);
+      assert.deepEqual(await journal.size(), { segmentBytes: 0, objectBytes: 0, segments: 0, points: 0 });
+      assert.deepEqual(await readdir(join(site.journalDir, "objects")), []);
+      assert.deepEqual(await journal.releaseAll(), [], "a repeat releases nothing more");
+    } finally {
+      await journal.close();
+    }
+    const reopened = await openJournal(site);
+    try {
+      assert.deepEqual(reopened.points(), [], "released points stay gone after a restart");
+    } finally {
+      await reopened.close();
+    }
+  });
 });

@@ -7,6 +7,7 @@ import {
   inDirection,
   replicatedView,
   directionOf,
+  endedReplication,
   reversedReplication,
 } from "../../src/controllers/protectedmachine/direction.js";
 import { processServerName, streamId } from "../../src/controllers/protectedmachine/names.js";
@@ -73,6 +74,25 @@ describe("replication direction (status.replication)", () => {
     );
     assert.equal(back.failedOverBy, undefined);
     assert.deepEqual(back.fullCopyVolumes, ["data-0"]);
+  });
+
+  it("names the direction a reprotect ended: the old master target's place and epoch", () => {
+    assert.equal(endedReplication(failedOver), undefined);
+    const reverse = reversedReplication(failedOver, "db-reprotect", "t", []);
+    const ended = endedReplication(reverse);
+    assert.deepEqual(
+      [ended?.direction, ended?.sourceNamespace, ended?.targetNamespace, ended?.targetSite, ended?.epoch],
+      ["Forward", "shop", "shop-dr", "recovery", 0],
+    );
+    const forward = reversedReplication({ ...reverse, failedOverBy: "back" }, "again", "t", []);
+    assert.deepEqual(
+      [
+        endedReplication(forward)?.direction,
+        endedReplication(forward)?.targetNamespace,
+        endedReplication(forward)?.epoch,
+      ],
+      ["Reverse", "shop", 1],
+    );
   });
 
   it("cannot reverse without the site the workload came from", () => {

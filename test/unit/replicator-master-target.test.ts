@@ -21,6 +21,7 @@ import {
 import { loadBlockHasher } from "../../src/replicator/block-hash.js";
 import { DurableCounter } from "../../src/replicator/durable-counter.js";
 import { sealFrame } from "../../src/replicator/frame-codec.js";
+import { InlineFrameSealer } from "../../src/replicator/frame-sealer.js";
 import { noJournal, type ChangeJournal } from "../../src/replicator/master-target/change-journal.js";
 import { batchFormatVersion, MachineApplier } from "../../src/replicator/master-target/machine-applier.js";
 import { BlockReplica, TreeReplica } from "../../src/replicator/master-target/replica.js";
@@ -83,7 +84,13 @@ describe("replicator master target apply", function () {
 
   async function openApplier(journal: ChangeJournal = noJournal): Promise<MachineApplier> {
     const counter = await DurableCounter.open(join(work, "applied"));
-    return new MachineApplier(machineId, new TreeReplica(replicaRoot, journal), journal, counter, key);
+    return new MachineApplier(
+      machineId,
+      new TreeReplica(replicaRoot, journal),
+      journal,
+      counter,
+      new InlineFrameSealer(key),
+    );
   }
 
   before(loadBlockHasher);
@@ -327,7 +334,7 @@ describe("replicator master target apply", function () {
       block,
       noJournal,
       await DurableCounter.open(join(work, "block.applied")),
-      key,
+      new InlineFrameSealer(key),
     );
     await blockApplier.applyFrames([
       frame(1, [

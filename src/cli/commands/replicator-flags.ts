@@ -82,3 +82,16 @@ export async function pointOptions(options: {
     appValue === "off" ? undefined : parseBoundedDuration(appValue, "--app-point-interval", app.minMs, app.maxMs);
   return { crashPointIntervalMs, appPointIntervalMs, hooks };
 }
+
+/** The threads that compress and seal (or open) frames; 0 runs them on the event loop. */
+export function withCodecWorkers(command: Command): Command {
+  return command.option(
+    "--codec-workers <n>",
+    "threads that compress and encrypt frames, 0 to 64 (0 = on the event loop; default: cores - 1, at least 1)",
+  );
+}
+
+export function codecWorkers(options: { codecWorkers?: string }): { codecWorkers?: number } {
+  if (options.codecWorkers === undefined) return {};
+  return { codecWorkers: parseBoundedInteger(options.codecWorkers, "--codec-workers", 0, 64) };
+}

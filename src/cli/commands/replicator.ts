@@ -7,11 +7,13 @@ import { captureStrategies, type CaptureRequest } from "../../replicator/agent/c
 import { startBarrierServer } from "../../replicator/agent/barrier-server.js";
 import { groupCommands } from "./group.js";
 import {
+  codecWorkers,
   collect,
   parseBoundedInteger,
   pointOptions,
   stderrLog,
   tlsFiles,
+  withCodecWorkers,
   withTls,
   type TlsOptions,
 } from "./replicator-flags.js";
@@ -49,7 +51,7 @@ async function serveUntilSignalled(server: RunningServer): Promise<void> {
 }
 
 function masterTargetCommand(): Command {
-  return withTls(new Command("master-target"))
+  return withCodecWorkers(withTls(new Command("master-target")))
     .description("apply replicated changes to replica directories or images, durably and in order")
     .requiredOption("--listen <address>", "host:port to serve on (port 0 picks a free one)")
     .requiredOption("--encryption-key <file>", "AES-256 key shared with the process server (32 bytes, hex or base64)")
@@ -68,6 +70,7 @@ function masterTargetCommand(): Command {
           blockReplica: string[];
           retention: string;
           pruneInterval: string;
+          codecWorkers?: string;
         },
       ) => {
         const retentionMs = checkRetention(parseRetention(options.retention));
@@ -84,6 +87,7 @@ function masterTargetCommand(): Command {
           replicas,
           recoveryPoints: { retentionMs, pruneIntervalMs: parseRetention(options.pruneInterval, "--prune-interval") },
           log: stderrLog,
+          ...codecWorkers(options),
         });
         await serveUntilSignalled(server);
       },
@@ -91,7 +95,7 @@ function masterTargetCommand(): Command {
 }
 
 function processServerCommand(): Command {
-  return withTls(new Command("process-server"))
+  return withCodecWorkers(withTls(new Command("process-server")))
     .description("cache agents' changes durably, compress and encrypt them, forward them to a master target")
     .requiredOption("--listen <address>", "host:port to serve on (port 0 picks a free one)")
     .requiredOption(
@@ -120,6 +124,7 @@ function processServerCommand(): Command {
           cacheLimit: string;
           bandwidthLimit: string;
           revokedSerials?: string;
+          codecWorkers?: string;
         },
       ) => {
         const server = await startProcessServer({
@@ -133,6 +138,7 @@ function processServerCommand(): Command {
           bandwidthBytesPerSecond: parseByteSize(options.bandwidthLimit, "--bandwidth-limit"),
           log: stderrLog,
           ...(options.revokedSerials === undefined ? {} : { revokedSerialsFile: resolve(options.revokedSerials) }),
+          ...codecWorkers(options),
         });
         await serveUntilSignalled(server);
       },

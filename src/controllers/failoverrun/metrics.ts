@@ -1,12 +1,18 @@
-// ksr_failover_runs_total{type,result}, ksr_failover_rto_seconds and
-// ksr_failover_step_duration_seconds{action}, in the manager's registry.
-import { Counter, Histogram, type Registry } from "prom-client";
-import type { FailoverRunType } from "../../api/types.js";
+// ksr_failover_runs_total{type,result}, ksr_failover_rto_seconds (a histogram),
+// ksr_failover_last_rto_seconds{type} and ksr_failover_step_duration_seconds{action},
+// in the manager's registry.
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { FailoverRunPhase, FailoverRunType } from "../../api/types.js";
 import type { Measurements } from "./machine.js";
+
+/** The labels of ksr_failover_runs_total, each exported from the start. */
+export const RUN_TYPES: readonly FailoverRunType[] = ["Test", "Planned", "Unplanned", "Reprotect"];
+export const RUN_RESULTS: readonly FailoverRunPhase[] = ["Succeeded", "Failed", "Committed", "CleanedUp"];
 
 export class FailoverMetrics {
   private readonly runs: Counter<"type" | "result">;
   private readonly rto: Histogram<"type">;
+  private readonly lastRto: Gauge<"type">;
   private readonly steps: Histogram<"action">;
 
   constructor(registry: Registry) {
@@ -17,11 +23,20 @@ export class FailoverMetrics {
       labelNames: ["type", "result"],
       registers,
     });
+    // A counter born at 1 has no earlier sample, so increase() over the dashboard's range would miss
+    // the first run of each kind: every series starts at 0 instead.
+    for (const type of RUN_TYPES) for (const result of RUN_RESULTS) this.runs.inc({ type, result }, 0);
     this.rto = new Histogram({
       name: "ksr_failover_rto_seconds",
       help: "Measured recovery time of a run: from its start until its last machine was up",
       labelNames: ["type"],
       buckets: [10, 30, 60, 120, 300, 600, 1800, 3600],
+      registers,
+    });
+    this.lastRto = new Gauge({
+      name: "ksr_failover_last_rto_seconds",
+      help: "Measured recovery time of the latest run of each type that measured one",
+      labelNames: ["type"],
       registers,
     });
     this.steps = new Histogram({
@@ -37,6 +52,9 @@ export class FailoverMetrics {
     if (measurements.stepEnded !== undefined)
       this.steps.observe({ action: measurements.stepEnded.action }, measurements.stepEnded.seconds);
     if (measurements.runEnded !== undefined) this.runs.inc({ type, result: measurements.runEnded.result });
-    if (measurements.rtoSeconds !== undefined) this.rto.observe({ type }, measurements.rtoSeconds);
+    if (measurements.rtoSeconds !== undefined) {
+      this.rto.observe({ type }, measurements.rtoSeconds);
+      this.lastRto.set({ type }, measurements.rtoSeconds);
+    }
   }
 }

@@ -36,16 +36,32 @@ export function reversedReplication(
   if (current.sourceSite === undefined)
     throw new Error("the site the workload ran in before the failover is not recorded; it cannot be reprotected");
   return {
-    direction: current.direction === "Forward" ? "Reverse" : "Forward",
-    sourceNamespace: current.targetNamespace,
-    sourceSite: current.targetSite,
-    targetNamespace: current.sourceNamespace,
-    targetSite: current.sourceSite,
+    ...turnedAround(current),
     epoch: current.epoch + 1,
     reprotectedBy: run,
     ...(fullCopyVolumes.length === 0 ? {} : { fullCopyVolumes: [...fullCopyVolumes] }),
     lastTransitionTime: now,
   };
+}
+
+/** From where replication wrote to where it read: a reprotect's new direction, or the one it ended. */
+function turnedAround(current: ReplicationDirectionStatus): ReplicationDirectionStatus {
+  return {
+    direction: current.direction === "Forward" ? "Reverse" : "Forward",
+    sourceNamespace: current.targetNamespace,
+    sourceSite: current.targetSite,
+    targetNamespace: current.sourceNamespace,
+    targetSite: current.sourceSite ?? "",
+    epoch: current.epoch,
+  };
+}
+
+/**
+ * The direction a reprotect ended (epoch N, when `current` is epoch N+1): where its master target
+ * ran and which streams it applied. Undefined before any reprotect.
+ */
+export function endedReplication(current: ReplicationDirectionStatus): ReplicationDirectionStatus | undefined {
+  return current.epoch === 0 ? undefined : { ...turnedAround(current), epoch: current.epoch - 1 };
 }
 
 /**

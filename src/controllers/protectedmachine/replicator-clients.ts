@@ -1,5 +1,5 @@
 // The operator's side of the replicators' control API (mutual TLS, common name ksr-operator): the
-// process server's Control.Status, the master target's RecoveryPoints.ListPoints and Rollback, and
+// process server's Control.Status, the master target's RecoveryPoints.ListPoints, Rollback and Prune (release), and
 // the agent's Barrier service (the operator is the coordinator of the points it cuts). One channel
 // per address, reused across reconciles, closed when the operator stops.
 import type { ChannelCredentials, VerifyOptions } from "@grpc/grpc-js";
@@ -9,6 +9,7 @@ import {
   RecoveryPointsClient,
   type ControlStatus,
   type ListPointsReply,
+  type PruneReply,
   type RollbackReply,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { callWithin } from "../../replicator/grpc-util.js";
@@ -86,6 +87,12 @@ export class ReplicatorClients {
   async rollback(peer: PeerAddress, machineId: string, pointId: string, pointSeq: number): Promise<RollbackReply> {
     const client = await this.client(this.points, peer, (a, c, o) => new RecoveryPointsClient(a, c, o));
     return callWithin(client.rollback.bind(client), { machineId, pointId, pointSeq }, rollbackTimeoutMs);
+  }
+
+  /** Releases every point and the journal of a stream whose epoch ended (PruneRequest.release_all). */
+  async releaseAll(peer: PeerAddress, machineId: string): Promise<PruneReply> {
+    const client = await this.client(this.points, peer, (a, c, o) => new RecoveryPointsClient(a, c, o));
+    return callWithin(client.prune.bind(client), { machineId, retentionMs: 0, releaseAll: true }, rollbackTimeoutMs);
   }
 
   /**

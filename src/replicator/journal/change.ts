@@ -93,7 +93,18 @@ export const entryKindDirectory = 2;
  */
 export interface ChangeJournal {
   beforeChange(change: JournalChange, replicaRoot: string): Promise<void>;
+  /**
+   * Optional: journals, with one fdatasync, what the leading run of `changes` that only change
+   * file content (writes, zero ranges, truncates) will destroy; `beforeChange` of those seqs then
+   * has nothing left to do. Called before any of them touches the replica.
+   */
+  prepare?(changes: readonly JournalChange[], replicaRoot: string): Promise<void>;
   sync(): Promise<void>;
+}
+
+/** Ops a journal can prepare in one run: each changes only its own file's content and size. */
+export function changesContentOnly(op: JournalOp | undefined): boolean {
+  return op?.$case === "write" || op?.$case === "zero" || op?.$case === "truncate";
 }
 
 /** Ops that change which entry a path names: they wait while a live hydration copies the replica. */

@@ -222,11 +222,25 @@ export class SegmentLog {
   }
 
   /** Appends a group and makes it durable before returning. */
-  async append(group: RecordGroup): Promise<void> {
+  append(group: RecordGroup): Promise<void> {
+    return this.appendGroups([group]);
+  }
+
+  /**
+   * Appends groups (in seq order) with one write and one fdatasync before returning. A crash can
+   * tear only the last of them; the complete ones before it stay valid groups.
+   */
+  async appendGroups(groups: readonly RecordGroup[]): Promise<void> {
     if (this.readOnly) throw new Error("the undo journal was opened read-only");
-    if (group.seq <= this.lastSeq) throw new Error(`seq ${group.seq} does not follow seq ${this.lastSeq}`);
-    const segment = await this.segmentForAppend(group.seq);
-    const buffer = encodeGroup(group);
+    const first = groups[0];
+    if (first === undefined) return;
+    groups.reduce((previous, group) => {
+      if (group.seq <= previous) throw new Error(`seq ${group.seq} does not follow seq ${previous}`);
+      return group.seq;
+    }, this.lastSeq);
+    const segment = await this.segmentForAppend(first.seq);
+    const encoded = groups.map((group) => encodeGroup(group));
+    const buffer = encoded.length === 1 ? (encoded[0] as Buffer) : Buffer.concat(encoded);
     const handle = this.appendHandle;
     if (handle === undefined) throw new Error("no segment open for appending");
     let written = 0;
@@ -235,10 +249,13 @@ export class SegmentLog {
       written += bytesWritten;
     }
     await handle.datasync();
-    this.groups.push({ seq: group.seq, segment: segment.name, offset: segment.bytes, bytes: buffer.length });
-    segment.bytes += buffer.length;
-    segment.lastSeq = group.seq;
-    for (const record of group.records) if (record.type === "point") this.points.push(record.point);
+    for (const [index, group] of groups.entries()) {
+      const bytes = encoded[index]?.length ?? 0;
+      this.groups.push({ seq: group.seq, segment: segment.name, offset: segment.bytes, bytes });
+      segment.bytes += bytes;
+      segment.lastSeq = group.seq;
+      for (const record of group.records) if (record.type === "point") this.points.push(record.point);
+    }
   }
 
   private async segmentForAppend(seq: number): Promise<Segment> {
@@ -312,6 +329,17 @@ export class SegmentLog {
     await fsyncDirectory(this.directory);
     this.groups.splice(0, this.groups.length, ...kept);
     this.points.splice(0, this.points.length, ...this.points.filter((point) => point.seq <= seq));
+  }
+
+  /** Deletes every segment: the log starts empty (the next append opens a new segment). */
+  async clear(): Promise<void> {
+    await this.appendHandle?.close();
+    this.appendHandle = undefined;
+    for (const segment of this.segments) await rm(segment.path, { force: true });
+    await fsyncDirectory(this.directory);
+    this.segments.splice(0);
+    this.groups.splice(0);
+    this.points.splice(0);
   }
 
   async close(): Promise<void> {

@@ -5,14 +5,14 @@ import { mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ChangeCapturer, IntervalState, type Capture } from "./capture.js";
 import { copyTree, LinkMap } from "./copy-tree.js";
-import { changesNamespace, type ChangeJournal, type JournalChange } from "./change.js";
+import { changesContentOnly, changesNamespace, type ChangeJournal, type JournalChange } from "./change.js";
 import { fsyncDirectory } from "../durable-fs.js";
 import { exists, lstatOrUndefined, writeFileAtomic } from "./durable.js";
 import { JournalCorruptError, JournalUsageError } from "./errors.js";
 import { parentOf, underRoot } from "./journal-path.js";
 import { consistencyUnspecified, invalidMarker, pointFromMarker, type RecoveryPoint } from "./point.js";
 import { acquireProcessLock } from "./process-lock.js";
-import type { UndoRecord } from "./record.js";
+import type { RecordGroup, UndoRecord } from "./record.js";
 import { SegmentLog, type GroupLocation } from "./segment-log.js";
 
 export interface UndoJournalOptions {
@@ -88,6 +88,8 @@ export class UndoJournal implements ChangeJournal {
   private readonly pins = new Map<number, number>();
   private lastChangeSeq: number;
   private rollbackTarget: string | undefined;
+  /** Changes up to this seq were journaled by prepare(): their beforeChange has nothing left to do. */
+  private preparedSeq = 0;
   private exclusive: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -135,7 +137,7 @@ export class UndoJournal implements ChangeJournal {
         `the replica is being rolled back to point "${this.rollbackTarget}"; finish the rollback before applying changes`,
       );
     const { op, seq } = change;
-    if (op === undefined) return;
+    if (op === undefined || seq <= this.preparedSeq) return;
     if (this.state.replica === undefined) await this.bindReplica(replicaRoot);
     if (seq <= this.log.lastSeq) {
       await this.completeMoves(seq, replicaRoot); // a replay after a crash: the journal already holds it
@@ -152,6 +154,53 @@ export class UndoJournal implements ChangeJournal {
     const capture = await new ChangeCapturer(replicaRoot, this.interval).capture(change, (index) => `${seq}-${index}`);
     if (capture.records.length > 0) await this.persist(seq, capture, replicaRoot);
     if (changesNamespace(op) || op.$case === "make") this.interval.reset();
+  }
+
+  /**
+   * Journals a run of content-only changes with one write and one fdatasync, before any of them
+   * touches the replica. Each is captured against the replica as it is before the run: a block
+   * the run writes twice is kept once (the interval remembers it as the run is captured), and
+   * content-only changes never move entries, so what a change destroys is what the replica held at
+   * the interval's start, exactly as when each is captured just before it is applied.
+   */
+  async prepare(changes: readonly JournalChange[], replicaRoot: string): Promise<void> {
+    this.assertWritable();
+    const first = changes[0];
+    // Left to beforeChange: a single change (same cost), replays, a rollback in progress (refused
+    // there), a replica not bound yet, and anything before the first point (nothing is journaled).
+    if (
+      first === undefined ||
+      changes.length < 2 ||
+      first.seq <= Math.max(this.log.lastSeq, this.preparedSeq) ||
+      this.rollbackTarget !== undefined ||
+      this.state.replica === undefined ||
+      this.points().length === 0 ||
+      !changes.every((change) => changesContentOnly(change.op))
+    )
+      return;
+    const groups: RecordGroup[] = [];
+    try {
+      for (const change of changes) {
+        const capture = await new ChangeCapturer(replicaRoot, this.interval).capture(
+          change,
+          (index) => `${change.seq}-${index}`,
+        );
+        if (capture.records.length > 0) groups.push({ seq: change.seq, records: capture.records });
+        this.remember(capture);
+      }
+      await this.log.appendGroups(groups);
+    } catch (error) {
+      this.interval.reset(); // what it remembered may not be durable: later captures keep it again
+      throw error;
+    }
+    this.preparedSeq = changes.at(-1)?.seq ?? this.preparedSeq;
+    this.lastChangeSeq = Math.max(this.lastChangeSeq, this.preparedSeq);
+  }
+
+  private remember(capture: Capture): void {
+    if (capture.remember !== undefined)
+      this.interval.remember(capture.remember.path, capture.remember.baseSize, capture.remember.blocks);
+    if (capture.rememberAttributes !== undefined) this.interval.rememberAttributes(capture.rememberAttributes);
   }
 
   /** Remembers which replica the journal belongs to (once it exists: an image appears on its first write). */
@@ -185,9 +234,7 @@ export class UndoJournal implements ChangeJournal {
   private async persist(seq: number, capture: Capture, replicaRoot: string): Promise<void> {
     await this.log.append({ seq, records: capture.records });
     for (const move of capture.moves) await this.moveIntoJournal(replicaRoot, move.path, move.object);
-    if (capture.remember !== undefined)
-      this.interval.remember(capture.remember.path, capture.remember.baseSize, capture.remember.blocks);
-    if (capture.rememberAttributes !== undefined) this.interval.rememberAttributes(capture.rememberAttributes);
+    this.remember(capture);
   }
 
   private async recordPoint(seq: number, marker: Parameters<typeof pointFromMarker>[1]): Promise<void> {
@@ -321,6 +368,31 @@ export class UndoJournal implements ChangeJournal {
     });
   }
 
+  /**
+   * Ends the journal's history: every point (the newest too), record and moved-out entry goes; the
+   * replica is untouched. For a stream whose epoch ended (docs/recovery.md): no point of it can be
+   * recovered any more. Repeating it after a crash finishes it.
+   */
+  releaseAll(): Promise<RecoveryPoint[]> {
+    return this.alone(async () => {
+      this.assertWritable();
+      if (this.hasPins)
+        throw new JournalUsageError(
+          `a point of ${this.directory} is being read (a hydration runs); release it after that`,
+        );
+      if (this.rollbackTarget !== undefined)
+        throw new JournalUsageError(
+          `a rollback to "${this.rollbackTarget}" is unfinished; release the journal after it`,
+        );
+      const removed = this.points();
+      await this.writeState({ ...this.state, floor: null });
+      await this.log.clear();
+      await this.removeObjects(() => true);
+      this.interval.reset();
+      return removed;
+    });
+  }
+
   /** Deletes what the floor made garbage; also finishes a prune a crash interrupted. */
   private async dropGarbage(): Promise<void> {
     const floor = this.state.floor;
@@ -359,6 +431,7 @@ export class UndoJournal implements ChangeJournal {
     await this.log.truncateAfter(point.seq);
     await this.removeObjects((seq) => seq > point.seq);
     this.lastChangeSeq = point.seq;
+    this.preparedSeq = Math.min(this.preparedSeq, point.seq);
     this.interval.reset();
     this.rollbackTarget = undefined;
   }

@@ -9,6 +9,8 @@ import type { Change } from "../../gen/ksr/replication/v1/replication.js";
  */
 export interface ChangeJournal {
   beforeChange(change: Change, replicaRoot: string): Promise<void>;
+  /** Journals the leading run of content-only changes at once (one fdatasync); see journal/change.ts. */
+  prepare?(changes: readonly Change[], replicaRoot: string): Promise<void>;
   sync(): Promise<void>;
 }
 

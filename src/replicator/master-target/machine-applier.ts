@@ -3,7 +3,8 @@
 // after the replica (and its journal) are durable.
 import { ChangeBatch, type Change, type Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
-import { decompress, open as openSealed } from "../frame-codec.js";
+import type { FrameSealer } from "../frame-sealer.js";
+import { changesContentOnly } from "../journal/change.js";
 import { ApplyError, needsBarrier, type Replica } from "./replica.js";
 import type { ChangeJournal } from "./change-journal.js";
 
@@ -35,7 +36,7 @@ export class MachineApplier {
     readonly replica: Replica,
     private readonly journal: ChangeJournal,
     private readonly applied: DurableCounter,
-    private readonly key: Buffer,
+    private readonly sealer: FrameSealer,
     private readonly admission: FrameAdmission = admitAll,
   ) {}
 
@@ -54,8 +55,9 @@ export class MachineApplier {
   applyFrames(frames: readonly Frame[]): Promise<number> {
     return this.exclusive(async () => {
       this.admission.admit(frames);
+      const opened = this.startOpening(frames);
       try {
-        for (const frame of frames) await this.applyFrame(frame);
+        for (const [index, frame] of frames.entries()) await this.applyFrame(frame, opened[index]);
       } catch (error) {
         this.pendingSeq = this.applied.value; // what was applied of a failed frame is replayed next time
         throw error;
@@ -68,13 +70,47 @@ export class MachineApplier {
 
   private pendingSeq = 0;
 
-  private async applyFrame(frame: Frame): Promise<void> {
+  /**
+   * Starts opening every frame that holds something not applied yet, so later frames are decrypted
+   * and decompressed (by the sealer's workers) while earlier ones are applied. A frame whose header
+   * is invalid is not opened: applyFrame rejects it in its turn.
+   */
+  private startOpening(frames: readonly Frame[]): (Promise<Buffer> | undefined)[] {
     const applied = Math.max(this.applied.value, this.pendingSeq);
-    const changes = this.openFrame(frame, applied);
+    return frames.map((frame) => {
+      if (this.headerProblem(frame) !== undefined || frame.lastSeq <= applied) return undefined;
+      const opening = this.sealer.open(frame);
+      opening.catch(() => undefined); // awaited in order; a failure before it leaves it unawaited
+      return opening;
+    });
+  }
+
+  private headerProblem(frame: Frame): string | undefined {
+    const { firstSeq, lastSeq } = frame;
+    if (frame.machineId !== this.machineId)
+      return `frame for machine "${frame.machineId}" sent on the stream of "${this.machineId}"`;
+    if (
+      !Number.isSafeInteger(firstSeq) ||
+      firstSeq < 1 ||
+      lastSeq < firstSeq ||
+      lastSeq - firstSeq >= maxChangesPerFrame
+    )
+      return `frame has an invalid sequence range ${firstSeq}..${lastSeq}`;
+    return undefined;
+  }
+
+  private async applyFrame(frame: Frame, opening: Promise<Buffer> | undefined): Promise<void> {
+    const applied = Math.max(this.applied.value, this.pendingSeq);
+    const changes = await this.openFrame(frame, applied, opening);
     if (changes === undefined) return;
     for (const change of changes) this.replica.validate(change);
-    for (const change of changes) {
+    let preparedUntil = 0;
+    for (const [index, change] of changes.entries()) {
       if (change.seq <= applied) continue;
+      if (index >= preparedUntil && changesContentOnly(change.op)) {
+        preparedUntil = contentRunEnd(changes, index);
+        await this.journal.prepare?.(changes.slice(index, preparedUntil), this.replica.root);
+      }
       if (needsBarrier(change)) {
         await this.commit(change.seq - 1);
         await this.replica.apply(change);
@@ -87,34 +123,22 @@ export class MachineApplier {
   }
 
   /** Returns the frame's changes, or undefined when all of them were applied already. */
-  private openFrame(frame: Frame, applied: number): Change[] | undefined {
+  private async openFrame(
+    frame: Frame,
+    applied: number,
+    opening: Promise<Buffer> | undefined,
+  ): Promise<Change[] | undefined> {
     const { firstSeq, lastSeq } = frame;
-    if (frame.machineId !== this.machineId)
-      throw new FrameRejected(`frame for machine "${frame.machineId}" sent on the stream of "${this.machineId}"`);
-    if (
-      !Number.isSafeInteger(firstSeq) ||
-      firstSeq < 1 ||
-      lastSeq < firstSeq ||
-      lastSeq - firstSeq >= maxChangesPerFrame
-    )
-      throw new FrameRejected(`frame has an invalid sequence range ${firstSeq}..${lastSeq}`);
+    const problem = this.headerProblem(frame);
+    if (problem !== undefined) throw new FrameRejected(problem);
     if (lastSeq <= applied) return undefined;
     if (firstSeq > applied + 1 && !frame.afterGap)
       throw new FrameRejected(
         `out of order: frame starts at seq ${firstSeq}, the replica needs seq ${applied + 1} next`,
       );
-    const header = {
-      machineId: frame.machineId,
-      firstSeq,
-      lastSeq,
-      codec: frame.codec,
-      uncompressedSize: frame.uncompressedSize,
-    };
     let batch: ChangeBatch;
     try {
-      batch = ChangeBatch.decode(
-        decompress(frame.codec, openSealed(this.key, header, frame.sealed), frame.uncompressedSize),
-      );
+      batch = ChangeBatch.decode(await (opening ?? this.sealer.open(frame)));
     } catch (error) {
       throw new FrameRejected(`frame ${firstSeq}..${lastSeq} is unreadable: ${(error as Error).message}`);
     }
@@ -146,6 +170,13 @@ export class MachineApplier {
       await this.applied.close();
     });
   }
+}
+
+/** Where the run of content-only changes starting at `from` ends (exclusive). */
+function contentRunEnd(changes: readonly Change[], from: number): number {
+  let end = from;
+  while (end < changes.length && changesContentOnly(changes[end]?.op)) end++;
+  return end;
 }
 
 export function isRejection(error: unknown): boolean {

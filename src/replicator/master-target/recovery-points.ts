@@ -10,6 +10,7 @@ import type {
   HydrateRequest,
   JournalUsage,
   PointInfo,
+  PruneReply,
   RecoveryPointsServer,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
@@ -290,6 +291,7 @@ export class RecoveryPointsHost {
       prune: (call, callback) => {
         answer(call, callback, async () => {
           const machine = this.machine(call.request.machineId);
+          if (call.request.releaseAll) return this.releaseAll(machine);
           checkRetentionArgument(call.request.retentionMs);
           const { removedPoints, floor } = await machine.journal.prune(call.request.retentionMs, Date.now());
           await this.removeStaleStagings(machine);
@@ -315,6 +317,26 @@ export class RecoveryPointsHost {
         });
       },
     };
+  }
+
+  // ------------------------------------------------------------------ release
+
+  /** Every point and the whole journal of a stream whose epoch ended; frames wait meanwhile. */
+  private async releaseAll(machine: MachinePoints): Promise<PruneReply> {
+    if (machine.admission.running !== undefined || machine.hydrations.size > 0)
+      throw new CallError(
+        status.FAILED_PRECONDITION,
+        `a rollback or hydration of machine "${machine.machineId}" is running; release its points after it finished`,
+      );
+    const release = () => machine.journal.releaseAll();
+    const removed = await (machine.applier === undefined ? release() : machine.applier.exclusive(release));
+    await this.removeStaleStagings(machine);
+    const usage = await this.usage(machine);
+    if (removed.length > 0)
+      this.log.info(
+        `recovery points of ${machine.machineId} released: ${removed.length} points and the journal (its epoch ended); journal ${usage.segmentBytes + usage.objectBytes} bytes`,
+      );
+    return { removed: removed.map(toPointInfo), oldestKept: undefined, usage };
   }
 
   // ------------------------------------------------------------------ rollback

@@ -13,6 +13,7 @@ import {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../block-hash.js";
 import { DurableCounter } from "../durable-counter.js";
+import { createFrameSealer, type FrameSealer } from "../frame-sealer.js";
 import { checkMachineId } from "../machine-id.js";
 import { shutdownServer, startServer, toStatus, type RunningServer } from "../grpc-util.js";
 import { requireRole, serverCredentials, type TlsFiles } from "../tls.js";
@@ -42,6 +43,8 @@ export interface MasterTargetOptions {
   /** Undo journals and retention of recovery points (default: 72h, pruned every minute). */
   recoveryPoints?: Partial<RecoveryPointOptions>;
   log?: RecoveryPointsLog;
+  /** Threads that open and decompress frames; 0 opens on the event loop (default: cores − 1, at least 1). */
+  codecWorkers?: number;
 }
 
 const silentLog: RecoveryPointsLog = { info: () => undefined, warn: () => undefined };
@@ -50,6 +53,7 @@ async function openMachine(
   options: MasterTargetOptions,
   spec: ReplicaSpec,
   points: RecoveryPointsHost,
+  sealer: FrameSealer,
 ): Promise<MachineApplier> {
   const journal = points.journal(spec.machineId);
   let replica: Replica;
@@ -68,7 +72,7 @@ async function openMachine(
     replica,
     journal,
     counter,
-    options.encryptionKey,
+    sealer,
     points.admission(spec.machineId),
   );
   points.attach(applier);
@@ -94,12 +98,14 @@ export async function startMasterTarget(options: MasterTargetOptions): Promise<R
     options.log ?? silentLog,
   );
   const machines = new Map<string, MachineApplier>();
+  const sealer = createFrameSealer(options.encryptionKey, options.codecWorkers);
   const closeAppliersAndPoints = async (): Promise<void> => {
     for (const applier of machines.values()) await applier.close();
     await points.close();
+    await sealer.close();
   };
   try {
-    for (const spec of options.replicas) machines.set(spec.machineId, await openMachine(options, spec, points));
+    for (const spec of options.replicas) machines.set(spec.machineId, await openMachine(options, spec, points, sealer));
   } catch (error) {
     await closeAppliersAndPoints();
     throw error;

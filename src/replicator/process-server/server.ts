@@ -20,7 +20,8 @@ import {
 } from "../../gen/ksr/replication/v1/replication.js";
 import { loadBlockHasher } from "../block-hash.js";
 import { isReportedCaptureStrategy, reportedCaptureStrategies } from "../capture-strategy.js";
-import { codecFor, encodeFrame, maxBatchBytes, sealFrame, type CompressionName } from "../frame-codec.js";
+import { codecFor, encodeFrame, maxBatchBytes, type CompressionName } from "../frame-codec.js";
+import { createFrameSealer, type FrameSealer } from "../frame-sealer.js";
 import {
   answerUnary,
   shutdownServer,
@@ -59,10 +60,14 @@ export interface ProcessServerOptions {
   log: ForwarderLog;
   /** Serials of revoked agent certificates, one per line (the operator's revocation ConfigMap, mounted). */
   revokedSerialsFile?: string;
+  /** Threads that compress and seal frames; 0 seals on the event loop (default: cores − 1, at least 1). */
+  codecWorkers?: number;
 }
 
 /** Agents are paused (HTTP/2 flow control) while this much of their data awaits fsync. */
 const backpressureBytes = 32 * 1024 * 1024;
+/** Batches of one push stream being sealed at once; more pause the stream until one is done. */
+const sealingPerStream = 8;
 
 export class PushRejected extends Error {
   constructor(message: string) {
@@ -92,6 +97,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
   await loadBlockHasher();
   await mkdir(options.cacheDir, { recursive: true });
   const committer = new GroupCommitter();
+  const sealer = createFrameSealer(options.encryptionKey, options.codecWorkers);
   const applyClient = new FastApplyClient(options.masterTarget, await clientCredentials(options.tls), grpcOptions);
   const machines = new Map<string, Promise<MachineState>>();
   const forwarders: Forwarder[] = [];
@@ -139,7 +145,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       );
     },
     push(call) {
-      servePush(call, machine, options, revoked);
+      servePush(call, machine, options, revoked, sealer);
     },
     replicaManifest(call) {
       relayManifest(call, applyClient, revoked);
@@ -225,6 +231,7 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
       for (const forwarder of forwarders) await forwarder.stop();
       applyClient.close();
       for (const state of machines.values()) await (await state).close();
+      await sealer.close();
     },
   };
 }
@@ -242,18 +249,13 @@ function isInvalid(error: unknown): boolean {
   return error instanceof PushRejected || (error instanceof Error && error.message.startsWith("machine id"));
 }
 
-/** Checks a push completely before anything is cached: machine, sizes, sequence and the batch inside. */
-function checkPush(request: PushRequest, state: MachineState): void {
-  if (request.machineId !== state.machineId)
-    throw new PushRejected(`push for machine "${request.machineId}" on the stream of "${state.machineId}"`);
+/** Checks what a push holds by itself: sizes, sequence range and the batch inside. */
+function checkBatch(request: PushRequest): void {
   if (request.batch.length > maxBatchBytes)
     throw new PushRejected(`batch of ${request.batch.length} bytes is over ${maxBatchBytes}`);
-  const accepted = state.cache.lastAcceptedSeq;
   const { firstSeq, lastSeq } = request;
   if (!Number.isSafeInteger(firstSeq) || firstSeq < 1 || lastSeq < firstSeq)
     throw new PushRejected(`invalid sequence range ${firstSeq}..${lastSeq}`);
-  if (firstSeq !== accepted + 1 && !(request.resync && firstSeq > accepted))
-    throw new PushRejected(`out of order: batch starts at seq ${firstSeq}, expected ${accepted + 1}`);
   let batch: ChangeBatch;
   try {
     batch = ChangeBatch.decode(request.batch);
@@ -262,7 +264,7 @@ function checkPush(request: PushRequest, state: MachineState): void {
   }
   if (batch.formatVersion !== batchFormatVersion)
     throw new PushRejected(`batch format ${batch.formatVersion} is not supported`);
-  if (batch.machineId !== state.machineId) throw new PushRejected(`batch names machine "${batch.machineId}"`);
+  if (batch.machineId !== request.machineId) throw new PushRejected(`batch names machine "${batch.machineId}"`);
   if (
     batch.changes.length !== lastSeq - firstSeq + 1 ||
     batch.changes.some((change, index) => change.seq !== firstSeq + index)
@@ -270,22 +272,86 @@ function checkPush(request: PushRequest, state: MachineState): void {
     throw new PushRejected(`batch ${firstSeq}..${lastSeq} does not hold exactly those seqs in order`);
 }
 
+/** Checks a push against its machine's cache: it must continue the sequence (or start a resync past it). */
+function checkOrder(request: PushRequest, state: MachineState): void {
+  if (request.machineId !== state.machineId)
+    throw new PushRejected(`push for machine "${request.machineId}" on the stream of "${state.machineId}"`);
+  const accepted = state.cache.lastAcceptedSeq;
+  const { firstSeq } = request;
+  if (firstSeq !== accepted + 1 && !(request.resync && firstSeq > accepted))
+    throw new PushRejected(`out of order: batch starts at seq ${firstSeq}, expected ${accepted + 1}`);
+}
+
+/**
+ * A push as checked on arrival: refused (raised in stream order, an invalid batch only after the
+ * machine's resync state is known) or being sealed.
+ */
+type ArrivedPush = { request: PushRequest; batchBytes: number } & (
+  { refused: "unauthorized" | "invalid"; error: unknown } | { refused: false; sealed: Promise<Frame> }
+);
+
+/** Stream-level pause with several independent reasons: resumed only when none is left. */
+class PauseReasons {
+  private readonly reasons = new Set<string>();
+  constructor(private readonly call: { pause(): void; resume(): void }) {}
+
+  set(reason: string, paused: boolean): void {
+    const before = this.reasons.size;
+    if (paused) this.reasons.add(reason);
+    else this.reasons.delete(reason);
+    if (before === 0 && this.reasons.size > 0) this.call.pause();
+    if (before > 0 && this.reasons.size === 0) this.call.resume();
+  }
+}
+
+/**
+ * One agent's push stream. Each batch is checked and handed to the sealer as it arrives, so several
+ * are sealed at once (off the event loop with the worker pool); the ordered step then takes them one
+ * at a time in arrival order, checks them against the cache and appends them, so the cache and the
+ * acks keep the stream's order and seqs.
+ */
 function servePush(
   call: ServerDuplexStream<PushRequest, PushAck>,
   machine: (machineId: string) => Promise<MachineState>,
   options: ProcessServerOptions,
   revoked: RevocationList | undefined,
+  sealer: FrameSealer,
 ): void {
   let queue: Promise<void> = Promise.resolve();
   let acks: Promise<void> = Promise.resolve();
   let failed = false;
+  let sealing = 0;
+  const pauses = new PauseReasons(call);
+  const codec = codecFor(options.compression);
   const fail = (error: unknown) => {
     if (failed) return;
     failed = true;
     call.emit("error", asStatus(error));
   };
-  const handle = async (request: PushRequest): Promise<void> => {
-    requireAgentOf(call, request.machineId, revoked);
+  const arrive = (request: PushRequest): ArrivedPush => {
+    const arrived = { request, batchBytes: request.batch.length };
+    try {
+      requireAgentOf(call, request.machineId, revoked);
+    } catch (error) {
+      return { ...arrived, refused: "unauthorized", error };
+    }
+    try {
+      checkBatch(request);
+    } catch (error) {
+      return { ...arrived, refused: "invalid", error };
+    }
+    sealing++;
+    pauses.set("sealing", sealing >= sealingPerStream);
+    const sealed = sealer.seal(codec, request, request.batch).finally(() => {
+      sealing--;
+      pauses.set("sealing", sealing >= sealingPerStream);
+    });
+    sealed.catch(() => undefined); // awaited in stream order, or dropped when the stream failed
+    return { ...arrived, refused: false, sealed };
+  };
+  const handle = async (arrived: ArrivedPush): Promise<void> => {
+    const { request, batchBytes } = arrived;
+    if (arrived.refused === "unauthorized") throw arrived.error;
     const state = await machine(request.machineId);
     if (state.needsResync && !request.resync) {
       acks = acks.then(() => {
@@ -293,15 +359,16 @@ function servePush(
       });
       return;
     }
-    checkPush(request, state);
-    state.progress.receivedBytes += request.batch.length;
+    if (arrived.refused !== false) throw arrived.error;
+    checkOrder(request, state);
+    state.progress.receivedBytes += batchBytes;
     // While the master target drains the cache, agents wait (backpressure); only an outage drops it.
     // An empty cache always takes one batch, however large, so progress is possible.
-    const overLimit = () => state.cache.bytes > 0 && state.cache.bytes + request.batch.length > options.cacheLimitBytes;
+    const overLimit = () => state.cache.bytes > 0 && state.cache.bytes + batchBytes > options.cacheLimitBytes;
     if (overLimit() && state.masterTargetReachable) {
-      call.pause();
+      pauses.set("cache limit", true);
       while (overLimit() && isReachable(state)) await state.changed.wait(1000);
-      call.resume();
+      pauses.set("cache limit", false);
     }
     if (overLimit()) {
       options.log.warn(
@@ -314,13 +381,13 @@ function servePush(
       return;
     }
     if (request.firstSeq > state.cache.lastAcceptedSeq + 1) await state.gapAt.set(request.firstSeq);
-    const frame = sealFrame(options.encryptionKey, codecFor(options.compression), request, request.batch);
+    const frame = await arrived.sealed;
     const { durable } = await state.cache.append(frame);
     state.uncommittedBytes += frame.sealed.length;
-    if (state.uncommittedBytes > backpressureBytes) call.pause();
+    if (state.uncommittedBytes > backpressureBytes) pauses.set("fsync", true);
     const settled = durable.then(async () => {
       state.uncommittedBytes -= frame.sealed.length;
-      if (state.uncommittedBytes <= backpressureBytes) call.resume();
+      if (state.uncommittedBytes <= backpressureBytes) pauses.set("fsync", false);
       if (request.resync) await state.resyncRequired.set(0);
       state.changed.notify();
     });
@@ -333,7 +400,9 @@ function servePush(
     acks.catch(fail);
   };
   call.on("data", (request: PushRequest) => {
-    queue = queue.then(() => (failed ? undefined : handle(request))).catch(fail);
+    if (failed) return;
+    const arrived = arrive(request);
+    queue = queue.then(() => (failed ? undefined : handle(arrived))).catch(fail);
   });
   call.on("end", () => {
     void queue.then(() => acks).then(() => call.end(), fail);

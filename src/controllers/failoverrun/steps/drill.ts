@@ -1,6 +1,6 @@
 // A drill's recovery of one machine: the chosen point of every volume is hydrated from the master
-// target into new claims of the drill namespace (replication goes on), by a Job on the recovery
-// site that runs `ksr replicator hydrate` with a certificate that may only read that machine's
+// target into new claims of the drill namespace (replication goes on), by a Job on the site where
+// the points are taken (the recovery site; the original one after a reprotect) that runs `ksr replicator hydrate` with a certificate that may only read that machine's
 // points; then the workload comes up there on the new claims. Every object carries the run's
 // labels, so cleanup deletes exactly them. Executing again only reads what exists: the Job
 // resumes an interrupted stream from the cursor it keeps on its own state claim.
@@ -19,6 +19,7 @@ import {
   type PersistentVolumeClaim,
 } from "../../../runtime/index.js";
 import { certificateSecretName } from "../../certificates/secret-issuer.js";
+import { replicatedView } from "../../protectedmachine/direction.js";
 import { componentLabel, replicatorPort, shorten, siteLabel } from "../../protectedmachine/names.js";
 import { image } from "../../protectedmachine/placement.js";
 import type { StepOutcome } from "../machine.js";
@@ -221,7 +222,10 @@ export async function recoverDrill(options: {
   /** The step's message as recorded (ensureRecovered). */
   recorded: string | undefined;
 }): Promise<StepOutcome> {
-  const { client, replicas, run, machine, namespace } = options;
+  const { client, replicas, run, namespace } = options;
+  // A reprotected machine drills from where its points are taken now: the view's source claims,
+  // master target and site (the original one), without the recovery site's class and overrides.
+  const machine = replicatedView(options.machine);
   const volumes = replicatedVolumes(machine);
   const block = volumes.find((volume) => volume.block);
   if (block !== undefined)

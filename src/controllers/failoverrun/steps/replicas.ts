@@ -1,7 +1,8 @@
 // What recovery steps ask of a machine's replicas: the master target's points per volume, a
 // rollback in place, a drill hydrator's narrow identity, and the fence of the source's agents.
 // One small interface, so the steps do not know how the master target is reached.
-import type { ProtectedMachine, VolumeStatus } from "../../../api/types.js";
+import { status as grpcStatus } from "@grpc/grpc-js";
+import type { ProtectedMachine, ReplicationDirectionStatus, VolumeStatus } from "../../../api/types.js";
 import type { RollbackReply } from "../../../gen/ksr/replication/v1/replication.js";
 import type { CertificateIssuer } from "../../certificates/issuer.js";
 import { directionOf, epochStreamId } from "../../protectedmachine/direction.js";
@@ -34,6 +35,18 @@ export interface RecoveryPointAccess {
   hydratorCertificate(namespace: string, machineId: string): Promise<string>;
   /** The agent of `machineId` loses its identity: the process server refuses it from now on. */
   revokeAgent(machine: ProtectedMachine, machineId: string): Promise<void>;
+  /**
+   * Every point and the journal of the machine's streams in an ended direction, at that
+   * direction's master target; returns the points released per stream. A master target that no
+   * longer holds a stream has nothing of it left to release.
+   */
+  releaseEpoch(machine: ProtectedMachine, ended: ReplicationDirectionStatus): Promise<ReleasedStream[]>;
+}
+
+export interface ReleasedStream {
+  readonly machineId: string;
+  readonly points: number;
+  readonly journalBytes: number;
 }
 
 /**
@@ -137,9 +150,11 @@ export function replicatedVolumes(machine: ProtectedMachine): ReplicatedVolume[]
   );
 }
 
-/** The master target of the machine's current direction (after a reprotect, at the original site). */
-function masterTargetOf(machine: ProtectedMachine): { name: string; namespace: string } {
-  const direction = directionOf(machine);
+/** The master target of a direction (by default the machine's current one: after a reprotect, at the original site). */
+function masterTargetOf(
+  machine: ProtectedMachine,
+  direction: ReplicationDirectionStatus = directionOf(machine),
+): { name: string; namespace: string } {
   const name = masterTargetName(machine.spec.policyRef.name, direction.sourceNamespace, direction.targetSite);
   return { name, namespace: direction.targetNamespace };
 }
@@ -175,6 +190,27 @@ export function newRecoveryPointAccess(options: {
     },
     revokeAgent(machine, machineId) {
       return certificates.revokeAgent({ namespace: directionOf(machine).sourceNamespace, machineId });
+    },
+    async releaseEpoch(machine, ended) {
+      const { name, namespace } = masterTargetOf(machine, ended);
+      const peer = servicePeer(name, namespace);
+      const released: ReleasedStream[] = [];
+      for (const volume of replicatedVolumes(machine)) {
+        const machineId = epochStreamId(volume.claimName, ended.epoch);
+        try {
+          const reply = await replicators.releaseAll(peer, machineId);
+          const usage = reply.usage;
+          released.push({
+            machineId,
+            points: reply.removed.length,
+            journalBytes: (usage?.segmentBytes ?? 0) + (usage?.objectBytes ?? 0),
+          });
+        } catch (error) {
+          if ((error as { code?: unknown }).code !== grpcStatus.NOT_FOUND) throw error;
+          released.push({ machineId, points: 0, journalBytes: 0 });
+        }
+      }
+      return released;
     },
   };
 }

@@ -7,8 +7,8 @@
 import type { ProtectedMachine, ReplicationDirectionStatus } from "../../../api/types.js";
 import { protectedMachines } from "../../../api/types.js";
 import { persistentVolumeClaims, rfc3339, type KubeClient } from "../../../runtime/index.js";
-import { reversedReplication, directionOf } from "../../protectedmachine/direction.js";
-import { runMachines } from "../machine.js";
+import { directionOf, endedReplication, reversedReplication } from "../../protectedmachine/direction.js";
+import { runMachines, type StepOutcome } from "../machine.js";
 import type { StepContext, StepExecutor } from "./types.js";
 
 /** Optional fields of status.replication: written as null when absent, so a merge patch removes them. */
@@ -81,6 +81,34 @@ function fullCopyNote(replication: ReplicationDirectionStatus): string {
     : `the original claims of ${gone.join(", ")} were gone: they were copied in full`;
 }
 
+/**
+ * Once the new epoch is protected, the points of the one it ended describe no volume that can be
+ * recovered (its replicas are the workload's volumes now): they are released with their journal
+ * at the old master target. Repeating it releases nothing more.
+ */
+async function releaseEnded(
+  context: StepContext,
+  machine: ProtectedMachine,
+  replication: ReplicationDirectionStatus,
+): Promise<StepOutcome> {
+  const ended = endedReplication(replication);
+  if (ended === undefined) return { state: "Succeeded" };
+  try {
+    const released = await context.replicas.releaseEpoch(machine, ended);
+    const points = released.reduce((total, stream) => total + stream.points, 0);
+    return {
+      state: "Succeeded",
+      message: `${points === 1 ? "the 1 recovery point" : `the ${points} recovery points`} of epoch ${ended.epoch} (${released.map((stream) => stream.machineId).join(", ")}) were released with their journal at ${ended.targetNamespace} (${ended.targetSite})`,
+    };
+  } catch (error) {
+    return {
+      state: "InProgress",
+      message: `protected in epoch ${replication.epoch}; releasing the recovery points of epoch ${ended.epoch} at ${ended.targetNamespace} (${ended.targetSite}): ${(error as Error).message}`,
+      recheckAfterMs: 5000,
+    };
+  }
+}
+
 export const reverseStep: StepExecutor = {
   async execute(context: StepContext) {
     const { run, client } = context;
@@ -118,11 +146,14 @@ export const reverseStep: StepExecutor = {
     const status = machine.status;
     const initial = status?.initialReplication;
     const compared = (initial?.epoch ?? 0) === replication.epoch && initial?.completionTime !== undefined;
-    if (status?.phase === "Protected" && compared)
+    if (status?.phase === "Protected" && compared) {
+      const released = await releaseEnded(context, machine, replication);
+      if (released.state !== "Succeeded") return released;
       return {
         state: "Succeeded",
-        message: `protected ${describe(replication)}: ${initial.bytesTotal ?? 0} bytes compared; ${fullCopyNote(replication)}`,
+        message: `protected ${describe(replication)}: ${initial.bytesTotal ?? 0} bytes compared; ${fullCopyNote(replication)}; ${released.message ?? ""}`,
       };
+    }
     return {
       state: "InProgress",
       message: `${status?.phase ?? "Enabling"} ${describe(replication)}: ${initial?.progressPercent ?? 0}% compared`,

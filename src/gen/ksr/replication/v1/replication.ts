@@ -454,6 +454,12 @@ export interface PruneRequest {
   machineId: string;
   /** Points older than this go (1h to 720h); the newest point always stays. */
   retentionMs: number;
+  /**
+   * Every point goes, the newest too, with the whole journal (retention_ms is not read): the
+   * stream's epoch ended (a reprotect turned replication around), so no point of it can be
+   * recovered any more. The replica is untouched. Refused while a hydration or rollback runs.
+   */
+  releaseAll: boolean;
 }
 
 export interface PruneReply {
@@ -3870,7 +3876,7 @@ export const ListPointsReply: MessageFns<ListPointsReply> = {
 };
 
 function createBasePruneRequest(): PruneRequest {
-  return { machineId: "", retentionMs: 0 };
+  return { machineId: "", retentionMs: 0, releaseAll: false };
 }
 
 export const PruneRequest: MessageFns<PruneRequest> = {
@@ -3880,6 +3886,9 @@ export const PruneRequest: MessageFns<PruneRequest> = {
     }
     if (message.retentionMs !== 0) {
       writer.uint32(16).uint64(message.retentionMs);
+    }
+    if (message.releaseAll !== false) {
+      writer.uint32(24).bool(message.releaseAll);
     }
     return writer;
   },
@@ -3911,6 +3920,14 @@ export const PruneRequest: MessageFns<PruneRequest> = {
             }
 
             message.retentionMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.releaseAll = reader.bool();
             continue;
           }
         }
