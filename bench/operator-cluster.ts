@@ -6,7 +6,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { down, up, type ClusterState } from "../src/local/cluster.js";
-import { replicationPolicies, type ProtectedMachine, type ReplicationPolicy } from "../src/api/types.js";
+import {
+  protectedMachines,
+  replicationPolicies,
+  type ProtectedMachine,
+  type ReplicationPolicy,
+} from "../src/api/types.js";
 import { KubeClient, namespaces, persistentVolumeClaims, pods } from "../src/runtime/index.js";
 import { packageRoot } from "../src/util/package-root.js";
 
@@ -54,9 +59,10 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined>
   }
 }
 
-/** Prints the result and writes it to bench/results/NAME.json. */
+/** Prints the result, with when it was taken and the machine's load, and writes it to bench/results/NAME.json. */
 export async function report(name: string, result: object): Promise<void> {
-  const text = `${JSON.stringify(result, undefined, 2)}\n`;
+  const load = (await readFile("/proc/loadavg", "utf8")).trim();
+  const text = `${JSON.stringify({ when: new Date().toISOString(), load, ...result }, undefined, 2)}\n`;
   process.stdout.write(text);
   await writeFile(join(packageRoot, "bench", "results", `${name}.json`), text);
 }
@@ -76,6 +82,18 @@ export async function createBenchNamespaces(client: KubeClient): Promise<void> {
     metadata: { name: "bench", namespace: benchNamespace },
     spec: { rpoThreshold: "5m", recoveryPointRetention: "1h", crashConsistentFrequency: "5m", compression: "zstd" },
   } as unknown as ReplicationPolicy);
+}
+
+/** The bench machine NAME once its status, for its current generation, is in `phase`. */
+export async function machineIn(
+  cluster: OperatorCluster,
+  name: string,
+  phase: string,
+): Promise<ProtectedMachine | undefined> {
+  const found = await cluster.client.get(protectedMachines, name, benchNamespace);
+  return found?.status?.phase === phase && found.status.observedGeneration === found.metadata.generation
+    ? found
+    : undefined;
 }
 
 export function benchMachine(name: string): ProtectedMachine {

@@ -4,7 +4,6 @@
 //   2. RPO p50/p99 read from the machine's status while its pod writes 5 MB/s;
 //   3. the leading operator's RSS with no machine and with 20 machines Protected.
 // KSR_BENCH_MACHINES (default 20) and KSR_BENCH_RPO_SECONDS (default 60) shrink it.
-import { execFileSync } from "node:child_process";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { protectedMachines } from "../src/api/types.js";
@@ -17,6 +16,7 @@ import {
   benchNamespace,
   copySeconds,
   createBenchNamespaces,
+  machineIn,
   report,
   until,
   withOperatorCluster,
@@ -43,10 +43,7 @@ export async function run(): Promise<void> {
       const status = await readFile(`/proc/${pid}/status`, "utf8");
       return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
     };
-    const protectedNow = async (name: string) => {
-      const found = await client.get(protectedMachines, name, ns);
-      return found?.status?.phase === "Protected" ? found : undefined;
-    };
+    const protectedNow = (name: string) => machineIn(cluster, name, "Protected");
     await createBenchNamespaces(client);
     const idleRss = await leaderRss();
 
@@ -84,8 +81,6 @@ export async function run(): Promise<void> {
     const manyRss = await leaderRss();
 
     const result = {
-      when: new Date().toISOString(),
-      load: execFileSync("cat", ["/proc/loadavg"]).toString().trim(),
       applyToProtected: {
         bytes: 100 * 1024 * 1024,
         seconds: protectSeconds,

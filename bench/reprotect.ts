@@ -27,6 +27,7 @@ import {
   benchTarget,
   copySeconds,
   createBenchNamespaces,
+  machineIn,
   report,
   until,
   withOperatorCluster,
@@ -47,12 +48,7 @@ export async function run(): Promise<void> {
       const found = await client.get(persistentVolumeClaims, claim, namespace);
       return join(dir, "node", "volumes", node, `pvc-${found?.metadata.uid ?? ""}`);
     };
-    const machinePhase = async (phase: string) => {
-      const found = await client.get(protectedMachines, name, ns);
-      return found?.status?.phase === phase && found.status.observedGeneration === found.metadata.generation
-        ? found
-        : undefined;
-    };
+    const machinePhase = (phase: string) => machineIn(cluster, name, phase);
     const runUntil = async (type: FailoverRunType, phase: FailoverRunPhase): Promise<FailoverRun> => {
       const created = await client.create(failoverRuns, {
         apiVersion: "dr.ksr.io/v1alpha1",
@@ -129,8 +125,6 @@ export async function run(): Promise<void> {
     // 4. Failback: a Planned run on the reprotected machine.
     const failback = await runUntil("Planned", "Succeeded");
     const result = {
-      when: new Date().toISOString(),
-      load: execFileSync("cat", ["/proc/loadavg"]).toString().trim(),
       volumeBytes,
       fullCopy: { cpSeconds, initialReplicationSeconds: fullCopySeconds },
       reprotect: {
