@@ -1,6 +1,6 @@
 // `npm run bench -- protection`: the operator end to end on a fresh `ksr local` cluster.
 //   1. apply → Protected for a StatefulSet with a 100 MiB volume, against `cp -a` + sync of the
-//      same volume directory in the same run (the floor: a copy inside one kernel);
+//      same volume directory in the same run, just before (the floor: a copy inside one kernel);
 //   2. RPO p50/p99 read from the machine's status while its pod writes 5 MB/s;
 //   3. the leading operator's RSS with no machine and with 20 machines Protected.
 // KSR_BENCH_MACHINES (default 20) and KSR_BENCH_RPO_SECONDS (default 60) shrink it.
@@ -14,13 +14,11 @@ import { ringOfMiB, writerStatefulSet } from "../test/fixture/writer.js";
 import {
   benchMachine,
   benchNamespace,
-  copySeconds,
-  createBenchNamespaces,
   machineIn,
+  protectAgainstCopy,
   report,
   until,
   withOperatorCluster,
-  writtenVolume,
 } from "./operator-cluster.js";
 
 const ns = benchNamespace;
@@ -44,17 +42,10 @@ export async function run(): Promise<void> {
       return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
     };
     const protectedNow = (name: string) => machineIn(cluster, name, "Protected");
-    await createBenchNamespaces(client);
     const idleRss = await leaderRss();
 
     // 1. apply → Protected, 100 MiB, against cp -a + sync of the same directory.
-    await client.create(statefulSets, writer("big", 100, control));
-    const claim = await writtenVolume(cluster, "data-big-0", 10 * 60_000);
-    const started = performance.now();
-    await client.create(protectedMachines, benchMachine("big"));
-    await until("big Protected", () => protectedNow("big"), 20 * 60_000);
-    const protectSeconds = (performance.now() - started) / 1000;
-    const baselineSeconds = await copySeconds(cluster, claim);
+    const big = await protectAgainstCopy(cluster, { name: "big", mib: 100, whileWriting: ringOfMiB }, 20 * 60_000);
 
     // 2. RPO under 5 MB/s, read from status (refreshed every 10 s by the controller).
     await writeFile(join(control, "big", "write"), "");
@@ -83,10 +74,10 @@ export async function run(): Promise<void> {
     const result = {
       applyToProtected: {
         bytes: 100 * 1024 * 1024,
-        seconds: protectSeconds,
+        seconds: big.protectSeconds,
         baseline: "cp -a + sync",
-        baselineSeconds,
-        ratio: baselineSeconds / protectSeconds,
+        baselineSeconds: big.cpSeconds,
+        ratio: big.cpSeconds / big.protectSeconds,
       },
       rpoUnder5MBps: {
         samples: rpo.length,
