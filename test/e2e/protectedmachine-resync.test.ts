@@ -15,7 +15,7 @@ import { eventually } from "../fixture/eventually.js";
 import { eventsAbout, kubectlDr } from "../fixture/machine-suite.js";
 import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
-import { appendSmall, writerStatefulSet } from "../fixture/writer.js";
+import { appendSmall, resyncPolicy, writerStatefulSet } from "../fixture/writer.js";
 
 const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 const minuteMs = 60_000;
@@ -29,19 +29,7 @@ describe("resync on the policy's schedule (e2e)", function () {
   let target: string;
   let windowStart = 0;
 
-  const policy = (name: string, resync: ReplicationPolicy["spec"]["resync"]): ReplicationPolicy => ({
-    apiVersion: "dr.ksr.io/v1alpha1",
-    kind: "ReplicationPolicy",
-    metadata: { name, namespace: ns },
-    spec: {
-      rpoThreshold: "10m",
-      recoveryPointRetention: "1h",
-      crashConsistentFrequency: "5m",
-      capture: "Continuous",
-      compression: "zstd",
-      resync,
-    },
-  });
+  const policy = (name: string, resync: ReplicationPolicy["spec"]["resync"]) => resyncPolicy(name, ns, resync);
   const until = <T>(what: string, name: string, check: (m: ProtectedMachine) => T | undefined, timeoutMs?: number) =>
     cluster.untilMachine(ns, name, what, check, timeoutMs);
   const dr = (...args: string[]) => kubectlDr(cluster.state.kubeconfig, ns, ...args);

@@ -9,27 +9,15 @@ import { driveResync, type ResyncDeps } from "../../src/controllers/protectedmac
 import type { VolumeObservation } from "../../src/controllers/protectedmachine/status.js";
 import type { ControlStatus } from "../../src/gen/ksr/replication/v1/replication.js";
 import { silentLogger, type ReconcileContext } from "../../src/runtime/index.js";
+import { controlStatus } from "../fixture/control-status.js";
 import { FakeClock } from "../fixture/fake-clock.js";
+import { resyncPolicy } from "../fixture/writer.js";
 
 type Resync = ReplicationPolicy["spec"]["resync"];
 
-const control = (fields: Partial<ControlStatus> = {}): ControlStatus => ({
-  machineId: "db-data",
-  capture: undefined,
-  durableSeq: 10,
-  appliedSeq: 10,
-  cachedBytes: 0,
-  resyncRequired: true,
-  masterTargetReachable: true,
-  recoveryTimeUnixMs: 0,
-  syncing: false,
-  syncBytesTotal: 0,
-  syncBytesDone: 0,
-  lastReportUnixMs: 0,
-  receivedBytes: 0,
-  resyncHeld: false,
-  ...fields,
-});
+/** The stream's process server says a resync is required (the request or a lost cache made it so). */
+const control = (fields: Partial<ControlStatus> = {}): ControlStatus =>
+  controlStatus({ machineId: "db-data", resyncRequired: true, ...fields });
 
 const machine = (resync?: ResyncStatus, requestedAt?: string): ProtectedMachine => ({
   apiVersion: "dr.ksr.io/v1alpha1",
@@ -53,19 +41,7 @@ const machine = (resync?: ResyncStatus, requestedAt?: string): ProtectedMachine 
 });
 
 const plan = (resync: Resync): Plan => ({
-  policy: {
-    apiVersion: "dr.ksr.io/v1alpha1",
-    kind: "ReplicationPolicy",
-    metadata: { name: "nightly", namespace: "shop" },
-    spec: {
-      rpoThreshold: "10m",
-      recoveryPointRetention: "1h",
-      crashConsistentFrequency: "5m",
-      capture: "Continuous",
-      compression: "zstd",
-      resync,
-    },
-  },
+  policy: resyncPolicy("nightly", "shop", resync),
   volumes: [
     {
       statusName: "data-0",
