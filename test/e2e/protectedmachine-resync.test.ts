@@ -47,7 +47,10 @@ describe("resync on the policy's schedule (e2e)", function () {
     // Closed for as long as the test runs: the window opens twelve hours from now.
     windowStart = Math.ceil(Date.now() / minuteMs) * minuteMs + 12 * 60 * minuteMs;
     await cluster.apply(policy("windowed", { mode: "Automatic", window: windowAt(windowStart) }));
-    await cluster.apply(policy("manual", { mode: "Manual" }));
+    // An idle agent hears of a requested resync on its next push; points every 30 s keep that
+    // prompt (under the 5-minute cadence the request waited for the first point).
+    const manual = policy("manual", { mode: "Manual" });
+    await cluster.apply({ ...manual, spec: { ...manual.spec, crashConsistentFrequency: "30s" } });
     for (const name of ["nightly", "manual"]) {
       await cluster.apply(writerStatefulSet({ name, namespace: ns, mib: 8, control, whileWriting: appendSmall }));
       await cluster.apply(
