@@ -1,14 +1,16 @@
 // What the operator benchmarks share: a fresh `ksr local` cluster with the operator installed by
-// `ksr install --wait`, a host directory for the writers' switches, polling, and the result file.
+// `ksr install --wait` and the bench namespaces and policy, a host directory for the writers' switches, polling, and the result file.
 import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { down, up, type ClusterState } from "../src/local/cluster.js";
-import { replicationPolicies, type ProtectedMachine, type ReplicationPolicy } from "../src/api/types.js";
-import { KubeClient, namespaces, persistentVolumeClaims, pods } from "../src/runtime/index.js";
+import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../src/api/types.js";
+import { KubeClient, namespaces, persistentVolumeClaims, statefulSets } from "../src/runtime/index.js";
 import { packageRoot } from "../src/util/package-root.js";
+import { defaultServiceAccount } from "../test/fixture/machine-suite.js";
+import { writerStatefulSet } from "../test/fixture/writer.js";
 
 export interface OperatorCluster {
   readonly dir: string;
@@ -20,7 +22,7 @@ export interface OperatorCluster {
   readonly ksr: (args: string[], inherit?: boolean) => Buffer;
 }
 
-/** Runs `body` on a fresh cluster with the operator installed, and removes everything afterwards. */
+/** Runs `body` on a fresh cluster with the operator installed and the bench namespaces and policy, and removes everything afterwards. */
 export async function withOperatorCluster(name: string, body: (cluster: OperatorCluster) => Promise<void>) {
   const dir = await mkdtemp(join(tmpdir(), `ksr-bench-${name}-`));
   const control = await mkdtemp(join(tmpdir(), "ksr-bench-ctl-"));
@@ -35,6 +37,7 @@ export async function withOperatorCluster(name: string, body: (cluster: Operator
     });
   try {
     ksr(["install", "--kubeconfig", state.kubeconfig, "--wait"]);
+    await createBenchNamespaces(client);
     await body({ dir, control, state, client, ksr });
   } finally {
     client.close();
@@ -54,9 +57,10 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined>
   }
 }
 
-/** Prints the result and writes it to bench/results/NAME.json. */
+/** Prints the result, with when it was taken and the machine's load, and writes it to bench/results/NAME.json. */
 export async function report(name: string, result: object): Promise<void> {
-  const text = `${JSON.stringify(result, undefined, 2)}\n`;
+  const load = (await readFile("/proc/loadavg", "utf8")).trim();
+  const text = `${JSON.stringify({ when: new Date().toISOString(), load, ...result }, undefined, 2)}\n`;
   process.stdout.write(text);
   await writeFile(join(packageRoot, "bench", "results", `${name}.json`), text);
 }
@@ -66,16 +70,34 @@ export const benchNamespace = "bench";
 export const benchTarget = "bench-dr";
 
 /** Both namespaces, and the policy "bench" (points every 5 minutes, zstd). */
-export async function createBenchNamespaces(client: KubeClient): Promise<void> {
+async function createBenchNamespaces(client: KubeClient): Promise<void> {
   for (const name of [benchNamespace, benchTarget]) await client.create(namespaces, { metadata: { name } });
-  await until("the default service account", () => client.get(pods, "none", benchNamespace).then(() => true), 30_000);
-  await new Promise((resolve) => setTimeout(resolve, 3000));
+  await defaultServiceAccount(client, benchNamespace);
   await client.create(replicationPolicies, {
     apiVersion: "dr.ksr.io/v1alpha1",
     kind: "ReplicationPolicy",
     metadata: { name: "bench", namespace: benchNamespace },
-    spec: { rpoThreshold: "5m", recoveryPointRetention: "1h", crashConsistentFrequency: "5m", compression: "zstd" },
-  } as unknown as ReplicationPolicy);
+    spec: {
+      rpoThreshold: "5m",
+      recoveryPointRetention: "1h",
+      crashConsistentFrequency: "5m",
+      capture: "Continuous",
+      compression: "zstd",
+      resync: { mode: "Automatic" },
+    },
+  });
+}
+
+/** The bench machine NAME once its status, for its current generation, is in `phase`. */
+export async function machineIn(
+  cluster: OperatorCluster,
+  name: string,
+  phase: string,
+): Promise<ProtectedMachine | undefined> {
+  const found = await cluster.client.get(protectedMachines, name, benchNamespace);
+  return found?.status?.phase === phase && found.status.observedGeneration === found.metadata.generation
+    ? found
+    : undefined;
 }
 
 export function benchMachine(name: string): ProtectedMachine {
@@ -120,4 +142,35 @@ export async function copySeconds(cluster: OperatorCluster, source: string): Pro
   const seconds = (performance.now() - started) / 1000;
   await rm(copy, { recursive: true, force: true });
   return seconds;
+}
+
+export interface TimedProtection {
+  /** The source volume's host directory. */
+  volume: string;
+  /** `cp -a` + sync of that directory. */
+  cpSeconds: number;
+  /** apply of the ProtectedMachine → Protected. */
+  protectSeconds: number;
+}
+
+/**
+ * A writer StatefulSet filling `mib` MiB, then its initial replication (apply → Protected) timed
+ * against `cp -a` + sync of the same directory in the same run (the floor: a copy inside one kernel).
+ */
+export async function protectAgainstCopy(
+  cluster: OperatorCluster,
+  writer: { name: string; mib: number; whileWriting: string },
+  timeoutMs: number,
+): Promise<TimedProtection> {
+  const { name, mib, whileWriting } = writer;
+  await cluster.client.create(
+    statefulSets,
+    writerStatefulSet({ name, namespace: benchNamespace, mib, control: cluster.control, whileWriting }),
+  );
+  const volume = await writtenVolume(cluster, `data-${name}-0`, timeoutMs);
+  const cpSeconds = await copySeconds(cluster, volume);
+  const started = performance.now();
+  await cluster.client.create(protectedMachines, benchMachine(name));
+  await until(`${name} Protected`, () => machineIn(cluster, name, "Protected"), timeoutMs);
+  return { volume, cpSeconds, protectSeconds: (performance.now() - started) / 1000 };
 }

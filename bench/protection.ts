@@ -1,10 +1,9 @@
 // `npm run bench -- protection`: the operator end to end on a fresh `ksr local` cluster.
 //   1. apply → Protected for a StatefulSet with a 100 MiB volume, against `cp -a` + sync of the
-//      same volume directory in the same run (the floor: a copy inside one kernel);
+//      same volume directory in the same run, just before (the floor: a copy inside one kernel);
 //   2. RPO p50/p99 read from the machine's status while its pod writes 5 MB/s;
 //   3. the leading operator's RSS with no machine and with 20 machines Protected.
 // KSR_BENCH_MACHINES (default 20) and KSR_BENCH_RPO_SECONDS (default 60) shrink it.
-import { execFileSync } from "node:child_process";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { protectedMachines } from "../src/api/types.js";
@@ -15,12 +14,11 @@ import { ringOfMiB, writerStatefulSet } from "../test/fixture/writer.js";
 import {
   benchMachine,
   benchNamespace,
-  copySeconds,
-  createBenchNamespaces,
+  machineIn,
+  protectAgainstCopy,
   report,
   until,
   withOperatorCluster,
-  writtenVolume,
 } from "./operator-cluster.js";
 
 const ns = benchNamespace;
@@ -43,21 +41,11 @@ export async function run(): Promise<void> {
       const status = await readFile(`/proc/${pid}/status`, "utf8");
       return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024;
     };
-    const protectedNow = async (name: string) => {
-      const found = await client.get(protectedMachines, name, ns);
-      return found?.status?.phase === "Protected" ? found : undefined;
-    };
-    await createBenchNamespaces(client);
+    const protectedNow = (name: string) => machineIn(cluster, name, "Protected");
     const idleRss = await leaderRss();
 
     // 1. apply → Protected, 100 MiB, against cp -a + sync of the same directory.
-    await client.create(statefulSets, writer("big", 100, control));
-    const claim = await writtenVolume(cluster, "data-big-0", 10 * 60_000);
-    const started = performance.now();
-    await client.create(protectedMachines, benchMachine("big"));
-    await until("big Protected", () => protectedNow("big"), 20 * 60_000);
-    const protectSeconds = (performance.now() - started) / 1000;
-    const baselineSeconds = await copySeconds(cluster, claim);
+    const big = await protectAgainstCopy(cluster, { name: "big", mib: 100, whileWriting: ringOfMiB }, 20 * 60_000);
 
     // 2. RPO under 5 MB/s, read from status (refreshed every 10 s by the controller).
     await writeFile(join(control, "big", "write"), "");
@@ -84,14 +72,12 @@ export async function run(): Promise<void> {
     const manyRss = await leaderRss();
 
     const result = {
-      when: new Date().toISOString(),
-      load: execFileSync("cat", ["/proc/loadavg"]).toString().trim(),
       applyToProtected: {
         bytes: 100 * 1024 * 1024,
-        seconds: protectSeconds,
+        seconds: big.protectSeconds,
         baseline: "cp -a + sync",
-        baselineSeconds,
-        ratio: baselineSeconds / protectSeconds,
+        baselineSeconds: big.cpSeconds,
+        ratio: big.cpSeconds / big.protectSeconds,
       },
       rpoUnder5MBps: {
         samples: rpo.length,

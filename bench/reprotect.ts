@@ -11,26 +11,18 @@ import { execFileSync } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  failoverRuns,
-  protectedMachines,
-  type FailoverRun,
-  type FailoverRunPhase,
-  type FailoverRunType,
-} from "../src/api/types.js";
-import { persistentVolumeClaims, pods, statefulSets } from "../src/runtime/index.js";
+import { failoverRuns, type FailoverRun, type FailoverRunPhase, type FailoverRunType } from "../src/api/types.js";
+import { persistentVolumeClaims, pods } from "../src/runtime/index.js";
 import { treesDiffer } from "../test/fixture/tree-compare.js";
-import { appendSmall, writerStatefulSet } from "../test/fixture/writer.js";
+import { appendSmall } from "../test/fixture/writer.js";
 import {
-  benchMachine,
   benchNamespace,
   benchTarget,
-  copySeconds,
-  createBenchNamespaces,
+  machineIn,
+  protectAgainstCopy,
   report,
   until,
   withOperatorCluster,
-  writtenVolume,
 } from "./operator-cluster.js";
 
 const ns = benchNamespace;
@@ -42,17 +34,12 @@ const blockSize = 64 * 1024;
 export async function run(): Promise<void> {
   const mib = Number(process.env.KSR_BENCH_MIB ?? 1024);
   await withOperatorCluster("reprotect", async (cluster) => {
-    const { dir, control, client, ksr } = cluster;
+    const { dir, client, ksr } = cluster;
     const volumeDir = async (namespace: string, node: string) => {
       const found = await client.get(persistentVolumeClaims, claim, namespace);
       return join(dir, "node", "volumes", node, `pvc-${found?.metadata.uid ?? ""}`);
     };
-    const machinePhase = async (phase: string) => {
-      const found = await client.get(protectedMachines, name, ns);
-      return found?.status?.phase === phase && found.status.observedGeneration === found.metadata.generation
-        ? found
-        : undefined;
-    };
+    const machinePhase = (phase: string) => machineIn(cluster, name, phase);
     const runUntil = async (type: FailoverRunType, phase: FailoverRunPhase): Promise<FailoverRun> => {
       const created = await client.create(failoverRuns, {
         apiVersion: "dr.ksr.io/v1alpha1",
@@ -79,20 +66,11 @@ export async function run(): Promise<void> {
       );
       await until("FailedOver", () => machinePhase("FailedOver"), 5 * 60_000);
     };
-    await createBenchNamespaces(client);
-    await client.create(
-      statefulSets,
-      writerStatefulSet({ name, namespace: ns, mib, control, whileWriting: appendSmall }),
-    );
-    const source = await writtenVolume(cluster, claim, 20 * 60_000);
     const volumeBytes = mib * 2 ** 20;
 
     // 1. A full copy, twice: cp -a + sync, and the product's initial replication.
-    const cpSeconds = await copySeconds(cluster, source);
-    const protectStarted = performance.now();
-    await client.create(protectedMachines, benchMachine(name));
-    await until("Protected", () => machinePhase("Protected"), 60 * 60_000);
-    const fullCopySeconds = (performance.now() - protectStarted) / 1000;
+    const full = await protectAgainstCopy(cluster, { name, mib, whileWriting: appendSmall }, 60 * 60_000);
+    const source = full.volume;
 
     // 2. Planned failover and commit; then 1% of the blocks change where the workload runs now.
     await commit(await runUntil("Planned", "Succeeded"));
@@ -129,10 +107,8 @@ export async function run(): Promise<void> {
     // 4. Failback: a Planned run on the reprotected machine.
     const failback = await runUntil("Planned", "Succeeded");
     const result = {
-      when: new Date().toISOString(),
-      load: execFileSync("cat", ["/proc/loadavg"]).toString().trim(),
       volumeBytes,
-      fullCopy: { cpSeconds, initialReplicationSeconds: fullCopySeconds },
+      fullCopy: { cpSeconds: full.cpSeconds, initialReplicationSeconds: full.protectSeconds },
       reprotect: {
         changedBlocks: chosen.size,
         changedBytes,

@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import type { OutgoingHttpHeaders } from "node:http";
 import { request, type RequestOptions } from "node:https";
 import type { Socket } from "node:net";
+import { encodeFrame, MessageReader, opcode } from "../util/websocket-frames.js";
 
 export const execProtocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"] as const;
 
@@ -30,65 +31,11 @@ export class ExecError extends Error {
 
 export const outputTailBytes = 4096;
 
-const opcodes = { continuation: 0, text: 1, binary: 2, close: 8, ping: 9, pong: 10 } as const;
 const channels = { stdout: 1, stderr: 2, status: 3, close: 255 } as const;
 
 /** A client's frame: always masked (RFC 6455 §5.3). */
-function clientFrame(opcode: number, payload: Buffer): Buffer {
-  const mask = randomBytes(4);
-  const length = payload.length;
-  const header =
-    length < 126
-      ? Buffer.from([0x80 | opcode, 0x80 | length])
-      : Buffer.from([0x80 | opcode, 0x80 | 126, length >> 8, length & 0xff]);
-  const masked = Buffer.from(payload.map((byte, index) => byte ^ (mask[index % 4] ?? 0)));
-  return Buffer.concat([header, mask, masked]);
-}
-
-/** Splits the server's (unmasked) frames into whole messages. */
-class ServerFrames {
-  private pending: Buffer = Buffer.alloc(0);
-  private fragments: Buffer[] = [];
-
-  constructor(
-    private readonly onMessage: (message: Buffer) => void,
-    private readonly onControl: (opcode: number, payload: Buffer) => void,
-  ) {}
-
-  push(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    for (;;) {
-      if (this.pending.length < 2) return;
-      const first = this.pending[0] ?? 0;
-      const second = this.pending[1] ?? 0;
-      if ((second & 0x80) !== 0) throw new ExecError("the API server sent a masked WebSocket frame");
-      let length = second & 0x7f;
-      let offset = 2;
-      if (length === 126) {
-        if (this.pending.length < 4) return;
-        length = this.pending.readUInt16BE(2);
-        offset = 4;
-      } else if (length === 127) {
-        if (this.pending.length < 10) return;
-        length = Number(this.pending.readBigUInt64BE(2));
-        offset = 10;
-      }
-      if (this.pending.length < offset + length) return;
-      const payload = this.pending.subarray(offset, offset + length);
-      this.pending = this.pending.subarray(offset + length);
-      const opcode = first & 0x0f;
-      if (opcode >= opcodes.close) {
-        this.onControl(opcode, payload);
-        continue;
-      }
-      this.fragments.push(Buffer.from(payload));
-      if ((first & 0x80) === 0) continue;
-      const message = Buffer.concat(this.fragments);
-      this.fragments = [];
-      this.onMessage(message);
-    }
-  }
-}
+const clientFrame = (frameOpcode: number, payload: Buffer) =>
+  encodeFrame(frameOpcode, payload, { mask: randomBytes(4) });
 
 interface Status {
   status?: string;
@@ -178,33 +125,32 @@ export function runExec(options: RequestOptions, timeoutMs: number, signal?: Abo
         else if (exit instanceof ExecError) finish(exit);
         else finish({ exitCode: exit, stdout: stdout.toString("utf8"), stderr: stderr.toString("utf8") });
       };
-      const frames = new ServerFrames(
-        (message) => {
-          const channel = message[0];
-          const data = message.subarray(1);
-          if (channel === channels.stdout) stdout = appendTail(stdout, data);
-          else if (channel === channels.stderr) stderr = appendTail(stderr, data);
-          else if (channel === channels.status) {
-            try {
-              exit = exitCodeOf(JSON.parse(data.toString("utf8")) as Status);
-            } catch {
-              exit = new ExecError(`unreadable exit status: ${data.toString("utf8").slice(0, 200)}`);
-            }
+      const onMessage = (message: Buffer): void => {
+        const channel = message[0];
+        const data = message.subarray(1);
+        if (channel === channels.stdout) stdout = appendTail(stdout, data);
+        else if (channel === channels.stderr) stderr = appendTail(stderr, data);
+        else if (channel === channels.status) {
+          try {
+            exit = exitCodeOf(JSON.parse(data.toString("utf8")) as Status);
+          } catch {
+            exit = new ExecError(`unreadable exit status: ${data.toString("utf8").slice(0, 200)}`);
           }
-        },
-        (opcode, payload) => {
-          if (opcode === opcodes.ping) upgraded.write(clientFrame(opcodes.pong, payload));
-          else if (opcode === opcodes.close) {
-            upgraded.end(clientFrame(opcodes.close, payload.subarray(0, 2)));
-            ended();
-          }
-        },
-      );
+        }
+      };
+      const reader = new MessageReader("server");
       upgraded.on("data", (chunk: Buffer) => {
         try {
-          frames.push(chunk);
+          for (const event of reader.push(chunk)) {
+            if (event.kind === "message") onMessage(event.data);
+            else if (event.opcode === opcode.ping) upgraded.write(clientFrame(opcode.pong, event.payload));
+            else if (event.opcode === opcode.close) {
+              upgraded.end(clientFrame(opcode.close, event.payload.subarray(0, 2)));
+              ended();
+            }
+          }
         } catch (error) {
-          finish(error as Error);
+          finish(new ExecError(`the API server broke the WebSocket protocol: ${(error as Error).message}`));
         }
       });
       upgraded.on("close", ended);

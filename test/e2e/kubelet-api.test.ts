@@ -8,7 +8,7 @@ import { request } from "node:https";
 import { join } from "node:path";
 import { strict as assert } from "node:assert";
 import { CoreV1Api, RbacAuthorizationV1Api, type V1Pod } from "@kubernetes/client-node";
-import { encodeMaskedFrame, opcode } from "../../src/local/node/kubelet-server/websocket.js";
+import { encodeFrame, MessageReader, opcode } from "../../src/util/websocket-frames.js";
 import { createCertificateAuthority, loadCertificateAuthority, type PemKeyPair } from "../../src/pki/certificates.js";
 import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
@@ -285,25 +285,15 @@ describe("kubelet API on the local nodes (e2e)", function () {
         req.on("upgrade", (res, socket) => {
           assert.equal(res.headers["sec-websocket-protocol"], "v4.channel.k8s.io");
           const received: Buffer[] = [];
-          let pending = Buffer.alloc(0);
+          const reader = new MessageReader("server");
           socket.on("data", (chunk: Buffer) => {
-            pending = Buffer.concat([pending, chunk]);
-            // Server frames are unmasked; these messages are shorter than 64 KiB.
-            for (;;) {
-              const short = (pending[1] ?? 0) & 0x7f;
-              const offset = short === 126 ? 4 : 2;
-              if (pending.length < offset) break;
-              const length = short === 126 ? pending.readUInt16BE(2) : short;
-              if (pending.length < offset + length) break;
-              if (((pending[0] ?? 0) & 0x0f) === opcode.binary)
-                received.push(pending.subarray(offset, offset + length));
-              pending = pending.subarray(offset + length);
-            }
+            for (const event of reader.push(chunk))
+              if (event.kind === "message" && event.binary) received.push(event.data);
           });
           socket.on("close", () => {
             resolve(received);
           });
-          socket.write(encodeMaskedFrame(opcode.binary, Buffer.from("\u0000hi\n"), randomBytes(4)));
+          socket.write(encodeFrame(opcode.binary, Buffer.from("\u0000hi\n"), { mask: randomBytes(4) }));
         });
         req.end();
       });

@@ -4,7 +4,7 @@
 // shared by the cases that build on each other (Protected, RPO, points, pause, agent restart,
 // deletion); bad input has its own machines.
 import { strict as assert } from "node:assert";
-import { mkdtemp, rm, writeFile, unlink } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../src/api/types.js";
@@ -26,6 +26,7 @@ import { revocationListName } from "../../src/controllers/certificates/secret-is
 import { policyDurationMs } from "../../src/controllers/replicationpolicy/flags.js";
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
+import { volumeDir as claimVolumeDir } from "../fixture/machine-suite.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
@@ -88,11 +89,8 @@ describe("ProtectedMachine end to end (e2e)", function () {
       timeoutMs,
       { describe: describe(name), intervalMs: 1000 },
     );
-  const volumeDir = async (namespace: string, claimName: string, node: string) => {
-    const claim = await client.get(persistentVolumeClaims, claimName, namespace);
-    assert.ok(claim?.metadata.uid !== undefined, `claim ${namespace}/${claimName}`);
-    return join(cluster.state.dir, "node", "volumes", node, `pvc-${claim.metadata.uid}`);
-  };
+  const volumeDir = (namespace: string, claimName: string, node: string) =>
+    claimVolumeDir(client, cluster.state.dir, namespace, claimName, node);
   const replicaMatches = async () => {
     const source = await volumeDir(ns, "data-app-0", "ksr-primary");
     const replica = await volumeDir(target, "data-app-0", "ksr-recovery");
@@ -360,7 +358,16 @@ describe("ProtectedMachine end to end (e2e)", function () {
       async () => ((await client.get(pods, "big-0", ns))?.status?.phase === "Running" ? true : undefined),
       120_000,
     );
-    await new Promise((resolve) => setTimeout(resolve, 15_000)); // its files written
+    const written = join(await volumeDir(ns, "data-big-0", "ksr-primary"), "ready");
+    await eventually(
+      "the writer's 100 MiB written (its /data/ready)",
+      () =>
+        stat(written).then(
+          () => true,
+          () => undefined,
+        ),
+      120_000,
+    );
     const started = performance.now();
     await client.create(protectedMachines, machine("big", "big"));
     await waitPhase("big", "InitialReplication");

@@ -6,21 +6,13 @@
 import { strict as assert } from "node:assert";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  failoverRuns,
-  protectedMachines,
-  replicationPolicies,
-  type FailoverRun,
-  type ProtectedMachine,
-} from "../../src/api/types.js";
+import { failoverRuns, protectedMachines, replicationPolicies, type FailoverRun } from "../../src/api/types.js";
 import { apiDurationMs } from "../../src/util/duration.js";
 import {
   KubeClient,
   namespaces,
   nodes,
-  persistentVolumeClaims,
   pods,
-  resourceType,
   services,
   statefulSets,
   type Pod,
@@ -31,7 +23,7 @@ import { eventually } from "../fixture/eventually.js";
 import { fastPolicy } from "../fixture/writer.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
-import { useOperator } from "../fixture/operator.js";
+import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
 import { prober, proberSettlesOn } from "./network-probers.js";
 
 interface Line {
@@ -52,17 +44,9 @@ function parseLog(text: string): Line[] {
     );
 }
 
-const serviceAccounts = resourceType({
-  group: "",
-  version: "v1",
-  kind: "ServiceAccount",
-  plural: "serviceaccounts",
-  namespaced: true,
-});
-
 describe("Recovery of data: drill, unplanned failover, change of point (e2e)", function () {
   this.timeout(15 * 60_000);
-  const cluster = useOperator("rd");
+  const cluster = useRecoverySuite("rd");
   let client: KubeClient;
 
   const dr = (args: string[]) => kubectlDr(cluster.state.kubeconfig, args);
@@ -113,49 +97,24 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
 
   /** A namespace with the writer, its Service, a policy and a machine replicating to NAMESPACE-dr. */
   async function protectWriter(namespace: string): Promise<void> {
-    await client.create(namespaces, { metadata: { name: namespace } });
-    await client.create(namespaces, { metadata: { name: `${namespace}-dr` } });
-    await eventually("the default service account", async () => client.get(serviceAccounts, "default", namespace));
+    await cluster.openNamespaces(namespace, `${namespace}-dr`);
     await client.create(replicationPolicies, fastPolicy(namespace));
     await client.create(statefulSets, writer(namespace));
     await client.create(services, {
       metadata: { name: "db", namespace },
       spec: { selector: { app: "db" }, ports: [{ name: "http", port: 8080, targetPort: "http" }] },
     });
-    await client.create(protectedMachines, {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ProtectedMachine",
-      metadata: { name: "db", namespace },
-      spec: {
-        policyRef: { name: "fast" },
-        source: { workloadRef: { kind: "StatefulSet", name: "db" } },
-        target: { site: "recovery", namespace: `${namespace}-dr`, storageClassName: "standard" },
-        paused: false,
-      },
-    } satisfies ProtectedMachine);
+    await client.create(protectedMachines, protectedMachine({ name: "db", namespace, target: `${namespace}-dr` }));
   }
 
   const machineOf = (namespace: string) => client.get(protectedMachines, "db", namespace);
   const withPoints = (namespace: string, count: number) =>
-    eventually(
-      `ProtectedMachine ${namespace}/db Protected with ${count} recovery points`,
-      async () => {
-        const found = await machineOf(namespace);
-        return found?.status?.phase === "Protected" && (found.status.recoveryPoints?.count ?? 0) >= count
-          ? found
-          : undefined;
-      },
-      5 * 60_000,
-      { describe: async () => JSON.stringify((await machineOf(namespace))?.status ?? {}), intervalMs: 2000 },
+    cluster.untilMachine(namespace, "db", `Protected with ${count} recovery points`, (found) =>
+      found.status?.phase === "Protected" && (found.status.recoveryPoints?.count ?? 0) >= count ? found : undefined,
     );
   const runOf = (namespace: string, name: string) => client.get(failoverRuns, name, namespace);
-  const volumeDir = async (namespace: string, claimName: string, node: string) => {
-    const claim = await client.get(persistentVolumeClaims, claimName, namespace);
-    assert.ok(claim?.metadata.uid !== undefined, `claim ${namespace}/${claimName}`);
-    return join(cluster.state.dir, "node", "volumes", node, `pvc-${claim.metadata.uid}`);
-  };
   const logIn = async (namespace: string, node: string) =>
-    parseLog(await readFile(join(await volumeDir(namespace, "data-db-0", node), "log"), "utf8"));
+    parseLog(await readFile(join(await cluster.volumeDir(namespace, "data-db-0", node), "log"), "utf8"));
   const podIP = async (namespace: string, name: string) =>
     eventually(`pod ${namespace}/${name} running with an IP`, async () => {
       const pod = await client.get(pods, name, namespace);
@@ -199,16 +158,12 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
   };
 
   before(async () => {
-    client = new KubeClient(cluster.kubeConfig);
+    client = cluster.client;
     await Promise.all([protectWriter(`${cluster.namespace}-drill`), protectWriter(`${cluster.namespace}-unpl`)]);
   });
   after(async () => {
     // Whatever happened, the next suite gets both sites back.
     await site("up", "primary");
-    for (const suffix of ["drill", "unpl"])
-      for (const name of [`${cluster.namespace}-${suffix}`, `${cluster.namespace}-${suffix}-dr`])
-        await client.delete(namespaces, { name });
-    client.close();
   });
 
   it("drills a chosen point into a namespace of its own while replication goes on, isolated, and cleans up exactly what it made", async () => {

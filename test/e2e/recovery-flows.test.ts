@@ -3,8 +3,7 @@
 // own claim) applied with the client as kubectl would, protected, and recovered through
 // `kubectl dr`. Each test has namespaces of its own; the cluster and operator are shared.
 import { strict as assert } from "node:assert";
-import { mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import {
   failoverRuns,
@@ -22,27 +21,16 @@ import {
   jobs,
   KubeClient,
   leases,
-  namespaces,
   persistentVolumeClaims,
   pods,
-  resourceType,
   statefulSets,
-  type KubeObject,
 } from "../../src/runtime/index.js";
 import { replicasAnnotation } from "../../src/controllers/failoverrun/steps/workload.js";
 import { eventually } from "../fixture/eventually.js";
 import { followDr, kubectlDr } from "../fixture/kubectl-dr.js";
-import { useOperator } from "../fixture/operator.js";
-import { appendSequence, writeFinal, writerStatefulSet } from "../fixture/writer.js";
+import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
+import { appendSequence, fastPolicy, writeFinal, writerStatefulSet } from "../fixture/writer.js";
 import { httpText } from "./local-node-helpers.js";
-
-const serviceAccounts = resourceType<KubeObject>({
-  group: "",
-  version: "v1",
-  kind: "ServiceAccount",
-  plural: "serviceaccounts",
-  namespaced: true,
-});
 
 type Group = RecoveryPlan["spec"]["groups"][number];
 type Action = NonNullable<Group["preActions"]>[number];
@@ -75,23 +63,15 @@ interface Shop {
 
 describe("Recovery plans and runs end to end (e2e)", function () {
   this.timeout(15 * 60_000);
-  const cluster = useOperator("rf");
+  const cluster = useRecoverySuite("rf");
   let client: KubeClient;
   let control: string;
   let shops = 0;
-  const made: string[] = [];
 
-  before(async () => {
-    client = new KubeClient(cluster.kubeConfig);
-    control = await mkdtemp(join(tmpdir(), "ksr-rf-ctl-"));
+  before(() => {
+    ({ client, control } = cluster);
   });
-  after(async () => {
-    client.close();
-    await rm(control, { recursive: true, force: true });
-  });
-  afterEach(async () => {
-    for (const name of made.splice(0)) await client.delete(namespaces, { name }).catch(() => undefined);
-  });
+  afterEach(() => cluster.closeNamespaces());
 
   const dr = (shop: Shop, ...args: string[]) => kubectlDr(cluster.state.kubeconfig, ["-n", shop.ns, ...args]);
   /** `kubectl dr failover shop --planned --wait`, bounded so a stuck run fails the test rather than hangs it. */
@@ -123,11 +103,8 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       timeoutMs,
       { describe: async () => JSON.stringify((await getRun(shop, name)).status ?? {}), intervalMs: 500 },
     );
-  const volumeFile = async (namespace: string, claimName: string, node: string, file: string) => {
-    const claim = await client.get(persistentVolumeClaims, claimName, namespace);
-    assert.ok(claim?.metadata.uid !== undefined, `claim ${namespace}/${claimName}`);
-    return readFile(join(cluster.state.dir, "node", "volumes", node, `pvc-${claim.metadata.uid}`, file), "utf8");
-  };
+  const volumeFile = async (namespace: string, claimName: string, node: string, file: string) =>
+    readFile(join(await cluster.volumeDir(namespace, claimName, node), file), "utf8");
   const lines = (text: string) => text.split("\n").filter((line) => line !== "");
 
   /**
@@ -138,29 +115,10 @@ describe("Recovery plans and runs end to end (e2e)", function () {
   async function openShop(groups: Group[], { api = false } = {}): Promise<Shop> {
     const ns = `${cluster.namespace}-${++shops}`;
     const shop = { ns, target: `${ns}-dr` };
-    for (const name of [shop.ns, shop.target]) {
-      await client.create(namespaces, { metadata: { name } });
-      made.push(name);
-    }
-    for (const namespace of [shop.ns, shop.target])
-      await eventually(`the default ServiceAccount in ${namespace}`, async () =>
-        (await client.get(serviceAccounts, "default", namespace)) === undefined ? undefined : true,
-      );
+    await cluster.openNamespaces(shop.ns, shop.target);
     await mkdir(join(control, ns, "db"), { recursive: true });
     await writeFile(join(control, ns, "db", "write"), "");
-    await client.create(replicationPolicies, {
-      apiVersion: "dr.ksr.io/v1alpha1",
-      kind: "ReplicationPolicy",
-      metadata: { name: "shop", namespace: ns },
-      spec: {
-        rpoThreshold: "2m",
-        recoveryPointRetention: "1h",
-        crashConsistentFrequency: "30s",
-        capture: "Continuous",
-        compression: "zstd",
-        resync: { mode: "Automatic" },
-      },
-    });
+    await client.create(replicationPolicies, fastPolicy(ns));
     await client.create(
       statefulSets,
       writerStatefulSet({
@@ -216,17 +174,15 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       });
     }
     for (const tier of tiers)
-      await client.create(protectedMachines, {
-        apiVersion: "dr.ksr.io/v1alpha1",
-        kind: "ProtectedMachine",
-        metadata: { name: tier, namespace: ns },
-        spec: {
-          policyRef: { name: "shop" },
-          source: { workloadRef: { kind: tier === "db" ? "StatefulSet" : "Deployment", name: tier } },
-          target: { site: "recovery", namespace: shop.target, storageClassName: "standard" },
-          paused: false,
-        },
-      });
+      await client.create(
+        protectedMachines,
+        protectedMachine({
+          name: tier,
+          namespace: ns,
+          target: shop.target,
+          kind: tier === "db" ? "StatefulSet" : "Deployment",
+        }),
+      );
     await client.create(recoveryPlans, {
       apiVersion: "dr.ksr.io/v1alpha1",
       kind: "RecoveryPlan",

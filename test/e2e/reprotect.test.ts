@@ -4,84 +4,28 @@
 // stage. Reprotect compares block hashes, so it overwrites what the old source wrote after the
 // last replicated change; when the original volumes are gone, it copies in full and says so.
 import { strict as assert } from "node:assert";
-import { execFile, spawn } from "node:child_process";
-import { mkdtemp, open, rm, writeFile, unlink } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open, writeFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { failoverRuns, protectedMachines, type ProtectedMachine } from "../../src/api/types.js";
-import {
-  KubeClient,
-  namespaces,
-  persistentVolumeClaims,
-  pods,
-  resourceType,
-  statefulSets,
-  type KubeObject,
-} from "../../src/runtime/index.js";
+import { KubeClient, namespaces, persistentVolumeClaims, pods, statefulSets } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
-import { useOperator } from "../fixture/operator.js";
+import { kubectlDr } from "../fixture/kubectl-dr.js";
+import { events } from "../fixture/machine-suite.js";
+import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
 
-const plugin = fileURLToPath(new URL("../../../bin/kubectl-dr.js", import.meta.url));
-const execute = promisify(execFile);
 const nodeOf = { primary: "ksr-primary", recovery: "ksr-recovery" } as const;
 type Site = keyof typeof nodeOf;
 
-const events = resourceType<KubeObject & { reason?: string; note?: string; regarding?: { name?: string } }>({
-  group: "events.k8s.io",
-  version: "v1",
-  kind: "Event",
-  plural: "events",
-  namespaced: true,
-});
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 describe("reprotect and failback end to end (e2e)", function () {
   this.timeout(10 * 60_000);
-  const cluster = useOperator("rp");
+  const cluster = useRecoverySuite("rp");
   let client: KubeClient;
   let control: string;
 
-  const kubectl = (args: string[], input?: string): Promise<Result> =>
-    new Promise((resolve, reject) => {
-      const child = spawn(join(cluster.state.binDir, "kubectl"), args, {
-        env: { ...process.env, KUBECONFIG: cluster.state.kubeconfig },
-        stdio: ["pipe", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on("error", reject);
-      child.on("close", (code) => {
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(input);
-    });
-  const apply = async (object: object) => {
-    const result = await kubectl(["apply", "-f", "-"], JSON.stringify(object));
-    assert.equal(result.code, 0, result.stderr);
-  };
-  const dr = async (namespace: string, ...args: string[]): Promise<Result> => {
-    try {
-      const { stdout, stderr } = await execute(
-        "node",
-        [plugin, "--kubeconfig", cluster.state.kubeconfig, "-n", namespace, ...args],
-        { maxBuffer: 16 * 1024 * 1024 },
-      );
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      return error as Result;
-    }
-  };
+  const apply = (object: object) => cluster.apply(object);
+  const dr = (namespace: string, ...args: string[]) => kubectlDr(cluster.state.kubeconfig, ["-n", namespace, ...args]);
   /** Runs `kubectl dr ...` that creates a run, and returns the run's name. */
   const startRun = async (namespace: string, ...args: string[]): Promise<string> => {
     const result = await dr(namespace, ...args);
@@ -102,25 +46,10 @@ describe("reprotect and failback end to end (e2e)", function () {
     }
 
     async create(mib: number): Promise<void> {
-      await client.create(namespaces, { metadata: { name: this.target } });
-      if (this.ns !== cluster.namespace) await client.create(namespaces, { metadata: { name: this.ns } });
-      await eventually("the default service account", async () =>
-        (await kubectl(["-n", this.ns, "get", "serviceaccount", "default"])).code === 0 ? true : undefined,
-      );
+      await cluster.openNamespaces(this.ns, this.target);
       await apply(fastPolicy(this.ns));
       await apply(writerStatefulSet({ name: this.name, namespace: this.ns, mib, control, whileWriting: appendSmall }));
-      const machine: ProtectedMachine = {
-        apiVersion: "dr.ksr.io/v1alpha1",
-        kind: "ProtectedMachine",
-        metadata: { name: this.name, namespace: this.ns },
-        spec: {
-          policyRef: { name: "fast" },
-          source: { workloadRef: { kind: "StatefulSet", name: this.name } },
-          target: { site: "recovery", namespace: this.target, storageClassName: "standard" },
-          paused: false,
-        },
-      };
-      await apply(machine);
+      await apply(protectedMachine({ name: this.name, namespace: this.ns, target: this.target }));
     }
 
     async remove(): Promise<void> {
@@ -137,23 +66,17 @@ describe("reprotect and failback end to end (e2e)", function () {
     }
 
     async waitMachine(what: string, ready: (machine: ProtectedMachine) => boolean): Promise<ProtectedMachine> {
-      return eventually(
-        `ProtectedMachine ${this.name}: ${what}`,
-        async () => {
-          const found = await this.machine();
-          return found !== undefined && found.status?.observedGeneration === found.metadata.generation && ready(found)
-            ? found
-            : undefined;
-        },
+      return cluster.untilMachine(
+        this.ns,
+        this.name,
+        what,
+        (found) => (found.status?.observedGeneration === found.metadata.generation && ready(found) ? found : undefined),
         4 * 60_000,
-        { describe: async () => JSON.stringify((await this.machine())?.status ?? {}), intervalMs: 1000 },
       );
     }
 
-    async volumeDir(namespace: string, site: Site): Promise<string> {
-      const claim = await client.get(persistentVolumeClaims, this.claim, namespace);
-      assert.ok(claim?.metadata.uid !== undefined, `claim ${namespace}/${this.claim}`);
-      return join(cluster.state.dir, "node", "volumes", nodeOf[site], `pvc-${claim.metadata.uid}`);
+    volumeDir(namespace: string, site: Site): Promise<string> {
+      return cluster.volumeDir(namespace, this.claim, nodeOf[site]);
     }
 
     /** The two volumes hold the same tree, byte for byte (eventually: replication is asynchronous). */
@@ -199,13 +122,14 @@ describe("reprotect and failback end to end (e2e)", function () {
     }
   }
 
-  before(async () => {
-    client = new KubeClient(cluster.kubeConfig);
-    control = await mkdtemp(join(tmpdir(), "ksr-rp-ctl-"));
-  });
-  after(async () => {
-    client.close();
-    await rm(control, { recursive: true, force: true });
+  /** The writer of "the original volumes are gone", created first: its initial replication overlaps the round trip. */
+  let lost: { world: World; created: Promise<void> };
+  before(() => {
+    ({ client, control } = cluster);
+    const world = new World(`${cluster.namespace}-gone`, "lost");
+    lost = { world, created: world.create(4) };
+    // Awaited in its describe's before(); a failure here must not go unhandled meanwhile.
+    lost.created.catch(() => undefined);
   });
 
   describe("the round trip: failover → commit → reprotect → failback → commit → reprotect", () => {
@@ -315,8 +239,8 @@ describe("reprotect and failback end to end (e2e)", function () {
   describe("the original volumes are gone", () => {
     let world: World;
     before(async () => {
-      world = new World(`${cluster.namespace}-gone`, "lost");
-      await world.create(4);
+      world = lost.world;
+      await lost.created;
     });
     after(() => world.remove());
 

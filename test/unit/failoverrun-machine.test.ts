@@ -4,7 +4,13 @@
 // every point of a run.
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import type { FailoverRunSpec, StepStatus } from "../../src/api/types.js";
-import { nextStep, plannedSteps, validationProblems } from "../../src/controllers/failoverrun/machine.js";
+import {
+  nextStep,
+  plannedSteps,
+  validationProblems,
+  type OtherRun,
+  type StepOutcome,
+} from "../../src/controllers/failoverrun/machine.js";
 import { machine, newRun, shopPlan, succeedAll, t0, World, type Executor } from "../fixture/failoverrun-world.js";
 
 const names = (steps: readonly StepStatus[]) => steps.map((step) => `${step.name}:${step.action}:${step.phase}`);
@@ -13,77 +19,55 @@ const approve = (world: World, step: string) => {
   world.patchSpec({ approvals: [...(world.run.spec.approvals ?? []), { step, approvedBy: "alice" }] });
 };
 
-/** Fails the named steps (others succeed as succeedAll does). */
-const failing =
-  (...steps: string[]): Executor =>
+type RunSpec = Partial<FailoverRunSpec> & Pick<FailoverRunSpec, "type">;
+
+/** A run whose plan's manual step (database/confirm) was approved when it was created. */
+const preApproved = (spec: RunSpec, approvedBy = "bob", comment?: string) =>
+  newRun({
+    ...spec,
+    approvals: [{ step: "database/confirm", approvedBy, ...(comment === undefined ? {} : { comment }) }],
+  });
+
+/** The named steps end with `outcome` (others succeed as succeedAll does). */
+const outcomeAt =
+  (steps: readonly string[], outcome: StepOutcome): Executor =>
   (work, world) =>
-    steps.includes(work.step.name) ? { state: "Failed", message: "exit code 3" } : succeedAll(work, world);
+    steps.includes(work.step.name) ? outcome : succeedAll(work, world);
+const failing = (...steps: string[]) => outcomeAt(steps, { state: "Failed", message: "exit code 3" });
+/** The step stays in progress (by default without asking for a recheck). */
+const stuckAt = (step: string, outcome: StepOutcome = { state: "InProgress" }) => outcomeAt([step], outcome);
+
+/** Another run on the same plan: a Planned one created an hour before t0, not started, unless said. */
+const otherRun = (fields: Partial<OtherRun> & Pick<OtherRun, "name">): OtherRun => ({
+  type: "Planned",
+  started: false,
+  creationTimestamp: "2026-12-01T09:00:00Z",
+  commit: false,
+  cleanup: false,
+  ...fields,
+});
+
+/** The shop plan's steps after stopping the sources: its groups in order, the manual step `confirm`. */
+const groupSteps = (confirm: "Pending" | "Skipped") => [
+  `database/pre/confirm:Manual:${confirm}`,
+  "database/recover/shop-db:Recover:Pending",
+  "api/recover/shop-api:Recover:Pending",
+  "api/post/smoke-test:Script:Pending",
+  "web/recover/shop-web:Recover:Pending",
+  "web/post/warm-up:Wait:Pending",
+  "web/post/switch-traffic:Traffic:Pending",
+  "web/post/notify:Webhook:Pending",
+];
+const shutdownSteps = ["shop-web", "shop-api", "shop-db"].map((m) => `shutdown/${m}:ShutDownSource:Pending`);
+const finalSyncSteps = ["shop-db", "shop-api", "shop-web"].map((m) => `final-sync/${m}:FinalSync:Pending`);
 
 describe("FailoverRun state machine (nextStep)", () => {
   describe("the steps each run type takes, in the plan's order", () => {
     const cases: readonly { type: FailoverRunSpec["type"]; spec?: Partial<FailoverRunSpec>; steps: string[] }[] = [
-      {
-        type: "Test",
-        steps: [
-          "database/pre/confirm:Manual:Skipped",
-          "database/recover/shop-db:Recover:Pending",
-          "api/recover/shop-api:Recover:Pending",
-          "api/post/smoke-test:Script:Pending",
-          "web/recover/shop-web:Recover:Pending",
-          "web/post/warm-up:Wait:Pending",
-          "web/post/switch-traffic:Traffic:Pending",
-          "web/post/notify:Webhook:Pending",
-        ],
-      },
-      {
-        type: "Planned",
-        steps: [
-          "shutdown/shop-web:ShutDownSource:Pending",
-          "shutdown/shop-api:ShutDownSource:Pending",
-          "shutdown/shop-db:ShutDownSource:Pending",
-          "final-sync/shop-db:FinalSync:Pending",
-          "final-sync/shop-api:FinalSync:Pending",
-          "final-sync/shop-web:FinalSync:Pending",
-          "database/pre/confirm:Manual:Pending",
-          "database/recover/shop-db:Recover:Pending",
-          "api/recover/shop-api:Recover:Pending",
-          "api/post/smoke-test:Script:Pending",
-          "web/recover/shop-web:Recover:Pending",
-          "web/post/warm-up:Wait:Pending",
-          "web/post/switch-traffic:Traffic:Pending",
-          "web/post/notify:Webhook:Pending",
-        ],
-      },
-      {
-        type: "Unplanned",
-        steps: [
-          "shutdown/shop-web:ShutDownSource:Pending",
-          "shutdown/shop-api:ShutDownSource:Pending",
-          "shutdown/shop-db:ShutDownSource:Pending",
-          "database/pre/confirm:Manual:Pending",
-          "database/recover/shop-db:Recover:Pending",
-          "api/recover/shop-api:Recover:Pending",
-          "api/post/smoke-test:Script:Pending",
-          "web/recover/shop-web:Recover:Pending",
-          "web/post/warm-up:Wait:Pending",
-          "web/post/switch-traffic:Traffic:Pending",
-          "web/post/notify:Webhook:Pending",
-        ],
-      },
-      {
-        type: "Unplanned",
-        spec: { unplanned: { shutDownSource: false } },
-        steps: [
-          "database/pre/confirm:Manual:Pending",
-          "database/recover/shop-db:Recover:Pending",
-          "api/recover/shop-api:Recover:Pending",
-          "api/post/smoke-test:Script:Pending",
-          "web/recover/shop-web:Recover:Pending",
-          "web/post/warm-up:Wait:Pending",
-          "web/post/switch-traffic:Traffic:Pending",
-          "web/post/notify:Webhook:Pending",
-        ],
-      },
+      { type: "Test", steps: groupSteps("Skipped") },
+      { type: "Planned", steps: [...shutdownSteps, ...finalSyncSteps, ...groupSteps("Pending")] },
+      { type: "Unplanned", steps: [...shutdownSteps, ...groupSteps("Pending")] },
+      { type: "Unplanned", spec: { unplanned: { shutDownSource: false } }, steps: groupSteps("Pending") },
     ];
     for (const { type, spec, steps } of cases)
       it(`${type}${spec === undefined ? "" : ` ${JSON.stringify(spec)}`}`, () => {
@@ -168,9 +152,7 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   it("commit asked for at creation runs after the failover", () => {
-    const world = new World(
-      newRun({ type: "Planned", commit: true, approvals: [{ step: "database/confirm", approvedBy: "bob" }] }),
-    );
+    const world = new World(preApproved({ type: "Planned", commit: true }));
     world.settle();
     strictEqual(world.run.status?.phase, "Committed");
     strictEqual(world.executions.at(-1), "commit");
@@ -178,7 +160,7 @@ describe("FailoverRun state machine (nextStep)", () => {
 
   it("an unplanned failover goes on when the source cannot be stopped", () => {
     const world = new World(
-      newRun({ type: "Unplanned", approvals: [{ step: "database/confirm", approvedBy: "bob" }] }),
+      preApproved({ type: "Unplanned" }),
       failing("shutdown/shop-web", "shutdown/shop-api", "shutdown/shop-db"),
     );
     world.settle();
@@ -230,15 +212,7 @@ describe("FailoverRun state machine (nextStep)", () => {
     });
 
     it("a finished Reprotect holds no later run (failback starts at once); a failover not committed holds it", () => {
-      const other = {
-        name: "back",
-        type: "Reprotect" as const,
-        phase: "Succeeded" as const,
-        started: true,
-        creationTimestamp: "2026-12-01T09:00:00Z",
-        commit: false,
-        cleanup: false,
-      };
+      const other = otherRun({ name: "back", type: "Reprotect", phase: "Succeeded", started: true });
       const failback = new World(newRun({ type: "Planned", planRef: undefined, machineRef: { name: "shop-db" } }));
       failback.plan = undefined;
       failback.otherRuns = [other];
@@ -289,11 +263,10 @@ describe("FailoverRun state machine (nextStep)", () => {
 
   describe("timeouts", () => {
     it("a script that runs past its timeout fails", () => {
-      const stuck: Executor = (work, world) =>
-        work.step.name === "api/post/smoke-test"
-          ? { state: "InProgress", message: "Job running" }
-          : succeedAll(work, world);
-      const world = new World(newRun({ type: "Test" }), stuck);
+      const world = new World(
+        newRun({ type: "Test" }),
+        stuckAt("api/post/smoke-test", { state: "InProgress", message: "Job running" }),
+      );
       world.settle((w) => w.run.status?.phase === "Failed", 60_000);
       strictEqual(world.step("api/post/smoke-test")?.message, "timed out after 10m");
       const started = Date.parse(world.step("api/post/smoke-test")?.startTime ?? "");
@@ -310,11 +283,10 @@ describe("FailoverRun state machine (nextStep)", () => {
       ok(!world.executions.includes("database/recover/shop-db"));
     });
     it("the wait the machine asks for ends at the deadline, not later", () => {
-      const stuck: Executor = (work, world) =>
-        work.step.name === "web/post/notify"
-          ? { state: "InProgress", recheckAfterMs: 3_600_000 }
-          : succeedAll(work, world);
-      const world = new World(newRun({ type: "Test" }), stuck);
+      const world = new World(
+        newRun({ type: "Test" }),
+        stuckAt("web/post/notify", { state: "InProgress", recheckAfterMs: 3_600_000 }),
+      );
       world.settle((w) => w.run.status?.currentStep === "web/post/notify");
       const end = world.reconcile();
       ok(end.last.kind === "Wait" && (end.last.requeueAfterMs ?? 0) <= 31_000, JSON.stringify(end.last));
@@ -322,18 +294,14 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   it("an approval given before the step is reached lets it pass at once", () => {
-    const world = new World(
-      newRun({ type: "Planned", approvals: [{ step: "database/confirm", approvedBy: "carol", comment: "CHG-1" }] }),
-    );
+    const world = new World(preApproved({ type: "Planned" }, "carol", "CHG-1"));
     world.settle();
     strictEqual(world.run.status?.phase, "Succeeded");
     strictEqual(world.step("database/pre/confirm")?.message, "approved by carol: CHG-1");
   });
 
   it("changing the recovery point stops every tier, rolls back in order, and comes before the commit", () => {
-    const world = new World(
-      newRun({ type: "Unplanned", approvals: [{ step: "database/confirm", approvedBy: "bob" }] }),
-    );
+    const world = new World(preApproved({ type: "Unplanned" }));
     world.settle();
     strictEqual(world.run.status?.dataLossWindow, "20s");
     world.patchSpec({ recoveryPointChanges: [{ select: "Time", time: "2026-12-01T09:30:00Z" }], commit: true });
@@ -361,42 +329,28 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   describe("a second run on the same plan waits and does not interleave", () => {
-    const other = {
-      type: "Planned" as const,
-      creationTimestamp: "2026-12-01T09:00:00Z",
-      commit: false,
-      cleanup: false,
-    };
-    const cases = [
-      {
-        name: "a running failover",
-        other: { ...other, name: "first", started: true, phase: "Running" as const },
-        waits: true,
-      },
-      { name: "an older run not yet started", other: { ...other, name: "first", started: false }, waits: true },
+    const cases: readonly { name: string; other: OtherRun; waits: boolean }[] = [
+      { name: "a running failover", other: otherRun({ name: "first", started: true, phase: "Running" }), waits: true },
+      { name: "an older run not yet started", other: otherRun({ name: "first" }), waits: true },
       {
         name: "a newer run not yet started",
-        other: { ...other, name: "later", started: false, creationTimestamp: "2026-12-01T11:00:00Z" },
+        other: otherRun({ name: "later", creationTimestamp: "2026-12-01T11:00:00Z" }),
         waits: false,
       },
       {
         name: "an uncommitted failover",
-        other: { ...other, name: "first", started: true, phase: "Succeeded" as const },
+        other: otherRun({ name: "first", started: true, phase: "Succeeded" }),
         waits: true,
       },
       {
         name: "a committed failover",
-        other: { ...other, name: "first", started: true, phase: "Committed" as const },
+        other: otherRun({ name: "first", started: true, phase: "Committed" }),
         waits: false,
       },
-      {
-        name: "a failed run",
-        other: { ...other, name: "first", started: true, phase: "Failed" as const },
-        waits: false,
-      },
+      { name: "a failed run", other: otherRun({ name: "first", started: true, phase: "Failed" }), waits: false },
       {
         name: "a finished drill (for a failover)",
-        other: { ...other, name: "first", type: "Test" as const, started: true, phase: "Succeeded" as const },
+        other: otherRun({ name: "first", type: "Test", started: true, phase: "Succeeded" }),
         waits: false,
       },
     ];
@@ -419,10 +373,11 @@ describe("FailoverRun state machine (nextStep)", () => {
       });
     it("a finished drill holds another drill until it is cleaned up", () => {
       const world = new World(newRun({ type: "Test" }));
-      world.otherRuns = [{ ...other, name: "drill", type: "Test", started: true, phase: "Succeeded" }];
+      const drill = otherRun({ name: "drill", type: "Test", started: true, phase: "Succeeded" });
+      world.otherRuns = [drill];
       world.reconcile();
       strictEqual(world.run.status?.phase, "Pending");
-      world.otherRuns = [{ ...other, name: "drill", type: "Test", started: true, phase: "Succeeded", cleanup: true }];
+      world.otherRuns = [{ ...drill, cleanup: true }];
       world.reconcile();
       strictEqual(world.run.status.phase, "Running");
     });
@@ -500,9 +455,7 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   it("a plan action removed from the plan during the run fails its step", () => {
-    const stuck: Executor = (work, world) =>
-      work.step.name === "api/post/smoke-test" ? { state: "InProgress" } : succeedAll(work, world);
-    const world = new World(newRun({ type: "Test" }), stuck);
+    const world = new World(newRun({ type: "Test" }), stuckAt("api/post/smoke-test"));
     world.settle((w) => w.run.status?.currentStep === "api/post/smoke-test");
     const plan = shopPlan();
     const api = plan.spec.groups[1];
@@ -514,9 +467,7 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   it("cleanup during a drill stops the step in progress and runs only the cleanup", () => {
-    const stuck: Executor = (work, world) =>
-      work.step.name === "api/post/smoke-test" ? { state: "InProgress" } : succeedAll(work, world);
-    const world = new World(newRun({ type: "Test" }), stuck);
+    const world = new World(newRun({ type: "Test" }), stuckAt("api/post/smoke-test"));
     world.settle((w) => w.run.status?.currentStep === "api/post/smoke-test");
     world.patchSpec({ cleanup: true });
     world.settle();
@@ -527,7 +478,7 @@ describe("FailoverRun state machine (nextStep)", () => {
   });
 
   describe("an operator restarted at any point resumes without repeating a finished step", () => {
-    const scenarios: readonly { name: string; spec: Partial<FailoverRunSpec> & Pick<FailoverRunSpec, "type"> }[] = [
+    const scenarios: readonly { name: string; spec: RunSpec }[] = [
       { name: "drill and cleanup", spec: { type: "Test", cleanup: true } },
       {
         name: "planned failover, change of point and commit",

@@ -87,76 +87,41 @@ describe("ksr install manifests", () => {
 });
 
 describe("ksr install --wait: why an operator pod is not ready", () => {
-  const pod = (extra: Partial<Pod>): Pod => ({ metadata: { name: "ksr-operator-x" }, ...extra });
+  type ContainerState = NonNullable<NonNullable<NonNullable<Pod["status"]>["containerStatuses"]>[number]["state"]>;
+  /** The operator pod on `node` with its one container in `state`. */
+  const operatorPod = (node: string, state: ContainerState, restartCount = 0): Pod => ({
+    metadata: { name: "ksr-operator-x" },
+    spec: { nodeName: node, containers: [{ name: "operator" }] },
+    status: {
+      containerStatuses: [
+        { name: "operator", image: "kube-site-recovery", imageID: "", ready: false, restartCount, state },
+      ],
+    },
+  });
   const cases: [string, Pod, RegExp][] = [
     [
       "unscheduled",
-      pod({
+      {
+        metadata: { name: "ksr-operator-x" },
         status: {
           conditions: [
             { type: "PodScheduled", status: "False", message: "0/2 nodes are available: 2 Insufficient cpu." },
           ],
         },
-      }),
+      },
       /pod ksr-operator-x is not scheduled: 0\/2 nodes are available: 2 Insufficient cpu\./,
     ],
     [
       "image not in the node's table",
-      pod({
-        spec: { nodeName: "ksr-recovery", containers: [{ name: "operator" }] },
-        status: {
-          containerStatuses: [
-            {
-              name: "operator",
-              image: "kube-site-recovery",
-              imageID: "",
-              ready: false,
-              restartCount: 0,
-              state: { waiting: { reason: "ErrImageNeverPull", message: "image x is not in the table" } },
-            },
-          ],
-        },
-      }),
+      operatorPod("ksr-recovery", { waiting: { reason: "ErrImageNeverPull", message: "image x is not in the table" } }),
       /on ksr-recovery: container operator waiting \(ErrImageNeverPull: image x is not in the table\)/,
     ],
     [
       "crashing",
-      pod({
-        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
-        status: {
-          containerStatuses: [
-            {
-              name: "operator",
-              image: "kube-site-recovery",
-              imageID: "",
-              ready: false,
-              restartCount: 3,
-              state: { terminated: { exitCode: 1, reason: "Error" } },
-            },
-          ],
-        },
-      }),
+      operatorPod("ksr-primary", { terminated: { exitCode: 1, reason: "Error" } }, 3),
       /container operator exited 1 \(Error\), restarts 3/,
     ],
-    [
-      "running, not ready",
-      pod({
-        spec: { nodeName: "ksr-primary", containers: [{ name: "operator" }] },
-        status: {
-          containerStatuses: [
-            {
-              name: "operator",
-              image: "kube-site-recovery",
-              imageID: "",
-              ready: false,
-              restartCount: 0,
-              state: { running: {} },
-            },
-          ],
-        },
-      }),
-      /running, not ready \(\/readyz failing\)/,
-    ],
+    ["running, not ready", operatorPod("ksr-primary", { running: {} }), /running, not ready \(\/readyz failing\)/],
   ];
   for (const [name, example, expected] of cases) {
     it(name, () => {

@@ -9,27 +9,13 @@ import {
   type VolumeObservation,
 } from "../../src/controllers/protectedmachine/status.js";
 import { Consistency, type ControlStatus, type PointInfo } from "../../src/gen/ksr/replication/v1/replication.js";
+import { controlStatus } from "../fixture/control-status.js";
 
 const now = Date.parse("2026-12-01T10:00:00Z");
 const minute = 60_000;
 
-const control = (fields: Partial<ControlStatus>): ControlStatus => ({
-  machineId: "m",
-  capture: { strategy: "write-ranges", reason: "fanotify pre-content events" },
-  durableSeq: 10,
-  appliedSeq: 10,
-  cachedBytes: 0,
-  resyncRequired: false,
-  masterTargetReachable: true,
-  recoveryTimeUnixMs: 0,
-  syncing: false,
-  syncBytesTotal: 0,
-  syncBytesDone: 0,
-  lastReportUnixMs: now - 1000,
-  receivedBytes: 0,
-  resyncHeld: false,
-  ...fields,
-});
+const control = (fields: Partial<ControlStatus>): ControlStatus =>
+  controlStatus({ lastReportUnixMs: now - 1000, ...fields });
 
 const volume = (name: string, fields?: Partial<ControlStatus>, points?: PointInfo[]): VolumeObservation => ({
   statusName: name,

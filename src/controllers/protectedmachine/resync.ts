@@ -8,7 +8,7 @@ import type { ProtectedMachine, ResyncStatus } from "../../api/types.js";
 import { rfc3339, type EventRecord, type ReconcileContext } from "../../runtime/index.js";
 import { resyncRequestAnnotation } from "./names.js";
 import type { Plan } from "./plan.js";
-import type { ProtectDeps } from "./protect.js";
+import type { ReplicatorClients } from "./replicator-clients.js";
 import { servicePeer } from "./replicators.js";
 import { checkTimeZone, describeWindow, inWindow, nextOpening } from "./resync-window.js";
 import type { VolumeObservation } from "./status.js";
@@ -21,8 +21,13 @@ export interface ResyncObservation {
   events: EventRecord[];
 }
 
+/** What driving a resync calls: the process server's resync controls. */
+export interface ResyncDeps {
+  replicators: Pick<ReplicatorClients, "requestResync" | "holdResync">;
+}
+
 export async function driveResync(
-  deps: ProtectDeps,
+  deps: ResyncDeps,
   machine: ProtectedMachine,
   plan: Plan,
   volumes: readonly VolumeObservation[],

@@ -19,14 +19,8 @@ import {
   type SpdyStream,
 } from "../../../src/local/node/kubelet-server/spdy.js";
 import { channelCodec, webSocketProtocols } from "../../../src/local/node/kubelet-server/channels.js";
-import {
-  acceptKey,
-  encodeFrame,
-  encodeMaskedFrame,
-  opcode,
-  WebSocketProtocolError,
-  WsFrameReader,
-} from "../../../src/local/node/kubelet-server/websocket.js";
+import { acceptKey } from "../../../src/local/node/kubelet-server/websocket.js";
+import { splitAt } from "../../fixture/property-runs.js";
 
 function adler32(data: Buffer): number {
   let a = 1;
@@ -67,18 +61,6 @@ const encode = (f: RawFrame) =>
   f.control ? encodeControlFrame(f.type, f.flags, f.payload) : encodeDataFrame(f.streamId, f.data, f.flags === 1);
 
 /** Splits bytes at the given cut points. */
-function split(bytes: Buffer, cuts: number[]): Buffer[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const pieces: Buffer[] = [];
-  let last = 0;
-  for (const point of points) {
-    pieces.push(bytes.subarray(last, point));
-    last = point;
-  }
-  pieces.push(bytes.subarray(last));
-  return pieces;
-}
-
 describe("kubelet API: SPDY/3.1 framing", () => {
   it("uses the SPDY/3 header dictionary (1423 bytes, the spec's Adler-32)", () => {
     assert.equal(headerDictionary.length, 1423);
@@ -131,7 +113,7 @@ describe("kubelet API: SPDY/3.1 framing", () => {
     fc.assert(
       fc.property(fc.array(frame, { maxLength: 8 }), fc.array(fc.nat(), { maxLength: 10 }), (frames, cuts) => {
         const reader = new FrameReader();
-        const read = split(Buffer.concat(frames.map(encode)), cuts).flatMap((piece) => reader.push(piece));
+        const read = splitAt(Buffer.concat(frames.map(encode)), cuts).flatMap((piece) => reader.push(piece));
         assert.deepEqual(
           read.map((f) => (f.control ? { ...f, payload: [...f.payload] } : { ...f, data: [...f.data] })),
           frames.map((f) => (f.control ? { ...f, payload: [...f.payload] } : { ...f, data: [...f.data] })),
@@ -304,41 +286,9 @@ describe("kubelet API: SPDY session", () => {
   });
 });
 
-describe("kubelet API: WebSocket framing and channels", () => {
+describe("kubelet API: WebSocket handshake and channels", () => {
   it("answers the handshake with RFC 6455's accept key", () => {
     assert.equal(acceptKey("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-  });
-
-  it("unmasks every client frame, however the bytes are split", () => {
-    fc.assert(
-      fc.property(
-        fc.array(
-          fc.tuple(
-            fc.constantFrom(opcode.text, opcode.binary, opcode.ping),
-            fc.uint8Array({ maxLength: 70_000 }).map((a) => Buffer.from(a)),
-            fc.uint8Array({ minLength: 4, maxLength: 4 }).map((a) => Buffer.from(a)),
-          ),
-          { maxLength: 4 },
-        ),
-        fc.array(fc.nat(), { maxLength: 8 }),
-        (frames, cuts) => {
-          const reader = new WsFrameReader();
-          const bytes = Buffer.concat(frames.map(([op, payload, mask]) => encodeMaskedFrame(op, payload, mask)));
-          const read = split(bytes, cuts).flatMap((piece) => reader.push(piece));
-          assert.deepEqual(
-            read.map((f) => [f.opcode, f.payload.toString("hex")]),
-            frames.map(([op, payload]) => [op, payload.toString("hex")]),
-          );
-        },
-      ),
-      { numRuns: 50 },
-    );
-  });
-
-  it("refuses unmasked client frames and frames over the size limit", () => {
-    assert.throws(() => new WsFrameReader().push(encodeFrame(opcode.text, Buffer.from("x"))), /must be masked/);
-    const huge = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0x10, 0, 0, 0]);
-    assert.throws(() => new WsFrameReader().push(huge), WebSocketProtocolError);
   });
 
   for (const protocol of webSocketProtocols) {
