@@ -21,6 +21,7 @@ import {
   jobs,
   KubeClient,
   leases,
+  namespaces,
   persistentVolumeClaims,
   pods,
   statefulSets,
