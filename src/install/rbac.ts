@@ -54,7 +54,7 @@ export const clusterRules: readonly PolicyRule[] = [
     resources: ["services", "persistentvolumeclaims", "secrets", "configmaps"],
     verbs: manage,
     reason:
-      "replicator Services; cache, replica and journal PVCs; the CA and replicator mTLS Secrets; the agent revocation list and agents' hooks files",
+      "replicator Services; cache, replica and journal PVCs; the CA and replicator mTLS Secrets; the agent revocation list and agents' hooks files; recovered workloads' Services, Secrets and ConfigMaps copied from the source namespace (get, create), a drill's copies deleted at its cleanup (list, delete)",
   },
   {
     apiGroups: [""],

@@ -2,12 +2,14 @@
 // machine, stop a recovered workload, commit, and clean a drill up.
 import type { FailoverRun, ProtectedMachine, UsedRecoveryPoint } from "../../../api/types.js";
 import {
+  configMaps,
   deployments,
   isAlreadyExists,
   jobs,
   namespaces,
   networkPolicies,
   persistentVolumeClaims,
+  secrets,
   services,
   statefulSets,
   type KubeClient,
@@ -144,7 +146,7 @@ export const recoverStep: StepExecutor = {
       const point = finalSyncPoint(machine);
       if (work.recordedPoint === undefined && point !== undefined)
         return { state: "InProgress", point, message: `recovering to ${point.id}`, recheckAfterMs: 500 };
-      return recoverPlanned(client, machine, run);
+      return recoverPlanned(client, machine, run, work.step.message);
     }
     const chosen = await choosePoint(context, machine, work.change);
     if (!chosen.ok) return chosen.outcome;
@@ -163,7 +165,15 @@ export const recoverStep: StepExecutor = {
       const namespace = drillNamespaceOf(run);
       await ensureNamespace(client, run, namespace);
       await ensureIsolation(client, run, namespace);
-      outcome = await recoverDrill({ client, replicas, run, machine, namespace, chosen: volumes });
+      outcome = await recoverDrill({
+        client,
+        replicas,
+        run,
+        machine,
+        namespace,
+        chosen: volumes,
+        recorded: work.step.message,
+      });
     } else {
       outcome = await recoverInPlace({
         client,
@@ -174,6 +184,7 @@ export const recoverStep: StepExecutor = {
         chosen: volumes,
         fence: run.spec.type === "Unplanned" && work.change === undefined,
         signal: context.signal,
+        recorded: work.step.message,
       });
     }
     return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: loss } : outcome;
@@ -191,7 +202,12 @@ function finalSyncPoint(machine: ProtectedMachine): UsedRecoveryPoint | undefine
 }
 
 /** Planned: replication stops (the machine is paused), the workload comes up on the replicas themselves. */
-async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run: FailoverRun): Promise<StepOutcome> {
+async function recoverPlanned(
+  client: KubeClient,
+  machine: ProtectedMachine,
+  run: FailoverRun,
+  recorded: string | undefined,
+): Promise<StepOutcome> {
   if (!machine.spec.paused)
     await client.patch(
       protectedMachines,
@@ -203,10 +219,8 @@ async function recoverPlanned(client: KubeClient, machine: ProtectedMachine, run
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
   const target = directionOf(machine).targetNamespace;
-  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
-  return ready
-    ? { state: "Succeeded", message, dataLossMs: 0 }
-    : { state: "InProgress", message, recheckAfterMs: 2000 };
+  const outcome = await ensureRecovered(client, machine, run, target, claims, recorded);
+  return outcome.state === "Succeeded" ? { ...outcome, dataLossMs: 0 } : outcome;
 }
 
 /** Before a recovery point change: the recovered workload stops. */
@@ -246,6 +260,8 @@ export const commitStep: StepExecutor = {
 
 const drillKinds: readonly ResourceType<KubeObject>[] = [
   deployments,
+  secrets,
+  configMaps,
   statefulSets,
   services,
   jobs,

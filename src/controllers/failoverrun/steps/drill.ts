@@ -218,6 +218,8 @@ export async function recoverDrill(options: {
   machine: ProtectedMachine;
   namespace: string;
   chosen: readonly ChosenPoint[];
+  /** The step's message as recorded (ensureRecovered). */
+  recorded: string | undefined;
 }): Promise<StepOutcome> {
   const { client, replicas, run, machine, namespace } = options;
   const volumes = replicatedVolumes(machine);
@@ -261,6 +263,5 @@ export async function recoverDrill(options: {
   }
   await deleteHydratorSecrets(client, machine, namespace);
   const claims = new Map(volumes.map((volume) => [volume.claimName, volume.replicaClaimName] as const));
-  const { ready, message } = await ensureRecovered(client, machine, run, namespace, claims);
-  return ready ? { state: "Succeeded", message } : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ensureRecovered(client, machine, run, namespace, claims, options.recorded);
 }

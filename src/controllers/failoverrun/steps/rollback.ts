@@ -70,6 +70,8 @@ export async function recoverInPlace(options: {
   fence: boolean;
   /** Aborted when the operator stops or loses its lease: no further rollback is started. */
   signal: AbortSignal;
+  /** The step's message as recorded (ensureRecovered). */
+  recorded: string | undefined;
 }): Promise<StepOutcome> {
   const { client, replicas, run, machine, chosen } = options;
   const namespace = machine.metadata.namespace ?? "";
@@ -126,6 +128,5 @@ export async function recoverInPlace(options: {
   const claims = new Map(
     replicatedVolumes(machine).map((volume) => [volume.claimName, volume.replicaClaimName] as const),
   );
-  const { ready, message } = await ensureRecovered(client, machine, run, target, claims);
-  return ready ? { state: "Succeeded", message } : { state: "InProgress", message, recheckAfterMs: 2000 };
+  return ensureRecovered(client, machine, run, target, claims, options.recorded);
 }

@@ -19,6 +19,8 @@ import {
 } from "../../../runtime/index.js";
 import { directionOf } from "../../protectedmachine/direction.js";
 import { siteLabel } from "../../protectedmachine/names.js";
+import type { StepOutcome } from "../machine.js";
+import { configReferences, configSummary, copyConfig, copyRecord, planConfig } from "./config.js";
 import { runLabels } from "./types.js";
 
 export const replicasAnnotation = "dr.ksr.io/replicas-before-failover";
@@ -105,20 +107,38 @@ const ignoreExisting = (error: unknown) => {
   return undefined;
 };
 
-/** Creates the copy and copies of the Services selecting the source pods; says whether it is ready. */
+/**
+ * Creates the copy, the Secrets and ConfigMaps it refers to, and copies of the Services selecting
+ * the source pods; succeeds when it is ready. `recorded` is the step's message as status holds it:
+ * the names of the Secrets and ConfigMaps to copy are recorded there before they are created.
+ */
 export async function ensureRecovered(
   client: KubeClient,
   machine: ProtectedMachine,
   run: FailoverRun,
   namespace: string,
   claims: ReadonlyMap<string, string>,
-): Promise<{ ready: boolean; message: string }> {
+  recorded: string | undefined,
+): Promise<StepOutcome> {
   const source = await sourceWorkload(client, machine);
   if (source === undefined)
     return {
-      ready: false,
+      state: "InProgress",
       message: `the source ${machine.spec.source.workloadRef.kind} is gone; nothing to recreate from`,
+      recheckAfterMs: 2000,
     };
+  const from = source.metadata.namespace ?? "";
+  let summary = "";
+  if (from !== namespace) {
+    const config = await planConfig(client, run, configReferences(source.spec?.template.spec), from, namespace);
+    if (!config.ok) return { state: "Failed", message: config.message };
+    if (config.copy.length > 0) {
+      const record = copyRecord(config, from, namespace);
+      if (recorded !== record) return { state: "InProgress", message: record, recheckAfterMs: 500 };
+      await copyConfig(client, run, config.copy, from, namespace);
+    }
+    summary = configSummary(config, namespace);
+  }
   const type = workloadType(source.kind);
   const name = source.metadata.name;
   let copy = await client.get(type, name, namespace);
@@ -138,7 +158,8 @@ export async function ensureRecovered(
   }
   const wanted = copy?.spec?.replicas ?? 1;
   const ready = copy?.status?.readyReplicas ?? 0;
-  return { ready: ready >= wanted, message: `${source.kind} ${namespace}/${name}: ${ready}/${wanted} ready` };
+  const message = `${source.kind} ${namespace}/${name}: ${ready}/${wanted} ready${summary}`;
+  return ready >= wanted ? { state: "Succeeded", message } : { state: "InProgress", message, recheckAfterMs: 2000 };
 }
 
 /** A Service of the source namespace as it is created elsewhere: no cluster IPs or node ports of its own. */
