@@ -462,12 +462,10 @@ async function demo(ctx: Context, password: string): Promise<void> {
 
   await step(ctx, "shop: PostgreSQL, an API under a load generator, a web tier", async () => {
     if (await removePreviousShop(ctx)) say("    removed the previous demo's shop");
-    // The operator copies no Secret: the database's password waits where the shop recovers
-    // (the recovery namespace, and the drill's), as a user provides it there.
-    for (const name of [ns.shop, ns.recovery, ns.drill]) {
-      await ctx.client.create(namespaces, { metadata: { name } });
-      await ctx.client.create(secrets, { metadata: { name: "shop-db", namespace: name }, stringData: { password } });
-    }
+    // The recovery namespace holds the replicas from the start; the operator copies the database's
+    // Secret there (and into the drill's namespace, which the drill creates) when it recovers.
+    for (const name of [ns.shop, ns.recovery]) await ctx.client.create(namespaces, { metadata: { name } });
+    await ctx.client.create(secrets, { metadata: { name: "shop-db", namespace: ns.shop }, stringData: { password } });
     await ctx.client.create(secrets, {
       metadata: { name: "shop-dr-key", namespace: ns.shop },
       data: { key: randomBytes(32).toString("base64") },

@@ -17,7 +17,7 @@ export interface ShopNamespaces {
   shop: string;
   /** spec.target.namespace of every machine. */
   recovery: string;
-  /** Made by the demo (with the database's Secret), so the drill's run does not create or delete it. */
+  /** The drill's own namespace: the Test run creates it, cleanup deletes it. */
   drill: string;
 }
 
