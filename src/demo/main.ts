@@ -85,18 +85,29 @@ interface Context {
 
 const tty = process.stdout.isTTY;
 const say = (line: string) => process.stdout.write(`${line}\n`);
-/** A progress line: rewritten in place on a terminal, one plain line per change otherwise. */
-function progress(): { update(line: string): void; done(): void } {
+/**
+ * A progress line: rewritten in place on a terminal; otherwise one plain line per change, or at
+ * most one per `plainEveryMs` for a figure that changes all the time (a count).
+ */
+function progress(plainEveryMs = 0): { update(line: string): void; done(): void } {
   let last = "";
+  let printedAt = 0;
+  let unsaid = false;
   return {
     update(line: string) {
       if (line === last) return;
       last = line;
+      unsaid = true;
       if (tty) process.stdout.write(`\r\x1b[2K    ${line}`);
-      else say(`    ${line}`);
+      else if (performance.now() - printedAt >= plainEveryMs) {
+        printedAt = performance.now();
+        unsaid = false;
+        say(`    ${line}`);
+      }
     },
     done() {
       if (tty && last !== "") process.stdout.write("\n");
+      else if (!tty && unsaid) say(`    ${last}`);
     },
   };
 }
@@ -326,7 +337,7 @@ async function replicatedBytes(ctx: Context): Promise<number> {
 
 /** Every machine Protected (in whichever direction), with each one's phase and copy progress on one live line. */
 async function waitProtected(ctx: Context): Promise<void> {
-  const line = progress();
+  const line = progress(5_000);
   try {
     await until(
       ctx,
@@ -472,7 +483,7 @@ async function demo(ctx: Context, password: string): Promise<void> {
     });
     await apply(ctx, ns.shop, applicationManifests());
     await startLoad(ctx, ns.shop, "primary");
-    const line = progress();
+    const line = progress(10_000);
     const count = await until(
       ctx,
       `${ctx.ordersFirst} orders in the database`,
