@@ -77,6 +77,8 @@ interface Context {
   ns: ShopNamespaces;
   /** Orders the shop holds before it is protected; the reduced demo waits for fewer. */
   ordersFirst: number;
+  /** The plan's web warm-up: the examples' 30 s, 2 s in the reduced demo. */
+  warmUp: string;
   client: KubeClient;
   signal: AbortSignal;
   rows: Row[];
@@ -87,12 +89,15 @@ const tty = process.stdout.isTTY;
 const say = (line: string) => process.stdout.write(`${line}\n`);
 /**
  * A progress line: rewritten in place on a terminal; otherwise one plain line per change, or at
- * most one per `plainEveryMs` for a figure that changes all the time (a count).
+ * most one per `plainEveryMs` for a figure that changes all the time (a count), each with the time
+ * since the wait began.
  */
 function progress(plainEveryMs = 0): { update(line: string): void; done(): void } {
   let last = "";
   let printedAt = 0;
   let unsaid = false;
+  const started = performance.now();
+  const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)} s`;
   return {
     update(line: string) {
       if (line === last) return;
@@ -102,12 +107,12 @@ function progress(plainEveryMs = 0): { update(line: string): void; done(): void 
       else if (performance.now() - printedAt >= plainEveryMs) {
         printedAt = performance.now();
         unsaid = false;
-        say(`    ${line}`);
+        say(`    ${line} (+${elapsed()})`);
       }
     },
     done() {
       if (tty && last !== "") process.stdout.write("\n");
-      else if (!tty && unsaid) say(`    ${last}`);
+      else if (!tty && unsaid) say(`    ${last} (+${elapsed()})`);
     },
   };
 }
@@ -503,7 +508,7 @@ async function demo(ctx: Context, password: string): Promise<void> {
       ctx,
       "protect (initial replication)",
       async () => {
-        await apply(ctx, ns.shop, protectionManifests(ns.recovery, ctx.ordersFirst < 100 ? "2s" : "30s"));
+        await apply(ctx, ns.shop, protectionManifests(ns.recovery, ctx.warmUp));
         await waitProtected(ctx);
         return undefined;
       },
@@ -636,7 +641,8 @@ async function main(): Promise<void> {
     dir: options.dir,
     kubeconfig: join(options.dir, "kubeconfig"),
     ns: shopNamespaces(options.namespace),
-    ordersFirst: options.small === true ? 20 : 300,
+    ordersFirst: options.small === true ? 20 : 100,
+    warmUp: options.small === true ? "2s" : "30s",
     client: undefined as unknown as KubeClient,
     signal: abort.signal,
     rows: [],
