@@ -1,18 +1,29 @@
-// The demo's shop: examples/ as a user applies them, with two changes a demo needs. The API
+// The demo's shop: examples/ as a user applies them, with the changes a demo needs. The API
 // writes every order into PostgreSQL (the examples' API only spools them), and a load generator
 // posts orders all the time. The policy cuts crash-consistent points every 30 s instead of 5 min,
-// so a drill has a fresh point without waiting.
+// so a drill has a fresh point without waiting. The namespaces are the demo's choice (`shop`,
+// recovered into `shop-recovery`, drilled in `shop-drill`), so a test can run it beside others.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import type { KubeObject } from "../runtime/index.js";
 import { packageRoot } from "../util/package-root.js";
 
-export const shopNamespace = "shop";
-export const recoveryNamespace = "shop-recovery";
-/** Made by the demo (with the database's Secret), so the drill's run does not create or delete it. */
-export const drillNamespace = "shop-drill";
+export const defaultShopNamespace = "shop";
 export const planName = "shop";
+
+export interface ShopNamespaces {
+  /** Where the shop runs first, and where its ProtectedMachines, plan and runs live. */
+  shop: string;
+  /** spec.target.namespace of every machine. */
+  recovery: string;
+  /** The drill's own namespace: the Test run creates it, cleanup deletes it. */
+  drill: string;
+}
+
+export function shopNamespaces(shop: string): ShopNamespaces {
+  return { shop, recovery: `${shop}-recovery`, drill: `${shop}-drill` };
+}
 export const machineNames = ["shop-db", "shop-api", "shop-web"] as const;
 
 /** The API: POST /orders inserts a row (psql from the image's PostgreSQL client); GET answers 200 (the plan's smoke test). */
@@ -59,7 +70,7 @@ interface WithPod {
   spec: { template: { spec: { containers: Container[] } } };
 }
 
-/** The application (database, API, web) and a load generator that is not protected. */
+/** The application (database, API, web), as examples/ has it but for the API writing to PostgreSQL. */
 export function applicationManifests(): Manifest[] {
   const objects = examples("00-application.yaml");
   const api = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "shop-api") as
@@ -72,17 +83,25 @@ export function applicationManifests(): Manifest[] {
     { name: "DATABASE_HOST", value: "shop-db" },
     { name: "PGPASSWORD", valueFrom: { secretKeyRef: { name: "shop-db", key: "password" } } },
   ];
-  const loadGenerator: Manifest = {
+  return objects;
+}
+
+export const loadGeneratorName = "shop-load";
+
+/** Posts an order to the shop's API five times a second, from the site the shop runs in; not protected. */
+export function loadGenerator(site: "primary" | "recovery"): Manifest {
+  const labels = { "app.kubernetes.io/name": loadGeneratorName };
+  return {
     apiVersion: "apps/v1",
     kind: "Deployment",
-    metadata: { name: "shop-load", labels: { "app.kubernetes.io/name": "shop-load" } },
+    metadata: { name: loadGeneratorName, labels },
     spec: {
       replicas: 1,
-      selector: { matchLabels: { "app.kubernetes.io/name": "shop-load" } },
+      selector: { matchLabels: labels },
       template: {
-        metadata: { labels: { "app.kubernetes.io/name": "shop-load" } },
+        metadata: { labels },
         spec: {
-          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
+          nodeSelector: { "topology.dr.ksr.io/site": site },
           terminationGracePeriodSeconds: 1,
           containers: [
             {
@@ -99,11 +118,14 @@ export function applicationManifests(): Manifest[] {
       },
     },
   };
-  return [...objects, loadGenerator];
 }
 
-/** Policy, machines and plan from examples/, the policy cutting a crash-consistent point every 30 s. */
-export function protectionManifests(): Manifest[] {
+/**
+ * Policy, machines and plan from examples/: the policy cuts a crash-consistent point every 30 s,
+ * the machines recover into the namespace given, and the web tier warms up for `warmUp` (the
+ * examples' 30 s, shorter in the reduced demo).
+ */
+export function protectionManifests(recoveryNamespace: string, warmUp: string): Manifest[] {
   const objects = [
     ...examples("10-replication-policy.yaml"),
     ...examples("20-protected-machines.yaml"),
@@ -114,6 +136,13 @@ export function protectionManifests(): Manifest[] {
       const spec = object.spec as Record<string, unknown>;
       spec.crashConsistentFrequency = "30s";
       delete spec.bandwidthLimit;
+    } else if (object.kind === "ProtectedMachine") {
+      (object.spec as { target: { namespace: string } }).target.namespace = recoveryNamespace;
+    } else if (object.kind === "RecoveryPlan") {
+      const groups = (object.spec as { groups: { postActions?: { name: string; wait?: { duration: string } }[] }[] })
+        .groups;
+      for (const action of groups.flatMap((group) => group.postActions ?? []))
+        if (action.wait !== undefined) action.wait.duration = warmUp;
     }
   return objects;
 }

@@ -4,11 +4,16 @@
 import { createHash } from "node:crypto";
 import type { FailoverRun, RecoveryPlan, ProtectedMachine } from "../../../api/types.js";
 import { isAlreadyExists, jobs, type Job, type KubeClient } from "../../../runtime/index.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
 import { drillNamespaceOf } from "../machine.js";
 import { createdByRun, runLabels, type StepContext, type StepExecutor } from "./types.js";
 
-/** Where a group's actions run: its machines' target namespace (a Test run's drill namespace). */
+/**
+ * Where a group's actions run: the namespace its machines are recovered to, the target of the
+ * direction they replicate in (after a reprotect, the namespace they failed over from), or a Test
+ * run's drill namespace.
+ */
 export function actionNamespace(
   run: FailoverRun | undefined,
   plan: RecoveryPlan,
@@ -21,8 +26,8 @@ export function actionNamespace(
     ...plan.spec.groups.flatMap((candidate) => candidate.machines ?? []),
   ];
   for (const name of named) {
-    const target = machines.get(name)?.spec.target.namespace;
-    if (target !== undefined) return target;
+    const machine = machines.get(name);
+    if (machine !== undefined) return directionOf(machine).targetNamespace;
   }
   return plan.metadata.namespace ?? "default";
 }

@@ -2,8 +2,10 @@
 // drill a copy of the Service in the drill namespace selects them and production
 // is not touched. A Service in another namespace than the recovered pods (it
 // cannot select them) becomes an ExternalName of the recovered copy, its old spec
-// kept in an annotation for failback.
+// kept in an annotation; the failback that recovers the pods into that Service's namespace again
+// restores it (a fresh cluster IP: the old one may have been given to another Service meanwhile).
 import { isAlreadyExists, services } from "../../../runtime/index.js";
+import { directionOf } from "../../protectedmachine/direction.js";
 import { drillNamespaceOf } from "../machine.js";
 import type { StepContext, StepExecutor } from "./types.js";
 import { recoveredMachineLabel, serviceCopy } from "./workload.js";
@@ -22,7 +24,7 @@ export const trafficStep: StepExecutor = {
     if (service === undefined)
       return { state: "Failed", message: `Service ${serviceNamespace}/${traffic.service} does not exist` };
     const selector = { ...service.spec?.selector, [recoveredMachineLabel]: traffic.machine };
-    const recoveredNamespace = run.spec.type === "Test" ? drillNamespaceOf(run) : machine.spec.target.namespace;
+    const recoveredNamespace = run.spec.type === "Test" ? drillNamespaceOf(run) : directionOf(machine).targetNamespace;
     if (run.spec.type === "Test" || recoveredNamespace !== serviceNamespace) {
       const copy = serviceCopy(service, run, recoveredNamespace, selector);
       await client.create(services, copy).catch(async (error: unknown) => {
@@ -52,10 +54,16 @@ export const trafficStep: StepExecutor = {
         );
       return { state: "Succeeded", message: `Service ${serviceNamespace}/${traffic.service} now points at ${target}` };
     }
+    const kept = service.metadata.annotations?.[originalServiceAnnotation];
     await client.patch(
       services,
       { name: traffic.service, namespace: serviceNamespace },
-      { spec: { selector } },
+      kept === undefined
+        ? { spec: { selector } }
+        : {
+            metadata: { annotations: { [originalServiceAnnotation]: null } },
+            spec: { ...restoredSpec(kept), externalName: null, selector },
+          },
       "merge",
     );
     return {
@@ -64,3 +72,11 @@ export const trafficStep: StepExecutor = {
     };
   },
 };
+
+/** The spec kept before the failover, without its cluster IPs: the API server allocates new ones. */
+function restoredSpec(kept: string): Record<string, unknown> {
+  const spec = JSON.parse(kept) as Record<string, unknown>;
+  delete spec.clusterIP;
+  delete spec.clusterIPs;
+  return { ...spec, type: spec.type ?? "ClusterIP" };
+}
