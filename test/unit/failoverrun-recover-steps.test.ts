@@ -3,7 +3,7 @@
 // workload is stopped. The master target is our own RecoveryPointAccess interface, faked; the
 // Kubernetes client must not be called at all.
 import { strict as assert } from "node:assert";
-import type { FailoverRun } from "../../src/api/types.js";
+import type { FailoverRun, ProtectedMachine } from "../../src/api/types.js";
 import type { StepWork } from "../../src/controllers/failoverrun/machine.js";
 import { recoverStep, stopStep } from "../../src/controllers/failoverrun/steps/builtin.js";
 import type { RecoveryPointAccess, VolumePointsReply } from "../../src/controllers/failoverrun/steps/replicas.js";
@@ -34,7 +34,12 @@ const untouchable = new Proxy({} as KubeClient, {
   get: (_, name) => () => Promise.reject(new Error(`the client was called (${String(name)})`)),
 });
 
-function contextFor(run: FailoverRun, work: StepWork, volumes: VolumePointsReply[]): StepContext {
+function contextFor(
+  run: FailoverRun,
+  work: StepWork,
+  volumes: VolumePointsReply[],
+  world: { machine?: ProtectedMachine; client?: KubeClient } = {},
+): StepContext {
   const replicas: RecoveryPointAccess = {
     points: () => Promise.resolve(volumes),
     rollback: () => Promise.reject(new Error("no rollback expected")),
@@ -47,8 +52,8 @@ function contextFor(run: FailoverRun, work: StepWork, volumes: VolumePointsReply
     run,
     work,
     plan: undefined,
-    machines: new Map([["db", db]]),
-    client: untouchable,
+    machines: new Map([["db", world.machine ?? db]]),
+    client: world.client ?? untouchable,
     clock: systemClock,
     signal: new AbortController().signal,
     log: {} as Logger,
@@ -99,5 +104,34 @@ describe("recover and stop steps before they act", () => {
     const outcome = await recoverStep.execute(contextFor(run, work, afterRollback));
     assert.equal(outcome.state, "InProgress");
     assert.equal(outcome.point?.id, "p60");
+  });
+
+  it("a change on a failback stops the workload where the reversed direction recovered it", async () => {
+    const reversed: ProtectedMachine = {
+      ...db,
+      status: {
+        ...db.status,
+        replication: {
+          direction: "Reverse",
+          sourceNamespace: "shop-recovery",
+          sourceSite: "recovery",
+          targetNamespace: "shop",
+          targetSite: "primary",
+          epoch: 1,
+        },
+      },
+    };
+    const asked: string[] = [];
+    const client = {
+      get: (_type: unknown, name: string, namespace: string) => {
+        asked.push(`${namespace}/${name}`);
+        return Promise.resolve(undefined);
+      },
+    } as unknown as KubeClient;
+    const run = unplanned([{ select: "ID", id: "p30" }]);
+    const work: StepWork = { step: { name: "change-1/stop/db", action: "Stop", machine: "db", phase: "Running" } };
+    const outcome = await stopStep.execute(contextFor(run, work, afterRollback, { machine: reversed, client }));
+    assert.equal(outcome.state, "Succeeded");
+    assert.deepEqual(asked, [`shop/${db.spec.source.workloadRef.name}`]);
   });
 });

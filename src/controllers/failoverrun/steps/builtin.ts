@@ -264,7 +264,7 @@ export const stopStep: StepExecutor = {
     }
     const { kind, name } = machine.spec.source.workloadRef;
     const type = workloadType(kind);
-    const copy = await context.client.get(type, name, machine.spec.target.namespace);
+    const copy = await context.client.get(type, name, directionOf(machine).targetNamespace);
     if (copy === undefined) return { state: "Succeeded", message: "no recovered workload to stop" };
     await scaleToZero(context.client, copy);
     return (copy.status?.replicas ?? 0) === 0
