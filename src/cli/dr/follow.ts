@@ -10,7 +10,7 @@ export interface FollowOptions {
   readonly client: KubeClient;
   readonly namespace: string;
   readonly name: string;
-  /** The run is done once it reaches one of these phases (Failed always ends it). */
+  /** The run is done once it reaches one of these phases (Failed ends it, except a drill's cleanup, below). */
   readonly until: readonly FailoverRunPhase[];
   /** Also done when this holds (e.g. the steps of a recovery point change have finished). */
   readonly doneWhen?: (run: FailoverRun) => boolean;
@@ -28,6 +28,13 @@ function stepLine(step: StepStatus): string {
       : "";
   const message = step.message === undefined || step.message === "" ? "" : `: ${step.message}`;
   return `${marks[step.phase] ?? step.phase} ${step.name} (${step.action})${took}${message}`;
+}
+
+/** A failed drill whose cleanup was asked for still runs that cleanup: Failed is where it starts from. */
+function cleanupAhead(run: FailoverRun): boolean {
+  if (run.spec.type !== "Test" || run.spec.cleanup !== true) return false;
+  const cleanup = run.status?.steps?.find((step) => step.action === "Cleanup");
+  return cleanup?.phase !== "Failed";
 }
 
 /** Follows the run until it is done; resolves to its last state. Throws when it failed or the wait timed out. */
@@ -64,7 +71,7 @@ export async function followRun(options: FollowOptions): Promise<FailoverRun> {
       print(`run ${name}: ${phase}${why === undefined || why === "" ? "" : ` (${why})`}`);
       lastPhase = phase;
     }
-    if (phase === "Failed") throw new Error(`failoverrun ${name} failed`);
+    if (phase === "Failed" && !cleanupAhead(run)) throw new Error(`failoverrun ${name} failed`);
     if (options.until.includes(phase) || options.doneWhen?.(run) === true) {
       if (status?.rto !== undefined)
         print(`RTO ${status.rto}${status.dataLossWindow === undefined ? "" : `, data loss ${status.dataLossWindow}`}`);
