@@ -32,7 +32,7 @@ function stepLine(step: StepStatus): string {
 
 /** A failed drill whose cleanup was asked for still runs that cleanup: Failed is where it starts from. */
 function cleanupAhead(run: FailoverRun): boolean {
-  if (run.spec.type !== "Test" || run.spec.cleanup !== true) return false;
+  if (run.spec.type !== "Test" || !run.spec.cleanup) return false;
   const cleanup = run.status?.steps?.find((step) => step.action === "Cleanup");
   return cleanup?.phase !== "Failed";
 }
