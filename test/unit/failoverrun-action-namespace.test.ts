@@ -4,7 +4,7 @@
 import { strict as assert } from "node:assert";
 import type { FailoverRun, ProtectedMachine, RecoveryPlan } from "../../src/api/types.js";
 import { actionNamespace } from "../../src/controllers/failoverrun/steps/script.js";
-import { machine, newRun } from "../fixture/failoverrun-world.js";
+import { machine, newRun, shopReversed } from "../fixture/failoverrun-world.js";
 
 const plan: RecoveryPlan = {
   apiVersion: "dr.ksr.io/v1alpha1",
@@ -14,14 +14,7 @@ const plan: RecoveryPlan = {
 };
 
 const reversed: ProtectedMachine = machine("db", "Protected", {
-  replication: {
-    direction: "Reverse",
-    sourceNamespace: "shop-recovery",
-    sourceSite: "recovery",
-    targetNamespace: "shop",
-    targetSite: "primary",
-    epoch: 1,
-  },
+  replication: shopReversed,
 });
 
 describe("actionNamespace: where a plan's scripts run", () => {

@@ -10,7 +10,7 @@ import type { RecoveryPointAccess, VolumePointsReply } from "../../src/controlle
 import type { StepContext } from "../../src/controllers/failoverrun/steps/types.js";
 import { Consistency } from "../../src/gen/ksr/replication/v1/replication.js";
 import { systemClock, type KubeClient, type Logger } from "../../src/runtime/index.js";
-import { machine, newRun, t0 } from "../fixture/failoverrun-world.js";
+import { machine, newRun, shopReversed, t0 } from "../fixture/failoverrun-world.js";
 
 const point = (id: string, seconds: number) => ({
   id,
@@ -111,14 +111,7 @@ describe("recover and stop steps before they act", () => {
       ...db,
       status: {
         ...db.status,
-        replication: {
-          direction: "Reverse",
-          sourceNamespace: "shop-recovery",
-          sourceSite: "recovery",
-          targetNamespace: "shop",
-          targetSite: "primary",
-          epoch: 1,
-        },
+        replication: shopReversed,
       },
     };
     const asked: string[] = [];

@@ -11,6 +11,7 @@ import type { ProtectDeps } from "../../src/controllers/protectedmachine/protect
 import { Consistency } from "../../src/gen/ksr/replication/v1/replication.js";
 import type { BarrierClient } from "../../src/gen/ksr/replication/v1/replication.js";
 import { silentLogger } from "../../src/runtime/logging.js";
+import { shopReversed } from "../fixture/failoverrun-world.js";
 import type { EventRecord, KubeObject, Pod, ReconcileContext } from "../../src/runtime/index.js";
 
 const reversed = (name: string, uid: string): ProtectedMachine => ({
@@ -34,14 +35,7 @@ const reversed = (name: string, uid: string): ProtectedMachine => ({
   },
   status: {
     phase: "Protected",
-    replication: {
-      direction: "Reverse",
-      sourceNamespace: "shop-recovery",
-      sourceSite: "recovery",
-      targetNamespace: "shop",
-      targetSite: "primary",
-      epoch: 1,
-    },
+    replication: shopReversed,
   },
 });
 
