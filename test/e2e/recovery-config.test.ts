@@ -22,7 +22,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { useOperator } from "../fixture/operator.js";
-import { fastPolicy } from "../fixture/writer.js";
+import { fastPolicy, primaryStatefulSet } from "../fixture/writer.js";
 
 const b64 = (text: string) => Buffer.from(text).toString("base64");
 
@@ -42,61 +42,38 @@ describe("Secrets and ConfigMaps carried into drill and recovery namespaces (e2e
     client.close();
   });
 
-  const reader = (namespace: string) => ({
-    apiVersion: "apps/v1",
-    kind: "StatefulSet",
-    metadata: { name: "db", namespace },
-    spec: {
-      serviceName: "db",
-      replicas: 1,
-      selector: { matchLabels: { app: "db" } },
-      template: {
-        metadata: { labels: { app: "db" } },
-        spec: {
-          terminationGracePeriodSeconds: 1,
-          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
-          containers: [
-            {
-              name: "db",
-              image: "busybox:1.36",
-              command: [
-                "sh",
-                "-c",
-                'trap "exit 0" TERM; while true; do echo "${#PASSWORD} $MODE $(cat /tls/cert | wc -c)" >> /data/log; sleep 0.5; done',
-              ],
-              env: [
-                { name: "PASSWORD", valueFrom: { secretKeyRef: { name: "db-password", key: "password" } } },
-                {
-                  name: "SPARE",
-                  valueFrom: { secretKeyRef: { name: "not-there", key: "x", optional: true } },
-                },
-              ],
-              envFrom: [{ configMapRef: { name: "db-config" } }],
-              volumeMounts: [
-                { name: "data", mountPath: "/data" },
-                { name: "tls", mountPath: "/tls" },
-                { name: "extra", mountPath: "/extra" },
-              ],
-            },
-          ],
-          volumes: [
-            { name: "tls", secret: { secretName: "db-tls" } },
-            { name: "extra", projected: { sources: [{ configMap: { name: "db-extra" } }] } },
-          ],
-        },
-      },
-      volumeClaimTemplates: [
-        {
-          metadata: { name: "data" },
-          spec: {
-            accessModes: ["ReadWriteOnce"],
-            storageClassName: "standard",
-            resources: { requests: { storage: "1Gi" } },
+  const reader = (namespace: string) =>
+    primaryStatefulSet({
+      name: "db",
+      namespace,
+      container: {
+        name: "db",
+        image: "busybox:1.36",
+        command: [
+          "sh",
+          "-c",
+          'trap "exit 0" TERM; while true; do echo "${#PASSWORD} $MODE $(cat /tls/cert | wc -c)" >> /data/log; sleep 0.5; done',
+        ],
+        env: [
+          { name: "PASSWORD", valueFrom: { secretKeyRef: { name: "db-password", key: "password" } } },
+          {
+            name: "SPARE",
+            valueFrom: { secretKeyRef: { name: "not-there", key: "x", optional: true } },
           },
-        },
+        ],
+        envFrom: [{ configMapRef: { name: "db-config" } }],
+        volumeMounts: [
+          { name: "data", mountPath: "/data" },
+          { name: "tls", mountPath: "/tls" },
+          { name: "extra", mountPath: "/extra" },
+        ],
+      },
+      volumes: [
+        { name: "tls", secret: { secretName: "db-tls" } },
+        { name: "extra", projected: { sources: [{ configMap: { name: "db-extra" } }] } },
       ],
-    },
-  });
+      storage: "1Gi",
+    });
 
   const dbConfig = (namespace: string) => ({
     metadata: { name: "db-config", namespace, labels: { app: "db" } },

@@ -20,7 +20,7 @@ import {
 } from "../../src/runtime/index.js";
 import { readContainerLog } from "../../src/local/node/logs.js";
 import { eventually } from "../fixture/eventually.js";
-import { fastPolicy } from "../fixture/writer.js";
+import { fastPolicy, primaryStatefulSet } from "../fixture/writer.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
@@ -52,48 +52,25 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
   const dr = (args: string[]) => kubectlDr(cluster.state.kubeconfig, args);
   const site = (...args: string[]) => ksr(["local", "site", ...args, "--dir", cluster.state.dir]);
 
-  const writer = (namespace: string): StatefulSet => ({
-    apiVersion: "apps/v1",
-    kind: "StatefulSet",
-    metadata: { name: "db", namespace },
-    spec: {
-      serviceName: "db",
-      replicas: 1,
-      selector: { matchLabels: { app: "db" } },
-      template: {
-        metadata: { labels: { app: "db" } },
-        spec: {
-          terminationGracePeriodSeconds: 1,
-          nodeSelector: { "topology.dr.ksr.io/site": "primary" },
-          containers: [
-            {
-              name: "db",
-              image: "debian:12",
-              command: [
-                "bash",
-                "-c",
-                'trap "exit 0" TERM; python3 -m http.server 8080 --directory /data >/dev/null 2>&1 & ' +
-                  'while true; do echo "$NODE $(date +%s%N)" >> /data/log; sleep 0.2; done',
-              ],
-              env: [{ name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }],
-              ports: [{ name: "http", containerPort: 8080 }],
-              volumeMounts: [{ name: "data", mountPath: "/data" }],
-            },
-          ],
-        },
+  const writer = (namespace: string): StatefulSet =>
+    primaryStatefulSet({
+      name: "db",
+      namespace,
+      container: {
+        name: "db",
+        image: "debian:12",
+        command: [
+          "bash",
+          "-c",
+          'trap "exit 0" TERM; python3 -m http.server 8080 --directory /data >/dev/null 2>&1 & ' +
+            'while true; do echo "$NODE $(date +%s%N)" >> /data/log; sleep 0.2; done',
+        ],
+        env: [{ name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }],
+        ports: [{ name: "http", containerPort: 8080 }],
+        volumeMounts: [{ name: "data", mountPath: "/data" }],
       },
-      volumeClaimTemplates: [
-        {
-          metadata: { name: "data" },
-          spec: {
-            accessModes: ["ReadWriteOnce"],
-            storageClassName: "standard",
-            resources: { requests: { storage: "1Gi" } },
-          },
-        },
-      ],
-    },
-  });
+      storage: "1Gi",
+    });
 
   /** A namespace with the writer, its Service, a policy and a machine replicating to NAMESPACE-dr. */
   async function protectWriter(namespace: string): Promise<void> {
