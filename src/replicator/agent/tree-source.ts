@@ -9,7 +9,7 @@ import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
 import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
-import { forEachBlock, openRegularFile } from "../durable-fs.js";
+import { forEachBlock, openRegularFile, readChunkBytesFor } from "../durable-fs.js";
 import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
 import { entryKind, isVanished, lstatIfExists, permissionMode, readlinkOf, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
@@ -22,6 +22,7 @@ import {
   type ManifestRecord,
 } from "./manifest.js";
 import { ResyncNeeded, type ChangeSender } from "./sender.js";
+import { BufferPool } from "../buffer-pool.js";
 
 /** Bytes of regular files a full scan has gone through, for progress reports. */
 export interface ScanProgress {
@@ -36,6 +37,7 @@ export async function treeBytes(root: string): Promise<number> {
 }
 
 type Operation = NonNullable<Change["op"]>;
+/** Takes a change; a write's data is consumed (copied or applied) before emit returns, so callers reuse their buffers. */
 type Emitter = Pick<ChangeSender, "emit">;
 type Reconcile = { recurse: boolean; detectMoves: boolean };
 
@@ -491,9 +493,16 @@ interface BlockRun {
 
 const maxWriteBytes = 1024 * 1024;
 
-/** Coalesces changed blocks that follow each other into one write of up to 1 MiB (one copy). */
+/**
+ * Read chunks and write runs, reused from file to file (each sendChangedBlocks takes its own, so
+ * calls may overlap): the sender copies a write's data when it is emitted.
+ */
+const readChunks = new BufferPool(readChunkBytesFor(blockSize), 2);
+const runBuffers = new BufferPool(maxWriteBytes, 2);
+
+/** Coalesces changed blocks that follow each other into one write of up to 1 MiB. */
 class WriteRun {
-  private buffer = Buffer.allocUnsafe(maxWriteBytes);
+  readonly buffer = runBuffers.take();
   private offset = 0;
   private length = 0;
 
@@ -513,7 +522,6 @@ class WriteRun {
   async flush(): Promise<void> {
     if (this.length === 0) return;
     const data = this.buffer.subarray(0, this.length);
-    this.buffer = Buffer.allocUnsafe(maxWriteBytes);
     this.length = 0;
     await this.sender.emit({ $case: "write", value: { path: this.path, offset: this.offset, data } });
   }
@@ -542,15 +550,18 @@ export async function sendChangedBlocks(
     return false;
   }
   const run = new WriteRun(path, sender);
+  const chunk = readChunks.take();
   let complete = true;
   try {
     for (const { first, count } of runs) {
       const start = first * blockSize;
       const end = Math.min(size, (first + count) * blockSize);
-      if (!(await forEachBlock(handle, end, blockSize, onBlock, start))) complete = false;
+      if (!(await forEachBlock(handle, end, blockSize, onBlock, start, chunk))) complete = false;
     }
     await run.flush();
   } finally {
+    readChunks.give(chunk);
+    runBuffers.give(run.buffer);
     await handle.close();
   }
   record.hashes.truncate(blockCount(size));

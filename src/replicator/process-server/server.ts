@@ -5,7 +5,7 @@ import { makeGenericClientConstructor, type ServerDuplexStream, type ServerWrita
 import {
   ApplyClient,
   ApplyService,
-  ChangeBatch,
+  type ChangeBatch,
   ControlService,
   IngestService,
   type CaptureInfo,
@@ -22,6 +22,7 @@ import { loadBlockHasher } from "../block-hash.js";
 import { isReportedCaptureStrategy, reportedCaptureStrategies } from "../capture-strategy.js";
 import { codecFor, encodeFrame, maxBatchBytes, type CompressionName } from "../frame-codec.js";
 import { createFrameSealer, type FrameSealer } from "../frame-sealer.js";
+import { decodeChangeBatch } from "../wire-reader.js";
 import {
   answerUnary,
   shutdownServer,
@@ -258,7 +259,7 @@ function checkBatch(request: PushRequest): void {
     throw new PushRejected(`invalid sequence range ${firstSeq}..${lastSeq}`);
   let batch: ChangeBatch;
   try {
-    batch = ChangeBatch.decode(request.batch);
+    batch = decodeChangeBatch(request.batch); // views: dropped before the batch goes to the sealer
   } catch (error) {
     throw new PushRejected(`batch ${firstSeq}..${lastSeq} is not a valid ChangeBatch: ${(error as Error).message}`);
   }
