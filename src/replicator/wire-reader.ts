@@ -5,7 +5,7 @@
 // to the generated decoder, so the result is what it returns (a property test holds them equal).
 // The views share the input's memory: the input must not be reused or transferred while they live.
 import { BinaryReader } from "@bufbuild/protobuf/wire";
-import { Change, type ChangeBatch, type Codec, type Frame, type WriteBlock } from "../gen/ksr/replication/v1/replication.js";
+import { Change, type ChangeBatch, type Codec, type Frame, type PushRequest, type WriteBlock } from "../gen/ksr/replication/v1/replication.js";
 
 const varint = 0;
 const lengthDelimited = 2;
@@ -103,4 +103,47 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     else reader.skip(tag & 7);
   }
   return frame;
+}
+
+/** PushRequest.decode with the batch as a view into `bytes`. */
+export function decodePushRequest(bytes: Uint8Array): PushRequest {
+  const reader = new BinaryReader(bytes);
+  const request: PushRequest = { machineId: "", firstSeq: 0, lastSeq: 0, batch: Buffer.alloc(0), resync: false };
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === tagOf(1, lengthDelimited)) request.machineId = reader.string();
+    else if (tag === tagOf(2, varint)) request.firstSeq = safeNumber(reader.uint64());
+    else if (tag === tagOf(3, varint)) request.lastSeq = safeNumber(reader.uint64());
+    else if (tag === tagOf(4, lengthDelimited)) request.batch = view(reader.bytes());
+    else if (tag === tagOf(5, varint)) request.resync = reader.bool();
+    else if (stops(tag)) break;
+    else reader.skip(tag & 7);
+  }
+  return request;
+}
+
+/** Bytes before a message in the buffer gRPC received it in: the compression flag and the length. */
+const grpcMessageHeaderBytes = 5;
+
+/**
+ * ArrayBuffers that hold exactly one received gRPC message (its 5-byte header, then the message)
+ * and nothing else: grpc-js assembles each message into a fresh buffer and hands the
+ * deserializer the view after the header. A view into one may be transferred to a worker whole,
+ * since no other data lives in it. Anything else (a view into a shared chunk, should grpc-js ever
+ * pass one) is not recorded and gets copied.
+ */
+const messageBuffers = new WeakSet<ArrayBufferLike>();
+
+/** Wraps a view decoder as a gRPC deserializer that records the buffers a message owns alone. */
+export function ownedMessageDecoder<T>(decode: (bytes: Uint8Array) => T): (bytes: Buffer) => T {
+  return (bytes) => {
+    if (bytes.byteOffset === grpcMessageHeaderBytes && bytes.buffer.byteLength === bytes.length + grpcMessageHeaderBytes)
+      messageBuffers.add(bytes.buffer);
+    return decode(bytes);
+  };
+}
+
+/** Whether `bytes` lie in a buffer that holds one received message and nothing else (and forgets it). */
+export function takeMessageBuffer(bytes: Uint8Array): boolean {
+  return messageBuffers.delete(bytes.buffer);
 }

@@ -17,7 +17,7 @@ import {
 } from "../../src/replicator/agent/batch-encoder.js";
 import { BufferPool } from "../../src/replicator/buffer-pool.js";
 import { decodeFrameKeepingEncoding, encodeFrame } from "../../src/replicator/frame-codec.js";
-import { decodeChangeBatch, decodeFrame } from "../../src/replicator/wire-reader.js";
+import { decodeChangeBatch, decodeFrame, decodePushRequest } from "../../src/replicator/wire-reader.js";
 
 const seq = fc.oneof(fc.constant(0), fc.nat(), fc.constant(2 ** 40 + 5), fc.constant(Number.MAX_SAFE_INTEGER));
 const path = fc.oneof(fc.constant(""), fc.string(), fc.constant("dir/ü/файл"));
@@ -178,6 +178,7 @@ describe("replicator batch encoder", () => {
       fc.property(noise, (bytes) => {
         assert.deepEqual(outcome(() => decodeChangeBatch(bytes)), outcome(() => ChangeBatch.decode(bytes)));
         assert.deepEqual(outcome(() => decodeFrame(bytes)), outcome(() => Frame.decode(bytes)));
+        assert.deepEqual(outcome(() => decodePushRequest(bytes)), outcome(() => PushRequest.decode(bytes)));
       }),
     );
   });
@@ -200,6 +201,7 @@ describe("replicator batch encoder", () => {
       fc.property(fc.record({ ...range, batch: payload, resync: fc.boolean() }), (request) => {
         const decoded = PushRequest.decode(encodePushRequest(request));
         assert.deepEqual(decoded, { ...request });
+        assert.deepEqual(decodePushRequest(encodePushRequest(request)), decoded);
         assert.ok(encodePushRequest(request).equals(Buffer.from(PushRequest.encode(request).finish())));
       }),
     );
