@@ -91,7 +91,7 @@ export function toPayload(bytes: Uint8Array, transfer: ArrayBuffer[]): Payload {
     transfer.push(buffer);
     return { buffer, offset, length };
   }
-  const copy = Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer;
+  const copy = Uint8Array.prototype.slice.call(bytes).buffer;
   transfer.push(copy);
   return { buffer: copy, offset: 0, length };
 }

@@ -4,8 +4,15 @@
 // carrying shapes are read by hand (a Change with a seq and a write, a Frame); anything else goes
 // to the generated decoder, so the result is what it returns (a property test holds them equal).
 // The views share the input's memory: the input must not be reused or transferred while they live.
-import { BinaryReader } from "@bufbuild/protobuf/wire";
-import { Change, type ChangeBatch, type Codec, type Frame, type PushRequest, type WriteBlock } from "../gen/ksr/replication/v1/replication.js";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import {
+  Change,
+  Codec,
+  type ChangeBatch,
+  type Frame,
+  type PushRequest,
+  type WriteBlock,
+} from "../gen/ksr/replication/v1/replication.js";
 
 const varint = 0;
 const lengthDelimited = 2;
@@ -20,6 +27,20 @@ function safeNumber(value: bigint | string): number {
   const number = Number(value.toString());
   if (number > Number.MAX_SAFE_INTEGER) throw new Error("Value is larger than Number.MAX_SAFE_INTEGER");
   return number;
+}
+
+function wireTypeOf(tag: number): WireType {
+  const wireTypes = [
+    WireType.Varint,
+    WireType.Bit64,
+    WireType.LengthDelimited,
+    WireType.StartGroup,
+    WireType.EndGroup,
+    WireType.Bit32,
+  ];
+  const wireType = wireTypes[tag & 7];
+  if (wireType === undefined) throw new Error(`invalid wire type ${tag & 7}`);
+  return wireType;
 }
 
 function view(bytes: Uint8Array): Buffer {
@@ -40,7 +61,7 @@ function decodeWriteBlock(reader: BinaryReader, length: number): WriteBlock {
     else if (tag === tagOf(2, varint)) block.offset = safeNumber(reader.uint64());
     else if (tag === tagOf(3, lengthDelimited)) block.data = view(reader.bytes());
     else if (stops(tag)) break;
-    else reader.skip(tag & 7);
+    else reader.skip(wireTypeOf(tag));
   }
   return block;
 }
@@ -73,7 +94,7 @@ export function decodeChangeBatch(bytes: Uint8Array): ChangeBatch {
     else if (tag === tagOf(2, lengthDelimited)) batch.machineId = reader.string();
     else if (tag === tagOf(3, lengthDelimited)) batch.changes.push(decodeChange(reader, reader.uint32()));
     else if (stops(tag)) break;
-    else reader.skip(tag & 7);
+    else reader.skip(wireTypeOf(tag));
   }
   return batch;
 }
@@ -85,7 +106,7 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     machineId: "",
     firstSeq: 0,
     lastSeq: 0,
-    codec: 0,
+    codec: Codec.CODEC_UNSPECIFIED,
     sealed: Buffer.alloc(0),
     afterGap: false,
     uncompressedSize: 0,
@@ -95,12 +116,14 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     if (tag === tagOf(1, lengthDelimited)) frame.machineId = reader.string();
     else if (tag === tagOf(2, varint)) frame.firstSeq = safeNumber(reader.uint64());
     else if (tag === tagOf(3, varint)) frame.lastSeq = safeNumber(reader.uint64());
-    else if (tag === tagOf(4, varint)) frame.codec = reader.int32() as Codec;
+    // Like the generated decoder, an unknown codec number is kept as it is (the opener refuses it).
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-assignment
+    else if (tag === tagOf(4, varint)) frame.codec = reader.int32();
     else if (tag === tagOf(5, lengthDelimited)) frame.sealed = view(reader.bytes());
     else if (tag === tagOf(6, varint)) frame.afterGap = reader.bool();
     else if (tag === tagOf(7, varint)) frame.uncompressedSize = reader.uint32();
     else if (stops(tag)) break;
-    else reader.skip(tag & 7);
+    else reader.skip(wireTypeOf(tag));
   }
   return frame;
 }
@@ -117,7 +140,7 @@ export function decodePushRequest(bytes: Uint8Array): PushRequest {
     else if (tag === tagOf(4, lengthDelimited)) request.batch = view(reader.bytes());
     else if (tag === tagOf(5, varint)) request.resync = reader.bool();
     else if (stops(tag)) break;
-    else reader.skip(tag & 7);
+    else reader.skip(wireTypeOf(tag));
   }
   return request;
 }
@@ -137,7 +160,10 @@ const messageBuffers = new WeakSet<ArrayBufferLike>();
 /** Wraps a view decoder as a gRPC deserializer that records the buffers a message owns alone. */
 export function ownedMessageDecoder<T>(decode: (bytes: Uint8Array) => T): (bytes: Buffer) => T {
   return (bytes) => {
-    if (bytes.byteOffset === grpcMessageHeaderBytes && bytes.buffer.byteLength === bytes.length + grpcMessageHeaderBytes)
+    if (
+      bytes.byteOffset === grpcMessageHeaderBytes &&
+      bytes.buffer.byteLength === bytes.length + grpcMessageHeaderBytes
+    )
       messageBuffers.add(bytes.buffer);
     return decode(bytes);
   };

@@ -9,12 +9,7 @@ import {
   PushRequest,
   type Change,
 } from "../../src/gen/ksr/replication/v1/replication.js";
-import {
-  encodePushRequest,
-  PushBuilder,
-  pushSerialized,
-  queuePush,
-} from "../../src/replicator/agent/batch-encoder.js";
+import { encodePushRequest, PushBuilder, pushSerialized, queuePush } from "../../src/replicator/agent/batch-encoder.js";
 import { BufferPool } from "../../src/replicator/buffer-pool.js";
 import { decodeFrameKeepingEncoding, encodeFrame } from "../../src/replicator/frame-codec.js";
 import { decodeChangeBatch, decodeFrame, decodePushRequest } from "../../src/replicator/wire-reader.js";
@@ -93,7 +88,11 @@ const noise = fc.oneof(
     .map((fields) =>
       Buffer.concat(
         fields.map(([field, wireType, body]) =>
-          Buffer.concat([Buffer.from([(field << 3) | wireType]), wireType === 2 ? Buffer.from([body.length]) : Buffer.alloc(0), body]),
+          Buffer.concat([
+            Buffer.from([(field << 3) | wireType]),
+            wireType === 2 ? Buffer.from([body.length]) : Buffer.alloc(0),
+            body,
+          ]),
         ),
       ),
     ),
@@ -132,7 +131,10 @@ describe("replicator batch encoder", () => {
     builder.add({ seq: 1, op: { $case: "write", value: { path: "f", offset: 0, data } } });
     data.write("later");
     const batch = ChangeBatch.decode(builder.finish(false).request.batch);
-    assert.deepEqual(batch.changes[0]?.op, { $case: "write", value: { path: "f", offset: 0, data: Buffer.from("first") } });
+    assert.deepEqual(batch.changes[0]?.op, {
+      $case: "write",
+      value: { path: "f", offset: 0, data: Buffer.from("first") },
+    });
   });
 
   it("tells a built push's buffer free only once every queued write of it was serialized", () => {
@@ -176,9 +178,18 @@ describe("replicator batch encoder", () => {
   it("decodes any bytes as the generated decoders do (same value, or both refuse)", () => {
     fc.assert(
       fc.property(noise, (bytes) => {
-        assert.deepEqual(outcome(() => decodeChangeBatch(bytes)), outcome(() => ChangeBatch.decode(bytes)));
-        assert.deepEqual(outcome(() => decodeFrame(bytes)), outcome(() => Frame.decode(bytes)));
-        assert.deepEqual(outcome(() => decodePushRequest(bytes)), outcome(() => PushRequest.decode(bytes)));
+        assert.deepEqual(
+          outcome(() => decodeChangeBatch(bytes)),
+          outcome(() => ChangeBatch.decode(bytes)),
+        );
+        assert.deepEqual(
+          outcome(() => decodeFrame(bytes)),
+          outcome(() => Frame.decode(bytes)),
+        );
+        assert.deepEqual(
+          outcome(() => decodePushRequest(bytes)),
+          outcome(() => PushRequest.decode(bytes)),
+        );
       }),
     );
   });
@@ -209,16 +220,12 @@ describe("replicator batch encoder", () => {
 
   it("encodes frames byte for byte like the generated encoder, after the prefix it leaves", () => {
     fc.assert(
-      fc.property(
-        frame,
-        fc.nat(16),
-        (frame, prefix) => {
-          const encoded = encodeFrame(frame, prefix);
-          assert.equal(encoded.length, prefix + Frame.encode(frame).finish().length);
-          assert.ok(encoded.subarray(prefix).equals(Buffer.from(Frame.encode(frame).finish())));
-          assert.deepEqual(Frame.decode(encoded.subarray(prefix)), { ...frame });
-        },
-      ),
+      fc.property(frame, fc.nat(16), (frame, prefix) => {
+        const encoded = encodeFrame(frame, prefix);
+        assert.equal(encoded.length, prefix + Frame.encode(frame).finish().length);
+        assert.ok(encoded.subarray(prefix).equals(Buffer.from(Frame.encode(frame).finish())));
+        assert.deepEqual(Frame.decode(encoded.subarray(prefix)), { ...frame });
+      }),
     );
   });
 });

@@ -99,7 +99,9 @@ describe("replicator frame sealer", function () {
 
   it("transfers a push's batch in the buffer of its received message whole, and copies one in a shared chunk", async () => {
     const batch = randomBytes(50_000);
-    const message = Buffer.from(PushRequest.encode({ machineId: "m1", firstSeq: 3, lastSeq: 3, batch, resync: false }).finish());
+    const message = Buffer.from(
+      PushRequest.encode({ machineId: "m1", firstSeq: 3, lastSeq: 3, batch, resync: false }).finish(),
+    );
     const decode = ownedMessageDecoder(decodePushRequest);
     // As grpc-js hands it over: the 5-byte header, then the message, alone in a fresh buffer.
     const received = Buffer.concat([Buffer.alloc(5), message]);

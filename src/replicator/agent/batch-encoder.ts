@@ -78,7 +78,13 @@ type PushHeader = Pick<PushRequest, "firstSeq" | "lastSeq" | "resync">;
 
 /** Bytes of a push's encoding before its batch: fields 1-3 and field 4's tag and length. */
 function pushPrefixBytes(machineIdBytes: number, header: PushHeader, batchBytes: number): number {
-  return bytesBytes(machineIdBytes) + uintBytes(header.firstSeq) + uintBytes(header.lastSeq) + bytesBytes(batchBytes) - batchBytes;
+  return (
+    bytesBytes(machineIdBytes) +
+    uintBytes(header.firstSeq) +
+    uintBytes(header.lastSeq) +
+    bytesBytes(batchBytes) -
+    batchBytes
+  );
 }
 
 function pushHeaderBytes(machineIdBytes: number, header: PushHeader, batchBytes: number): number {
@@ -195,7 +201,9 @@ export class PushBuilder {
   private ensure(needed: number): void {
     const old = this.writer.buffer;
     if (this.writer.position + needed <= old.length) return;
-    const grown = Buffer.allocUnsafeSlow(Math.max(2 * old.length, this.writer.position + needed, this.room + 64 * 1024));
+    const grown = Buffer.allocUnsafeSlow(
+      Math.max(2 * old.length, this.writer.position + needed, this.room + 64 * 1024),
+    );
     if (this.writer.position > this.room) old.copy(grown, this.room, this.room, this.writer.position);
     const position = this.writer.position;
     this.writer = new Writer(grown);

@@ -147,7 +147,9 @@ export class MachineCache {
       const record = Buffer.allocUnsafe(cached.length);
       const { bytesRead } = await cached.segment.handle.read(record, 0, cached.length, cached.offset);
       if (bytesRead !== cached.length)
-        throw new Error(`cache segment ${cached.segment.path} ends inside the frame of seqs ${cached.firstSeq}..${cached.lastSeq}`);
+        throw new Error(
+          `cache segment ${cached.segment.path} ends inside the frame of seqs ${cached.firstSeq}..${cached.lastSeq}`,
+        );
       yield decodeFrameKeepingEncoding(record.subarray(recordHeaderBytes));
     }
   }
