@@ -101,13 +101,16 @@ function progress(plainEveryMs = 0): { update(line: string, stage?: string): voi
   const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)} s`;
   return {
     update(line: string, stage?: string) {
-      if (line === last) return;
-      last = line;
-      unsaid = true;
+      // An unchanged line still goes out once its wait is over: a change the wait held back is printed late, not lost.
+      const changed = line !== last;
       const staged = stage !== lastStage;
+      last = line;
       lastStage = stage;
-      if (tty) process.stdout.write(`\r\x1b[2K    ${line}`);
-      else if (staged || performance.now() - printedAt >= plainEveryMs) {
+      if (changed) unsaid = true;
+      if (!unsaid) return;
+      if (tty) {
+        if (changed) process.stdout.write(`\r\x1b[2K    ${line}`);
+      } else if (staged || performance.now() - printedAt >= plainEveryMs) {
         printedAt = performance.now();
         unsaid = false;
         say(`    ${line} (+${elapsed()})`);
