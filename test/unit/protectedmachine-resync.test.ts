@@ -10,6 +10,7 @@ import type { VolumeObservation } from "../../src/controllers/protectedmachine/s
 import type { ControlStatus } from "../../src/gen/ksr/replication/v1/replication.js";
 import { silentLogger, type ReconcileContext } from "../../src/runtime/index.js";
 import { controlStatus } from "../fixture/control-status.js";
+import { shopReversed } from "../fixture/failoverrun-world.js";
 import { FakeClock } from "../fixture/fake-clock.js";
 import { resyncPolicy } from "../fixture/writer.js";
 
@@ -291,14 +292,7 @@ describe("the resync on the reconcile's clock", () => {
         status: {
           ...base.status,
           initialReplication: { completionTime: "2026-11-30T00:00:00Z", progressPercent: 100, epoch: initialEpoch },
-          replication: {
-            direction: "Reverse",
-            sourceNamespace: "shop-recovery",
-            sourceSite: "recovery",
-            targetNamespace: "shop",
-            targetSite: "primary",
-            epoch: 1,
-          },
+          replication: shopReversed,
         },
       };
     };
