@@ -31,8 +31,14 @@ const readChunkBytes = 4 * 1024 * 1024;
  * last may be short); reads in large chunks. Blocks are views of a reused buffer: copy what must
  * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
  */
+/** What forEachBlock reads from: an open file, or blocks a cut read earlier (cut-freeze.ts). */
+export interface BlockReader {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
 export async function forEachBlock(
-  handle: FileHandle,
+  handle: BlockReader,
   size: number,
   blockBytes: number,
   onBlock: (index: number, block: Buffer) => void | Promise<void>,
