@@ -25,11 +25,10 @@ interface Frozen {
 
 /** A file's pending changes after `later` came on top of `earlier`. */
 export function mergeDirty(earlier: DirtyFile | undefined, later: DirtyFile): DirtyFile {
-  if (earlier === undefined) return { blocks: new Set(later.blocks), whole: later.whole, truncatedFrom: later.truncatedFrom };
-  const truncated = [earlier.truncatedFrom, later.truncatedFrom].filter((offset) => offset !== undefined);
+  const truncated = [earlier?.truncatedFrom, later.truncatedFrom].filter((offset) => offset !== undefined);
   return {
-    blocks: new Set([...earlier.blocks, ...later.blocks]),
-    whole: earlier.whole || later.whole,
+    blocks: new Set([...(earlier?.blocks ?? []), ...later.blocks]),
+    whole: (earlier?.whole ?? false) || later.whole,
     ...(truncated.length === 0 ? {} : { truncatedFrom: Math.min(...truncated) }),
   };
 }
@@ -123,7 +122,9 @@ export class CutFreeze {
         else read.push(index);
       }
       read.sort((a, b) => a - b);
-      for (const index of read) adding += expectedLength(index, size);
+      // What the file's frozen blocks come to once re-read, against what it has frozen now.
+      for (const index of new Set(all)) adding += expectedLength(index, size);
+      for (const block of frozen?.blocks.values() ?? []) adding -= block.length;
       plans.push({ ino, path: known.path, stats, dirty: merged, read, keep });
     }
     if (this.frozenBytes + adding > this.limitBytes) return false;
