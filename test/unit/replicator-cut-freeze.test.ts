@@ -26,7 +26,15 @@ const page = 4096;
 const maxSize = 10 * 64 * 1024 + 5000;
 
 const fileOp: fc.Arbitrary<FileOp> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("write" as const), offset: fc.nat(maxSize), length: fc.integer({ min: 1, max: 150_000 }), fill: fc.integer({ min: 1, max: 255 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("write" as const),
+      offset: fc.nat(maxSize),
+      length: fc.integer({ min: 1, max: 150_000 }),
+      fill: fc.integer({ min: 1, max: 255 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("truncate" as const), size: fc.nat(maxSize) }) },
 );
 
@@ -133,8 +141,17 @@ describe("cut freeze: the content a cut read under its hold, shipped after it", 
     assert.equal(freeze.bytes, 128 * 1024, "block 0 is read again, not counted twice");
   });
 
-  const merges: { name: string; earlier?: Parameters<typeof mergeDirty>[0]; later: Parameters<typeof mergeDirty>[1]; merged: ReturnType<typeof mergeDirty> }[] = [
-    { name: "nothing before", later: { blocks: new Set([1]), whole: false }, merged: { blocks: new Set([1]), whole: false } },
+  const merges: {
+    name: string;
+    earlier?: Parameters<typeof mergeDirty>[0];
+    later: Parameters<typeof mergeDirty>[1];
+    merged: ReturnType<typeof mergeDirty>;
+  }[] = [
+    {
+      name: "nothing before",
+      later: { blocks: new Set([1]), whole: false },
+      merged: { blocks: new Set([1]), whole: false },
+    },
     {
       name: "blocks add up",
       earlier: { blocks: new Set([1, 2]), whole: false },

@@ -40,7 +40,7 @@ function expectedLength(index: number, size: number): number {
 /** Reads the blocks (sorted, within the file) into one buffer per run of consecutive blocks. */
 async function readBlocks(handle: FileHandle, indexes: readonly number[], size: number): Promise<Map<number, Buffer>> {
   const read = new Map<number, Buffer>();
-  for (let at = 0; at < indexes.length; ) {
+  for (let at = 0; at < indexes.length;) {
     const first = indexes[at] ?? 0;
     let count = 1;
     while (at + count < indexes.length && indexes[at + count] === first + count && count < 64) count++;
@@ -102,7 +102,8 @@ export class CutFreeze {
    * is frozen (send()) and these changes live.
    */
   async add(source: TreeSource, dirty: ReadonlyMap<string, DirtyFile>): Promise<boolean> {
-    const plans: { ino: string; path: string; stats: BigIntStats; dirty: DirtyFile; read: number[]; keep: number[] }[] = [];
+    const plans: { ino: string; path: string; stats: BigIntStats; dirty: DirtyFile; read: number[]; keep: number[] }[] =
+      [];
     let adding = 0;
     for (const [ino, changes] of dirty) {
       const known = source.knownFile(ino);
