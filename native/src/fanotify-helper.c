@@ -110,12 +110,8 @@ static void emit_file(uint64_t ino, const char *line, int n) {
   lose(ino);
 }
 
-// Set by an answer to a command: the output goes out now, not with the next batch of records.
-static int urgent;
-
 static void emit_control(const char *line) {
   size_t n = strlen(line);
-  urgent = 1;
   if (out_len + n > OUT_LIMIT) { // only when the agent reads nothing at all: it is lost anyway
     lost_all = 1;
     return;
@@ -198,34 +194,13 @@ static struct access *find_access(int tid, int create) {
 
 // The syscall a thread is in: its number, -1 in user space, -2 running or unknown. Its arguments
 // (hexadecimal, as /proc prints them) go to args when given.
-// The /proc/<tid>/syscall files of the threads asked about lately, kept open: a writer of 4 KiB
-// blocks is asked about on every write (its event looks like a truncate's).
-#define SYSCALL_FDS 256u
-static struct {
-  int tid;
-  int fd;
-} syscall_fds[SYSCALL_FDS];
-
 static long syscall_of(int tid, unsigned long long args[6]) {
   char path[64], text[256];
-  unsigned slot = (unsigned)tid % SYSCALL_FDS;
-  ssize_t n = -1;
-  if (syscall_fds[slot].tid == tid) {
-    n = pread(syscall_fds[slot].fd, text, sizeof text - 1, 0);
-    if (n <= 0) { // gone (its tid may be someone else's now): open it anew
-      close(syscall_fds[slot].fd);
-      syscall_fds[slot].tid = 0;
-    }
-  }
-  if (n <= 0) {
-    snprintf(path, sizeof path, "/proc/%d/syscall", tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT || errno == ESRCH ? -1 : -2; // a thread that is gone is in no syscall
-    n = pread(fd, text, sizeof text - 1, 0);
-    if (syscall_fds[slot].tid != 0) close(syscall_fds[slot].fd);
-    syscall_fds[slot].tid = tid;
-    syscall_fds[slot].fd = fd;
-  }
+  snprintf(path, sizeof path, "/proc/%d/syscall", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT || errno == ESRCH ? -1 : -2; // a thread that is gone is in no syscall
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
   if (n <= 0) return -2;
   text[n] = 0;
   if (strncmp(text, "running", 7) == 0) return -2;
@@ -566,20 +541,15 @@ int main(void) {
   fcntl(STDOUT_FILENO, F_SETFL, fcntl(STDOUT_FILENO, F_GETFL) | O_NONBLOCK);
   refresh_agent_tids();
   emit_control("ready\n");
-  // Records go out in batches (at most record_delay_us late), answers to commands at once: one
-  // write to the agent per event would wake it, and cost the writers, as often as they write.
-  const uint64_t record_delay_us = 1000, sweep_us = 5000;
-  uint64_t flushed_at = 0, swept_at = 0;
   for (;;) {
-    uint64_t now = now_us();
-    int flush = out_len > 0 && (urgent || out_len >= 64 * 1024 || now - flushed_at >= record_delay_us);
     struct pollfd fds[3] = {
         {.fd = fan_fd, .events = POLLIN},
         {.fd = STDIN_FILENO, .events = POLLIN},
-        {.fd = STDOUT_FILENO, .events = flush ? POLLOUT : 0},
+        {.fd = STDOUT_FILENO, .events = out_len > 0 ? POLLOUT : 0},
     };
-    int timeout_ms = out_len > 0 ? 1 : 20; // accesses left open 20 ms are reported (an mmap raises no more events)
+    int timeout_ms = 20; // accesses left open this long are reported (an mmap raises no more events)
     if (holding) {
+      uint64_t now = now_us();
       int left = now >= hold_deadline_us ? 0 : (int)((hold_deadline_us - now + 999) / 1000);
       if (left < timeout_ms) timeout_ms = left;
     }
@@ -594,22 +564,14 @@ int main(void) {
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       if (read_commands() < 0) return 0;
     }
-    now = now_us();
-    if (now - agent_tids_at_us > 1000000) refresh_agent_tids();
-    if (now - swept_at >= sweep_us) {
-      swept_at = now;
-      uint64_t stale = now - 20000;
-      for (unsigned i = 0; i < ACCESS_SLOTS; i++) {
-        struct access *a = &accesses[i];
-        if (a->tid == 0 || !a->answered || a->reported || a->at_us >= stale) continue;
-        if (a->truncate && is_truncate(syscall_of(a->tid, NULL))) continue; // reported once it is done
-        report_access(a);
-      }
+    if (now_us() - agent_tids_at_us > 1000000) refresh_agent_tids();
+    uint64_t stale = now_us() - 20000;
+    for (unsigned i = 0; i < ACCESS_SLOTS; i++) {
+      struct access *a = &accesses[i];
+      if (a->tid == 0 || !a->answered || a->reported || a->at_us >= stale) continue;
+      if (a->truncate && is_truncate(syscall_of(a->tid, NULL))) continue; // reported once it is done
+      report_access(a);
     }
-    if (out_len > 0 && (urgent || out_len >= 64 * 1024 || now - flushed_at >= record_delay_us)) {
-      if (write_out() < 0) return 0;
-      flushed_at = now;
-      urgent = out_len > 0 && urgent; // an answer not written out whole yet stays urgent
-    }
+    if (write_out() < 0) return 0;
   }
 }
