@@ -11,6 +11,7 @@ import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { blockCount, blockSize } from "../block-hash.js";
 import { openRegularFile, type BlockReader } from "../durable-fs.js";
+import { readExactly } from "../journal/durable.js";
 import { lstatIfExists } from "../tree-walk.js";
 import { blocksToCheck, type DirtyFile, type FrozenFile, type TreeSource } from "./tree-source.js";
 
@@ -46,13 +47,8 @@ async function readBlocks(handle: FileHandle, indexes: readonly number[], size: 
     while (at + count < indexes.length && indexes[at + count] === first + count && count < 64) count++;
     const start = first * blockSize;
     const length = Math.min(size, (first + count) * blockSize) - start;
-    const buffer = Buffer.allocUnsafe(length);
-    let filled = 0;
-    while (filled < length) {
-      const { bytesRead } = await handle.read(buffer, filled, length - filled, start + filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
+    const buffer = await readExactly(handle, length, start);
+    const filled = buffer.length;
     for (let index = first; index < first + count; index++) {
       const from = (index - first) * blockSize;
       if (from >= filled) break; // shorter than its stat said: what is missing is read live (complete = false)
