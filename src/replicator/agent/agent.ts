@@ -527,7 +527,7 @@ export class Agent implements CaptureStream {
   }
 
   /**
-   * Write ranges: reads what changed so far into memory (cut-freeze.ts), holds new writes, reads
+   * Write ranges: reads what changed so far into memory (cut-freeze.ts, twice), holds new writes, reads
    * what landed before the hold, and checks that no namespace change (which fanotify does not
    * hold) came meanwhile. A single machine's cut then lets the writes go and sends what it read;
    * a group member keeps them held until its Mark (releaseWrites). Hashing and shipping happen
@@ -535,6 +535,9 @@ export class Agent implements CaptureStream {
    */
   private async flushHeld(capture: Capture, group: boolean): Promise<CutFlush> {
     const freeze = new CutFreeze(this.options.source, this.options.cutFreezeLimitBytes);
+    // Twice: the second pass reads only what was written during the first, so what is left for
+    // the hold is what a short read's time lets through.
+    await this.captureRound(this.scanDue, false, false, freeze);
     await this.captureRound(this.scanDue, false, false, freeze);
     const limitMs = this.options.writeHoldLimitMs ?? defaultWriteHoldLimitMs;
     const started = performance.now();

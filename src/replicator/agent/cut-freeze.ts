@@ -24,6 +24,19 @@ interface Frozen {
   blocks: Map<number, Buffer>;
 }
 
+interface FreezePlan {
+  ino: string;
+  path: string;
+  stats: BigIntStats;
+  dirty: DirtyFile;
+  /** Blocks to read now (sorted). */
+  read: number[];
+  /** Blocks frozen before that still hold what the file holds. */
+  keep: number[];
+  /** Bytes the freeze grows by. */
+  adding: number;
+}
+
 /** A file's pending changes after `later` came on top of `earlier`. */
 export function mergeDirty(earlier: DirtyFile | undefined, later: DirtyFile): DirtyFile {
   const truncated = [earlier?.truncatedFrom, later.truncatedFrom].filter((offset) => offset !== undefined);
@@ -98,45 +111,41 @@ export class CutFreeze {
    * is frozen (send()) and these changes live.
    */
   async add(source: TreeSource, dirty: ReadonlyMap<string, DirtyFile>): Promise<boolean> {
-    const plans: { ino: string; path: string; stats: BigIntStats; dirty: DirtyFile; read: number[]; keep: number[] }[] =
-      [];
-    let adding = 0;
-    for (const [ino, changes] of dirty) {
-      const known = source.knownFile(ino);
-      if (known === undefined) continue; // not (or no longer) a known file: the namespace notifications cover it
-      const stats = await lstatIfExists(join(this.root, known.path));
-      if (stats === undefined || !stats.isFile() || String(stats.ino) !== ino) continue;
-      const size = Number(stats.size);
-      const frozen = this.files.get(ino);
-      const merged = mergeDirty(frozen?.dirty, changes);
-      const all = blocksToCheck(known.record, size, merged) ?? [...Array(blockCount(size)).keys()];
-      const fresh = new Set(blocksToCheck(known.record, size, changes) ?? all);
-      const read: number[] = [];
-      const keep: number[] = [];
-      for (const index of new Set(all)) {
-        const before = frozen?.blocks.get(index);
-        if (!fresh.has(index) && before?.length === expectedLength(index, size)) keep.push(index);
-        else read.push(index);
-      }
-      read.sort((a, b) => a - b);
-      // What the file's frozen blocks come to once re-read, against what it has frozen now.
-      for (const index of new Set(all)) adding += expectedLength(index, size);
-      for (const block of frozen?.blocks.values() ?? []) adding -= block.length;
-      plans.push({ ino, path: known.path, stats, dirty: merged, read, keep });
-    }
+    const planned = await Promise.all([...dirty].map(([ino, changes]) => this.plan(source, ino, changes)));
+    const plans = planned.filter((plan) => plan !== undefined);
+    const adding = plans.reduce((sum, plan) => sum + plan.adding, 0);
     if (this.frozenBytes + adding > this.limitBytes) return false;
     await Promise.all(plans.map((plan) => this.freezeFile(plan)));
     return true;
   }
 
-  private async freezeFile(plan: {
-    ino: string;
-    path: string;
-    stats: BigIntStats;
-    dirty: DirtyFile;
-    read: number[];
-    keep: number[];
-  }): Promise<void> {
+  /** Which blocks of the file to read now and which frozen ones still hold; undefined when it is no known file. */
+  private async plan(source: TreeSource, ino: string, changes: DirtyFile): Promise<FreezePlan | undefined> {
+    const known = source.knownFile(ino);
+    if (known === undefined) return undefined; // not (or no longer) a known file: the namespace notifications cover it
+    const stats = await lstatIfExists(join(this.root, known.path));
+    if (stats === undefined || !stats.isFile() || String(stats.ino) !== ino) return undefined;
+    const size = Number(stats.size);
+    const frozen = this.files.get(ino);
+    const merged = mergeDirty(frozen?.dirty, changes);
+    const all = new Set(blocksToCheck(known.record, size, merged) ?? [...Array(blockCount(size)).keys()]);
+    const fresh = new Set(blocksToCheck(known.record, size, changes) ?? all);
+    const read: number[] = [];
+    const keep: number[] = [];
+    // What the file's frozen blocks come to once re-read, against what it has frozen now.
+    let adding = 0;
+    for (const index of all) {
+      const before = frozen?.blocks.get(index);
+      if (!fresh.has(index) && before?.length === expectedLength(index, size)) keep.push(index);
+      else read.push(index);
+      adding += expectedLength(index, size);
+    }
+    for (const block of frozen?.blocks.values() ?? []) adding -= block.length;
+    read.sort((a, b) => a - b);
+    return { ino, path: known.path, stats, dirty: merged, read, keep, adding };
+  }
+
+  private async freezeFile(plan: FreezePlan): Promise<void> {
     const before = this.files.get(plan.ino);
     let handle: FileHandle;
     try {
