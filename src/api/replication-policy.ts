@@ -37,7 +37,7 @@ const weekdays = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Satur
 const resyncWindow = object({
   typeName: "ResyncWindow",
   description:
-    "When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight.",
+    "When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight. It never holds the initial replication or a reprotect's comparison.",
   properties: {
     start: timeOfDay("Start of the window, HH:MM in timeZone."),
     end: timeOfDay("End of the window, HH:MM in timeZone."),

@@ -96,7 +96,7 @@ export interface EncryptionSpec {
   keySecretRef: SecretKeyReference;
 }
 
-/** When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight. */
+/** When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight. It never holds the initial replication or a reprotect's comparison. */
 export interface ResyncWindow {
   /** Start of the window, HH:MM in timeZone. */
   start: string;
@@ -112,7 +112,7 @@ export interface ResyncWindow {
 export interface ResyncSpec {
   /** Automatic: resync starts on its own (inside window, if set). Manual: the machine waits in Resynchronizing until `kubectl dr resync` is run. */
   mode: "Automatic" | "Manual";
-  /** When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight. */
+  /** When automatic resynchronisation may run (ASR runs it outside office hours). Absent: at any time. A window whose end is before its start spans midnight. It never holds the initial replication or a reprotect's comparison. */
   window?: ResyncWindow;
 }
 

@@ -90,21 +90,27 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 /**
  * A progress line: rewritten in place on a terminal; otherwise one plain line per change, or at
  * most one per `plainEveryMs` for a figure that changes all the time (a count), each with the time
- * since the wait began.
+ * since the wait began. A change of `stage` (a run's next step) is printed at once.
  */
-function progress(plainEveryMs = 0): { update(line: string): void; done(): void } {
+function progress(plainEveryMs = 0): { update(line: string, stage?: string): void; done(): void } {
   let last = "";
+  let lastStage: string | undefined;
   let printedAt = 0;
   let unsaid = false;
   const started = performance.now();
   const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)} s`;
   return {
-    update(line: string) {
-      if (line === last) return;
+    update(line: string, stage?: string) {
+      // An unchanged line still goes out once its wait is over: a change the wait held back is printed late, not lost.
+      const changed = line !== last;
+      const staged = stage !== lastStage;
       last = line;
-      unsaid = true;
-      if (tty) process.stdout.write(`\r\x1b[2K    ${line}`);
-      else if (performance.now() - printedAt >= plainEveryMs) {
+      lastStage = stage;
+      if (changed) unsaid = true;
+      if (!unsaid) return;
+      if (tty) {
+        if (changed) process.stdout.write(`\r\x1b[2K    ${line}`);
+      } else if (staged || performance.now() - printedAt >= plainEveryMs) {
         printedAt = performance.now();
         unsaid = false;
         say(`    ${line} (+${elapsed()})`);
@@ -372,8 +378,13 @@ async function waitProtected(ctx: Context): Promise<void> {
   }
 }
 
+/**
+ * Waits for a run's phase, with the step it is at and that step's own message on the progress
+ * line: what a long step waits for (a copy's percentage, a pod's readiness) is what a stuck demo
+ * leaves on screen.
+ */
 async function waitRun(ctx: Context, name: string, phases: string[], timeoutMs: number): Promise<FailoverRun> {
-  const line = progress();
+  const line = progress(10_000);
   try {
     return await until(
       ctx,
@@ -382,7 +393,9 @@ async function waitRun(ctx: Context, name: string, phases: string[], timeoutMs: 
         const found = await ctx.client.get(failoverRuns, name, ctx.ns.shop);
         const phase = found?.status?.phase ?? "Pending";
         const current = found?.status?.steps?.find((s) => s.phase === "Running" || s.phase === "WaitingForApproval");
-        line.update(`${name}: ${phase}${current === undefined ? "" : ` — ${current.name} ${current.phase}`}`);
+        const stage = `${name}: ${phase}${current === undefined ? "" : ` — ${current.name} ${current.phase}`}`;
+        const says = current?.message === undefined || current.message === "" ? "" : `: ${current.message}`;
+        line.update(`${stage}${says}`, stage);
         if (phase === "Failed" && !phases.includes("Failed")) {
           const failed = found?.status?.steps?.find((s) => s.phase === "Failed");
           throw new Error(`FailoverRun ${name} failed at ${failed?.name ?? "?"}: ${failed?.message ?? ""}`);

@@ -273,6 +273,11 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     const source = await client.get(statefulSets, "db", shop.ns);
     assert.equal(source?.spec?.replicas, 0);
     assert.equal(source.metadata.annotations?.[replicasAnnotation], "1");
+    assert.equal(
+      stepsOf(waiting).find((step) => step.name === "shutdown/db")?.message,
+      "StatefulSet db scaled to 0 (was 1)",
+      "the stop names the replicas the database ran, also when it was confirmed on a later pass",
+    );
 
     const approved = await dr(shop, "approve", "move", "database/confirm");
     assert.equal(approved.code, 0, approved.stderr);

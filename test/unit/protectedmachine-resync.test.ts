@@ -281,4 +281,65 @@ describe("the resync on the reconcile's clock", () => {
     assert.equal(again.waiting?.reason, "ResyncWaitingForRequest", "a served request does not run twice");
     assert.deepEqual(deps.calls, ["hold db-data"]);
   });
+
+  describe("in a new epoch (a reprotect's comparison)", () => {
+    /** Reversed into epoch 1; `initialEpoch` is the epoch of the completed initial replication status holds. */
+    const reversed = (initialEpoch: number, resync?: ResyncStatus): ProtectedMachine => {
+      const base = machine(resync);
+      return {
+        ...base,
+        status: {
+          ...base.status,
+          initialReplication: { completionTime: "2026-11-30T00:00:00Z", progressPercent: 100, epoch: initialEpoch },
+          replication: {
+            direction: "Reverse",
+            sourceNamespace: "shop-recovery",
+            sourceSite: "recovery",
+            targetNamespace: "shop",
+            targetSite: "primary",
+            epoch: 1,
+          },
+        },
+      };
+    };
+    const closed = "2026-12-01T12:00:00Z"; // Tuesday 13:00 Berlin: fridayNight is closed
+
+    it("is not held by a closed window while the completed initial replication is the ended epoch's", async () => {
+      const deps = recordingDeps();
+      const { context } = await at(closed);
+      const observed = await driveResync(deps, reversed(0), plan(fridayNight), [volume()], 0, context);
+      assert.equal(observed.waiting, undefined);
+      assert.equal(observed.status?.state, undefined);
+      assert.deepEqual(deps.calls, []);
+    });
+
+    it("lets go of a hold placed before the epoch's first status, and forgets the ended epoch's wait", async () => {
+      const deps = recordingDeps();
+      const { context } = await at(closed);
+      const waited: ResyncStatus = {
+        state: "Waiting",
+        reason: "a resync is needed",
+        completionTime: "2026-11-29T00:00:00Z",
+      };
+      const observed = await driveResync(
+        deps,
+        reversed(0, waited),
+        plan(fridayNight),
+        [volume({ resyncHeld: true })],
+        0,
+        context,
+      );
+      assert.deepEqual(deps.calls, ["release db-data"]);
+      assert.deepEqual(observed.status, { completionTime: "2026-11-29T00:00:00Z" });
+      assert.equal(observed.waiting, undefined);
+    });
+
+    it("holds a resync again once the new epoch was protected (the window applies to later resyncs)", async () => {
+      const deps = recordingDeps();
+      const { context } = await at(closed);
+      const observed = await driveResync(deps, reversed(1), plan(fridayNight), [volume()], 0, context);
+      assert.equal(observed.status?.state, "Waiting");
+      assert.deepEqual(deps.calls, ["hold db-data"]);
+    });
+  });
 });

@@ -6,6 +6,7 @@
 // value served is kept in status.resync.requestedAt, so each request runs once.
 import type { ProtectedMachine, ResyncStatus } from "../../api/types.js";
 import { rfc3339, type EventRecord, type ReconcileContext } from "../../runtime/index.js";
+import { directionOf } from "./direction.js";
 import { resyncRequestAnnotation } from "./names.js";
 import type { Plan } from "./plan.js";
 import type { ReplicatorClients } from "./replicator-clients.js";
@@ -36,13 +37,29 @@ export async function driveResync(
 ): Promise<ResyncObservation> {
   const previous = machine.status?.resync;
   const kept: ResyncObservation = { ...(previous === undefined ? {} : { status: previous }), events: [] };
-  // The initial replication is no resync: nothing is held before the machine was protected once.
-  if (machine.status?.initialReplication?.completionTime === undefined) return kept;
   const namespace = machine.metadata.namespace ?? "";
   const processServer = servicePeer(plan.processServer, namespace);
+  const streams = volumes.map((volume) => ({ machineId: streamOf(plan, volume), control: volume.control }));
+  // The initial replication of an epoch (a reprotect's comparison included) is no resync: nothing
+  // is held before the machine was protected once in its current direction. A hold placed before
+  // the epoch's first status was written (when the completed record was the ended epoch's) is let go.
+  if (!protectedInEpoch(machine)) {
+    for (const stream of streams)
+      if (stream.control?.resyncHeld === true)
+        await deps.replicators.holdResync(processServer, stream.machineId, false);
+    if (previous?.state !== "Waiting") return kept;
+    // A resync that waited in the ended epoch waits no more: the new epoch compares every volume anyway.
+    const { requestedAt, completionTime } = previous;
+    return {
+      status: {
+        ...(requestedAt === undefined ? {} : { requestedAt }),
+        ...(completionTime === undefined ? {} : { completionTime }),
+      },
+      events: [],
+    };
+  }
   const controls = volumes.map((volume) => volume.control);
   if (volumes.length === 0 || controls.some((control) => control === undefined)) return kept;
-  const streams = volumes.map((volume, index) => ({ machineId: streamOf(plan, volume), control: controls[index] }));
   const now = context.clock.now();
   const { mode, window } = plan.policy.spec.resync;
   const requested = machine.metadata.annotations?.[resyncRequestAnnotation];
@@ -157,6 +174,12 @@ export async function driveResync(
     };
   }
   return { ...(served === undefined ? {} : { status: served }), events };
+}
+
+/** The initial replication completed in the epoch replication runs in now. */
+function protectedInEpoch(machine: ProtectedMachine): boolean {
+  const initial = machine.status?.initialReplication;
+  return initial?.completionTime !== undefined && (initial.epoch ?? 0) === directionOf(machine).epoch;
 }
 
 function streamOf(plan: Plan, volume: VolumeObservation): string {

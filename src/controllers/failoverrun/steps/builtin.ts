@@ -50,13 +50,13 @@ export const shutDownSourceStep: StepExecutor = {
         { metadata: { annotations: { [replicationAnnotation]: record } } },
         "merge",
       );
-    await scaleToZero(context.client, workload);
+    const before = await scaleToZero(context.client, workload);
     const left = workload.status?.replicas ?? 0;
     // An unplanned run only fences: pods on an unreachable site stop when their node comes back (scaled to 0).
     if (context.run.spec.type === "Unplanned" || left === 0)
       return {
         state: "Succeeded",
-        message: `${workload.kind} ${workload.metadata.name} scaled to 0 (was ${workload.spec?.replicas ?? 0})`,
+        message: `${workload.kind} ${workload.metadata.name} scaled to 0 (was ${before})`,
       };
     return { state: "InProgress", message: `${left} source pods still running`, recheckAfterMs: 2000 };
   },

@@ -196,17 +196,18 @@ async function scaleBack(client: KubeClient, workload: Workload): Promise<Worklo
   );
 }
 
-/** Scales a workload to zero, recording the replicas it had (once: a repeat keeps the first record). */
-export async function scaleToZero(client: KubeClient, workload: Workload): Promise<void> {
+/**
+ * Scales a workload to zero, recording the replicas it had (once: a repeat keeps the first record).
+ * Returns the recorded count, so a repeat still reports what the workload ran before it stopped.
+ */
+export async function scaleToZero(client: KubeClient, workload: Workload): Promise<string> {
   const type = workloadType(workload.kind);
-  const recorded = workload.metadata.annotations?.[replicasAnnotation];
+  const recorded = workload.metadata.annotations?.[replicasAnnotation] ?? String(workload.spec?.replicas ?? 1);
   await client.patch(
     type,
     { name: workload.metadata.name, namespace: workload.metadata.namespace },
-    {
-      metadata: { annotations: { [replicasAnnotation]: recorded ?? String(workload.spec?.replicas ?? 1) } },
-      spec: { replicas: 0 },
-    },
+    { metadata: { annotations: { [replicasAnnotation]: recorded } }, spec: { replicas: 0 } },
     "merge",
   );
+  return recorded;
 }
