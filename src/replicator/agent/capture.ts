@@ -36,8 +36,11 @@ export interface Capture {
    * it instead of being sent; the namespace changes are sent.
    */
   round(source: (tracking?: ContentTracking) => TreeSource, freeze?: CutFreeze): Promise<RoundOutcome>;
-  /** Drops what is pending: a verifying scan is about to cover it. */
-  discard(): void;
+  /**
+   * Drops what is pending: a verifying scan is about to cover it. With `keepRanges` (a scan of
+   * the namespace only, which hands changed files back to the ranges) recorded ranges stay.
+   */
+  discard(keepRanges?: boolean): void;
   /**
    * Set when the content of known files is tracked without reading them (write ranges): the
    * periodic verifying scan then only checks the namespace and hands changed files to it.
