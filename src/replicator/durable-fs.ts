@@ -37,8 +37,14 @@ export function readChunkBytesFor(blockBytes: number): number {
  * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
  * `chunk`, a multiple of `blockBytes`, is the buffer to read into (default: one allocated here).
  */
+/** What forEachBlock reads from: an open file, or blocks a cut read earlier (cut-freeze.ts). */
+export interface BlockReader {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
 export async function forEachBlock(
-  handle: FileHandle,
+  handle: BlockReader,
   size: number,
   blockBytes: number,
   onBlock: (index: number, block: Buffer) => void | Promise<void>,
