@@ -88,17 +88,50 @@ function privateDevLines(dev: string, tools: HostTools): string[] {
 }
 
 /**
- * The pty relay: runs argv on a new pty, copies fd 0 to it and its output to
- * fd 1, applies "cols rows" lines from fd 3 as window sizes, and exits with
- * the command's exit status (128+N for a signal, as shells report it).
+ * The pty relay, `python3 -c ptyRelay WAIT COMMAND...`: runs the command on a new pty, copies fd 0
+ * to it and its output to fd 1, applies "cols rows" lines from fd 3 as window sizes, and exits with
+ * the command's exit status (128+N for a signal, as shells report it). WAIT is how many seconds to
+ * wait for a first size before the command starts: an exec's client sends its terminal's size as
+ * the streams open, and a command that reads it at once (stty size, a full-screen program) must
+ * see it, not the pty's default.
  */
 export const ptyRelay = `
-import fcntl, os, pty, select, struct, sys, termios
-pid, master = pty.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
+import fcntl, os, pty, select, struct, sys, termios, time
+wait = float(sys.argv[1])
+command = sys.argv[2:]
+master, slave = pty.openpty()
 inputs = [0, 3, master]
 pending = b""
+sized = False
+def take(data):
+    global pending, sized
+    pending += data
+    while b"\\n" in pending:
+        line, pending = pending.split(b"\\n", 1)
+        cols, rows = (int(v) for v in line.split())
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        sized = True
+deadline = time.monotonic() + wait
+while not sized and 3 in inputs:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not select.select([3], [], [], remaining)[0]:
+        break
+    data = os.read(3, 65536)
+    if data:
+        take(data)
+    else:
+        inputs.remove(3)
+pid = os.fork()
+if pid == 0:
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    os.execvp(command[0], command)
+os.close(slave)
 while master in inputs:
     readable, _, _ = select.select(inputs, [], [])
     for fd in readable:
@@ -116,11 +149,7 @@ while master in inputs:
         elif fd == 0:
             os.write(master, data)
         else:
-            pending += data
-            while b"\\n" in pending:
-                line, pending = pending.split(b"\\n", 1)
-                cols, rows = (int(v) for v in line.split())
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            take(data)
 _, status = os.waitpid(pid, 0)
 code = os.waitstatus_to_exitcode(status)
 sys.exit(128 - code if code < 0 else code)
@@ -169,7 +198,7 @@ export function launchScript(spec: LaunchSpec, plan: FilesystemPlan, tools: Host
   // Last, after any uid change (which clears it): the container's main process dies with the node agent.
   const dieWithAgent = [tools.setpriv, "--pdeathsig", "KILL", "--"];
   // With a tty the relay is the container's main process, and its command runs on the pty it made.
-  const onTty = spec.tty === undefined ? [] : [spec.tty.python3, "-c", ptyRelay];
+  const onTty = spec.tty === undefined ? [] : [spec.tty.python3, "-c", ptyRelay, "0"];
   const command = [
     tools.unshare,
     `--root=${spec.rootDir}`,

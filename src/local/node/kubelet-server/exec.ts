@@ -138,6 +138,9 @@ function parseSize(text: string): TerminalSize | undefined {
   }
 }
 
+/** How long an exec with a tty waits for the client's first terminal size before its command starts. */
+const firstSizeWaitSeconds = "2";
+
 export interface ExecOutcome {
   exitCode: number;
 }
@@ -157,7 +160,10 @@ export function runInContainer(
   const env = { ...target.env, ...(tty && target.env.TERM === undefined ? { TERM: "xterm" } : {}) };
   if (tty && tools.python3 === undefined)
     return Promise.reject(new Error("a tty needs python3 on the node (apt-get install python3)"));
-  const [file, args] = tty ? [tools.python3 ?? "", ["-c", ptyRelay, ...command]] : [command[0] ?? "", command.slice(1)];
+  const firstSizeWait = streams.resize === undefined ? "0" : firstSizeWaitSeconds;
+  const [file, args] = tty
+    ? [tools.python3 ?? "", ["-c", ptyRelay, firstSizeWait, ...command]]
+    : [command[0] ?? "", command.slice(1)];
   const child = spawn(file, args, {
     env,
     stdio: ["pipe", "pipe", "pipe", tty ? "pipe" : "ignore"],
