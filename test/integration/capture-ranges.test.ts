@@ -11,10 +11,15 @@ import { promisify } from "node:util";
 import { startCapture } from "../../src/replicator/agent/capture.js";
 import { FanotifyListener, type RangeRecord } from "../../src/replicator/agent/fanotify-listener.js";
 import { Manifest } from "../../src/replicator/agent/manifest.js";
+import { TreeSource, type ContentTracking } from "../../src/replicator/agent/tree-source.js";
+import { WriteRangeCapture } from "../../src/replicator/agent/write-ranges.js";
+import type { Change } from "../../src/gen/ksr/replication/v1/replication.js";
+import { loadBlockHasher } from "../../src/replicator/block-hash.js";
 import { eventually } from "../fixture/eventually.js";
 import { fanotifyUnavailable } from "../fixture/fanotify.js";
 
 const run = promisify(execFile);
+type Operation = NonNullable<Change["op"]>;
 const page = 4096;
 const mib = 1024 * 1024;
 
@@ -154,6 +159,38 @@ describe("write-range capture: ranges from the kernel", function () {
       await listener.sync();
       assert.deepEqual(forFile(), expected);
     });
+
+  it("keeps the ranges recorded before a namespace-only scan for the next round", async function () {
+    if (unavailable !== undefined) {
+      this.test!.title += ` (skipped: ${unavailable})`;
+      this.skip();
+    }
+    // The agent's periodic scan under write ranges looks at the namespace only and hands files
+    // whose stat changed back to the ranges: dropping the recorded ranges there lost those writes.
+    await loadBlockHasher();
+    const root = await mkdtemp(join(tmpdir(), "ksr-ranges-scan-"));
+    const manifest = new Manifest("m1");
+    const log = { info: () => undefined, warn: () => undefined };
+    const capture = new WriteRangeCapture(root, manifest, { watchdogMs: 5000, log });
+    try {
+      await writeFile(join(root, "data"), Buffer.alloc(mib));
+      await capture.start();
+      const sent: string[] = [];
+      const emitter = { emit: (op: Operation) => Promise.resolve(void sent.push(op.$case)) };
+      const source = (tracking?: ContentTracking) => new TreeSource(root, manifest, emitter, tracking);
+      await source(capture.tracking).fullScan();
+      await capture.round(source);
+      await inChild("node", node(`fs.writeSync(fd, Buffer.alloc(100, 9), 0, 100, 65536)`), join(root, "data"));
+      await eventually("the write recorded", () => Promise.resolve(capture.pending ? true : undefined), 10_000);
+      capture.discard(true);
+      sent.length = 0;
+      await capture.round(source);
+      assert.ok(sent.includes("write"), `the write reached the stream (sent: ${sent.join(", ")})`);
+    } finally {
+      capture.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 
   it("falls back to tree scan on tmpfs and says why; refuses an explicit write-ranges there", async function () {
     if (unavailable !== undefined) {

@@ -450,7 +450,9 @@ export class Agent implements CaptureStream {
       // A periodic scan under write ranges checks the namespace; a lost notification, everything.
       const content = capture?.tracking === undefined || lost || this.scanDue;
       this.scanDue = false;
-      capture?.discard();
+      // A namespace scan only touches the files whose stat changed: their recorded ranges are
+      // what the next round reads, so they must not be dropped.
+      capture?.discard(!content);
       await this.scan(content);
       return;
     }

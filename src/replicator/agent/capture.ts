@@ -31,8 +31,11 @@ export interface Capture {
   start(): Promise<void>;
   /** Sends what changed since the last round, through sources the agent makes (with this capture's tracking or none). */
   round(source: (tracking?: ContentTracking) => TreeSource): Promise<RoundOutcome>;
-  /** Drops what is pending: a verifying scan is about to cover it. */
-  discard(): void;
+  /**
+   * Drops what is pending: a verifying scan is about to cover it. With `keepRanges` (a scan of
+   * the namespace only, which hands changed files back to the ranges) recorded ranges stay.
+   */
+  discard(keepRanges?: boolean): void;
   /**
    * Set when the content of known files is tracked without reading them (write ranges): the
    * periodic verifying scan then only checks the namespace and hands changed files to it.

@@ -272,8 +272,9 @@ export class WriteRangeCapture implements Capture {
     }
   }
 
-  discard(): void {
+  discard(keepRanges = false): void {
     this.watcher.take();
+    if (keepRanges) return;
     this.dirty.take();
     this.lostRecords = false;
   }
