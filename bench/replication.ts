@@ -4,7 +4,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, rm, truncate, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AgentProgress } from "../src/replicator/agent/agent.js";
 import { LocalPipeline, type PipelineOptions } from "../src/replicator/local-pipeline.js";
@@ -21,6 +21,11 @@ export interface ScenarioResult {
 }
 
 const mib = 1024 * 1024;
+
+/** The machine's 1-minute load average now (the machine is shared: every figure carries its load). */
+function load(): number {
+  return Math.round((loadavg()[0] ?? 0) * 100) / 100;
+}
 const blockBytes = 64 * 1024;
 
 /** 60% compressible text, 40% random, like the issue's data set. */
@@ -295,6 +300,7 @@ export async function run(args: string[]): Promise<void> {
     const { bytes, small } = await makeTree(source, scale);
     execFileSync("sync");
 
+    let loadBefore = load();
     const rsyncInitial = timed(() => {
       rsync(["-a", `${source}/`, join(work, "rsync-target")]);
     });
@@ -313,8 +319,11 @@ export async function run(args: string[]): Promise<void> {
       baselineSeconds: rsyncInitial.seconds,
       ratio: rsyncInitial.seconds / ours.seconds,
       bytesPushed: ours.bytesPushed,
+      loadBefore,
+      loadAfter: load(),
     });
 
+    loadBefore = load();
     const oursIncremental = await incremental(
       { source, target: join(work, "target"), work: join(work, "pipeline"), once: false, logDir: work },
       small,
@@ -332,12 +341,18 @@ export async function run(args: string[]): Promise<void> {
       ratio: rsyncIncremental.seconds / oursIncremental.seconds,
       wireBytes: oursIncremental.wireBytes,
       wireBytesPerChangedByte: oursIncremental.wireBytes / oursIncremental.changed,
+      loadBefore,
+      loadAfter: load(),
     });
 
     // Metadata fidelity against rsync -aHAX --numeric-ids (bench/fidelity.ts; needs root).
-    if (process.getuid?.() === 0 && !args.includes("--no-fidelity")) results.push(await fidelityScenario(work, scale));
+    if (process.getuid?.() === 0 && !args.includes("--no-fidelity")) {
+      loadBefore = load();
+      results.push({ ...(await fidelityScenario(work, scale)), loadBefore, loadAfter: load() });
+    }
 
     if (lagSeconds > 0 && !args.includes("--no-lag")) {
+      loadBefore = load();
       const lag = await lagUnderLoad(work, lagSeconds);
       results.push({
         scenario: "lag-under-load",
@@ -349,6 +364,8 @@ export async function run(args: string[]): Promise<void> {
         p50Seconds: lag.p50,
         p99Seconds: lag.p99,
         samples: lag.samples,
+        loadBefore,
+        loadAfter: load(),
       });
     }
   } finally {

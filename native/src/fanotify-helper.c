@@ -475,6 +475,13 @@ static void run_command(char *text) {
       if (now_us() >= hold_deadline_us) break;
       usleep(200);
     }
+    // A truncate is reported once its thread has left the syscall (it raises no event on
+    // completion): those that finished before the hold are reported now, ahead of the answer,
+    // so the cut reads what they zeroed.
+    for (unsigned i = 0; quiet && i < ACCESS_SLOTS; i++) {
+      struct access *a = &accesses[i];
+      if (a->tid != 0 && a->answered && a->truncate && a->at_us < hold_started_us) report_access(a);
+    }
     snprintf(line, sizeof line, "h %d %llu\n", quiet && !broken_hold && !out_lost_mode && !unheld_write_seen,
              (unsigned long long)(now_us() - hold_started_us));
     emit_control(line);

@@ -26,20 +26,31 @@ export async function openRegularFile(path: string, flags: number, mode?: number
 
 const readChunkBytes = 4 * 1024 * 1024;
 
+/** The chunk forEachBlock reads at once: 4 MiB, rounded down to whole blocks. */
+export function readChunkBytesFor(blockBytes: number): number {
+  return Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
+}
+
 /**
  * Calls back with consecutive blocks of a file from `from` (a block boundary) to `size` (the
  * last may be short); reads in large chunks. Blocks are views of a reused buffer: copy what must
  * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
+ * `chunk`, a multiple of `blockBytes`, is the buffer to read into (default: one allocated here).
  */
+/** What forEachBlock reads from: an open file, or blocks a cut read earlier (cut-freeze.ts). */
+export interface BlockReader {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  close(): Promise<void>;
+}
+
 export async function forEachBlock(
-  handle: FileHandle,
+  handle: BlockReader,
   size: number,
   blockBytes: number,
   onBlock: (index: number, block: Buffer) => void | Promise<void>,
   from = 0,
+  chunk: Buffer = Buffer.allocUnsafe(Math.min(readChunkBytesFor(blockBytes), Math.max(blockBytes, size - from))),
 ): Promise<boolean> {
-  const chunkBytes = Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
-  const chunk = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(blockBytes, size - from)));
   for (let offset = from; offset < size; offset += chunk.length) {
     const wanted = Math.min(chunk.length, size - offset);
     const { bytesRead } = await handle.read(chunk, 0, wanted, offset);

@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { compressSync as lz4Compress, uncompressSync as lz4Decompress } from "lz4-napi";
 import { compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi";
 import { Codec, type Frame } from "../gen/ksr/replication/v1/replication.js";
+import { decodeFrame } from "./wire-reader.js";
 import { bytesBytes, uintBytes, WireWriter } from "./wire-writer.js";
 
 export type CompressionName = "zstd" | "lz4" | "none";
@@ -142,6 +143,10 @@ export function openFrame(key: Buffer, frame: Frame): Buffer {
  * of the sealed bytes, after `prefixBytes` left for the caller (the cache's record header).
  */
 export function encodeFrame(frame: Frame, prefixBytes = 0): Buffer {
+  if (prefixBytes === 0) {
+    const known = encodings.get(frame);
+    if (known !== undefined && unchanged(frame, known.as)) return known.bytes;
+  }
   if (frame.codec === Codec.UNRECOGNIZED) throw new Error("a frame with an unrecognized codec cannot be encoded");
   const machineId = Buffer.from(frame.machineId);
   const size =
@@ -162,4 +167,29 @@ export function encodeFrame(frame: Frame, prefixBytes = 0): Buffer {
   if (frame.afterGap) writer.uint(6, 1);
   writer.uint(7, frame.uncompressedSize);
   return writer.buffer;
+}
+
+/** Frames decoded from their encoding (read back from the cache) keep it: forwarding sends it as is. */
+const encodings = new WeakMap<Frame, { bytes: Buffer; as: Frame }>();
+
+function unchanged(frame: Frame, as: Frame): boolean {
+  return (
+    frame.machineId === as.machineId &&
+    frame.firstSeq === as.firstSeq &&
+    frame.lastSeq === as.lastSeq &&
+    frame.codec === as.codec &&
+    frame.sealed === as.sealed &&
+    frame.afterGap === as.afterGap &&
+    frame.uncompressedSize === as.uncompressedSize
+  );
+}
+
+/**
+ * Decodes a frame whose sealed bytes stay a view into `bytes`, and remembers `bytes` as its
+ * encoding for encodeFrame while the frame is unchanged. `bytes` must not be reused meanwhile.
+ */
+export function decodeFrameKeepingEncoding(bytes: Buffer): Frame {
+  const frame = decodeFrame(bytes);
+  encodings.set(frame, { bytes, as: { ...frame } });
+  return frame;
 }

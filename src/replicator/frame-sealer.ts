@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { Codec, Frame } from "../gen/ksr/replication/v1/replication.js";
 import { openFrame, sealFrame } from "./frame-codec.js";
+import { takeMessageBuffer } from "./wire-reader.js";
 
 export interface FrameRange {
   machineId: string;
@@ -60,8 +61,12 @@ export function createFrameSealer(key: Buffer, workers = defaultCodecWorkers()):
 
 // ------------------------------------------------------------ messages between pool and workers
 
-/** Bytes as they cross to a worker: an ArrayBuffer the receiver owns, all of it the payload. */
-export type Payload = ArrayBuffer;
+/** Bytes as they cross to a worker: an ArrayBuffer the receiver owns, and where in it the payload is. */
+export interface Payload {
+  buffer: ArrayBuffer;
+  offset: number;
+  length: number;
+}
 
 export type SealerJob =
   | { id: number; kind: "seal"; codec: Codec; range: FrameRange; batch: Payload }
@@ -74,19 +79,25 @@ export type SealerResult =
 
 /**
  * Hands the bytes over without a copy when the Buffer is the whole of its ArrayBuffer (every
- * Buffer over 4 KiB that gRPC decoding or Buffer.concat made); a view into a shared buffer (Node's
- * 8 KiB pool for small Buffers) is copied, since transferring would empty its neighbours.
+ * Buffer over 4 KiB that Buffer.concat or a codec made) or lies in the buffer of one received gRPC
+ * message (a push's batch, a frame's sealed bytes: see takeMessageBuffer); a view into a shared
+ * buffer (Node's 8 KiB pool for small Buffers) is copied, since transferring would empty its
+ * neighbours. Transferred, the caller's views of that buffer are left empty.
  */
 export function toPayload(bytes: Uint8Array, transfer: ArrayBuffer[]): Payload {
-  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-  const buffer =
-    whole && bytes.buffer instanceof ArrayBuffer ? bytes.buffer : Uint8Array.prototype.slice.call(bytes).buffer;
-  transfer.push(buffer);
-  return buffer;
+  const { buffer, byteOffset: offset, byteLength: length } = bytes;
+  const whole = offset === 0 && length === buffer.byteLength;
+  if (buffer instanceof ArrayBuffer && (takeMessageBuffer(bytes) || whole)) {
+    transfer.push(buffer);
+    return { buffer, offset, length };
+  }
+  const copy = Uint8Array.prototype.slice.call(bytes).buffer;
+  transfer.push(copy);
+  return { buffer: copy, offset: 0, length };
 }
 
 export function fromPayload(payload: Payload): Buffer {
-  return Buffer.from(payload);
+  return Buffer.from(payload.buffer, payload.offset, payload.length);
 }
 
 // ------------------------------------------------------------ the pool

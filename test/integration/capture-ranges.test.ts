@@ -160,6 +160,25 @@ describe("write-range capture: ranges from the kernel", function () {
       assert.deepEqual(forFile(), expected);
     });
 
+  it("reports a truncate that finished before a hold ahead of the hold's answer", async function () {
+    if (unavailable !== undefined || listener === undefined) {
+      this.test!.title += ` (skipped: ${unavailable})`;
+      this.skip();
+    }
+    // A truncate raises no completion event: without this, a cut right after it would read the
+    // file as if the zeroed range had not changed.
+    await writeFile(file(), Buffer.alloc(4 * mib));
+    const ino = String(statSync(file()).ino);
+    await listener.sync();
+    records.length = 0;
+    await inChild("node", node(`fs.ftruncateSync(fd, ${mib + 1})`), file());
+    const held = await listener.hold(2000);
+    const truncates = records.filter((record) => record.ino === ino).map(comparable);
+    await listener.release();
+    assert.equal(held.quiet, true);
+    assert.deepEqual(truncates, [{ kind: "truncate", offset: mib }]);
+  });
+
   it("keeps the ranges recorded before a namespace-only scan for the next round", async function () {
     if (unavailable !== undefined) {
       this.test!.title += ` (skipped: ${unavailable})`;

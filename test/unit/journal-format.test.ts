@@ -34,6 +34,7 @@ describe("journal: on-disk format", () => {
   it("round-trips every record type and rejects paths that leave the root", () => {
     const records = [
       { type: "bytes", path: "a/b", offset: 65536, oldSize: 70000, data: Buffer.from("old") },
+      { type: "bytes", path: "a/c", offset: 0, oldSize: 0, data: Buffer.alloc(0) },
       { type: "mode", path: "a", mode: 0o750 },
       { type: "absent", path: "x" },
       { type: "moved", path: "y", object: "12-0" },

@@ -4,7 +4,7 @@
 import { strict as assert } from "node:assert";
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
-import { Codec, type Frame } from "../../src/gen/ksr/replication/v1/replication.js";
+import { Codec, PushRequest, type Frame } from "../../src/gen/ksr/replication/v1/replication.js";
 import { openFrame, sealFrame } from "../../src/replicator/frame-codec.js";
 import {
   createFrameSealer,
@@ -12,6 +12,7 @@ import {
   SealerClosed,
   WorkerFrameSealer,
 } from "../../src/replicator/frame-sealer.js";
+import { decodePushRequest, ownedMessageDecoder } from "../../src/replicator/wire-reader.js";
 
 const key = randomBytes(32);
 const codecs = [Codec.CODEC_ZSTD, Codec.CODEC_LZ4, Codec.CODEC_NONE];
@@ -94,6 +95,27 @@ describe("replicator frame sealer", function () {
     assert.equal(small.toString(), "a small batch in Node's shared buffer pool");
     assert.equal(neighbour.toString(), "its neighbour in the same pool");
     assert.equal(openFrame(key, smallFrame).toString(), "a small batch in Node's shared buffer pool");
+  });
+
+  it("transfers a push's batch in the buffer of its received message whole, and copies one in a shared chunk", async () => {
+    const batch = randomBytes(50_000);
+    const message = Buffer.from(
+      PushRequest.encode({ machineId: "m1", firstSeq: 3, lastSeq: 3, batch, resync: false }).finish(),
+    );
+    const decode = ownedMessageDecoder(decodePushRequest);
+    // As grpc-js hands it over: the 5-byte header, then the message, alone in a fresh buffer.
+    const received = Buffer.concat([Buffer.alloc(5), message]);
+    const request = decode(received.subarray(5));
+    const frame = await pool.seal(Codec.CODEC_ZSTD, { machineId: "m1", firstSeq: 3, lastSeq: 3 }, request.batch);
+    assert.equal(received.length, 0, "the whole message buffer was handed over");
+    assert.deepEqual(openFrame(key, frame), batch);
+
+    // The same message followed by another in one chunk: its buffer is not its alone, so it is copied.
+    const chunk = Buffer.concat([Buffer.alloc(5), message, Buffer.from("next message")]);
+    const shared = decode(chunk.subarray(5, 5 + message.length));
+    const sharedFrame = await pool.seal(Codec.CODEC_LZ4, { machineId: "m1", firstSeq: 4, lastSeq: 4 }, shared.batch);
+    assert.equal(chunk.subarray(5 + message.length).toString(), "next message");
+    assert.deepEqual(openFrame(key, sharedFrame), batch);
   });
 
   it("fails a tampered frame alone: the frames around it open, and the pool goes on", async () => {

@@ -26,6 +26,7 @@ import { Manifest } from "./manifest.js";
 import { CaptureLock, PointCutter, type CaptureStream, type CutFlush, type PointReport } from "./point-cutter.js";
 import { ChangeSender, ResyncNeeded } from "./sender.js";
 import type { ReportedCaptureStrategy } from "../capture-strategy.js";
+import { CutFreeze } from "./cut-freeze.js";
 import { startCapture, type Capture, type CaptureChoice, type CaptureRequest } from "./capture.js";
 import { treeBytes, TreeSource, type ContentTracking } from "./tree-source.js";
 
@@ -78,6 +79,8 @@ export interface AgentOptions {
   writeHoldLimitMs?: number;
   /** Write ranges: a helper that answers no heartbeat this long is killed (its writers are let go). */
   watchdogMs?: number;
+  /** Write ranges: the most a cut reads into memory to keep its write hold short (cut-freeze.ts). */
+  cutFreezeLimitBytes?: number;
 }
 
 export const defaultWriteHoldLimitMs = 500;
@@ -140,6 +143,8 @@ export class Agent implements CaptureStream {
   private stopped = false;
   private lastSave = 0;
   private scanDue = false;
+  /** A group member's cut content, read under its hold: sent once its writes are let go. */
+  private frozenForGroup: CutFreeze | undefined;
   private appliedSeq = 0;
   private readonly startedAt = Date.now();
   /** What the agent reports to the process server (Ingest.Report) for the operator's status and RPO. */
@@ -434,9 +439,9 @@ export class Agent implements CaptureStream {
    * `settle` waits for the process server's acknowledgements (a cut's rounds do not: the marker
    * after them is what gets waited for).
    */
-  private async captureRound(scanDue: boolean, settle = true, lost = false): Promise<void> {
+  private async captureRound(scanDue: boolean, settle = true, lost = false, freeze?: CutFreeze): Promise<void> {
     try {
-      await this.captureChanges(scanDue, settle, lost);
+      await this.captureChanges(scanDue, settle, lost, freeze);
     } catch (error) {
       // The notifications it took are gone, whoever called it (a follow step or a cut): verify everything.
       this.scanDue = true;
@@ -444,9 +449,10 @@ export class Agent implements CaptureStream {
     }
   }
 
-  private async captureChanges(scanDue: boolean, settle: boolean, lost: boolean): Promise<void> {
+  private async captureChanges(scanDue: boolean, settle: boolean, lost: boolean, freeze?: CutFreeze): Promise<void> {
     const capture = this.capture;
     if (capture === undefined || scanDue || lost) {
+      freeze?.clear(); // the scan reads everything live: nothing older may follow it
       // A periodic scan under write ranges checks the namespace; a lost notification, everything.
       const content = capture?.tracking === undefined || lost || this.scanDue;
       this.scanDue = false;
@@ -456,9 +462,10 @@ export class Agent implements CaptureStream {
       await this.scan(content);
       return;
     }
-    const outcome = await capture.round((tracking) => this.treeSource(tracking));
+    const outcome = await capture.round((tracking) => this.treeSource(tracking), freeze);
     if (outcome === "lost") {
       this.options.log.warn("change notifications were lost; running a verifying scan");
+      freeze?.clear();
       capture.discard();
       await this.scan(true);
     } else if (outcome === "sent" && settle) await this.settle();
@@ -522,19 +529,25 @@ export class Agent implements CaptureStream {
   }
 
   /**
-   * Write ranges: catches up, holds new writes, sends what landed before the hold, and checks
-   * that no namespace change (which fanotify does not hold) came meanwhile. A single machine's
-   * cut lets the writes go at once; a group member keeps them held until its Mark.
+   * Write ranges: reads what changed so far into memory (cut-freeze.ts, twice), holds new writes, reads
+   * what landed before the hold, and checks that no namespace change (which fanotify does not
+   * hold) came meanwhile. A single machine's cut then lets the writes go and sends what it read;
+   * a group member keeps them held until its Mark (releaseWrites). Hashing and shipping happen
+   * after the hold, so it lasts about as long as the reads of the last moment's writes.
    */
   private async flushHeld(capture: Capture, group: boolean): Promise<CutFlush> {
-    await this.captureRound(this.scanDue, false);
+    const freeze = new CutFreeze(this.options.source, this.options.cutFreezeLimitBytes);
+    // Twice: the second pass reads only what was written during the first, so what is left for
+    // the hold is what a short read's time lets through.
+    await this.captureRound(this.scanDue, false, false, freeze);
+    await this.captureRound(this.scanDue, false, false, freeze);
     const limitMs = this.options.writeHoldLimitMs ?? defaultWriteHoldLimitMs;
     const started = performance.now();
     let quiet = (await capture.holdWrites?.(limitMs)) ?? false;
     try {
       await nextTurn();
       await nextTurn();
-      await this.captureRound(this.scanDue, false);
+      await this.captureRound(this.scanDue, false, false, freeze);
       await nextTurn();
       await nextTurn();
       if (capture.unheldChangesPending || this.scanDue) quiet = false;
@@ -542,10 +555,25 @@ export class Agent implements CaptureStream {
       await capture.releaseWrites?.();
       throw error;
     }
-    if (group && quiet) return { writesInFlight: false, writesHeld: true, heldSince: started };
+    if (group && quiet) {
+      this.frozenForGroup = freeze;
+      return { writesInFlight: false, writesHeld: true, heldSince: started };
+    }
     const heldThroughout = (await capture.releaseWrites?.()) ?? false;
     const heldMs = performance.now() - started;
+    await this.sendFrozen(freeze);
     return { writesInFlight: !(quiet && heldThroughout), writesHeld: false, heldMs };
+  }
+
+  /** Sends what a cut read under its hold; a failure leaves a verifying scan due, like any round. */
+  private async sendFrozen(freeze: CutFreeze): Promise<void> {
+    if (freeze.size === 0) return;
+    try {
+      await freeze.send(this.treeSource(this.capture?.tracking));
+    } catch (error) {
+      this.scanDue = true;
+      throw error;
+    }
   }
 
   /** Group cuts: lets the held writes go at Mark; true when they were held (and nothing else changed) all along. */
@@ -558,6 +586,9 @@ export class Agent implements CaptureStream {
     const held = await capture.releaseWrites();
     if (heldSince !== undefined)
       this.options.log.info(`writes held ${(performance.now() - heldSince).toFixed(1)} ms for a group cut`);
+    const frozen = this.frozenForGroup;
+    this.frozenForGroup = undefined;
+    if (frozen !== undefined) await this.sendFrozen(frozen);
     return held && namespaceQuiet;
   }
 

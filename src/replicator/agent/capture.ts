@@ -3,6 +3,7 @@
 // (fanotify pre-content events, write-ranges.ts) see each write's range and can hold writes for
 // a crash-consistent cut. The agent reports which one it runs and why.
 import type { Signal } from "../signal.js";
+import type { CutFreeze } from "./cut-freeze.js";
 import type { Manifest } from "./manifest.js";
 import type { ContentTracking, TreeSource } from "./tree-source.js";
 import { TreeWatcher } from "./watcher.js";
@@ -29,8 +30,12 @@ export interface Capture {
   readonly pending: boolean;
   /** Observation starts here, before the first scan, so nothing changed during it goes unnoticed. */
   start(): Promise<void>;
-  /** Sends what changed since the last round, through sources the agent makes (with this capture's tracking or none). */
-  round(source: (tracking?: ContentTracking) => TreeSource): Promise<RoundOutcome>;
+  /**
+   * Sends what changed since the last round, through sources the agent makes (with this
+   * capture's tracking or none). With `freeze` (a cut, write ranges), file content is read into
+   * it instead of being sent; the namespace changes are sent.
+   */
+  round(source: (tracking?: ContentTracking) => TreeSource, freeze?: CutFreeze): Promise<RoundOutcome>;
   /**
    * Drops what is pending: a verifying scan is about to cover it. With `keepRanges` (a scan of
    * the namespace only, which hands changed files back to the ranges) recorded ranges stay.

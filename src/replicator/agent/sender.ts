@@ -11,13 +11,18 @@ import {
   type PushRequest,
 } from "../../gen/ksr/replication/v1/replication.js";
 import { callWithin } from "../grpc-util.js";
-import { encodeChangeBatch } from "./batch-encoder.js";
+import { BufferPool } from "../buffer-pool.js";
+import { PushBuilder, pushSerialized, queuePush } from "./batch-encoder.js";
 import { batchFormatVersion } from "../master-target/machine-applier.js";
 import { Signal } from "../signal.js";
 
 const batchBytesTarget = 4 * 1024 * 1024;
 const batchChangesLimit = 8192;
 const windowBytes = 64 * 1024 * 1024;
+/** A batch's buffer: the target plus the largest write a capture emits (1 MiB) and its change's framing. */
+const pushBufferBytes = batchBytesTarget + 1024 * 1024 + 64 * 1024;
+/** Buffers kept for reuse: a full window of batches and a few more. */
+const pushBuffersKept = windowBytes / batchBytesTarget + 4;
 
 export class ResyncNeeded extends Error {
   constructor(reason: string) {
@@ -30,11 +35,13 @@ type Operation = NonNullable<Change["op"]>;
 
 interface Unacked {
   request: PushRequest;
+  /** Its pooled buffer, reused once the push is acknowledged. */
+  buffer?: Buffer;
 }
 
 export class ChangeSender {
-  private pending: Change[] = [];
-  private pendingBytes = 0;
+  private readonly buffers = new BufferPool(pushBufferBytes, pushBuffersKept);
+  private readonly pending: PushBuilder;
   private unacked: Unacked[] = [];
   private stream: ClientDuplexStream<PushRequest, PushAck> | undefined;
   private streamError: Error | undefined;
@@ -55,6 +62,7 @@ export class ChangeSender {
     private nextSeq: number,
   ) {
     this.ackedSeq = nextSeq - 1;
+    this.pending = new PushBuilder(machineId, batchFormatVersion, this.buffers);
   }
 
   get lastSeq(): number {
@@ -67,8 +75,7 @@ export class ChangeSender {
 
   /** Starts a resync: numbering continues at `nextSeq` and the first batch says it may follow a gap. */
   beginResync(nextSeq: number): void {
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.pending.reset();
     this.unacked = [];
     this.nextSeq = nextSeq;
     this.ackedSeq = nextSeq - 1;
@@ -76,32 +83,22 @@ export class ChangeSender {
     this.markNextAsResync = true;
   }
 
+  /** Numbers and encodes a change; its bytes are copied before emit returns, so the caller may reuse them. */
   async emit(op: Operation): Promise<void> {
     if (this.resyncOrdered) throw new ResyncNeeded("the process server dropped changes");
     // A point's marker is no change of the data: the data-loss window counts from the last real one.
     if (op.$case !== "marker") this.lastChange = { lastChangeSeq: this.nextSeq, lastChangeUnixMs: Date.now() };
-    this.pending.push({ seq: this.nextSeq++, op });
-    this.pendingBytes += op.$case === "write" ? op.value.data.length + 64 : 64;
-    if (this.pendingBytes >= batchBytesTarget || this.pending.length >= batchChangesLimit) await this.flush();
+    this.pending.add({ seq: this.nextSeq++, op });
+    if (this.pending.batchBytes >= batchBytesTarget || this.pending.count >= batchChangesLimit) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
-    const changes = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
-    const batch = encodeChangeBatch({ formatVersion: batchFormatVersion, machineId: this.machineId, changes });
-    const request: PushRequest = {
-      machineId: this.machineId,
-      firstSeq: changes[0]?.seq ?? 0,
-      lastSeq: changes.at(-1)?.seq ?? 0,
-      batch,
-      resync: this.markNextAsResync,
-    };
+    if (this.pending.count === 0) return;
+    const built = this.pending.finish(this.markNextAsResync);
     this.markNextAsResync = false;
-    this.unacked.push({ request });
-    this.bytesPushed += batch.length;
-    if (!(await this.connected())) this.stream?.write(request);
+    this.unacked.push(built);
+    this.bytesPushed += built.request.batch.length;
+    if (!(await this.connected())) this.write(built.request);
     while (this.unackedBytes() > windowBytes) await this.waitForAcks();
   }
 
@@ -156,6 +153,10 @@ export class ChangeSender {
       if (ack.resyncRequired) this.resyncOrdered = true;
       else {
         this.ackedSeq = Math.max(this.ackedSeq, ack.durableSeq);
+        // Durable at the process server and not queued for a resend: gRPC has copied them, their buffers are free.
+        for (const item of this.unacked)
+          if (item.request.lastSeq <= ack.durableSeq && item.buffer !== undefined && pushSerialized(item.request))
+            this.buffers.give(item.buffer);
         this.unacked = this.unacked.filter((item) => item.request.lastSeq > ack.durableSeq);
       }
       this.acked.notify();
@@ -169,8 +170,14 @@ export class ChangeSender {
       this.acked.notify();
     });
     this.stream = stream;
-    for (const item of this.unacked) stream.write(item.request);
+    for (const item of this.unacked) this.write(item.request);
     return true;
+  }
+
+  private write(request: PushRequest): void {
+    if (this.stream === undefined) return;
+    queuePush(request);
+    this.stream.write(request);
   }
 
   private lastSeqPushed(): number {

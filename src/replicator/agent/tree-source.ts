@@ -9,7 +9,7 @@ import type { BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { EntryKind, type Change } from "../../gen/ksr/replication/v1/replication.js";
 import { blockCount, blockSize, hashBlock, isZeroBlock } from "../block-hash.js";
-import { forEachBlock, openRegularFile } from "../durable-fs.js";
+import { forEachBlock, openRegularFile, readChunkBytesFor, type BlockReader } from "../durable-fs.js";
 import { attributesKey, deviceNumbers, isSpecialKind, readAttributes } from "../file-attributes.js";
 import { entryKind, isVanished, lstatIfExists, permissionMode, readlinkOf, walkTree } from "../tree-walk.js";
 import { wireParent } from "../wire-path.js";
@@ -22,6 +22,7 @@ import {
   type ManifestRecord,
 } from "./manifest.js";
 import { ResyncNeeded, type ChangeSender } from "./sender.js";
+import { BufferPool } from "../buffer-pool.js";
 
 /** Bytes of regular files a full scan has gone through, for progress reports. */
 export interface ScanProgress {
@@ -36,6 +37,7 @@ export async function treeBytes(root: string): Promise<number> {
 }
 
 type Operation = NonNullable<Change["op"]>;
+/** Takes a change; a write's data is consumed (copied or applied) before emit returns, so callers reuse their buffers. */
 type Emitter = Pick<ChangeSender, "emit">;
 type Reconcile = { recurse: boolean; detectMoves: boolean };
 
@@ -425,37 +427,35 @@ export class TreeSource {
     this.manifest.set(path, record);
   }
 
+  /** The manifest path of the known regular file with this inode (write-range records name inodes). */
+  knownFile(ino: string): { path: string; record: ManifestRecord } | undefined {
+    for (const path of this.manifest.pathsWithIno(ino)) {
+      const record = this.manifest.get(path);
+      if (record?.kind === EntryKind.ENTRY_KIND_FILE && record.ino === ino) return { path, record };
+    }
+    return undefined;
+  }
+
   /**
    * Sends a file's dirty blocks (write-range capture): reads and hashes only those, plus the
    * blocks a size change touches. A file not (or no longer) at a known path is left to the
-   * namespace notifications.
+   * namespace notifications. With `frozen`, its stat and blocks come from what a cut read while
+   * writes were held (cut-freeze.ts), not from the file.
    */
-  async syncRanges(ino: string, dirty: DirtyFile): Promise<void> {
-    const path = this.manifest.pathsWithIno(ino).find((candidate) => {
-      const record = this.manifest.get(candidate);
-      return record?.kind === EntryKind.ENTRY_KIND_FILE && record.ino === ino;
-    });
-    const record = path === undefined ? undefined : this.manifest.get(path);
-    if (path === undefined || record === undefined) return;
-    const stats = await lstatIfExists(join(this.root, path));
+  async syncRanges(ino: string, dirty: DirtyFile, frozen?: FrozenFile): Promise<void> {
+    const known = this.knownFile(ino);
+    if (known === undefined) return;
+    const { path, record } = known;
+    const stats = frozen?.stats ?? (await lstatIfExists(join(this.root, path)));
     if (stats === undefined || !stats.isFile() || String(stats.ino) !== ino) return;
     const size = Number(stats.size);
     const count = blockCount(size);
-    const blocks = dirty.whole ? undefined : [...dirty.blocks].filter((index) => index < count);
-    if (dirty.truncatedFrom !== undefined)
-      for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks?.push(index);
+    const blocks = blocksToCheck(record, size, dirty);
     const emittedBefore = this.emitted;
     try {
-      if (record.size !== size) {
-        await this.emit({ $case: "truncate", value: { path, size } });
-        // The old and the new last block changed length; and everything past the old end is new.
-        // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
-        for (const end of [record.size, size])
-          if (end > 0 && end <= size) blocks?.push(Math.floor((end - 1) / blockSize));
-        for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks?.push(index);
-      }
+      if (record.size !== size) await this.emit({ $case: "truncate", value: { path, size } });
       const runs = blocks === undefined ? [{ first: 0, count }] : blockRuns(blocks);
-      const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs);
+      const complete = await sendChangedBlocks(join(this.root, path), path, size, record, this.emitter, runs, frozen);
       // A write moves the replica file's mtime (and drops its capabilities): attributes go again.
       if (this.emitted !== emittedBefore || this.attributesChanged(path, stats, record))
         await this.sendAttributes(path, stats, record);
@@ -470,6 +470,31 @@ export class TreeSource {
       if (!isVanished(error)) throw error;
     }
   }
+}
+
+/** A file's content as a cut read it under the write hold: its stat, and the blocks syncRanges reads. */
+export interface FrozenFile {
+  stats: BigIntStats;
+  open(): Promise<BlockReader>;
+}
+
+/**
+ * The blocks of a file of `size` bytes that a round of write ranges reads: the dirty ones, those
+ * from a truncate on, and those a size change touches (undefined: all of them).
+ */
+export function blocksToCheck(record: ManifestRecord, size: number, dirty: DirtyFile): number[] | undefined {
+  if (dirty.whole) return undefined;
+  const count = blockCount(size);
+  const blocks = [...dirty.blocks].filter((index) => index < count);
+  if (dirty.truncatedFrom !== undefined)
+    for (let index = Math.floor(dirty.truncatedFrom / blockSize); index < count; index++) blocks.push(index);
+  if (record.size !== size) {
+    // The old and the new last block changed length; and everything past the old end is new.
+    // (An O_APPEND write is reported at the descriptor's position, not at the end it wrote.)
+    for (const end of [record.size, size]) if (end > 0 && end <= size) blocks.push(Math.floor((end - 1) / blockSize));
+    for (let index = Math.floor(record.size / blockSize); index < count; index++) blocks.push(index);
+  }
+  return blocks;
 }
 
 /** Sorted runs of consecutive block indexes, at most 64 blocks (4 MiB) each. */
@@ -491,9 +516,16 @@ interface BlockRun {
 
 const maxWriteBytes = 1024 * 1024;
 
-/** Coalesces changed blocks that follow each other into one write of up to 1 MiB (one copy). */
+/**
+ * Read chunks and write runs, reused from file to file (each sendChangedBlocks takes its own, so
+ * calls may overlap): the sender copies a write's data when it is emitted.
+ */
+const readChunks = new BufferPool(readChunkBytesFor(blockSize), 2);
+const runBuffers = new BufferPool(maxWriteBytes, 2);
+
+/** Coalesces changed blocks that follow each other into one write of up to 1 MiB. */
 class WriteRun {
-  private buffer = Buffer.allocUnsafe(maxWriteBytes);
+  readonly buffer = runBuffers.take();
   private offset = 0;
   private length = 0;
 
@@ -513,7 +545,6 @@ class WriteRun {
   async flush(): Promise<void> {
     if (this.length === 0) return;
     const data = this.buffer.subarray(0, this.length);
-    this.buffer = Buffer.allocUnsafe(maxWriteBytes);
     this.length = 0;
     await this.sender.emit({ $case: "write", value: { path: this.path, offset: this.offset, data } });
   }
@@ -532,25 +563,29 @@ export async function sendChangedBlocks(
   record: ManifestRecord,
   sender: Emitter,
   runs: readonly BlockRun[] = [{ first: 0, count: blockCount(size) }],
+  frozen?: FrozenFile,
 ): Promise<boolean> {
   const knownBlocks = Math.min(record.hashes.length, blockCount(record.size));
-  let handle;
+  let handle: BlockReader;
   try {
-    handle = await openRegularFile(file, constants.O_RDONLY);
+    handle = await (frozen?.open() ?? openRegularFile(file, constants.O_RDONLY));
   } catch (error) {
     if (isVanished(error)) throw error; // gone or replaced (by a FIFO, say): the caller looks again
     return false;
   }
   const run = new WriteRun(path, sender);
+  const chunk = readChunks.take();
   let complete = true;
   try {
     for (const { first, count } of runs) {
       const start = first * blockSize;
       const end = Math.min(size, (first + count) * blockSize);
-      if (!(await forEachBlock(handle, end, blockSize, onBlock, start))) complete = false;
+      if (!(await forEachBlock(handle, end, blockSize, onBlock, start, chunk))) complete = false;
     }
     await run.flush();
   } finally {
+    readChunks.give(chunk);
+    runBuffers.give(run.buffer);
     await handle.close();
   }
   record.hashes.truncate(blockCount(size));

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { blockSize } from "../block-hash.js";
 import type { Signal } from "../signal.js";
 import { watcherRound, type Capture, type CaptureChoice, type CaptureLog, type RoundOutcome } from "./capture.js";
+import type { CutFreeze } from "./cut-freeze.js";
 import { FanotifyListener, markProblem, type RangeRecord } from "./fanotify-listener.js";
 import type { Manifest } from "./manifest.js";
 import type { ContentTracking, DirtyFile, TreeSource } from "./tree-source.js";
@@ -236,7 +237,7 @@ export class WriteRangeCapture implements Capture {
     this.watcher.changed.notify();
   }
 
-  async round(source: (tracking?: ContentTracking) => TreeSource): Promise<RoundOutcome> {
+  async round(source: (tracking?: ContentTracking) => TreeSource, freeze?: CutFreeze): Promise<RoundOutcome> {
     if (this.fellBack) {
       if (!this.lostRecords) return watcherRound(this.watcher, source());
       this.lostRecords = false;
@@ -258,7 +259,10 @@ export class WriteRangeCapture implements Capture {
     if (namespace === "lost") return "lost";
     await this.followMappings();
     const dirty = this.dirty.take();
-    for (const [ino, file] of dirty) await tracking.syncRanges(ino, file);
+    if (freeze === undefined || !(await freeze.add(tracking, dirty))) {
+      await freeze?.send(tracking); // what was read earlier goes first: the live reads are newer
+      for (const [ino, file] of dirty) await tracking.syncRanges(ino, file);
+    }
     return namespace === "sent" || dirty.size > 0 ? "sent" : "idle";
   }
 

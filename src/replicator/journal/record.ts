@@ -53,27 +53,38 @@ function describe(record: UndoRecord): { meta: unknown; data: Buffer } {
   return { meta: record, data: Buffer.alloc(0) };
 }
 
-export function encodeRecord(seq: number, record: UndoRecord, lastOfGroup: boolean): Buffer {
+/**
+ * A record as the pieces it is written from: its header and metadata, then its data as a view of
+ * the caller's bytes (no copy); the crc runs over both. Concatenated, they are encodeRecord's bytes.
+ */
+export function encodeRecordParts(seq: number, record: UndoRecord, lastOfGroup: boolean): Buffer[] {
   const { meta, data } = describe(record);
   const json = Buffer.from(JSON.stringify(meta));
   const payloadBytes = 4 + json.length + data.length;
-  const buffer = Buffer.allocUnsafe(headerBytes + payloadBytes);
-  buffer.writeUInt32LE(magic, 0);
-  buffer.writeUInt32LE(payloadBytes, 4);
-  buffer.writeUInt8(typeCodes[record.type], 12);
-  buffer.writeUInt8(lastOfGroup ? lastOfGroupFlag : 0, 13);
-  buffer.writeUInt16LE(0, 14);
-  buffer.writeBigUInt64LE(BigInt(seq), 16);
-  buffer.writeUInt32LE(json.length, headerBytes);
-  json.copy(buffer, headerBytes + 4);
-  Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(buffer, headerBytes + 4 + json.length);
-  buffer.writeUInt32LE(crc32(buffer.subarray(12)), 8);
-  return buffer;
+  const head = Buffer.allocUnsafe(headerBytes + 4 + json.length);
+  head.writeUInt32LE(magic, 0);
+  head.writeUInt32LE(payloadBytes, 4);
+  head.writeUInt8(typeCodes[record.type], 12);
+  head.writeUInt8(lastOfGroup ? lastOfGroupFlag : 0, 13);
+  head.writeUInt16LE(0, 14);
+  head.writeBigUInt64LE(BigInt(seq), 16);
+  head.writeUInt32LE(json.length, headerBytes);
+  json.copy(head, headerBytes + 4);
+  const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  // (zlib.crc32 of empty data answers 0 whatever the starting value, so an empty body is left out.)
+  const headCrc = crc32(head.subarray(12));
+  head.writeUInt32LE(body.length === 0 ? headCrc : crc32(body, headCrc), 8);
+  return body.length === 0 ? [head] : [head, body];
 }
 
-export function encodeGroup(group: RecordGroup): Buffer {
-  return Buffer.concat(
-    group.records.map((record, index) => encodeRecord(group.seq, record, index === group.records.length - 1)),
+export function encodeRecord(seq: number, record: UndoRecord, lastOfGroup: boolean): Buffer {
+  return Buffer.concat(encodeRecordParts(seq, record, lastOfGroup));
+}
+
+/** A group's records as the pieces to write (see encodeRecordParts). */
+export function encodeGroupParts(group: RecordGroup): Buffer[] {
+  return group.records.flatMap((record, index) =>
+    encodeRecordParts(group.seq, record, index === group.records.length - 1),
   );
 }
 

@@ -12,7 +12,7 @@ import type { RecoveryPoint } from "./point.js";
 import {
   checksumMatches,
   decodeRecord,
-  encodeGroup,
+  encodeGroupParts,
   headerBytes,
   parseHeader,
   type RecordGroup,
@@ -239,18 +239,14 @@ export class SegmentLog {
       return group.seq;
     }, this.lastSeq);
     const segment = await this.segmentForAppend(first.seq);
-    const encoded = groups.map((group) => encodeGroup(group));
-    const buffer = encoded.length === 1 ? (encoded[0] as Buffer) : Buffer.concat(encoded);
+    // Written from the records' pieces (old content stays in the buffers it was read into): no copies.
+    const encoded = groups.map((group) => encodeGroupParts(group));
     const handle = this.appendHandle;
     if (handle === undefined) throw new Error("no segment open for appending");
-    let written = 0;
-    while (written < buffer.length) {
-      const { bytesWritten } = await handle.write(buffer, written, buffer.length - written, segment.bytes + written);
-      written += bytesWritten;
-    }
+    await writeAll(handle, encoded.flat(), segment.bytes);
     await handle.datasync();
     for (const [index, group] of groups.entries()) {
-      const bytes = encoded[index]?.length ?? 0;
+      const bytes = (encoded[index] ?? []).reduce((sum, part) => sum + part.length, 0);
       this.groups.push({ seq: group.seq, segment: segment.name, offset: segment.bytes, bytes });
       segment.bytes += bytes;
       segment.lastSeq = group.seq;
@@ -371,4 +367,25 @@ function decodeGroupBytes(bytes: Buffer, location: GroupLocation): UndoRecord[] 
     position += headerBytes + header.payloadBytes;
   }
   return records;
+}
+
+/** Writes the pieces one after another at `position`, resuming after short writes. */
+async function writeAll(handle: FileHandle, pieces: readonly Buffer[], position: number): Promise<void> {
+  let rest = pieces.filter((piece) => piece.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    const batch = rest.slice(0, 1024); // writev takes at most IOV_MAX buffers at once
+    const { bytesWritten } = await handle.writev(batch, at);
+    at += bytesWritten;
+    let left = bytesWritten;
+    let done = 0;
+    for (const piece of batch) {
+      if (left < piece.length) break;
+      left -= piece.length;
+      done++;
+    }
+    rest = rest.slice(done);
+    const partial = rest[0];
+    if (left > 0 && partial !== undefined) rest[0] = partial.subarray(left);
+  }
 }

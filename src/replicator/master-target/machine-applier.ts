@@ -1,10 +1,11 @@
 // One machine's replica at the master target: opens sealed frames, checks them completely,
 // applies the changes not yet applied in sequence order and persists the applied seq only
 // after the replica (and its journal) are durable.
-import { ChangeBatch, type Change, type Frame } from "../../gen/ksr/replication/v1/replication.js";
+import type { ChangeBatch, Change, Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { DurableCounter } from "../durable-counter.js";
 import type { FrameSealer } from "../frame-sealer.js";
 import { changesContentOnly } from "../journal/change.js";
+import { decodeChangeBatch } from "../wire-reader.js";
 import { ApplyError, needsBarrier, type Replica } from "./replica.js";
 import type { ChangeJournal } from "./change-journal.js";
 
@@ -138,7 +139,7 @@ export class MachineApplier {
       );
     let batch: ChangeBatch;
     try {
-      batch = ChangeBatch.decode(await (opening ?? this.sealer.open(frame)));
+      batch = decodeChangeBatch(await (opening ?? this.sealer.open(frame)));
     } catch (error) {
       throw new FrameRejected(`frame ${firstSeq}..${lastSeq} is unreadable: ${(error as Error).message}`);
     }

@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { Frame } from "../../gen/ksr/replication/v1/replication.js";
 import { hashBlock } from "../block-hash.js";
 import { fsyncDirectory } from "../durable-fs.js";
-import { encodeFrame } from "../frame-codec.js";
+import { decodeFrameKeepingEncoding, encodeFrame } from "../frame-codec.js";
 
 const recordHeaderBytes = 12; // u32 length + u64 xxhash64 of the payload
 const segmentBytes = 64 * 1024 * 1024;
@@ -143,9 +143,14 @@ export class MachineCache {
   /** Cached frames whose changes end after `seq`, in order, read back from disk. */
   async *framesAfter(seq: number): AsyncGenerator<Frame> {
     for (const cached of this.frames.filter((frame) => frame.lastSeq > seq && frame.lastSeq <= this.committedSeq)) {
-      const record = Buffer.alloc(cached.length);
-      await cached.segment.handle.read(record, 0, cached.length, cached.offset);
-      yield Frame.decode(record.subarray(recordHeaderBytes));
+      // Every byte is read over (a short read fails below), so the buffer need not be zeroed first.
+      const record = Buffer.allocUnsafe(cached.length);
+      const { bytesRead } = await cached.segment.handle.read(record, 0, cached.length, cached.offset);
+      if (bytesRead !== cached.length)
+        throw new Error(
+          `cache segment ${cached.segment.path} ends inside the frame of seqs ${cached.firstSeq}..${cached.lastSeq}`,
+        );
+      yield decodeFrameKeepingEncoding(record.subarray(recordHeaderBytes));
     }
   }
 
