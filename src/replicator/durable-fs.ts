@@ -31,18 +31,18 @@ export function readChunkBytesFor(blockBytes: number): number {
   return Math.max(blockBytes, Math.floor(readChunkBytes / blockBytes) * blockBytes);
 }
 
-/**
- * Calls back with consecutive blocks of a file from `from` (a block boundary) to `size` (the
- * last may be short); reads in large chunks. Blocks are views of a reused buffer: copy what must
- * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
- * `chunk`, a multiple of `blockBytes`, is the buffer to read into (default: one allocated here).
- */
 /** What forEachBlock reads from: an open file, or blocks a cut read earlier (cut-freeze.ts). */
 export interface BlockReader {
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
   close(): Promise<void>;
 }
 
+/**
+ * Calls back with consecutive blocks of a file from `from` (a block boundary) to `size` (the
+ * last may be short); reads in large chunks. Blocks are views of a reused buffer: copy what must
+ * outlive the callback. Returns false when the file ended before `size` (it shrank while being read).
+ * `chunk`, a multiple of `blockBytes`, is the buffer to read into (default: one allocated here).
+ */
 export async function forEachBlock(
   handle: BlockReader,
   size: number,
