@@ -99,6 +99,7 @@ function lagRow(scenario: string, lag: LagResult, goal: number, loadBytesPerSeco
     p50Seconds: lag.p50,
     p99Seconds: lag.p99,
     samples: lag.samples,
+    unseenSamples: lag.unseen,
     loadBytesPerSecond,
     replicatedBytesPerSecond: lag.bytesPerSecond,
   };

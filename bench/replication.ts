@@ -176,6 +176,8 @@ export interface LagResult {
   p50: number;
   p99: number;
   samples: number;
+  /** Samples still not seen at the replica when the drain gave up (30 s after the load). */
+  unseen: number;
   written: number;
   /** Bytes written / (load seconds + seconds until the last sampled write was replicated). */
   bytesPerSecond: number;
@@ -217,6 +219,8 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
   let drainSeconds = 0;
   const pending: { file: string; offset: number; data: Buffer; at: number }[] = [];
   let written = 0;
+  let unseen = 0;
+  const polling = { on: true };
   try {
     // Wait for the initial copy.
     for (;;) {
@@ -235,8 +239,10 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
     const beside = options.whileLoaded?.(pipeline, () => Date.now() < end);
     const perTick = (options.bytesPerSecond ?? 20e6) / 20; // in 50 ms ticks
     let nextSample = 0;
-    const poller = setInterval(() => {
-      void (async () => {
+    // One poll at a time: overlapping polls of many pending samples would load the machine the
+    // pipeline runs on.
+    const poller = (async () => {
+      while (polling.on) {
         for (const sample of [...pending]) {
           const handle = await open(join(target, sample.file), "r").catch(() => undefined);
           if (handle === undefined) continue;
@@ -248,15 +254,27 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
             pending.splice(pending.indexOf(sample), 1);
           }
         }
-      })();
-    }, 20);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    // A write over a sample not seen at the replica yet would replace what the poller waits for:
+    // that sample would never match, go uncounted, and hold the drain below to its time limit.
+    const overlapsPending = (file: string, offset: number, size: number) =>
+      pending.some(
+        (sample) =>
+          sample.file === file && offset < sample.offset + sample.data.length && sample.offset < offset + size,
+      );
     while (Date.now() < end) {
       const tickStart = Date.now();
       let tickBytes = 0;
       while (tickBytes < perTick) {
         const size = 4096 + Math.floor(Math.random() * (60 * 1024));
-        const file = `f${Math.floor(Math.random() * files)}`;
-        const offset = Math.floor(Math.random() * (fileSize - size));
+        let file: string;
+        let offset: number;
+        do {
+          file = `f${Math.floor(Math.random() * files)}`;
+          offset = Math.floor(Math.random() * (fileSize - size));
+        } while (overlapsPending(file, offset, size));
         const data = randomBytes(size);
         const handle = await open(join(source, file), "r+");
         await handle.write(data, 0, size, offset);
@@ -275,9 +293,12 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
     const drainUntil = Date.now() + 30_000;
     while (pending.length > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 50));
     drainSeconds = (Date.now() - drainStart) / 1000;
-    clearInterval(poller);
+    unseen = pending.length;
+    polling.on = false;
+    await poller;
     await beside;
   } finally {
+    polling.on = false;
     await pipeline.stopAll();
   }
   lags.sort((a, b) => a - b);
@@ -285,6 +306,7 @@ export async function lagUnderLoad(work: string, seconds: number, options: LagOp
     p50: percentile(lags, 50),
     p99: percentile(lags, 99),
     samples: lags.length,
+    unseen,
     written,
     bytesPerSecond: written / (loadSeconds + drainSeconds),
   };
@@ -364,6 +386,7 @@ export async function run(args: string[]): Promise<void> {
         p50Seconds: lag.p50,
         p99Seconds: lag.p99,
         samples: lag.samples,
+        unseenSamples: lag.unseen,
         loadBefore,
         loadAfter: load(),
       });
