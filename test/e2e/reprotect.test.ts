@@ -4,8 +4,11 @@
 // stage. Reprotect compares block hashes, so it overwrites what the old source wrote after the
 // last replicated change; when the original volumes are gone, it copies in full and says so.
 import { strict as assert } from "node:assert";
+import { execFile } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
 import { open, writeFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { failoverRuns, protectedMachines, type ProtectedMachine } from "../../src/api/types.js";
 import { KubeClient, namespaces, persistentVolumeClaims, pods, statefulSets } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
@@ -14,9 +17,12 @@ import { events } from "../fixture/machine-suite.js";
 import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
+import { blockSize } from "../../src/replicator/block-hash.js";
 
 const nodeOf = { primary: "ksr-primary", recovery: "ksr-recovery" } as const;
 type Site = keyof typeof nodeOf;
+const mib = 1024 * 1024;
+const run = promisify(execFile);
 
 describe("reprotect and failback end to end (e2e)", function () {
   this.timeout(10 * 60_000);
@@ -45,7 +51,11 @@ describe("reprotect and failback end to end (e2e)", function () {
       this.target = `${ns}-dr`;
     }
 
+    /** MiB of the writer's static files. */
+    mib = 0;
+
     async create(mib: number): Promise<void> {
+      this.mib = mib;
       await cluster.openNamespaces(this.ns, this.target);
       await apply(fastPolicy(this.ns));
       await apply(writerStatefulSet({ name: this.name, namespace: this.ns, mib, control, whileWriting: appendSmall }));
@@ -89,6 +99,20 @@ describe("reprotect and failback end to end (e2e)", function () {
         3 * 60_000,
         { describe: () => treesDiffer(source, replica), intervalMs: 2000 },
       );
+    }
+
+    /** What the agent beside the workload in `namespace` compared and sent in its last comparison (its log says). */
+    async comparisonSent(namespace: string): Promise<{ compared: number; sent: number }> {
+      const agents = await client.list(pods, {
+        namespace,
+        labelSelector: `dr.ksr.io/machine=${this.name},app.kubernetes.io/component=agent`,
+      });
+      const agent = agents.items[0]?.metadata.name ?? "";
+      const args = ["--kubeconfig", cluster.state.kubeconfig, "-n", namespace, "logs", agent, "-c", "agent-0"];
+      const { stdout } = await run("kubectl", args, { maxBuffer: 64 * mib });
+      const done = [...stdout.matchAll(/resync done: (\d+) bytes compared, (\d+) bytes sent/g)].at(-1);
+      assert.ok(done !== undefined, `agent ${namespace}/${agent} reported no comparison:\n${stdout.slice(-2000)}`);
+      return { compared: Number(done[1]), sent: Number(done[2]) };
     }
 
     async runningOn(namespace: string, site: Site): Promise<void> {
@@ -219,8 +243,22 @@ describe("reprotect and failback end to end (e2e)", function () {
       assert.equal(machine.status.replication?.failedOverBy, run);
     });
 
-    it("reprotects again: the original direction, compared, not copied", async () => {
+    it("reprotects again: the original direction, compared, not copied: 1% of the blocks changed and the writer's appends travel, not the volume", async () => {
       await world.write(2);
+      // 1% of the volume's 64 KiB blocks (at least one) changed where the workload runs now, as
+      // in the reprotect benchmark: the comparison must send those and little else.
+      const original = await world.volumeDir(world.ns, "primary");
+      const volumeBytes = world.mib * mib;
+      const changed = new Set<string>();
+      while (changed.size < Math.max(1, Math.ceil((volumeBytes / blockSize) * 0.01)))
+        changed.add(`${randomInt(world.mib)}:${randomInt(mib / blockSize)}`);
+      for (const entry of changed) {
+        const [file, block] = entry.split(":").map(Number) as [number, number];
+        const handle = await open(join(original, "static", `f${file}`), "r+");
+        await handle.write(randomBytes(blockSize), 0, blockSize, block * blockSize);
+        await handle.close();
+      }
+      const changedBytes = changed.size * blockSize;
       const run = await startRun(world.ns, "reprotect", "--machine", world.name, "--wait");
       const machine = await world.waitMachine("Protected forward", (m) => m.status?.phase === "Protected");
       const replication = machine.status?.replication;
@@ -231,6 +269,18 @@ describe("reprotect and failback end to end (e2e)", function () {
       assert.equal(machine.status?.activeSite, "primary");
       assert.match(await world.stepMessage(run, "Reverse"), /only differing blocks were sent/);
       await world.volumesEqual([world.ns, "primary"], [world.target, "recovery"]);
+      const { compared, sent } = await world.comparisonSent(world.ns);
+      console.log(
+        `      reprotect of ${volumeBytes} bytes with ${changedBytes} changed: ${sent} bytes sent ` +
+          `(${(sent / changedBytes).toFixed(3)} of the changed bytes, ${((100 * sent) / volumeBytes).toFixed(1)}% of the volume), ${compared} compared`,
+      );
+      assert.ok(compared >= volumeBytes, `the comparison read the whole volume (${compared} of ${volumeBytes} bytes)`);
+      assert.ok(sent >= changedBytes, `the changed blocks travelled (${sent} bytes sent for ${changedBytes} changed)`);
+      // The changed blocks, the writer's last appends and the stream's framing: far from a copy.
+      assert.ok(
+        sent < volumeBytes / 4,
+        `only differences travelled (${sent} bytes sent of a ${volumeBytes}-byte volume)`,
+      );
       await world.write(2);
       await world.volumesEqual([world.ns, "primary"], [world.target, "recovery"]);
     });
