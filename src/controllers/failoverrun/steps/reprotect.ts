@@ -98,7 +98,7 @@ async function releaseEnded(
     const points = released.reduce((total, stream) => total + stream.points, 0);
     return {
       state: "Succeeded",
-      message: `${points === 1 ? "the 1 recovery point" : `the ${points} recovery points`} of epoch ${ended.epoch} (${released.map((stream) => stream.machineId).join(", ")}) were released with their journal at ${ended.targetNamespace} (${ended.targetSite})`,
+      message: `${points === 1 ? "the 1 recovery point" : `the ${points} recovery points`} of epoch ${ended.epoch} (${released.map((stream) => stream.machineId).join(", ")}) ${points === 1 ? "was" : "were"} released with their journal at ${ended.targetNamespace} (${ended.targetSite})`,
     };
   } catch (error) {
     return {
