@@ -4,11 +4,9 @@
 // stage. Reprotect compares block hashes, so it overwrites what the old source wrote after the
 // last replicated change; when the original volumes are gone, it copies in full and says so.
 import { strict as assert } from "node:assert";
-import { execFile } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { open, writeFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { failoverRuns, protectedMachines, type ProtectedMachine } from "../../src/api/types.js";
 import { KubeClient, namespaces, persistentVolumeClaims, pods, statefulSets } from "../../src/runtime/index.js";
 import { eventually } from "../fixture/eventually.js";
@@ -22,7 +20,6 @@ import { blockSize } from "../../src/replicator/block-hash.js";
 const nodeOf = { primary: "ksr-primary", recovery: "ksr-recovery" } as const;
 type Site = keyof typeof nodeOf;
 const mib = 1024 * 1024;
-const run = promisify(execFile);
 
 describe("reprotect and failback end to end (e2e)", function () {
   this.timeout(10 * 60_000);
@@ -108,8 +105,9 @@ describe("reprotect and failback end to end (e2e)", function () {
         labelSelector: `dr.ksr.io/machine=${this.name},app.kubernetes.io/component=agent`,
       });
       const agent = agents.items[0]?.metadata.name ?? "";
-      const args = ["--kubeconfig", cluster.state.kubeconfig, "-n", namespace, "logs", agent, "-c", "agent-0"];
-      const { stdout } = await run("kubectl", args, { maxBuffer: 64 * mib });
+      const logs = await cluster.kubectl(["-n", namespace, "logs", agent, "-c", "agent-0"]);
+      assert.equal(logs.code, 0, `kubectl logs ${namespace}/${agent}: ${logs.stderr}`);
+      const { stdout } = logs;
       const done = [...stdout.matchAll(/resync done: (\d+) bytes compared, (\d+) bytes sent/g)].at(-1);
       assert.ok(done !== undefined, `agent ${namespace}/${agent} reported no comparison:\n${stdout.slice(-2000)}`);
       return { compared: Number(done[1]), sent: Number(done[2]) };
