@@ -5,7 +5,7 @@
 # local ones (hack/build-base-images.sh makes them from Debian's packages and the npm registry):
 #   podman build --build-arg BUILD_IMAGE=localhost/ksr-node-build:... \
 #                --build-arg RUNTIME_IMAGE=localhost/ksr-node-runtime:... -t kube-site-recovery .
-# The build image needs npm, a C++ toolchain and Python (zstd-napi compiles from source).
+# The build image needs npm, a C++ toolchain and Python (zstd-napi and native/ compile from source).
 ARG BUILD_IMAGE=docker.io/library/node:20-bookworm
 ARG RUNTIME_IMAGE=docker.io/library/node:20-bookworm-slim
 
@@ -18,6 +18,10 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild zstd-napi \
   && test -x node_modules/.bin/tsc
+# The replicators' native parts: the addon (xattrs, mknod, exact mtimes) and the fanotify helper.
+COPY native ./native
+RUN npm run build:native --silent \
+  && test -f native/build/Release/ksr_native.node && test -x native/build/Release/ksr-fanotify-helper
 COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
@@ -26,7 +30,7 @@ RUN node_modules/.bin/tsc -p tsconfig.json && npm prune --omit=dev --ignore-scri
 
 FROM ${RUNTIME_IMAGE}
 # Nothing in the image grants privileges: the operator runs as this unprivileged user, and the
-# agent's capabilities are granted by the pod spec the operator writes (see the chart's values).
+# agent's capabilities are granted by the pod spec the operator writes (the chart's NOTES.txt lists them).
 RUN groupadd --system --gid 65532 ksr \
   && useradd --system --uid 65532 --gid ksr --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin ksr
 WORKDIR /opt/kube-site-recovery
@@ -34,6 +38,7 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/bin ./bin
+COPY --from=build /src/native/build/Release/ksr_native.node /src/native/build/Release/ksr-fanotify-helper ./native/build/Release/
 COPY crds ./crds
 RUN ln -s /opt/kube-site-recovery/bin/ksr.js /usr/local/bin/ksr \
   && ln -s /opt/kube-site-recovery/bin/kubectl-dr.js /usr/local/bin/kubectl-dr \

@@ -16,13 +16,15 @@ export interface OperatorDeps {
   certificates: CertificateIssuer;
   /** Where the operator runs: its CA Secret and its Lease live there. */
   namespace: string;
+  /** The project's image, which every replicator pod and drill hydrator runs (normally the operator's own). */
+  replicatorImage: string;
   /** Reconcile only this namespace (tests, or an operator confined to one namespace); default all. */
   watchNamespace?: string;
 }
 
 export function operatorDeps(
   manager: Manager,
-  extra: Pick<OperatorDeps, "metrics" | "certificates" | "namespace" | "watchNamespace">,
+  extra: Pick<OperatorDeps, "metrics" | "certificates" | "namespace" | "replicatorImage" | "watchNamespace">,
 ): OperatorDeps {
   const { client, cache, log, events, clock } = manager;
   return { client, cache, log, events, clock, ...extra };

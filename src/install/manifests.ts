@@ -13,11 +13,22 @@ import {
   type KubeObject,
   type ResourceType,
 } from "../runtime/index.js";
+import { parseImageReference } from "../local/node/images.js";
 import { clusterRules, namespaceRules, rbacRule } from "./rbac.js";
 
 export const operatorName = "ksr-operator";
 export const defaultNamespace = "ksr-system";
-export const operatorImage = "kube-site-recovery";
+/** The project's one image: the operator, the replicators it places and the CLI. */
+export const projectImage = "kube-site-recovery";
+/** A flag's image reference, checked as a registry would before anything uses it. */
+export function imageFlag(value: string, flag: string): string {
+  try {
+    parseImageReference(value);
+  } catch (error) {
+    throw new Error(`${flag}: ${(error as Error).message} (expected REPOSITORY[:TAG][@DIGEST])`);
+  }
+  return value.trim();
+}
 /** The port of /metrics, /healthz and /readyz. */
 export const operatorHealthPort = 8080;
 export const leaseName = "ksr-operator";
@@ -114,7 +125,16 @@ function operatorDeployment(options: InstallOptions): KubeObject & Record<string
             {
               name: "operator",
               image: options.image,
-              args: ["operator", "--namespace", "$(POD_NAMESPACE)", "--health-port", String(operatorHealthPort)],
+              // The replicators run the operator's own image, so one tag names the whole release.
+              args: [
+                "operator",
+                "--namespace",
+                "$(POD_NAMESPACE)",
+                "--health-port",
+                String(operatorHealthPort),
+                "--replicator-image",
+                options.image,
+              ],
               env: [
                 { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
                 { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },

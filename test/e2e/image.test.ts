@@ -1,8 +1,19 @@
 // The kube-site-recovery image built and run for real with podman (Debian's, with runc and
 // explicit ulimits, from local base images: no registry is reachable here): `ksr version`, the
-// non-root user, and the operator's container leading against a `ksr local` API server.
+// non-root user, the replicators' native parts (the data path run inside the image, the fanotify
+// helper with the agent's capability), and the operator's container leading against a `ksr local`
+// API server.
 import { strict as assert } from "node:assert";
-import { chownSync, copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import {
+  chownSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { installCrds } from "../../src/api/install.js";
@@ -51,6 +62,74 @@ describe("kube-site-recovery image (e2e, podman)", function () {
       image,
     ]);
     assert.equal(inspect.stdout.trim(), '65532:65532 ["ksr"]');
+  });
+
+  it("runs the data path inside the image as the ksr user: `ksr replicate` carries a file, its xattr and a fifo", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ksr-image-data-"));
+    try {
+      mkdirSync(join(dir, "src"));
+      writeFileSync(join(dir, "src", "order"), "42\n");
+      // The native addon reads and writes extended attributes and makes special files.
+      const made = await runTool("python3", [
+        "-c",
+        `import os; os.setxattr("${dir}/src/order", "user.shop", b"paid"); os.mkfifo("${dir}/src/queue")`,
+      ]);
+      assert.equal(made.code, 0, made.stderr);
+      await runTool("chown", ["-R", "65532:65532", dir]);
+      const run = await runTool("podman", [
+        ...podmanRun,
+        "--rm",
+        "--network",
+        "none",
+        "--volume",
+        `${dir}:/data`,
+        image,
+        "replicate",
+        "--source",
+        "/data/src",
+        "--target",
+        "/data/replica",
+        "--work",
+        "/data/work",
+        "--once",
+      ]);
+      assert.equal(run.code, 0, `ksr replicate in the image failed:\n${run.stdout}${run.stderr}`);
+      assert.match(run.stdout, /^replicated 2 entries, .* durable at the master target$/m);
+      assert.equal(readFileSync(join(dir, "replica", "order"), "utf8"), "42\n");
+      assert.ok(statSync(join(dir, "replica", "queue")).isFIFO(), "the fifo was not recreated");
+      const xattr = await runTool("python3", [
+        "-c",
+        `import os; print(os.getxattr("${dir}/replica/order", "user.shop"))`,
+      ]);
+      assert.equal(xattr.stdout.trim(), "b'paid'");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("starts the fanotify helper with the agent pod's CAP_SYS_ADMIN, and it is refused without", async () => {
+    // Its stdin closing ends it (the agent died), so a pipe stays open until it has answered.
+    const helper = [
+      "--entrypoint",
+      "sh",
+      image,
+      "-c",
+      "sleep 1 | /opt/kube-site-recovery/native/build/Release/ksr-fanotify-helper",
+    ];
+    const unprivileged = await runTool("podman", [...podmanRun, "--rm", "--network", "none", ...helper]);
+    assert.match(unprivileged.stdout, /^e init 1$/m, "without CAP_SYS_ADMIN fanotify_init must fail with EPERM");
+    const agent = await runTool("podman", [
+      ...podmanRun,
+      "--rm",
+      "--network",
+      "none",
+      "--user",
+      "0",
+      "--cap-add",
+      "SYS_ADMIN",
+      ...helper,
+    ]);
+    assert.match(agent.stdout, /^ready$/m, `the helper did not start: ${agent.stdout}${agent.stderr}`);
   });
 
   it("runs the operator against the local cluster's API server: ready, leading, and a clean stop", async () => {

@@ -6,7 +6,7 @@ import {
   configHashAnnotation,
   operatorManifests,
   defaultNamespace,
-  operatorImage,
+  projectImage,
 } from "../../src/install/manifests.js";
 import { parseOperatorConfig } from "../../src/notifications/config.js";
 import { chartDir, helm, helmBinary, renderChart, type RenderedObject } from "../fixture/tools.js";
@@ -193,7 +193,7 @@ describe("Helm chart", function () {
   });
 
   describe("matches what `ksr install` applies", () => {
-    const installed = operatorManifests({ namespace: defaultNamespace, image: operatorImage, replicas: 2 });
+    const installed = operatorManifests({ namespace: defaultNamespace, image: projectImage, replicas: 2 });
     const installedOf = (kind: string) => {
       const found = installed.find((m) => m.type.kind === kind);
       assert.ok(found, `ksr install applies no ${kind}`);
@@ -250,6 +250,8 @@ describe("Helm chart", function () {
         (chartDeployment.spec as { template: PodTemplate }).template.spec.containers[0] as { args: string[] }
       ).args;
       assert.deepEqual(args.slice(0, 3), ["operator", "--namespace=$(POD_NAMESPACE)", "--health-port=8080"]);
+      const image = (chartDeployment.spec as { template: PodTemplate }).template.spec.containers[0]?.image;
+      assert.ok(args.includes(`--replicator-image=${String(image)}`), `the replicators do not run ${String(image)}`);
     });
   });
 });

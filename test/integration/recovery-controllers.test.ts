@@ -2,6 +2,7 @@
 // machines' status is written by this test, standing in for the ProtectedMachine
 // controller; everything else (Deployments, Jobs' dry runs, the runs' steps,
 // approvals through kubectl dr) is real.
+import { projectImage } from "../../src/install/manifests.js";
 import { deepStrictEqual, match, ok, rejects, strictEqual } from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -138,6 +139,7 @@ describe("RecoveryPlan and FailoverRun controllers on a real API server", functi
         revokeAgent: () => Promise.resolve(),
       },
       namespace,
+      replicatorImage: projectImage,
     });
     addRecoveryPlanController(manager, deps);
     addFailoverRunController(manager, deps);

@@ -58,6 +58,7 @@ function contextFor(
     signal: new AbortController().signal,
     log: {} as Logger,
     replicas,
+    replicatorImage: "registry.example/kube-site-recovery:1.2.3",
   };
 }
 

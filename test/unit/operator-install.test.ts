@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { clusterRules, namespaceRules, rbacTable } from "../../src/install/rbac.js";
 import { podProblem } from "../../src/install/install.js";
-import { operatorManifests } from "../../src/install/manifests.js";
+import { imageFlag, operatorManifests } from "../../src/install/manifests.js";
 import { siteLabel } from "../../src/local/node/layout.js";
 import type { Pod } from "../../src/runtime/index.js";
 import { packageRoot } from "../../src/util/package-root.js";
@@ -71,6 +71,8 @@ describe("ksr install manifests", () => {
     const [container] = pod.containers;
     assert.equal(container?.image, "kube-site-recovery");
     assert.equal(container.args[0], "operator");
+    // The replicators it places run the same image, so `--image` names the whole release.
+    assert.equal(container.args[container.args.indexOf("--replicator-image") + 1], "kube-site-recovery");
     assert.equal(container.securityContext.allowPrivilegeEscalation, false);
     assert.deepEqual(container.securityContext.capabilities.drop, ["ALL"]);
     assert.equal(container.livenessProbe.httpGet.path, "/healthz");
@@ -128,4 +130,15 @@ describe("ksr install --wait: why an operator pod is not ready", () => {
       assert.match(podProblem(example), expected);
     });
   }
+});
+
+describe("--image and --replicator-image", () => {
+  for (const good of ["kube-site-recovery", "kube-site-recovery:0.1.0", "registry.example:5000/dr/ksr@sha256:abc"])
+    it(`accepts ${good}`, () => {
+      assert.equal(imageFlag(` ${good} `, "--image"), good);
+    });
+  for (const bad of ["", "kube site recovery", "kube-site-recovery:", "registry.example/"])
+    it(`refuses "${bad}", naming the flag`, () => {
+      assert.throws(() => imageFlag(bad, "--replicator-image"), /^Error: --replicator-image: image .* is not a valid/);
+    });
 });

@@ -16,9 +16,11 @@ import {
 } from "../../src/controllers/protectedmachine/names.js";
 
 const labels = { [machineLabel]: "db" };
+const image = "registry.example/kube-site-recovery:1.2.3";
 const owner = [{ apiVersion: "dr.ksr.io/v1alpha1", kind: "ProtectedMachine", name: "db", uid: "u1", controller: true }];
 
 const processServer = processServerObjects({
+  image,
   name: "ksr-ps-x",
   namespace: "app",
   labels: { "dr.ksr.io/replicator": "ksr-ps-x" },
@@ -30,6 +32,7 @@ const processServer = processServerObjects({
   cacheSize: "10Gi",
 });
 const masterTarget = masterTargetObjects({
+  image,
   name: "ksr-mt-x",
   namespace: "app-dr",
   labels: { "dr.ksr.io/replicator": "ksr-mt-x" },
@@ -45,6 +48,7 @@ const masterTarget = masterTargetObjects({
   storageClassName: "standard",
 });
 const agent = agentPod({
+  image,
   name: "ksr-agent-db-0",
   namespace: "app",
   labels,
@@ -75,7 +79,7 @@ describe("protectedmachine: placement", () => {
         );
         assert.equal(container.securityContext?.privileged, undefined);
         assert.deepEqual(container.securityContext?.capabilities?.drop, ["ALL"]);
-        assert.equal(container.image, "kube-site-recovery");
+        assert.equal(container.image, image, "every replicator runs the image the operator was given");
       }
     });
   }

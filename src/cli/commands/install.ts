@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { Command } from "commander";
 import { install, uninstall, waitForOperator, type Progress } from "../../install/install.js";
-import { defaultNamespace, operatorImage } from "../../install/manifests.js";
+import { defaultNamespace, imageFlag, projectImage } from "../../install/manifests.js";
 import { defaultClusterDir } from "../../local/cluster.js";
 import { parseOperatorConfig } from "../../notifications/config.js";
 import { durationMs } from "../../util/duration.js";
@@ -72,7 +72,7 @@ export function installCommands(): Command[] {
     .description("install or update the CRDs, the operator's RBAC and its Deployment (idempotent)")
     .option("--kubeconfig <file>", "cluster to install into (default: $KUBECONFIG, ~/.kube/config, or `ksr local`'s)")
     .option("--namespace <ns>", "namespace of the operator", defaultNamespace)
-    .option("--image <image>", "operator image", operatorImage)
+    .option("--image <image>", "the project's image: the operator runs it and places its replicators with it", projectImage)
     .option("--replicas <n>", "operator replicas, spread across sites (one leads, the others stand by)", "2")
     .option(
       "--config <file>",
@@ -90,13 +90,13 @@ export function installCommands(): Command[] {
         wait?: boolean;
         timeout: string;
       }) => {
-        const kubeConfig = loadKubeConfig(options.kubeconfig);
         const settings = {
           namespace: options.namespace,
-          image: options.image,
+          image: imageFlag(options.image, "--image"),
           replicas: replicaCount(options.replicas),
           ...(options.config === undefined ? {} : { config: operatorConfigFile(options.config) }),
         };
+        const kubeConfig = loadKubeConfig(options.kubeconfig);
         const timeoutMs = timeout(options.timeout);
         const progress = progressLine("ksr install");
         await install(kubeConfig, settings, (line) => process.stderr.write(`ksr install: ${line}\n`));

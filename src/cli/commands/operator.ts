@@ -8,7 +8,7 @@ import { SecretIssuer } from "../../controllers/certificates/secret-issuer.js";
 import { operatorDeps } from "../../controllers/deps.js";
 import { addControllers } from "../../controllers/index.js";
 import { MachineMetrics } from "../../controllers/metrics.js";
-import { defaultNamespace, leaseName, operatorHealthPort, operatorName } from "../../install/manifests.js";
+import { defaultNamespace, leaseName, operatorHealthPort, operatorName, imageFlag, projectImage } from "../../install/manifests.js";
 import { parsePort } from "../../local/ports.js";
 import { operatorConfigMapName, readOperatorConfig } from "../../notifications/config.js";
 import { Notifier } from "../../notifications/notifier.js";
@@ -35,6 +35,11 @@ export function operatorCommand(): Command {
     .option("--renew-deadline <duration>", "a leader that cannot renew for this long steps down", "10s")
     .option("--retry-period <duration>", "pause between lease attempts", "2s")
     .option(
+      "--replicator-image <image>",
+      "image of the replicator pods and drill hydrators it places (ksr install and the chart pass the operator's own)",
+      projectImage,
+    )
+    .option(
       "--config-map <name>",
       "ConfigMap in --namespace whose config.yaml holds the operator's configuration (notifications); none is fine",
       operatorConfigMapName,
@@ -47,8 +52,10 @@ export function operatorCommand(): Command {
         leaseDuration: string;
         renewDeadline: string;
         retryPeriod: string;
+        replicatorImage: string;
         configMap: string;
       }) => {
+        const replicatorImage = imageFlag(options.replicatorImage, "--replicator-image");
         const kubeConfig = new KubeConfig();
         if (options.kubeconfig === undefined) kubeConfig.loadFromDefault();
         else kubeConfig.loadFromFile(options.kubeconfig);
@@ -83,7 +90,12 @@ export function operatorCommand(): Command {
           registry: manager.metrics.registry,
         });
         manager.events.addListener(notifier.onEvent);
-        addControllers(manager, operatorDeps(manager, { metrics, certificates, namespace: options.namespace }));
+        addControllers(manager, operatorDeps(manager, {
+            metrics,
+            certificates,
+            namespace: options.namespace,
+            replicatorImage,
+          }),);
         const stop = (signal: string) => {
           logger.info({ signal }, "shutting down");
           void manager.stop();

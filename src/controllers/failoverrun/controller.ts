@@ -44,6 +44,7 @@ export function addFailoverRunController(manager: Manager, deps: OperatorDeps) {
         caches,
         metrics: new FailoverMetrics(manager.metrics.registry),
         replicas,
+        replicatorImage: deps.replicatorImage,
       }),
     );
 }

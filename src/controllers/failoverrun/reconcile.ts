@@ -22,6 +22,7 @@ export interface RunDeps {
   readonly caches: RunCaches;
   readonly metrics: FailoverMetrics;
   readonly replicas: RecoveryPointAccess;
+  readonly replicatorImage: string;
 }
 
 /** Enough for a whole run when every step finishes at once; otherwise the reconcile ends earlier with a Wait. */
@@ -68,6 +69,7 @@ export function newFailoverRunReconciler(deps: RunDeps): Reconciler {
         signal: context.signal,
         log: context.log,
         replicas: deps.replicas,
+        replicatorImage: deps.replicatorImage,
       });
       outcome = { step: work.step.name, outcome: result };
     }

@@ -102,6 +102,7 @@ export function addProtectedMachineController(manager: Manager, deps: OperatorDe
     .complete(
       newProtectedMachineReconciler({
         client: deps.client,
+        image: deps.replicatorImage,
         certificates: deps.certificates,
         events: deps.events,
         metrics: deps.metrics,

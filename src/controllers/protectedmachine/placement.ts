@@ -15,7 +15,6 @@ import {
   type Component,
 } from "./names.js";
 
-export const image = "kube-site-recovery";
 const tlsDir = "/etc/ksr/tls";
 const keyDir = "/etc/ksr/key";
 const revokedDir = "/etc/ksr/revoked";
@@ -37,7 +36,12 @@ interface Common {
   ownerReferences?: OwnerReference[];
 }
 
-export interface ProcessServerInput extends Common {
+/** A replicator's pod: it runs the project's image, the one the operator was told to use. */
+interface Replicator extends Common {
+  image: string;
+}
+
+export interface ProcessServerInput extends Replicator {
   site: string;
   /** host:port of the master target it forwards to. */
   masterTarget: string;
@@ -48,7 +52,7 @@ export interface ProcessServerInput extends Common {
   cacheSize: string;
 }
 
-export interface MasterTargetInput extends Common {
+export interface MasterTargetInput extends Replicator {
   site: string;
   /** Every stream it applies, with its replica claim, sorted by machine id. */
   replicas: readonly { machineId: string; claimName: string }[];
@@ -67,7 +71,7 @@ export interface AgentStream {
   mode: "tree" | "block";
 }
 
-export interface AgentInput extends Common {
+export interface AgentInput extends Replicator {
   /** The node of the workload pod the agent sits beside. */
   nodeName: string;
   streams: readonly AgentStream[];
@@ -212,7 +216,7 @@ export function processServerObjects(input: ProcessServerInput): {
   const cache = cacheClaimName(input.name);
   const container: V1Container = {
     name: "process-server",
-    image,
+    image: input.image,
     command: ["ksr", "replicator", "process-server"],
     args: [
       "--listen",
@@ -264,7 +268,7 @@ export function masterTargetObjects(input: MasterTargetInput): {
   }));
   const container: V1Container = {
     name: "master-target",
-    image,
+    image: input.image,
     command: ["ksr", "replicator", "master-target"],
     args: [
       "--listen",
@@ -318,7 +322,7 @@ export function agentPod(input: AgentInput): Pod {
     const tls = `${tlsDir}/${index}`;
     return {
       name: `agent-${index}`,
-      image,
+      image: input.image,
       command: ["ksr", "replicator", "agent"],
       args: [
         "--machine",

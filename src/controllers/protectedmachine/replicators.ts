@@ -55,6 +55,8 @@ export interface OwnCaches {
 
 export interface ReplicatorDeps {
   client: KubeClient;
+  /** The image the replicator pods run. */
+  image: string;
   certificates: CertificateIssuer;
   caches: OwnCaches;
 }
@@ -190,6 +192,7 @@ export async function ensureReplicators(
       dnsNames: serviceDnsNames(mt.namespace),
     });
     const objects = masterTargetObjects({
+      image: deps.image,
       name: mt.name,
       namespace: mt.namespace,
       labels: sharedLabels(mt.name),
@@ -222,6 +225,7 @@ export async function ensureReplicators(
   });
   const psObjects = processServerObjects({
     ...ps,
+    image: deps.image,
     labels: sharedLabels(ps.name),
     site: plan.sourceSite,
     masterTarget: peerFlag(mt.name, mt.namespace),
@@ -286,6 +290,7 @@ export async function ensureReplicators(
       await apply(client, configMaps, desired, await client.get(configMaps, hooksConfigMap, namespace), "patch");
     }
     const desired = agentPod({
+      image: deps.image,
       name: agent.name,
       namespace,
       labels,

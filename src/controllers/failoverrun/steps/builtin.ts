@@ -196,6 +196,7 @@ export const recoverStep: StepExecutor = {
       outcome = await recoverDrill({
         client,
         replicas,
+        image: context.replicatorImage,
         run,
         machine,
         namespace,

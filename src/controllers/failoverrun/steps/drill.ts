@@ -21,7 +21,6 @@ import {
 import { certificateSecretName } from "../../certificates/secret-issuer.js";
 import { replicatedView } from "../../protectedmachine/direction.js";
 import { componentLabel, replicatorPort, shorten, siteLabel } from "../../protectedmachine/names.js";
-import { image } from "../../protectedmachine/placement.js";
 import type { StepOutcome } from "../machine.js";
 import type { ChosenPoint } from "./points.js";
 import { replicatedVolumes, type RecoveryPointAccess, type ReplicatedVolume } from "./replicas.js";
@@ -120,6 +119,7 @@ export function hydrationJob(options: {
   machine: ProtectedMachine;
   namespace: string;
   masterTarget: string;
+  image: string;
   volumes: readonly { volume: ReplicatedVolume; chosen: ChosenPoint; secretName: string }[];
 }): Job {
   const { run, machine, namespace } = options;
@@ -133,7 +133,7 @@ export function hydrationJob(options: {
     );
     return {
       name: `hydrate-${index}`,
-      image,
+      image: options.image,
       command: ["ksr", "replicator", "hydrate"],
       args: [
         "--master-target",
@@ -215,6 +215,7 @@ async function failedContainers(client: KubeClient, namespace: string, machine: 
 export async function recoverDrill(options: {
   client: KubeClient;
   replicas: RecoveryPointAccess;
+  image: string;
   run: FailoverRun;
   machine: ProtectedMachine;
   namespace: string;
@@ -258,7 +259,7 @@ export async function recoverDrill(options: {
     const outcome = await ensureJob(
       client,
       run,
-      hydrationJob({ run, machine, namespace, masterTarget, volumes: planned }),
+      hydrationJob({ run, machine, namespace, masterTarget, image: options.image, volumes: planned }),
     );
     if (outcome.state === "Failed")
       return { ...outcome, message: `${outcome.message ?? ""}${await failedContainers(client, namespace, machine)}` };

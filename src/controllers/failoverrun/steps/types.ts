@@ -17,6 +17,8 @@ export interface StepContext {
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly replicas: RecoveryPointAccess;
+  /** The image a drill's hydration Job runs (the replicators' image). */
+  readonly replicatorImage: string;
 }
 
 export interface StepExecutor {
