@@ -17,6 +17,8 @@ export interface MachineRef {
 export class MachineMetrics {
   /** now − source time of the newest change durable at the recovery site (DESIGN.md §5). */
   readonly rpoSeconds: Gauge<MachineLabel>;
+  /** The policy's rpoThreshold beside it, so alerts compare the two instead of reading health (which has other causes). */
+  readonly rpoThresholdSeconds: Gauge<MachineLabel>;
   /** Bytes captured at the source and not yet durable at the master target. */
   readonly pendingBytes: Gauge<MachineLabel>;
   /** Bytes made durable at the master target. */
@@ -39,6 +41,10 @@ export class MachineMetrics {
     const registers = [registry];
     const gauge = (name: string, help: string) => new Gauge({ name, help, labelNames: machineLabels, registers });
     this.rpoSeconds = gauge("ksr_machine_rpo_seconds", "Current recovery point objective of a protected machine");
+    this.rpoThresholdSeconds = gauge(
+      "ksr_machine_rpo_threshold_seconds",
+      "The rpoThreshold of a machine's policy, exported while its RPO is (Protected, Resynchronizing)",
+    );
     this.pendingBytes = gauge("ksr_machine_pending_bytes", "Bytes changed at the source not yet durable at the target");
     this.replicatedBytes = new Counter({
       name: "ksr_replicated_bytes_total",
@@ -68,6 +74,7 @@ export class MachineMetrics {
     const labels = { namespace: ref.namespace, machine: ref.machine };
     for (const metric of [
       this.rpoSeconds,
+      this.rpoThresholdSeconds,
       this.pendingBytes,
       this.replicatedBytes,
       this.recoveryPoints,

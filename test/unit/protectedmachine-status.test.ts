@@ -200,8 +200,12 @@ describe("protectedmachine: status from observations", () => {
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const { status, conditions, events } = computeStatus(c.input);
+      const { status, conditions, events, rpoSeconds, rpoThresholdSeconds } = computeStatus(c.input);
       assert.equal(status.phase, c.phase);
+      // The alerts compare these two: both or neither, and only while the RPO is tracked.
+      const tracked = c.phase === "Protected" || c.phase === "Resynchronizing";
+      assert.equal(rpoThresholdSeconds, rpoSeconds === undefined ? undefined : 300);
+      if (!tracked) assert.equal(rpoSeconds, undefined, "an RPO exported outside Protected and Resynchronizing");
       assert.equal(status.health, c.health);
       const ready = conditions.find((condition) => condition.type === "Ready");
       assert.equal(ready?.reason, c.ready);

@@ -72,7 +72,11 @@ export function installCommands(): Command[] {
     .description("install or update the CRDs, the operator's RBAC and its Deployment (idempotent)")
     .option("--kubeconfig <file>", "cluster to install into (default: $KUBECONFIG, ~/.kube/config, or `ksr local`'s)")
     .option("--namespace <ns>", "namespace of the operator", defaultNamespace)
-    .option("--image <image>", "the project's image: the operator runs it and places its replicators with it", projectImage)
+    .option(
+      "--image <image>",
+      "the project's image: the operator runs it and places its replicators with it",
+      projectImage,
+    )
     .option("--replicas <n>", "operator replicas, spread across sites (one leads, the others stand by)", "2")
     .option(
       "--config <file>",

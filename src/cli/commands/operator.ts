@@ -8,7 +8,14 @@ import { SecretIssuer } from "../../controllers/certificates/secret-issuer.js";
 import { operatorDeps } from "../../controllers/deps.js";
 import { addControllers } from "../../controllers/index.js";
 import { MachineMetrics } from "../../controllers/metrics.js";
-import { defaultNamespace, leaseName, operatorHealthPort, operatorName, imageFlag, projectImage } from "../../install/manifests.js";
+import {
+  defaultNamespace,
+  leaseName,
+  operatorHealthPort,
+  operatorName,
+  imageFlag,
+  projectImage,
+} from "../../install/manifests.js";
 import { parsePort } from "../../local/ports.js";
 import { operatorConfigMapName, readOperatorConfig } from "../../notifications/config.js";
 import { Notifier } from "../../notifications/notifier.js";
@@ -90,12 +97,15 @@ export function operatorCommand(): Command {
           registry: manager.metrics.registry,
         });
         manager.events.addListener(notifier.onEvent);
-        addControllers(manager, operatorDeps(manager, {
+        addControllers(
+          manager,
+          operatorDeps(manager, {
             metrics,
             certificates,
             namespace: options.namespace,
             replicatorImage,
-          }),);
+          }),
+        );
         const stop = (signal: string) => {
           logger.info({ signal }, "shutting down");
           void manager.stop();

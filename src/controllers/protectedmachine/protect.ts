@@ -195,8 +195,13 @@ function record(
 
   const labels = { namespace: machine.metadata.namespace ?? "", machine: machine.metadata.name };
   const { metrics } = deps;
-  if (result.rpoSeconds === undefined) metrics.rpoSeconds.remove(labels);
-  else metrics.rpoSeconds.set(labels, result.rpoSeconds);
+  if (result.rpoSeconds === undefined || result.rpoThresholdSeconds === undefined) {
+    metrics.rpoSeconds.remove(labels);
+    metrics.rpoThresholdSeconds.remove(labels);
+  } else {
+    metrics.rpoSeconds.set(labels, result.rpoSeconds);
+    metrics.rpoThresholdSeconds.set(labels, result.rpoThresholdSeconds);
+  }
   metrics.pendingBytes.set(
     labels,
     sum(fields.volumes, (volume) => volume.control?.cachedBytes ?? 0),

@@ -58,6 +58,8 @@ export interface StatusResult {
   events: EventRecord[];
   /** The machine's RPO in seconds while it is known (for the metrics). */
   rpoSeconds?: number;
+  /** The policy's rpoThreshold, given together with rpoSeconds. */
+  rpoThresholdSeconds?: number;
 }
 
 /** A volume has completed its full comparison once it stopped syncing and a watermark after it was applied. */
@@ -358,7 +360,14 @@ export function computeStatus(input: StatusInput): StatusResult {
     ...(volumes.length === 0 ? {} : { volumes }),
     ...(resync === undefined ? {} : { resync }),
   };
-  return { status, conditions, events, ...(tracked && rpoMs !== undefined ? { rpoSeconds: rpoMs / 1000 } : {}) };
+  return {
+    status,
+    conditions,
+    events,
+    ...(tracked && rpoMs !== undefined
+      ? { rpoSeconds: rpoMs / 1000, rpoThresholdSeconds: input.rpoThresholdMs / 1000 }
+      : {}),
+  };
 }
 
 function volumeStatus(volume: VolumeObservation, previous: VolumeStatus | undefined): VolumeStatus {
