@@ -4,7 +4,7 @@
 // cannot select them) becomes an ExternalName of the recovered copy, its old spec
 // kept in an annotation; the failback that recovers the pods into that Service's namespace again
 // restores it (a fresh cluster IP: the old one may have been given to another Service meanwhile).
-import { isAlreadyExists, services } from "../../../runtime/index.js";
+import { isAlreadyExists, services, type Service } from "../../../runtime/index.js";
 import { directionOf } from "../../protectedmachine/direction.js";
 import { drillNamespaceOf } from "../machine.js";
 import type { StepContext, StepExecutor } from "./types.js";
@@ -23,7 +23,10 @@ export const trafficStep: StepExecutor = {
     const service = await client.get(services, traffic.service, serviceNamespace);
     if (service === undefined)
       return { state: "Failed", message: `Service ${serviceNamespace}/${traffic.service} does not exist` };
-    const selector = { ...service.spec?.selector, [recoveredMachineLabel]: traffic.machine };
+    const kept = service.metadata.annotations?.[originalServiceAnnotation];
+    // A Service this project failed over is an ExternalName without a selector: the one it had before counts.
+    const restored = kept === undefined ? undefined : restoredSpec(kept);
+    const selector = { ...(restored ?? service.spec)?.selector, [recoveredMachineLabel]: traffic.machine };
     const recoveredNamespace = run.spec.type === "Test" ? drillNamespaceOf(run) : directionOf(machine).targetNamespace;
     if (run.spec.type === "Test" || recoveredNamespace !== serviceNamespace) {
       const copy = serviceCopy(service, run, recoveredNamespace, selector);
@@ -54,15 +57,14 @@ export const trafficStep: StepExecutor = {
         );
       return { state: "Succeeded", message: `Service ${serviceNamespace}/${traffic.service} now points at ${target}` };
     }
-    const kept = service.metadata.annotations?.[originalServiceAnnotation];
     await client.patch(
       services,
       { name: traffic.service, namespace: serviceNamespace },
-      kept === undefined
+      restored === undefined
         ? { spec: { selector } }
         : {
             metadata: { annotations: { [originalServiceAnnotation]: null } },
-            spec: { ...restoredSpec(kept), externalName: null, selector },
+            spec: { ...restored, externalName: null, selector },
           },
       "merge",
     );
@@ -74,9 +76,7 @@ export const trafficStep: StepExecutor = {
 };
 
 /** The spec kept before the failover, without its cluster IPs: the API server allocates new ones. */
-function restoredSpec(kept: string): Record<string, unknown> {
-  const spec = JSON.parse(kept) as Record<string, unknown>;
-  delete spec.clusterIP;
-  delete spec.clusterIPs;
+function restoredSpec(kept: string): NonNullable<Service["spec"]> {
+  const { clusterIP: _ip, clusterIPs: _ips, ...spec } = JSON.parse(kept) as NonNullable<Service["spec"]>;
   return { ...spec, type: spec.type ?? "ClusterIP" };
 }
