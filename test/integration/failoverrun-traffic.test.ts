@@ -62,7 +62,7 @@ describe("FailoverRun traffic action (integration)", function () {
       log: {} as Logger,
       replicas: {} as StepContext["replicas"],
       replicatorImage: projectImage,
-    } as StepContext);
+    });
   const service = async (namespace: string): Promise<Service> => {
     const found = await client.get(services, "web", namespace);
     ok(found !== undefined, `no Service ${namespace}/web`);
@@ -91,7 +91,7 @@ describe("FailoverRun traffic action (integration)", function () {
     const copy = await service(drill());
     deepStrictEqual(copy.spec?.selector, { app: "web", [recoveredMachineLabel]: "web" });
     strictEqual(copy.metadata.labels?.["dr.ksr.io/failover-run"], "drill", "cleanup finds it by the run's label");
-    ok(copy.spec?.clusterIP !== before.spec?.clusterIP, "the copy has a cluster IP of its own");
+    ok(copy.spec.clusterIP !== before.spec?.clusterIP, "the copy has a cluster IP of its own");
     const after = await service(prod());
     strictEqual(after.metadata.resourceVersion, before.metadata.resourceVersion, "production's Service was written");
   });

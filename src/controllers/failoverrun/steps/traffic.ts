@@ -4,7 +4,7 @@
 // cannot select them) becomes an ExternalName of the recovered copy, its old spec
 // kept in an annotation; the failback that recovers the pods into that Service's namespace again
 // restores it (a fresh cluster IP: the old one may have been given to another Service meanwhile).
-import { isAlreadyExists, services, type Service } from "../../../runtime/index.js";
+import { isAlreadyExists, services } from "../../../runtime/index.js";
 import { directionOf } from "../../protectedmachine/direction.js";
 import { drillNamespaceOf } from "../machine.js";
 import type { StepContext, StepExecutor } from "./types.js";
@@ -76,7 +76,9 @@ export const trafficStep: StepExecutor = {
 };
 
 /** The spec kept before the failover, without its cluster IPs: the API server allocates new ones. */
-function restoredSpec(kept: string): NonNullable<Service["spec"]> {
-  const { clusterIP: _ip, clusterIPs: _ips, ...spec } = JSON.parse(kept) as NonNullable<Service["spec"]>;
+type KeptSpec = Record<string, unknown> & { selector?: Record<string, string>; type?: string };
+
+function restoredSpec(kept: string): KeptSpec {
+  const { clusterIP: _ip, clusterIPs: _ips, ...spec } = JSON.parse(kept) as KeptSpec;
   return { ...spec, type: spec.type ?? "ClusterIP" };
 }
