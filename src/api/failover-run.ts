@@ -15,7 +15,7 @@ import {
   timestamp,
 } from "./common.js";
 import { ageColumn, type KindDefinition } from "./kind.js";
-import { array, boolean, describe, integer, object, required, string, type Rule } from "./schema.js";
+import { array, boolean, describe, integer, object, required, string, type ArrayNode, type Rule } from "./schema.js";
 
 const recoveryPoint = object({
   typeName: "RecoveryPointSelector",
@@ -88,18 +88,50 @@ const oneWay = (field: string, what: string): Rule => ({
 
 const sizeOf = (object: string, field: string): string => `(has(${object}.${field}) ? size(${object}.${field}) : 0)`;
 
-/** A list whose entries, once written, stay: only appending is allowed, and removing the list counts as removing them. */
-const appendOnly = (field: string, message: string): Rule => ({
-  rule: `!has(oldSelf.${field}) || (has(self.${field}) && size(self.${field}) >= size(oldSelf.${field}) && oldSelf.${field}.all(entry, entry in self.${field}))`,
-  message,
-  fieldPath: `.${field}`,
-});
+/**
+ * A list whose entries, once written, stay: removing the list counts as removing them. A map list's
+ * entries (unique keys, order without meaning) must all still be there; a list whose entries are
+ * acted on by position must keep each at its place, so it only grows at its end. CEL has no slices
+ * (and two-variable comprehensions need Kubernetes 1.32; the chart supports 1.29), so places are compared one by one up to maxItems.
+ */
+function appendOnly(field: string, list: ArrayNode, message: string): Rule {
+  const [now, before] = [`self.${field}`, `oldSelf.${field}`];
+  const kept =
+    list.listType === "map"
+      ? `${before}.all(entry, entry in ${now})`
+      : Array.from(
+          { length: list.maxItems },
+          (_, i) => `(size(${before}) <= ${i} || ${now}[${i}] == ${before}[${i}])`,
+        ).join(" && ");
+  return {
+    rule: `!has(${before}) || (has(${now}) && size(${now}) >= size(${before}) && ${kept})`,
+    message,
+    fieldPath: `.${field}`,
+  };
+}
 
 const onlyFor = (field: string, types: readonly string[], why: string): Rule => ({
   rule: `!has(self.${field}) || self.type in [${types.map((type) => `'${type}'`).join(", ")}]`,
   message: `${field} applies only to ${types.join(" and ")} runs: ${why}`,
   fieldPath: `.${field}`,
   reason: "FieldValueForbidden",
+});
+
+const recoveryPointChanges = array({
+  description:
+    "Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries are applied in list order: they cannot be changed, removed or reordered, new ones go at the end, and none can be added once the run is committed.",
+  maxItems: 16,
+  listType: "atomic",
+  items: describe(recoveryPoint, "A recovery point to move the recovered machines to."),
+});
+
+const approvals = array({
+  description:
+    "Approvals of the plan's manual actions, appended by `kubectl dr approve`. Only for Test, Planned and Unplanned runs of a plan (a machine run and a Reprotect run have no manual actions). Entries cannot be changed or removed.",
+  maxItems: 64,
+  listType: "map",
+  listMapKeys: ["step"],
+  items: approval,
 });
 
 const spec = object({
@@ -149,21 +181,8 @@ const spec = object({
         }),
       },
     }),
-    recoveryPointChanges: array({
-      description:
-        "Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries cannot be changed or removed, and none can be added once the run is committed.",
-      maxItems: 16,
-      listType: "atomic",
-      items: describe(recoveryPoint, "A recovery point to move the recovered machines to."),
-    }),
-    approvals: array({
-      description:
-        "Approvals of the plan's manual actions, appended by `kubectl dr approve`. Entries cannot be changed or removed.",
-      maxItems: 64,
-      listType: "map",
-      listMapKeys: ["step"],
-      items: approval,
-    }),
+    recoveryPointChanges,
+    approvals,
     commit: boolean({
       description:
         "Planned and Unplanned runs: make the failover final. The recovery points kept for the recovered machines are released and the run ends in phase Committed. Can be set at creation or later; never unset.",
@@ -209,10 +228,18 @@ const spec = object({
     onlyFor("unplanned", ["Unplanned"], "Planned runs always stop the source"),
     onlyFor("recoveryPointChanges", ["Planned", "Unplanned"], "a drill is ended with cleanup and a new drill"),
     // On the parent, not the list: a rule on the list itself is skipped when the whole list is removed.
-    appendOnly("approvals", "approvals can only be added: existing entries cannot be changed or removed"),
+    {
+      rule: "!has(self.approvals) || (has(self.planRef) && self.type != 'Reprotect')",
+      message:
+        "approvals apply only to Test, Planned and Unplanned runs of a plan: a machine run and a Reprotect run have no manual actions",
+      fieldPath: ".approvals",
+      reason: "FieldValueForbidden",
+    },
+    appendOnly("approvals", approvals, "approvals can only be added: existing entries cannot be changed or removed"),
     appendOnly(
       "recoveryPointChanges",
-      "recoveryPointChanges can only be added: existing entries cannot be changed or removed",
+      recoveryPointChanges,
+      "recoveryPointChanges can only be added at the end: existing entries cannot be changed, removed or reordered",
     ),
     {
       rule: `!oldSelf.commit || ${sizeOf("self", "recoveryPointChanges")} == ${sizeOf("oldSelf", "recoveryPointChanges")}`,

@@ -133,6 +133,11 @@ const quantityMap = (description: string) =>
           rule: "isQuantity(string(self))",
           message: "must be a Kubernetes quantity such as 500m, 2 or 2Gi",
         },
+        {
+          // A negative quantity is well-formed, and the API server refuses the recovered pod for it: at failover.
+          rule: "!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('0')) >= 0",
+          message: "must not be negative: the recovered pods would be refused",
+        },
       ],
     }),
   });
@@ -175,8 +180,16 @@ const containerOverride = object({
       description: "Compute resources (the recovery site may be smaller or larger).",
       properties: {
         requests: quantityMap("Requested resources by name (cpu, memory, ...)."),
-        limits: quantityMap("Resource limits by name."),
+        limits: quantityMap("Resource limits by name; none below the request of the same resource given here."),
       },
+      rules: [
+        {
+          // Values are int-or-string, so each is read through its string form.
+          rule: "!has(self.requests) || !has(self.limits) || self.requests.all(name, !(name in self.limits) || !isQuantity(string(self.requests[name])) || !isQuantity(string(self.limits[name])) || quantity(string(self.requests[name])).compareTo(quantity(string(self.limits[name]))) <= 0)",
+          message: "a request must not exceed the limit of the same resource: the recovered pods would be refused",
+          fieldPath: ".requests",
+        },
+      ],
     }),
   },
 });

@@ -45,7 +45,12 @@ const manualAction = object({
     "Pauses the run until someone approves this step (`kubectl dr approve RUN GROUP/ACTION`, which appends to the FailoverRun's spec.approvals).",
   properties: {
     instructions: required(
-      string({ description: "What the approver must check or do before approving.", minLength: 1, maxLength: 4096 }),
+      string({
+        description: "What the approver must check or do before approving.",
+        minLength: 1,
+        maxLength: 4096,
+        rules: [{ rule: "self.matches('\\\\S')", message: "must tell the approver what to check, not be blank" }],
+      }),
     ),
   },
 });
@@ -66,7 +71,9 @@ const trafficAction = object({
     service: required(objectName("Name of the Service that clients use.")),
     serviceNamespace: dnsLabel("Namespace of the Service. Absent: the plan's namespace."),
     machine: required(
-      objectName("ProtectedMachine of this plan whose recovered pods the Service must select afterwards."),
+      objectName(
+        "ProtectedMachine of this plan whose recovered pods the Service must select afterwards: one recovered by an earlier group, or by this action's group when it is a postAction.",
+      ),
     ),
   },
 });
@@ -195,6 +202,10 @@ const planGroup = object({
   ],
 });
 
+/** CEL on spec.groups: every traffic action of every group `g`, before or after its machines, satisfies `check` (on `a`). */
+const everyTrafficAction = (check: string): string =>
+  `self.all(g, ${["preActions", "postActions"].map((list) => `(!has(g.${list}) || g.${list}.all(a, !has(a.traffic) || ${check}))`).join(" && ")})`;
+
 const spec = object({
   typeName: "RecoveryPlanSpec",
   description: "The ordered groups of the application.",
@@ -211,6 +222,13 @@ const spec = object({
           {
             rule: "self.all(g, !has(g.machines) || g.machines.all(m, self.exists_one(h, has(h.machines) && m in h.machines)))",
             message: "a machine may be in only one group of a plan",
+          },
+          {
+            // Traffic to a machine of a later group is reported by the controller (the Valid condition): CEL
+            // has no index before Kubernetes 1.32, and indexOf over the groups' names is priced beyond the budget.
+            rule: everyTrafficAction("self.exists(h, has(h.machines) && a.traffic.machine in h.machines)"),
+            message:
+              "traffic.machine must be a machine of the plan: the Service would select pods that the plan never recovers",
           },
         ],
       }),

@@ -229,7 +229,7 @@ export interface EnvOverride {
 export interface ResourceOverride {
   /** Requested resources by name (cpu, memory, ...). */
   requests?: Record<string, number | string>;
-  /** Resource limits by name. */
+  /** Resource limits by name; none below the request of the same resource given here. */
   limits?: Record<string, number | string>;
 }
 
@@ -485,7 +485,7 @@ export interface TrafficAction {
   service: string;
   /** Namespace of the Service. Absent: the plan's namespace. */
   serviceNamespace?: string;
-  /** ProtectedMachine of this plan whose recovered pods the Service must select afterwards. */
+  /** ProtectedMachine of this plan whose recovered pods the Service must select afterwards: one recovered by an earlier group, or by this action's group when it is a postAction. */
   machine: string;
 }
 
@@ -653,9 +653,9 @@ export interface FailoverRunSpec {
   drill?: DrillSpec;
   /** Options of an Unplanned run. */
   unplanned?: UnplannedSpec;
-  /** Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries cannot be changed or removed, and none can be added once the run is committed. */
+  /** Planned and Unplanned runs, before commit: move the recovered machines to another retained recovery point (ASR: change recovery point), appended by `kubectl dr change-point`. Each entry stops the recovered workloads, rolls their replicas to that point and starts them again, in the plan's order. Entries are applied in list order: they cannot be changed, removed or reordered, new ones go at the end, and none can be added once the run is committed. */
   recoveryPointChanges?: RecoveryPointSelector[];
-  /** Approvals of the plan's manual actions, appended by `kubectl dr approve`. Entries cannot be changed or removed. */
+  /** Approvals of the plan's manual actions, appended by `kubectl dr approve`. Only for Test, Planned and Unplanned runs of a plan (a machine run and a Reprotect run have no manual actions). Entries cannot be changed or removed. */
   approvals?: Approval[];
   /** Planned and Unplanned runs: make the failover final. The recovery points kept for the recovered machines are released and the run ends in phase Committed. Can be set at creation or later; never unset. */
   commit: boolean;

@@ -11,7 +11,16 @@ import {
   type OtherRun,
   type StepOutcome,
 } from "../../src/controllers/failoverrun/machine.js";
-import { machine, newRun, shopPlan, succeedAll, t0, World, type Executor } from "../fixture/failoverrun-world.js";
+import {
+  action,
+  machine,
+  newRun,
+  shopPlan,
+  succeedAll,
+  t0,
+  World,
+  type Executor,
+} from "../fixture/failoverrun-world.js";
 
 const names = (steps: readonly StepStatus[]) => steps.map((step) => `${step.name}:${step.action}:${step.phase}`);
 
@@ -434,6 +443,17 @@ describe("FailoverRun state machine (nextStep)", () => {
           w.plan = plan;
         },
         message: /switches traffic to elsewhere, which is not a machine of the plan/,
+      },
+      {
+        name: "traffic switched by an earlier group, before its machine is recovered",
+        edit: (w) => {
+          const plan = shopPlan();
+          plan.spec.groups[1]?.postActions?.push(
+            action("switch-early", { traffic: { service: "web", machine: "shop-web" } }),
+          );
+          w.plan = plan;
+        },
+        message: /api\/switch-early switches traffic to shop-web before it is recovered \(by group web\)/,
       },
     ];
     for (const { name, edit, spec, message } of cases)

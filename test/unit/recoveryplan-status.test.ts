@@ -2,7 +2,7 @@
 import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
 import { planStatus } from "../../src/controllers/recoveryplan/status.js";
 import { webhookUrlProblem } from "../../src/controllers/failoverrun/steps/webhook.js";
-import { machine, newRun, shopPlan } from "../fixture/failoverrun-world.js";
+import { action, machine, newRun, shopPlan } from "../fixture/failoverrun-world.js";
 
 const allProtected = () => new Map(["shop-db", "shop-api", "shop-web"].map((name) => [name, machine(name)]));
 
@@ -34,6 +34,21 @@ describe("RecoveryPlan status", () => {
       status.valid.message ?? "",
       /api\/smoke-test: its Job is refused: spec.template.spec.containers: Required value/,
     );
+  });
+  it("reports traffic switched before its machine is recovered, or to a machine outside the plan", () => {
+    const plan = shopPlan();
+    const [database, api] = plan.spec.groups;
+    database?.preActions?.push(action("early", { traffic: { service: "web", machine: "shop-db" } }));
+    api?.postActions?.push(action("too-soon", { traffic: { service: "web", machine: "shop-web" } }));
+    api?.postActions?.push(action("nowhere", { traffic: { service: "web", machine: "cache" } }));
+    api?.postActions?.push(action("in-time", { traffic: { service: "api", machine: "shop-api" } }));
+    const status = planStatus(plan, { machines: allProtected(), runs: [], scriptErrors: new Map() });
+    strictEqual(status.valid.reason, "InvalidActions");
+    deepStrictEqual(status.valid.message?.split("; "), [
+      "database/early switches traffic to shop-db before it is recovered (by group database): make it a postAction of that group",
+      "api/too-soon switches traffic to shop-web before it is recovered (by group web): make it a postAction of that group",
+      "api/nowhere switches traffic to cache, which is not a machine of the plan",
+    ]);
   });
   it("names the newest run as the last run", () => {
     const older = newRun({ type: "Test" }, "older");

@@ -24,6 +24,7 @@ import type {
 import { rfc3339, setCondition, type Condition } from "../../runtime/conditions.js";
 import { apiDurationMs, formatDuration } from "../../util/duration.js";
 import { directionOf } from "../protectedmachine/direction.js";
+import { trafficProblems } from "../recoveryplan/status.js";
 
 /** Another run that shares this run's plan or one of its machines. */
 export interface OtherRun {
@@ -258,19 +259,6 @@ function machineProblem(run: FailoverRun, name: string, observed: Observed): str
   return run.spec.type === "Planned" ? undefined : pointProblem(run, name, machine);
 }
 
-function trafficProblems(plan: RecoveryPlan | undefined, machines: readonly string[]): string[] {
-  const actions = (plan?.spec.groups ?? []).flatMap((group) => [
-    ...(group.preActions ?? []).map((action) => ({ group, action })),
-    ...(group.postActions ?? []).map((action) => ({ group, action })),
-  ]);
-  return actions
-    .filter(({ action }) => action.traffic !== undefined && !machines.includes(action.traffic.machine))
-    .map(
-      ({ group, action }) =>
-        `action ${group.name}/${action.name} switches traffic to ${action.traffic?.machine ?? ""}, which is not a machine of the plan`,
-    );
-}
-
 /** Why the run cannot start, or an empty list. */
 export function validationProblems(run: FailoverRun, observed: Observed): string[] {
   if (run.spec.planRef !== undefined && observed.plan === undefined)
@@ -281,7 +269,7 @@ export function validationProblems(run: FailoverRun, observed: Observed): string
   const time = run.spec.recoveryPoint?.time;
   if (time !== undefined && Date.parse(time) > observed.now + clockSkewMs)
     problems.unshift(`recoveryPoint.time ${time} is in the future; give the instant to recover to`);
-  return [...problems, ...trafficProblems(observed.plan, machines)];
+  return [...problems, ...(observed.plan === undefined ? [] : trafficProblems(observed.plan))];
 }
 
 // ------------------------------------------------------------------------------- other runs

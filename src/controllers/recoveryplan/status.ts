@@ -33,6 +33,34 @@ export function planActions(plan: RecoveryPlan): { key: string; group: string; a
   );
 }
 
+/**
+ * Traffic actions that cannot do what they say: switch to a machine the plan never recovers, or
+ * before that machine is up (a preAction of its group, or any action of an earlier group). The CRD
+ * refuses the first and a preAction of the machine's own group; an earlier group it cannot see in
+ * CEL within the cost budget of the Kubernetes versions the chart supports, so it is checked here.
+ */
+export function trafficProblems(plan: RecoveryPlan): string[] {
+  const groups = plan.spec.groups;
+  const recoveredBy = new Map(groups.flatMap((group, index) => (group.machines ?? []).map((m) => [m, index] as const)));
+  return groups.flatMap((group, index) =>
+    (["preActions", "postActions"] as const).flatMap((stage) =>
+      (group[stage] ?? []).flatMap((action) => {
+        const machine = action.traffic?.machine;
+        if (machine === undefined) return [];
+        const switches = `${group.name}/${action.name} switches traffic to ${machine}`;
+        const recovery = recoveredBy.get(machine);
+        if (recovery === undefined) return [`${switches}, which is not a machine of the plan`];
+        const up = stage === "preActions" ? recovery < index : recovery <= index;
+        return up
+          ? []
+          : [
+              `${switches} before it is recovered (by group ${groups[recovery]?.name ?? ""}): make it a postAction of that group`,
+            ];
+      }),
+    ),
+  );
+}
+
 function unready(name: string, machine: ProtectedMachine | undefined): UnreadyMachine | undefined {
   if (machine === undefined) return { name, reason: "NotFound" };
   const phase = machine.status?.phase;
@@ -49,12 +77,7 @@ export function planStatus(plan: RecoveryPlan, observed: PlanObservation): PlanS
         ? `ProtectedMachine ${machine.name} does not exist`
         : `ProtectedMachine ${machine.name} is ${machine.reason}, not Protected`,
     ),
-    ...planActions(plan)
-      .filter(({ action }) => action.traffic !== undefined && !machineNames.includes(action.traffic.machine))
-      .map(
-        ({ key, action }) =>
-          `${key} switches traffic to ${action.traffic?.machine ?? ""}, which is not a machine of the plan`,
-      ),
+    ...trafficProblems(plan),
     ...[...observed.scriptErrors].map(([key, error]) => `${key}: its Job is refused: ${error}`),
   ];
   const last = [...observed.runs].sort(
