@@ -264,6 +264,9 @@ const spec = object({
   },
 });
 
+/** How many points status.recoveryPoints.items lists: enough for a day of 15-minute points. */
+export const listedPointsLimit = 100;
+
 const recoveryPointRef = (description: string) =>
   object({
     typeName: "RecoveryPointReference",
@@ -429,6 +432,12 @@ const status = object({
         latestAppConsistent: recoveryPointRef("The newest app-consistent point."),
         oldest: recoveryPointRef("The oldest point still kept."),
         count: integer({ description: "Number of points kept.", format: "int32", minimum: 0 }),
+        items: array({
+          description: `The points a failover can select by id, newest first, at most ${listedPointsLimit}: those between oldest and latest (of the volume with the most of them), so every volume has a point at or before each (\`kubectl dr points\`).`,
+          maxItems: listedPointsLimit,
+          listType: "atomic",
+          items: recoveryPointRef("A retained point."),
+        }),
       },
     }),
     volumes: array({

@@ -392,6 +392,8 @@ export interface RecoveryPointSummary {
   oldest?: RecoveryPointReference;
   /** Number of points kept. */
   count?: number;
+  /** The points a failover can select by id, newest first, at most 100: those between oldest and latest (of the volume with the most of them), so every volume has a point at or before each (`kubectl dr points`). */
+  items?: RecoveryPointReference[];
 }
 
 /** tree: Filesystem volume tracked by file events; block: periodic block hash scan. */

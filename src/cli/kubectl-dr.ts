@@ -14,6 +14,7 @@ import {
   type FailoverRunType,
   type ProtectedMachine,
   type RecoveryPointSelector,
+  type RecoveryPointReference,
 } from "../api/types.js";
 import { isAlreadyExists, isConflict, type KubeClient, type KubeObject, type ResourceType } from "../runtime/index.js";
 import { apiDurationMs } from "../util/duration.js";
@@ -358,15 +359,26 @@ async function points(command: Command, name: string): Promise<void> {
     print({ machine: name, recoveryPoints: summary ?? {} }, flags.output);
     return;
   }
-  const rows = (
-    [
-      ["latest", summary?.latest],
-      ["latest app-consistent", summary?.latestAppConsistent],
-      ["oldest", summary?.oldest],
-    ] as const
-  )
-    .filter(([, point]) => point !== undefined)
-    .map(([which, point]) => [which, point?.id ?? "", describePoint(point)]);
+  const named: [string, RecoveryPointReference][] = [];
+  for (const [which, point] of [
+    ["latest", summary?.latest],
+    ["latest app-consistent", summary?.latestAppConsistent],
+    ["oldest", summary?.oldest],
+  ] as const)
+    if (point !== undefined) named.push([which, point]);
+  // Every listed point, newest first, named where it is one of the three; an operator that lists
+  // none (older than the list) still gives the three.
+  const listed = [...(summary?.items ?? [])];
+  for (const [, point] of named) if (!listed.some((item) => item.id === point.id)) listed.push(point);
+  listed.sort((a, b) => Date.parse(b.time) - Date.parse(a.time));
+  const rows = listed.map((point) => [
+    named
+      .filter(([, candidate]) => candidate.id === point.id)
+      .map(([which]) => which)
+      .join(", "),
+    point.id,
+    describePoint(point),
+  ]);
   if (rows.length === 0) {
     process.stdout.write(
       `protectedmachine ${name} has no recovery points yet (phase ${machine.status?.phase ?? "unknown"})\n`,
@@ -374,7 +386,10 @@ async function points(command: Command, name: string): Promise<void> {
     return;
   }
   process.stdout.write(table(["POINT", "ID", "TIME (CONSISTENCY)"], rows));
-  process.stdout.write(`${summary?.count ?? rows.length} points kept\n`);
+  const kept = summary?.count ?? rows.length;
+  process.stdout.write(
+    `${kept} points kept${rows.length < kept ? `, ${rows.length} listed (the newest, and the oldest)` : ""}\n`,
+  );
 }
 
 function pointOptions(command: Command, withPoint: boolean): Command {

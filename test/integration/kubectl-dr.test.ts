@@ -85,6 +85,12 @@ describe("kubectl dr on a real API server", function () {
             consistency: "AppConsistent",
           },
           oldest: { id: "shop-1764500000000-1", time: "2026-11-30T10:53:20Z", consistency: "CrashConsistent" },
+          items: [
+            { id: "shop-1764583200000-7", time: "2026-12-01T10:00:00Z", consistency: "CrashConsistent" },
+            { id: "shop-1764582600000-6", time: "2026-12-01T09:50:00Z", consistency: "CrashConsistent" },
+            { id: "shop-1764582000000-5", time: "2026-12-01T09:40:00Z", consistency: "AppConsistent" },
+            { id: "shop-1764581400000-4", time: "2026-12-01T09:30:00Z", consistency: "CrashConsistent" },
+          ],
         },
       },
     });
@@ -142,7 +148,24 @@ describe("kubectl dr on a real API server", function () {
     strictEqual(listed.code, 0, listed.stderr);
     match(listed.stdout, /latest\s+shop-1764583200000-7\s+2026-12-01T10:00:00Z \(crash\)/);
     match(listed.stdout, /latest app-consistent\s+shop-1764582000000-5\s+2026-12-01T09:40:00Z \(app\)/);
-    match(listed.stdout, /7 points kept/);
+    // Every listed point, newest first, the three named; the oldest after the listed ones.
+    deepStrictEqual(
+      listed.stdout
+        .split("\n")
+        .slice(1)
+        .filter((line) => line.includes("shop-"))
+        .map((line) => /shop-\d+-\d/.exec(line)?.[0]),
+      [
+        "shop-1764583200000-7",
+        "shop-1764582600000-6",
+        "shop-1764582000000-5",
+        "shop-1764581400000-4",
+        "shop-1764500000000-1",
+      ],
+    );
+    match(listed.stdout, /^\s+shop-1764582600000-6\s+2026-12-01T09:50:00Z \(crash\)$/m);
+    match(listed.stdout, /^oldest\s+shop-1764500000000-1/m);
+    match(listed.stdout, /7 points kept, 5 listed \(the newest, and the oldest\)/);
     match((await inNs("points", "shop-web")).stdout, /has no recovery points yet/);
   });
 

@@ -296,6 +296,22 @@ describe("protectedmachine: recovery point summary", () => {
     assert.equal(summary.latest.consistency, "BestEffort");
     assert.equal(summary.latestAppConsistent?.id, "p1");
     assert.equal(summary.oldest?.id, "p1");
+    assert.deepEqual(
+      summary.items?.map((listed) => `${listed.id} ${listed.consistency}`),
+      ["p3 BestEffort", "p2 CrashConsistent", "p1 AppConsistent"],
+      "every point, newest first",
+    );
+  });
+
+  it("lists at most the newest 100 points", () => {
+    const many = Array.from({ length: 130 }, (_, i) =>
+      point(`p${i}`, (130 - i) * minute, Consistency.CONSISTENCY_CRASH),
+    );
+    const summary = summarizePoints([many]);
+    assert.equal(summary?.count, 130);
+    assert.equal(summary.items?.length, 100);
+    assert.equal(summary.items[0]?.id, "p129");
+    assert.equal(summary.items.at(-1)?.id, "p30");
   });
 
   it("several volumes: only as far as every volume has points", () => {
@@ -310,6 +326,11 @@ describe("protectedmachine: recovery point summary", () => {
     assert.equal(summary.oldest?.id, "b1");
     assert.equal(summary.count, 2);
     assert.equal(summary.latestAppConsistent, undefined);
+    // a1 is older than b's oldest and a2 newer than b's latest: no instant of theirs holds for both.
+    assert.deepEqual(
+      summary.items?.map((listed) => listed.id),
+      ["b2", "b1"],
+    );
   });
 });
 

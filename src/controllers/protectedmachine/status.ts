@@ -10,6 +10,7 @@ import type {
   VolumeStatus,
 } from "../../api/types.js";
 import { Consistency, type ControlStatus, type PointInfo } from "../../gen/ksr/replication/v1/replication.js";
+import { listedPointsLimit } from "../../api/protected-machine.js";
 import { captureModeOf } from "../../replicator/capture-strategy.js";
 import { rfc3339, type ConditionUpdate, type EventRecord } from "../../runtime/index.js";
 import type { Problem } from "./workload.js";
@@ -100,8 +101,7 @@ export function summarizePoints(perVolume: readonly (readonly PointInfo[])[]): R
   const pick = (candidates: (PointInfo | undefined)[], which: "earliest" | "latest") => {
     if (candidates.some((point) => point === undefined)) return undefined;
     const sorted = (candidates as PointInfo[]).sort((a, b) => a.timeUnixMs - b.timeUnixMs);
-    const chosen = which === "earliest" ? sorted[0] : sorted.at(-1);
-    return chosen === undefined ? undefined : pointReference(chosen);
+    return which === "earliest" ? sorted[0] : sorted.at(-1);
   };
   const latest = pick(
     usable.map((points) => points.at(-1)),
@@ -115,11 +115,20 @@ export function summarizePoints(perVolume: readonly (readonly PointInfo[])[]): R
     usable.map((points) => points[0]),
     "latest",
   );
+  // Each listed id selects an instant every volume can recover to (FailoverRun recoveryPoint.id):
+  // the points between oldest and latest of the volume that has the most of them.
+  const inRange = (points: readonly PointInfo[]) =>
+    latest === undefined || oldest === undefined
+      ? []
+      : points.filter((point) => point.timeUnixMs >= oldest.timeUnixMs && point.timeUnixMs <= latest.timeUnixMs);
+  const listed = usable.map(inRange).reduce((most, points) => (points.length > most.length ? points : most));
+  const items = listed.slice(-listedPointsLimit).reverse().map(pointReference);
   return {
-    ...(latest === undefined ? {} : { latest }),
-    ...(latestAppConsistent === undefined ? {} : { latestAppConsistent }),
-    ...(oldest === undefined ? {} : { oldest }),
+    ...(latest === undefined ? {} : { latest: pointReference(latest) }),
+    ...(latestAppConsistent === undefined ? {} : { latestAppConsistent: pointReference(latestAppConsistent) }),
+    ...(oldest === undefined ? {} : { oldest: pointReference(oldest) }),
     count: Math.min(...usable.map((points) => points.length)),
+    ...(items.length === 0 ? {} : { items }),
   };
 }
 

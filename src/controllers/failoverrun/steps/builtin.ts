@@ -282,7 +282,8 @@ export const commitStep: StepExecutor = {
   execute() {
     return Promise.resolve({
       state: "Succeeded",
-      message: "failover committed; the replicas now serve the recovered workloads (kubectl dr reprotect replicates them back)",
+      message:
+        "failover committed; the replicas now serve the recovered workloads (kubectl dr reprotect replicates them back)",
     });
   },
 };
