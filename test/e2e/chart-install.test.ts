@@ -19,28 +19,15 @@ import {
   nodes,
   pods,
   serviceAccounts,
-  services,
   statefulSets,
   type Pod,
 } from "../../src/runtime/index.js";
 import { useCluster } from "../fixture/cluster.js";
 import { eventually } from "../fixture/eventually.js";
-import { ksr } from "../fixture/ksr-cli.js";
 import { chartDir, helm } from "../fixture/tools.js";
 import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
+import { startWebhookSink, type WebhookSink } from "../fixture/webhook-sink.js";
 import { httpText } from "./local-node-helpers.js";
-
-/** A webhook receiver in a pod: prints each POST's body on one line of its log. */
-const sinkScript = [
-  "import http.server, sys",
-  "class H(http.server.BaseHTTPRequestHandler):",
-  "    def do_POST(self):",
-  "        body = self.rfile.read(int(self.headers.get('content-length', 0)))",
-  "        print('POST ' + self.path + ' ' + body.decode(), flush=True)",
-  "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')",
-  "    def log_message(self, *args): pass",
-  "http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()",
-].join("\n");
 
 describe("helm install of the chart into ksr local (e2e)", function () {
   this.timeout(20 * 60_000); // the first test may build helm
@@ -67,10 +54,8 @@ describe("helm install of the chart into ksr local (e2e)", function () {
     await rm(control, { recursive: true, force: true });
   });
 
-  const sinkLog = async () => {
-    const logs = await ksr(["local", "logs", "notify-sink", "-n", cluster.namespace, "--dir", cluster.state.dir]);
-    return logs.code === 0 ? logs.stdout : "";
-  };
+  let sink: WebhookSink | undefined;
+  const sinkLog = async () => (await sink?.posts())?.map((post) => `POST ${post.path} ${post.body}`).join("\n") ?? "";
 
   const operatorPods = async (): Promise<Pod[]> =>
     (
@@ -79,22 +64,17 @@ describe("helm install of the chart into ksr local (e2e)", function () {
   const ready = (pod: Pod) => pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true;
 
   it("installs the CRDs and two Ready operator pods on different sites, one holding the Lease", async () => {
-    await client.create(pods, {
-      metadata: { name: "notify-sink", namespace: cluster.namespace, labels: { app: "notify-sink" } },
-      spec: {
-        containers: [{ name: "sink", image: "debian:bookworm", command: ["/usr/bin/python3", "-c", sinkScript] }],
-      },
-    });
-    await client.create(services, {
-      metadata: { name: "notify-sink", namespace: cluster.namespace },
-      spec: { selector: { app: "notify-sink" }, ports: [{ port: 8080, targetPort: 8080 }] },
+    sink = await startWebhookSink(client, {
+      name: "notify-sink",
+      namespace: cluster.namespace,
+      clusterDir: cluster.state.dir,
     });
     const receivers = JSON.stringify({
       receivers: [
         {
           name: "sink",
           categories: ["MachineHealth"],
-          webhook: { url: `http://notify-sink.${cluster.namespace}.svc.cluster.local:8080/hook` },
+          webhook: { url: `${sink.url}/hook` },
         },
       ],
     });

@@ -24,6 +24,7 @@ import { fastPolicy, primaryStatefulSet } from "../fixture/writer.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
+import { activeStep, killLeaderAt } from "../fixture/leader-killer.js";
 import { prober, proberSettlesOn } from "./network-probers.js";
 
 interface Line {
@@ -223,6 +224,27 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     const source = await logIn(ns, "ksr-primary");
     const lastWrite = source.at(-1)?.ms ?? 0;
 
+    // The leader dies in the rollback of each recovery (the failover's and the change's) and while
+    // the change stops the recovered workload; every step still runs once.
+    const killer = await killLeaderAt(client, {
+      operatorNamespace: cluster.operatorNamespace,
+      namespace: ns,
+      name: "uf",
+      moments: ["rollback", "stop", "change rollback"],
+      momentOf: (found, next) => {
+        const active = activeStep(found);
+        const change = active?.name.startsWith("change-") === true;
+        const moment =
+          active?.action === "Stop"
+            ? "stop"
+            : active?.action === "Recover"
+              ? change
+                ? "change rollback"
+                : "rollback"
+              : undefined;
+        return moment === next ? moment : undefined;
+      },
+    });
     const failover = await dr(["failover", "--machine", "db", "-n", ns, "--unplanned", "--name", "uf", "--wait"]);
     assert.equal(failover.code, 0, `kubectl dr failover --unplanned failed:\n${failover.stdout}\n${failover.stderr}`);
     let run = (await runOf(ns, "uf")) as FailoverRun;
@@ -266,6 +288,18 @@ describe("Recovery of data: drill, unplanned failover, change of point (e2e)", f
     });
     const lastChanged = assertRecoveredTo(changed, source, older.time, "change of point");
     assert.ok(lastChanged < lastRecovered, "the change moved to an older point");
+    killer.stop();
+    assert.deepEqual(
+      killer.kills.map((kill) => kill.step),
+      ["rollback", "stop", "change rollback"],
+    );
+    const recorded = (run.status.steps ?? []).map((step) => step.name);
+    assert.equal(new Set(recorded).size, recorded.length, `a step recorded twice: ${recorded.join(", ")}`);
+    for (const step of run.status.steps ?? []) {
+      if (step.phase === "Skipped") continue;
+      assert.equal(step.phase, "Succeeded", step.name);
+      assert.equal(step.attempts, 1, `${step.name} started once`);
+    }
     const commit = await dr(["commit", "uf", "-n", ns, "--wait"]);
     assert.equal(commit.code, 0, `kubectl dr commit failed:\n${commit.stdout}\n${commit.stderr}`);
     await eventually("the run committed", async () =>

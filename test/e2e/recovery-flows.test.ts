@@ -24,6 +24,7 @@ import {
   namespaces,
   persistentVolumeClaims,
   pods,
+  services,
   statefulSets,
 } from "../../src/runtime/index.js";
 import { replicasAnnotation } from "../../src/controllers/failoverrun/steps/workload.js";
@@ -31,6 +32,8 @@ import { eventually } from "../fixture/eventually.js";
 import { followDr, kubectlDr } from "../fixture/kubectl-dr.js";
 import { protectedMachine, useRecoverySuite } from "../fixture/recovery-suite.js";
 import { appendSequence, fastPolicy, writeFinal, writerStatefulSet } from "../fixture/writer.js";
+import { activeStep, killLeaderAt } from "../fixture/leader-killer.js";
+import { startWebhookSink, type WebhookSink } from "../fixture/webhook-sink.js";
 import { httpText } from "./local-node-helpers.js";
 
 type Group = RecoveryPlan["spec"]["groups"][number];
@@ -113,10 +116,14 @@ describe("Recovery plans and runs end to end (e2e)", function () {
    * its switch is on, writing /data/final when stopped) and, with `api`, a Deployment whose own
    * claim holds an order; each protected to the recovery site, and the plan `shop` of `groups`.
    */
-  async function openShop(groups: Group[], { api = false } = {}): Promise<Shop> {
+  async function openShop(
+    groups: Group[],
+    { api = false, before }: { api?: boolean; before?: (ns: string) => Promise<void> } = {},
+  ): Promise<Shop> {
     const ns = `${cluster.namespace}-${++shops}`;
     const shop = { ns, target: `${ns}-dr` };
     await cluster.openNamespaces(shop.ns, shop.target);
+    await before?.(ns);
     await mkdir(join(control, ns, "db"), { recursive: true });
     await writeFile(join(control, ns, "db", "write"), "");
     await client.create(replicationPolicies, fastPolicy(ns));
@@ -375,53 +382,120 @@ describe("Recovery plans and runs end to end (e2e)", function () {
   });
 
   it("completes a planned run whose leading operator is killed with SIGKILL at each step kind, no step recorded twice", async () => {
-    const shop = await openShop([
-      { name: "database", machines: ["db"], preActions: [scriptAction("pause", "sleep 5")] },
-    ]);
-    // Kill the leader as soon as the run records a step of each kind Running (the commit included).
-    const killAt: StepAction[] = ["ShutDownSource", "FinalSync", "Script", "Recover", "Commit"];
-    const claimed: string[] = [];
-    const { kills, kill: killLeader } = leaderKiller(client, cluster.operatorNamespace);
-    let failure: Error | undefined;
-    const watch = await client.watch(
-      failoverRuns,
+    // Every action kind of a plan around the machine's recovery: the traffic switch moves the
+    // shop's Service, the webhook reaches a receiver in the cluster.
+    const sinkNamespace = `${cluster.namespace}-${shops + 1}`;
+    let sink: WebhookSink | undefined;
+    const planned = { runOn: ["Planned" as const], onFailure: "Abort" as const };
+    const shop = await openShop(
+      [
+        {
+          name: "database",
+          machines: ["db"],
+          preActions: [
+            scriptAction("pause", "sleep 5"),
+            { ...planned, name: "settle", wait: { duration: "8s" } },
+            { ...planned, name: "confirm", manual: { instructions: "Go?" } },
+          ],
+          postActions: [
+            { ...planned, name: "switch", traffic: { service: "db", machine: "db" } },
+            {
+              ...planned,
+              name: "tell",
+              timeout: "1m",
+              webhook: { url: `http://sink.${sinkNamespace}.svc.cluster.local:8080/run`, method: "POST" },
+            },
+          ],
+        },
+      ],
       {
-        namespace: shop.ns,
-        fieldSelector: "metadata.name=restarts",
-        resourceVersion: "0",
-        allowBookmarks: false,
-        timeoutSeconds: 900,
-      },
-      (event) => {
-        const run = event.object as FailoverRun;
-        const running = stepsOf(run).find((step) => step.name === run.status?.currentStep && step.phase === "Running");
-        if (running === undefined || running.action !== killAt[claimed.length] || claimed.includes(running.name))
-          return;
-        claimed.push(running.name);
-        void killLeader(running.name).catch((error: unknown) => (failure ??= error as Error));
+        before: async (ns) => {
+          sink = await startWebhookSink(client, { name: "sink", namespace: ns, clusterDir: cluster.state.dir });
+          await client.create(services, {
+            metadata: { name: "db", namespace: ns },
+            spec: { selector: { app: "db" }, ports: [{ port: 8080, targetPort: 8080 }] },
+          });
+        },
       },
     );
+    assert.equal(shop.ns, sinkNamespace);
+    // Kill the leader as soon as the run records a step of each kind Running (the commit included).
+    const killAt: StepAction[] = [
+      "ShutDownSource",
+      "FinalSync",
+      "Script",
+      "Wait",
+      "Manual",
+      "Recover",
+      "Traffic",
+      "Webhook",
+      "Commit",
+    ];
+    const killer = await killLeaderAt(client, {
+      operatorNamespace: cluster.operatorNamespace,
+      namespace: shop.ns,
+      name: "restarts",
+      moments: killAt,
+      momentOf: (run, next) => {
+        const active = activeStep(run);
+        return active?.action === next ? active.name : undefined;
+      },
+    });
+    const { kills } = killer;
     try {
       const created = await dr(shop, "failover", "shop", "--planned", "--name", "restarts");
       assert.equal(created.code, 0, created.stderr);
+      // Approved once the leader that was waiting for it has been killed.
+      await eventually(
+        "the leader killed while the run waits for approval",
+        async () =>
+          (await getRun(shop, "restarts")).status?.phase === "WaitingForApproval" &&
+          kills.some((k) => k.step === "database/pre/confirm")
+            ? true
+            : undefined,
+        5 * 60_000,
+        { intervalMs: 500 },
+      );
+      const approved = await dr(shop, "approve", "restarts", "database/confirm");
+      assert.equal(approved.code, 0, approved.stderr);
       await runPhase(shop, "restarts", "Succeeded", 8 * 60_000);
       const committed = await dr(shop, "commit", "restarts");
       assert.equal(committed.code, 0, committed.stderr);
       await runPhase(shop, "restarts", "Committed", 5 * 60_000);
     } finally {
-      watch.abort("done");
+      killer.stop();
     }
-    if (failure !== undefined) throw failure;
     process.stdout.write(`      killed the leader at: ${kills.map((k) => `${k.step} (${k.holder})`).join(", ")}\n`);
     assert.deepEqual(
       kills.map((k) => k.step),
-      ["shutdown/db", "final-sync/db", "database/pre/pause", "database/recover/db", "commit"],
+      [
+        "shutdown/db",
+        "final-sync/db",
+        "database/pre/pause",
+        "database/pre/settle",
+        "database/pre/confirm",
+        "database/recover/db",
+        "database/post/switch",
+        "database/post/tell",
+        "commit",
+      ],
     );
     const run = await getRun(shop, "restarts");
     const steps = stepsOf(run);
     assert.deepEqual(
       steps.map((step) => step.name),
-      ["validate", "shutdown/db", "final-sync/db", "database/pre/pause", "database/recover/db", "commit"],
+      [
+        "validate",
+        "shutdown/db",
+        "final-sync/db",
+        "database/pre/pause",
+        "database/pre/settle",
+        "database/pre/confirm",
+        "database/recover/db",
+        "database/post/switch",
+        "database/post/tell",
+        "commit",
+      ],
       "each step recorded once",
     );
     for (const step of steps) {
@@ -438,6 +512,14 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       "restarts",
     );
     assert.equal(run.status?.dataLossWindow, "0s");
+    // The traffic switch happened: the shop's Service now names the recovered copy.
+    const moved = await client.get(services, "db", shop.ns);
+    assert.equal(moved?.spec?.externalName, `db.${shop.target}.svc.cluster.local`);
+    // A webhook called again after a kill carries the same idempotency key: the receiver can tell.
+    const posts = (await sink?.posts())?.filter((post) => post.path === "/run") ?? [];
+    assert.ok(posts.length >= 1, "the webhook never reached the receiver");
+    const keys = new Set(posts.map((post) => (JSON.parse(post.body) as { idempotencyKey: string }).idempotencyKey));
+    assert.deepEqual([...keys], [`${run.metadata.uid ?? ""}/database/post/tell/1`]);
     await assertNothingLost(shop);
   });
 
@@ -456,30 +538,20 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     // Kill the leader as soon as the run records each stage: hydrating, recreating the workload, cleaning up.
     const stages = ["hydrate", "recreate", "cleanup"] as const;
     const stageOf = (run: FailoverRun): (typeof stages)[number] | undefined => {
-      const running = stepsOf(run).find((step) => step.name === run.status?.currentStep && step.phase === "Running");
+      const running = activeStep(run);
       if (running?.action === "Cleanup") return "cleanup";
       if (running?.action !== "Recover") return undefined;
       if (running.message?.startsWith("hydrating") === true) return "hydrate";
       return running.message?.includes(" ready") === true ? "recreate" : undefined;
     };
-    const { kills, kill: killLeader } = leaderKiller(client, cluster.operatorNamespace);
-    let failure: Error | undefined;
-    let claimed = 0;
-    const watch = await client.watch(
-      failoverRuns,
-      {
-        namespace: shop.ns,
-        fieldSelector: `metadata.name=${name}`,
-        resourceVersion: "0",
-        allowBookmarks: false,
-        timeoutSeconds: 900,
-      },
-      (event) => {
-        if (claimed >= stages.length || stageOf(event.object as FailoverRun) !== stages[claimed]) return;
-        const stage = stages[claimed++] ?? "";
-        void killLeader(stage).catch((error: unknown) => (failure ??= error as Error));
-      },
-    );
+    const killer = await killLeaderAt(client, {
+      operatorNamespace: cluster.operatorNamespace,
+      namespace: shop.ns,
+      name,
+      moments: stages,
+      momentOf: (run, next) => (stageOf(run) === next ? next : undefined),
+    });
+    const { kills } = killer;
     let job;
     let drilled;
     try {
@@ -504,9 +576,8 @@ describe("Recovery plans and runs end to end (e2e)", function () {
       assert.equal(cleanup.code, 0, cleanup.stderr);
       await runPhase(shop, name, "CleanedUp", 5 * 60_000);
     } finally {
-      watch.abort("done");
+      killer.stop();
     }
-    if (failure !== undefined) throw failure;
     process.stdout.write(`      killed the leader at: ${kills.map((k) => `${k.step} (${k.holder})`).join(", ")}\n`);
     assert.deepEqual(
       kills.map((k) => k.step),
@@ -541,19 +612,3 @@ describe("Recovery plans and runs end to end (e2e)", function () {
     assert.equal((await client.get(protectedMachines, "db", shop.ns))?.spec.paused, false);
   });
 });
-
-/** Kills the operator holding the leader Lease with SIGKILL, each holder once, recording at which step. */
-function leaderKiller(client: KubeClient, operatorNamespace: string) {
-  const kills: { step: string; holder: string; at: number }[] = [];
-  const killed = new Set<string>();
-  const kill = async (step: string): Promise<void> => {
-    const holder = (await client.get(leases, leaseName, operatorNamespace))?.spec?.holderIdentity ?? "";
-    const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
-    if (!Number.isInteger(pid) || pid <= 1 || killed.has(holder))
-      throw new Error(`no live leader to kill at ${step}: lease holder "${holder}"`);
-    killed.add(holder);
-    process.kill(pid, "SIGKILL");
-    kills.push({ step, holder, at: Date.now() });
-  };
-  return { kills, kill };
-}
