@@ -660,6 +660,9 @@ async function unplannedFailover(ctx: Context): Promise<FailoverRun> {
   say(
     `    the ${recovered.length} orders recovered into ${ns.recovery} (point ${point.id} at ${point.time}, newest order ${new Date(newestMs).toISOString()}) are a prefix of the ${acknowledged.length} the source acknowledged`,
   );
+  // The writer's figure is the database's orders; the run's is its worst volume of any machine: each machine's point says which.
+  const points = (done.status?.recoveryPoints ?? []).map((p) => `${p.machine} ${p.time} (${p.consistency})`);
+  say(`    the run's recovery points: ${points.join(", ")}`);
   const writer = `${(windowMs / 1000).toFixed(1)} s (${lostOrders} acknowledged orders)`;
   say(
     `    data lost measured against the writer's log: ${writer}; the run's status.dataLossWindow: ${done.status?.dataLossWindow ?? notReported}; RTO ${done.status?.rto ?? notReported}`,
