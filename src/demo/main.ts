@@ -3,11 +3,18 @@
 // the shop (PostgreSQL written to by an API under load, a web tier), protection with live
 // progress, a drill whose database is checked against the point from inside the drill namespace,
 // a planned failover with its manual approval and commit, reprotect, failback (a planned run
-// back, approved and committed) and reprotect again; a closing table of each operation.
-// Re-runnable (a previous demo's shop is removed first); Ctrl-C stops between requests and
+// back, approved and committed) and reprotect again; with --unplanned, last, an unplanned
+// failover: the primary site is powered off (`ksr local site down primary --mode power`), the plan
+// fails over unplanned, approved and committed, the recovered orders are checked to be a prefix
+// of what the API's own log on the lost site's disk acknowledged (the data lost measured against
+// the writer, beside the run's figure), and the site comes back fenced, the shop left running in
+// the recovery namespace. A closing table of each operation.
+// Re-runnable (a previous demo's shop is removed first, a site a previous demo left down is
+// brought back); Ctrl-C stops between requests (bringing a site it powered off back up) and
 // leaves the cluster for `ksr local down`; --keep leaves everything running.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Command, InvalidArgumentError } from "commander";
@@ -15,11 +22,15 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { failoverRuns, protectedMachines, recoveryPlans, replicationPolicies, type FailoverRun } from "../api/types.js";
 import { defaultNamespace, leaseName, operatorHealthPort, operatorName } from "../install/manifests.js";
 import { defaultClusterDir, readClusterState } from "../local/cluster.js";
+import { nodeLayout } from "../local/node/layout.js";
+import { claimDataPath } from "../local/node/provisioner.js";
+import { describeSite, siteIdentity, siteStates } from "../local/node/sites.js";
 import {
   deployments,
   KubeClient,
   leases,
   namespaces,
+  nodes,
   persistentVolumeClaims,
   pods,
   secrets,
@@ -37,9 +48,12 @@ import {
   loadGenerator,
   loadGeneratorName,
   machineNames,
+  orderLogFile,
+  parseOrderLog,
   planName,
   protectionManifests,
   shopNamespaces,
+  spoolClaimName,
   type ShopNamespaces,
 } from "./shop.js";
 
@@ -79,10 +93,18 @@ interface Context {
   ordersFirst: number;
   /** The plan's web warm-up: the examples' 30 s, 2 s in the reduced demo. */
   warmUp: string;
+  /** Whether the demo ends with an unplanned failover (--unplanned). */
+  unplanned: boolean;
   client: KubeClient;
   signal: AbortSignal;
   rows: Row[];
+  /** Lines under the table's legend: figures of an operation that have no column. */
+  notes: string[];
   timings: [string, number][];
+  /** The namespace the shop runs in now. */
+  shopAt: string;
+  /** A site the demo powered off and has not brought back yet: whatever happens, it is brought back. */
+  downSite?: Site;
 }
 
 const tty = process.stdout.isTTY;
@@ -218,15 +240,16 @@ async function databasePod(ctx: Context, namespace: string): Promise<Pod | undef
 }
 
 /**
- * SELECT count(*) FROM orders, run by `kubectl exec` in the database's own pod: a drill's
- * namespace is isolated by a NetworkPolicy, so nothing outside it may connect to the database.
+ * A query's rows (psql -tA: one line per row), run by `kubectl exec` in the database's own pod: a
+ * drill's namespace is isolated by a NetworkPolicy, so nothing outside it may connect to the
+ * database. SQL goes inside double quotes of a shell command: it must hold neither `"` nor `$`.
  */
-async function orderCount(ctx: Context, namespace: string): Promise<number> {
+async function psql(ctx: Context, namespace: string, sql: string): Promise<string> {
   const pod = await databasePod(ctx, namespace);
   if (pod === undefined) throw new Error(`no ready database pod in namespace ${namespace}`);
   const kubectl = join(readClusterState(ctx.dir)?.binDir ?? "", "kubectl");
-  const query = 'PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U postgres -tAc "SELECT count(*) FROM orders"';
-  const out = await run(
+  const query = `PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U postgres -tAc "${sql}"`;
+  return run(
     kubectl,
     [
       "--kubeconfig",
@@ -245,9 +268,14 @@ async function orderCount(ctx: Context, namespace: string): Promise<number> {
     ctx.signal,
     { quiet: true },
   );
-  const count = Number(out.trim());
-  if (out.trim() === "" || !Number.isInteger(count))
-    throw new Error(`psql in ${namespace}/${pod.metadata.name} answered ${JSON.stringify(out.trim())}`);
+}
+
+/** SELECT count(*) FROM orders, in the database's pod. */
+async function orderCount(ctx: Context, namespace: string): Promise<number> {
+  const out = (await psql(ctx, namespace, "SELECT count(*) FROM orders")).trim();
+  const count = Number(out);
+  if (out === "" || !Number.isInteger(count))
+    throw new Error(`psql in ${namespace} answered ${JSON.stringify(out)} to SELECT count(*)`);
   return count;
 }
 
@@ -327,23 +355,26 @@ async function removePreviousShop(ctx: Context): Promise<boolean> {
 const machine = (ctx: Context, name: string) => ctx.client.get(protectedMachines, name, ctx.ns.shop);
 const rpoOf = async (ctx: Context) => (await machine(ctx, "shop-db"))?.status?.rpo ?? notApplicable;
 
-/** Bytes the recovery site made durable so far for the shop: the leading operator's ksr_replicated_bytes_total. */
-async function replicatedBytes(ctx: Context): Promise<number> {
+/**
+ * Bytes the recovery site made durable so far for the shop: the leading operator's
+ * ksr_replicated_bytes_total, with the leader's pod (the counter is its process's own).
+ */
+async function replicatedBytes(ctx: Context): Promise<{ leader: string; bytes: number }> {
   const holder = (await ctx.client.get(leases, leaseName, defaultNamespace))?.spec?.holderIdentity ?? "";
   const { items } = await ctx.client.list(pods, {
     namespace: defaultNamespace,
     labelSelector: `app.kubernetes.io/name=${operatorName}`,
   });
   const leader = items.find((pod) => holder.startsWith(`${pod.metadata.name}_`));
-  if (leader?.status?.podIP === undefined) return Number.NaN;
+  if (leader?.status?.podIP === undefined) return { leader: holder, bytes: Number.NaN };
   const text = await fetch(`http://${leader.status.podIP}:${operatorHealthPort}/metrics`, { signal: ctx.signal })
     .then((response) => response.text())
     .catch(() => undefined);
-  if (text === undefined) return Number.NaN;
+  if (text === undefined) return { leader: leader.metadata.name, bytes: Number.NaN };
   let total = 0;
   for (const match of text.matchAll(/^ksr_replicated_bytes_total\{([^}]*)\} (\S+)$/gm))
     if ((match[1] ?? "").includes(`namespace="${ctx.ns.shop}"`)) total += Number(match[2]);
-  return total;
+  return { leader: leader.metadata.name, bytes: total };
 }
 
 /** Every machine Protected (in whichever direction), with each one's phase and copy progress on one live line. */
@@ -420,9 +451,13 @@ async function measured(
 ): Promise<void> {
   const started = performance.now();
   const rpoBefore = await rpoOf(ctx);
-  const bytesBefore = await replicatedBytes(ctx);
+  const before = await replicatedBytes(ctx);
   const done = await body();
-  const bytes = (await replicatedBytes(ctx)) - bytesBefore;
+  const after = await replicatedBytes(ctx);
+  // The counter is per operator process: across a change of leader (one whose site was lost) the difference means nothing.
+  if (after.leader !== before.leader)
+    say(`    bytes moved: not reported, the leading operator changed from ${before.leader} to ${after.leader}`);
+  const bytes = after.leader === before.leader ? after.bytes - before.bytes : Number.NaN;
   const figure = (wanted: boolean, value: string | undefined) => (wanted ? (value ?? notReported) : notApplicable);
   ctx.rows.push({
     operation,
@@ -432,6 +467,25 @@ async function measured(
     bytes: Number.isNaN(bytes) || bytes < 0 ? notReported : `${(bytes / 2 ** 20).toFixed(1)} MiB`,
     took: `${((performance.now() - started) / 1000).toFixed(1)} s`,
   });
+}
+
+/**
+ * The rest of a failover of the plan: its manual step (database/confirm, whose runOn is Planned
+ * and Unplanned) approved as the demo, then the run until it Succeeded.
+ */
+async function approved(ctx: Context, name: string, comment: string): Promise<FailoverRun> {
+  await waitRun(ctx, name, ["WaitingForApproval"], 10 * 60_000);
+  say("    the plan asks for a person's approval (database/confirm); approving as the demo");
+  await kubectlDr(ctx, ["approve", name, "database/confirm", "--comment", comment]);
+  return waitRun(ctx, name, ["Succeeded"], 15 * 60_000);
+}
+
+/** Makes a failover final and moves the load to where the shop now runs. */
+async function commit(ctx: Context, name: string, to: string, site: Site): Promise<void> {
+  await kubectlDr(ctx, ["commit", name]);
+  await waitRun(ctx, name, ["Committed"], 5 * 60_000);
+  ctx.shopAt = to;
+  await startLoad(ctx, to, site);
 }
 
 /**
@@ -445,17 +499,12 @@ async function plannedFailover(ctx: Context, from: string, to: string, site: Sit
   say(`    writes held at ${count} orders in ${from}, as a planned failover's maintenance window does`);
   const name = runName(site === "recovery" ? "failover" : "failback");
   await kubectlDr(ctx, ["failover", planName, "--planned", "--name", name]);
-  await waitRun(ctx, name, ["WaitingForApproval"], 10 * 60_000);
-  say("    the plan asks for a person's approval (database/confirm); approving as the demo");
-  await kubectlDr(ctx, ["approve", name, "database/confirm", "--comment", "npm run demo"]);
-  const done = await waitRun(ctx, name, ["Succeeded"], 15 * 60_000);
+  const done = await approved(ctx, name, "npm run demo");
   const recovered = await settledOrderCount(ctx, to, `the recovered database in ${to} answering`);
   if (recovered !== count)
     throw new Error(`the database recovered into ${to} has ${recovered} orders; ${from} had ${count}`);
   say(`    the shop runs in ${to} on the ${site} site with all ${recovered} orders; committing`);
-  await kubectlDr(ctx, ["commit", name]);
-  await waitRun(ctx, name, ["Committed"], 5 * 60_000);
-  await startLoad(ctx, to, site);
+  await commit(ctx, name, to, site);
   return done;
 }
 
@@ -465,6 +514,211 @@ async function reprotect(ctx: Context, kind: string): Promise<FailoverRun> {
   const done = await waitRun(ctx, name, ["Succeeded"], 15 * 60_000);
   await waitProtected(ctx);
   return done;
+}
+
+const siteCommand = (ctx: Context, verb: "down" | "up", site: Site) =>
+  `npx ksr local site ${verb} ${site}${verb === "down" ? " --mode power" : ""} --dir ${ctx.dir}`;
+
+/**
+ * Brings back the site the demo powered off, whatever stopped the demo: the cluster is shared (the
+ * e2e suites run on it after the demo test) and a lost site breaks everything after. Not tied to
+ * the demo's signal, which Ctrl-C has aborted by then; if it fails, the line says how to by hand.
+ */
+async function restoreSite(ctx: Context): Promise<void> {
+  const site = ctx.downSite;
+  if (site === undefined) return;
+  say(
+    `    the ${site} site is still down from the unplanned failover; bringing it back: ${siteCommand(ctx, "up", site)}`,
+  );
+  try {
+    await run(
+      process.execPath,
+      [join(packageRoot, "bin", "ksr.js"), "local", "site", "up", site, "--dir", ctx.dir],
+      AbortSignal.timeout(3 * 60_000),
+      { quiet: true },
+    );
+    ctx.downSite = undefined;
+    say(`    the ${site} site is up again`);
+  } catch (error) {
+    const why = error instanceof Interrupted ? "it took over 3 minutes" : String(error);
+    say(`✘ the ${site} site could not be brought back (${why}); \`${siteCommand(ctx, "up", site)}\` does it`);
+  }
+}
+
+/** Until every machine has a recovery point taken after the wait began: the site is then lost just after a point. */
+async function freshPoint(ctx: Context): Promise<void> {
+  const since = Date.now();
+  const times = await until(
+    ctx,
+    "a recovery point of every machine taken after the wait began",
+    async () => {
+      const found = await Promise.all(machineNames.map((name) => machine(ctx, name)));
+      const latest = found.map((m) => Date.parse(m?.status?.recoveryPoints?.latest?.time ?? ""));
+      return latest.every((time) => time > since) ? latest : undefined;
+    },
+    3 * 60_000,
+  );
+  const age = (Date.now() - Math.min(...times)) / 1000;
+  say(`    every machine has a recovery point ${age.toFixed(1)} s old; the load keeps running`);
+}
+
+/** The items of the recovered database's orders taken before `beforeMs`: what came from the source, not what the recovered shop took since. */
+async function recoveredItems(ctx: Context, namespace: string, beforeMs: number): Promise<bigint[]> {
+  const out = await until(
+    ctx,
+    `the recovered database in ${namespace} answering`,
+    () => psql(ctx, namespace, "SELECT item FROM orders ORDER BY id").catch(() => undefined),
+    5 * 60_000,
+  );
+  const items = out
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => {
+      if (!/^\d+$/.test(line))
+        throw new Error(`the recovered database has an order whose item is ${JSON.stringify(line)}`);
+      return BigInt(line);
+    });
+  return items.filter((item) => item < BigInt(beforeMs) * 1_000_000n);
+}
+
+const nsToMs = (item: bigint) => Number(item / 1_000_000n);
+
+/**
+ * The recovered orders against the writer's own log: they must be a prefix of what the source
+ * acknowledged (every acknowledged order up to the newest recovered one is there, every recovered
+ * one is in the log, none is after the point), and what the source acknowledged after them is the
+ * data lost. Fails loudly otherwise: this is the check the unplanned failover is measured by.
+ */
+function checkAgainstWriter(
+  logged: ReturnType<typeof parseOrderLog>,
+  recovered: bigint[],
+  pointTime: string,
+): { lostOrders: number; windowMs: number; newestMs: number } {
+  const acknowledged = logged.filter((order) => order.code === 200).map((order) => BigInt(order.item));
+  const inLog = new Set(logged.map((order) => order.item));
+  const newest = recovered.reduce((a, b) => (b > a ? b : a), 0n);
+  const lastLogged = logged.reduce((a, order) => (BigInt(order.item) > a ? BigInt(order.item) : a), 0n);
+  if (acknowledged.length === 0 || recovered.length === 0)
+    throw new Error(`nothing to compare: ${acknowledged.length} orders acknowledged, ${recovered.length} recovered`);
+  // One order may have been committed and never logged: the one in flight as the power went, the newest of all.
+  const unlogged = recovered.filter((item) => !inLog.has(item.toString()));
+  if (unlogged.length > 1 || unlogged.some((item) => item <= lastLogged))
+    throw new Error(
+      `the recovered database has ${unlogged.length} orders the source's log does not have (${unlogged.slice(0, 3).join(", ")}): not the source's data`,
+    );
+  const present = new Set(recovered);
+  const missing = acknowledged.filter((item) => item <= newest && !present.has(item));
+  if (missing.length > 0)
+    throw new Error(
+      `the recovered orders are not a prefix of what the source acknowledged: ${missing.length} acknowledged before the newest recovered one are missing, the first taken at ${new Date(nsToMs(missing[0] ?? 0n)).toISOString()}`,
+    );
+  // A point's time is whole seconds; the cut is at or after the last order it holds.
+  if (nsToMs(newest) >= Date.parse(pointTime) + 1000)
+    throw new Error(
+      `the recovered database has an order taken at ${new Date(nsToMs(newest)).toISOString()}, after its point (${pointTime})`,
+    );
+  const lost = acknowledged.filter((item) => item > newest);
+  const lastAcknowledged = acknowledged.reduce((a, b) => (b > a ? b : a), 0n);
+  return {
+    lostOrders: lost.length,
+    windowMs: lost.length === 0 ? 0 : nsToMs(lastAcknowledged) - nsToMs(newest),
+    newestMs: nsToMs(newest),
+  };
+}
+
+/**
+ * An unplanned failover: the primary site loses power under load, the plan fails over from the
+ * recovery site's journal (its manual step approved: runOn includes Unplanned), the recovered
+ * orders are checked against the API's own log, read from the lost site's disk on the host (the
+ * site is off, its volumes stay), and the run is committed; the load resumes on the recovery site.
+ */
+async function unplannedFailover(ctx: Context): Promise<FailoverRun> {
+  const { ns } = ctx;
+  const claim = await ctx.client.get(persistentVolumeClaims, spoolClaimName, ns.shop);
+  if (claim?.metadata.uid === undefined) throw new Error(`no claim ${ns.shop}/${spoolClaimName}`);
+  const spool = join(
+    claimDataPath(nodeLayout(ctx.dir), siteIdentity("primary").name, claim.metadata.uid),
+    orderLogFile,
+  );
+  ctx.downSite = "primary";
+  say(`    powering the primary site off: ${siteCommand(ctx, "down", "primary")}`);
+  await ksr(ctx, ["local", "site", "down", "primary", "--mode", "power", "--dir", ctx.dir], true);
+  const poweredOff = Date.now();
+  // Every process of the site was killed at once: the log on its disk is final.
+  const logged = parseOrderLog(await readFile(spool, "utf8"));
+  const acknowledged = logged.filter((order) => order.code === 200);
+  say(
+    `    the API's own log (${spool}, the lost site's disk) acknowledged ${acknowledged.length} orders, the last at ${new Date(nsToMs(BigInt(acknowledged.at(-1)?.item ?? "0"))).toISOString()}`,
+  );
+  const name = runName("unplanned");
+  await kubectlDr(ctx, ["failover", planName, "--unplanned", "--name", name]);
+  const done = await approved(ctx, name, "npm run demo --unplanned");
+  const point = done.status?.recoveryPoints?.find((p) => p.machine === "shop-db");
+  if (point === undefined) throw new Error(`FailoverRun ${name} records no recovery point for shop-db`);
+  const recovered = await recoveredItems(ctx, ns.recovery, poweredOff);
+  const { lostOrders, windowMs, newestMs } = checkAgainstWriter(logged, recovered, point.time);
+  say(
+    `    the ${recovered.length} orders recovered into ${ns.recovery} (point ${point.id} at ${point.time}, newest order ${new Date(newestMs).toISOString()}) are a prefix of the ${acknowledged.length} the source acknowledged`,
+  );
+  // The writer's figure is the database's orders; the run's is its worst volume of any machine: each machine's point says which.
+  const points = (done.status?.recoveryPoints ?? []).map((p) => `${p.machine} ${p.time} (${p.consistency})`);
+  say(`    the run's recovery points: ${points.join(", ")}`);
+  const writer = `${(windowMs / 1000).toFixed(1)} s (${lostOrders} acknowledged orders)`;
+  say(
+    `    data lost measured against the writer's log: ${writer}; the run's status.dataLossWindow: ${done.status?.dataLossWindow ?? notReported}; RTO ${done.status?.rto ?? notReported}`,
+  );
+  ctx.notes.push(
+    `Unplanned failover: the writer's own log puts the data lost at ${writer} after the newest recovered order.`,
+  );
+  // The load generator was lost with the site; it must not come back there with the site.
+  await ctx.client.delete(deployments, { name: loadGeneratorName, namespace: ns.shop });
+  await commit(ctx, name, ns.recovery, "recovery");
+  say(`    committed; the shop runs in ${ns.recovery} on the recovery site, under load`);
+  return done;
+}
+
+/** The lost site comes back: its node Ready, and the source stays fenced (no pod of the shop or its agents, every source workload at 0). */
+async function siteReturnsFenced(ctx: Context): Promise<void> {
+  const { ns } = ctx;
+  say(`    bringing the primary site back: ${siteCommand(ctx, "up", "primary")}`);
+  await ksr(ctx, ["local", "site", "up", "primary", "--dir", ctx.dir], true);
+  ctx.downSite = undefined;
+  const node = siteIdentity("primary").name;
+  await until(
+    ctx,
+    `node ${node} Ready`,
+    async () =>
+      (await ctx.client.get(nodes, node))?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+        ? true
+        : undefined,
+    3 * 60_000,
+  );
+  await until(
+    ctx,
+    `no pod of the shop or its agents left in ${ns.shop}`,
+    async () => {
+      const left = (await ctx.client.list(pods, { namespace: ns.shop })).items.filter(
+        (pod) =>
+          pod.metadata.labels?.["app.kubernetes.io/name"] === "shop" ||
+          pod.metadata.labels?.["app.kubernetes.io/component"] === "agent",
+      );
+      return left.length === 0 ? true : undefined;
+    },
+    3 * 60_000,
+  );
+  const workloads = [
+    ["StatefulSet", await ctx.client.get(statefulSets, "shop-db", ns.shop)],
+    ["Deployment", await ctx.client.get(deployments, "shop-api", ns.shop)],
+    ["Deployment", await ctx.client.get(deployments, "shop-web", ns.shop)],
+  ] as const;
+  for (const [kind, workload] of workloads)
+    if (workload?.spec?.replicas !== 0)
+      throw new Error(
+        `the returned source is not fenced: ${kind} ${ns.shop}/${workload?.metadata.name ?? "?"} has ${workload?.spec?.replicas ?? "no"} replicas`,
+      );
+  say(
+    `    node ${node} is Ready and the source stays fenced: no pod of the shop or its agents in ${ns.shop}, shop-db, shop-api and shop-web at 0 replicas`,
+  );
 }
 
 async function demo(ctx: Context, password: string): Promise<void> {
@@ -480,6 +734,12 @@ async function demo(ctx: Context, password: string): Promise<void> {
         "starting the cluster (building the control plane first if it is not built yet)",
         ksr(ctx, ["local", "up", "--dir", ctx.dir]),
       );
+    // A site stays down across restarts: an unplanned demo stopped at once (Ctrl-C twice) leaves the primary one off.
+    for (const { site, state } of siteStates(ctx.dir))
+      if (state !== undefined && !state.up) {
+        say(`    the ${site} site is ${describeSite(state)}; the demo needs both: ksr local site up ${site}`);
+        await ksr(ctx, ["local", "site", "up", site, "--dir", ctx.dir]);
+      }
   });
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(ctx.kubeconfig);
@@ -591,9 +851,20 @@ async function demo(ctx: Context, password: string): Promise<void> {
       dataLoss: false,
     }),
   );
+
+  if (!ctx.unplanned) return;
+  await step(
+    ctx,
+    "unplanned failover: the primary site powered off, kubectl dr failover --unplanned, approve, commit; the site returns fenced",
+    async () => {
+      await freshPoint(ctx);
+      await measured(ctx, "unplanned failover + commit", () => unplannedFailover(ctx), { rto: true, dataLoss: true });
+      await siteReturnsFenced(ctx);
+    },
+  );
 }
 
-function table(rows: Row[]): string {
+function table(rows: Row[], notes: string[]): string {
   const header: Row = {
     operation: "operation",
     rpoBefore: "RPO before",
@@ -618,6 +889,7 @@ function table(rows: Row[]): string {
     "RPO before: shop-db's status.rpo as the operation started. RTO and data loss: the FailoverRun's",
     "status.rto and status.dataLossWindow. Bytes moved: the operator's ksr_replicated_bytes_total for",
     `the shop, during the operation. ${notApplicable}: not a figure of that operation.`,
+    ...notes,
   ].join("\n");
 }
 
@@ -639,33 +911,56 @@ async function main(): Promise<void> {
       defaultShopNamespace,
     )
     .option("--small", "the reduced demo CI runs: fewer orders before protecting, a shorter warm-up; the same steps")
+    .option(
+      "--unplanned",
+      "end with an unplanned failover: power the primary site off under load (ksr local site down primary " +
+        "--mode power), kubectl dr failover --unplanned, approve, commit; its RTO, and the data lost measured " +
+        "against the API's own log on the lost site's disk beside the run's figure; the site comes back fenced " +
+        "and the shop ends in NAME-recovery",
+    )
     .option("--keep", "leave the shop and the operator running at the end (explore with kubectl)")
     .parse();
-  const options = program.opts<{ dir: string; namespace: string; small?: boolean; keep?: boolean }>();
+  const options = program.opts<{
+    dir: string;
+    namespace: string;
+    small?: boolean;
+    unplanned?: boolean;
+    keep?: boolean;
+  }>();
   const abort = new AbortController();
-  let interrupts = 0;
-  process.on("SIGINT", () => {
-    interrupts++;
-    if (interrupts > 1) process.exit(130);
-    say("\ninterrupted: stopping after the current request (Ctrl-C again to quit at once)");
-    abort.abort();
-  });
+  const ns = shopNamespaces(options.namespace);
   const ctx: Context = {
     dir: options.dir,
     kubeconfig: join(options.dir, "kubeconfig"),
-    ns: shopNamespaces(options.namespace),
+    ns,
     ordersFirst: options.small === true ? 20 : 100,
     warmUp: options.small === true ? "2s" : "30s",
+    unplanned: options.unplanned === true,
     client: undefined as unknown as KubeClient,
     signal: abort.signal,
     rows: [],
+    notes: [],
     timings: [],
+    shopAt: ns.shop,
   };
+  let interrupts = 0;
+  process.on("SIGINT", () => {
+    interrupts++;
+    const down = ctx.downSite;
+    if (interrupts > 1) {
+      if (down !== undefined) say(`the ${down} site stays down; \`${siteCommand(ctx, "up", down)}\` brings it back`);
+      process.exit(130);
+    }
+    const site = down === undefined ? "" : `, bringing the ${down} site back up first`;
+    say(`\ninterrupted: stopping after the current request${site} (Ctrl-C again to quit at once)`);
+    abort.abort();
+  });
   const password = randomBytes(12).toString("hex");
   const started = performance.now();
   try {
     await demo(ctx, password);
   } catch (error) {
+    await restoreSite(ctx);
     if (error instanceof Interrupted || abort.signal.aborted) {
       say(
         `the cluster keeps running; \`npx ksr local down --dir ${options.dir}\` stops it, \`npm run demo\` starts over`,
@@ -676,12 +971,12 @@ async function main(): Promise<void> {
     say(`✘ ${error instanceof Error ? error.message : String(error)}`);
     process.exitCode = 1;
   } finally {
-    if (ctx.rows.length > 0) say(`\n${table(ctx.rows)}`);
+    if (ctx.rows.length > 0) say(`\n${table(ctx.rows, ctx.notes)}`);
     say(
       `\nsteps: ${ctx.timings.map(([name, s]) => `${name.split(":")[0]} ${s.toFixed(1)} s`).join(", ")}; wall time ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
     const client = ctx.client as KubeClient | undefined;
-    if (options.keep === true) say(`--keep: the shop runs in namespace ${ctx.ns.shop}; KUBECONFIG=${ctx.kubeconfig}`);
+    if (options.keep === true) say(`--keep: the shop runs in namespace ${ctx.shopAt}; KUBECONFIG=${ctx.kubeconfig}`);
     else if (client !== undefined && !abort.signal.aborted && process.exitCode === undefined) {
       await removePreviousShop(ctx).catch(() => false);
       say("removed the shop; the cluster and the operator keep running (`npx ksr local down` stops the cluster)");

@@ -1,8 +1,10 @@
 // The demo's shop: examples/ as a user applies them, with the changes a demo needs. The API
-// writes every order into PostgreSQL (the examples' API only spools them), and a load generator
-// posts orders all the time. The policy cuts crash-consistent points every 30 s instead of 5 min,
-// so a drill has a fresh point without waiting. The namespaces are the demo's choice (`shop`,
-// recovered into `shop-recovery`, drilled in `shop-drill`), so a test can run it beside others.
+// writes every order into PostgreSQL (the examples' API only spools them) and logs each one with
+// the row's item and its answer, so what a failover recovered can be checked against what the
+// writer acknowledged; a load generator posts orders all the time. The policy cuts
+// crash-consistent points every 30 s instead of 5 min, so a drill has a fresh point without
+// waiting. The namespaces are the demo's choice (`shop`, recovered into `shop-recovery`, drilled
+// in `shop-drill`), so a test can run it beside others.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
@@ -26,7 +28,11 @@ export function shopNamespaces(shop: string): ShopNamespaces {
 }
 export const machineNames = ["shop-db", "shop-api", "shop-web"] as const;
 
-/** The API: POST /orders inserts a row (psql from the image's PostgreSQL client); GET answers 200 (the plan's smoke test). */
+/**
+ * The API: POST /orders inserts a row (psql from the image's PostgreSQL client) and appends
+ * `TIME PATH CODE ITEM` to its spool, the writer's own log (ITEM, the row's item, ties a row to
+ * its line); GET answers 200 (the plan's smoke test).
+ */
 const apiScript = `
 import http.server, os, subprocess, time
 def psql(sql):
@@ -36,11 +42,13 @@ while psql("CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, item te
     time.sleep(1)
 class Api(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        code = 200
+        code, logged_item = 200, ""
         if self.path.startswith("/orders"):
-            code = 200 if psql("INSERT INTO orders (item) VALUES ('%d')" % time.time_ns()).returncode == 0 else 503
+            item = time.time_ns()
+            code = 200 if psql("INSERT INTO orders (item) VALUES ('%d')" % item).returncode == 0 else 503
+            logged_item = f" {item}"
         with open("/var/spool/shop/orders.log", "a") as spool:
-            spool.write(f"{time.time()} {self.path} {code}\\n")
+            spool.write(f"{time.time()} {self.path} {code}{logged_item}\\n")
         self.send_response(code)
         self.end_headers()
     def do_GET(self):
@@ -145,4 +153,35 @@ export function protectionManifests(recoveryNamespace: string, warmUp: string): 
         if (action.wait !== undefined) action.wait.duration = warmUp;
     }
   return objects;
+}
+
+/** The API's spool claim, and its log on that volume: what the writer itself says it acknowledged. */
+export const spoolClaimName = "shop-api-spool";
+export const orderLogFile = "orders.log";
+
+export interface LoggedOrder {
+  /** The row's item: the API's clock (Unix nanoseconds) as it took the order. */
+  item: string;
+  /** The API's clock (Unix milliseconds) as it answered. */
+  answeredMs: number;
+  /** The HTTP status it answered: 200 once the row was committed. */
+  code: number;
+}
+
+/**
+ * The orders of the API's spool, in the order it took them. Only lines ended by a newline count:
+ * a site that loses power mid-write leaves a torn last line. A complete line of another shape is
+ * not the demo's API and is an error, not something to skip.
+ */
+export function parseOrderLog(text: string): LoggedOrder[] {
+  const orders: LoggedOrder[] = [];
+  for (const line of text.split("\n").slice(0, -1)) {
+    const match = /^(\d+(?:\.\d+)?) (\S+) (\d{3})(?: (\d+))?$/.exec(line);
+    if (match === null) throw new Error(`the API's spool has a line of an unknown shape: ${JSON.stringify(line)}`);
+    const [, time = "", path = "", code = "", item] = match;
+    if (!path.startsWith("/orders")) continue;
+    if (item === undefined) throw new Error(`the API's spool has an order without its item: ${JSON.stringify(line)}`);
+    orders.push({ item, answeredMs: Number(time) * 1000, code: Number(code) });
+  }
+  return orders;
 }

@@ -1,10 +1,12 @@
 // `npm run demo` in its reduced form (--small: fewer orders before protecting, a shorter warm-up),
 // on the suite's shared `ksr local` cluster (--dir) and in a namespace of the test's own: the same
-// steps as the full demo, asserted on what it printed and on what it left behind.
+// steps as the full demo and the unplanned failover of --unplanned, asserted on what it printed
+// and on what it left behind.
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { apiDurationMs } from "../../src/util/duration.js";
 import { namespaces, KubeClient } from "../../src/runtime/index.js";
 import { useOperator } from "../fixture/operator.js";
 
@@ -45,7 +47,7 @@ function closingTable(out: string): Map<string, string[]> {
   return rows;
 }
 
-describe("npm run demo --small (e2e)", function () {
+describe("npm run demo --small --unplanned (e2e)", function () {
   this.timeout(40 * 60_000);
   const cluster = useOperator("demo");
   const shop = `demo-${process.pid}`;
@@ -58,7 +60,7 @@ describe("npm run demo --small (e2e)", function () {
       join(cluster.state.dir, "kubeconfig"),
       "the demo finds the kubeconfig in --dir",
     );
-    printed = await runDemo(["--dir", cluster.state.dir, "--namespace", shop, "--small"]);
+    printed = await runDemo(["--dir", cluster.state.dir, "--namespace", shop, "--small", "--unplanned"]);
   });
 
   it("runs every step to the end, reusing the running cluster and operator", () => {
@@ -75,6 +77,7 @@ describe("npm run demo --small (e2e)", function () {
       "reprotect",
       "failback",
       "reprotect",
+      "unplanned failover",
     ]);
     assert.doesNotMatch(printed.out, /^✘/m);
     assert.match(printed.out, /^steps: .*; wall time \d+\.\d s$/m);
@@ -104,6 +107,7 @@ describe("npm run demo --small (e2e)", function () {
         "reprotect (recovery → primary)",
         "failback (planned) + commit",
         "reprotect (primary → recovery)",
+        "unplanned failover + commit",
       ],
       printed.out,
     );
@@ -114,6 +118,54 @@ describe("npm run demo --small (e2e)", function () {
     }
     assert.match(rows.get("drill (test failover)")?.[1] ?? "", /^(\d+[hms])+$/, "the drill has a measured RTO");
     assert.match(rows.get("protect (initial replication)")?.[3] ?? "", /^\d+\.\d MiB$/, "the initial copy's bytes");
+  });
+
+  it("the unplanned failover recovers a prefix of what the writer acknowledged, reports its RTO and a window the writer's log bounds, and the returning source stays fenced", () => {
+    const rows = closingTable(printed.out);
+    const [, rto = "", dataLoss = ""] = rows.get("unplanned failover + commit") ?? [];
+    assert.match(rto, /^(\d+[hms])+$/, `the unplanned run has a measured RTO: ${rto}`);
+    const runWindowMs = apiDurationMs(dataLoss);
+    assert.ok(runWindowMs !== undefined, `the unplanned run reports its data-loss window: ${dataLoss}`);
+
+    const prefix =
+      /the (\d+) orders recovered into \S+ \(point .*\) are a prefix of the (\d+) the source acknowledged/.exec(
+        printed.out,
+      );
+    assert.ok(prefix !== null, printed.out);
+    const [recovered, acknowledged] = [Number(prefix[1]), Number(prefix[2])];
+    const failback = numbers(printed.out, /writes held at (\d+) orders in /g)[1] ?? 0;
+    assert.ok(recovered >= failback, `the ${failback} orders of the failback are among the ${recovered} recovered`);
+    assert.ok(recovered <= acknowledged + 1, `${recovered} recovered of ${acknowledged} acknowledged (+1 in flight)`);
+
+    const writer =
+      /data lost measured against the writer's log: (\d+\.\d) s \((\d+) acknowledged orders\); the run's status\.dataLossWindow: (\S+); RTO (\S+)/.exec(
+        printed.out,
+      );
+    assert.ok(writer !== null, printed.out);
+    const [writerMs, lostOrders] = [Number(writer[1]) * 1000, Number(writer[2])];
+    assert.equal(writer[3], dataLoss, "the say() line and the table show the run's window alike");
+    assert.equal(writer[4], rto);
+    assert.ok(recovered + lostOrders >= acknowledged, "every acknowledged order not recovered is counted as lost");
+    // 5 orders a second: the orders lost and the span they cover agree.
+    assert.ok(lostOrders <= (writerMs / 1000) * 5 + 5, `${lostOrders} orders lost in ${writerMs} ms`);
+    // The run's window is what the recovery site held past the point; the writer's log bounds it
+    // (the point's time and the status are whole seconds: 2 s of rounding).
+    assert.ok(runWindowMs <= writerMs + 2000, `run window ${runWindowMs} ms, writer's ${writerMs} ms`);
+    assert.match(
+      printed.out,
+      new RegExp(`Unplanned failover: the writer's own log puts the data lost at ${writer[1]} s`),
+    );
+
+    assert.match(
+      printed.out,
+      /node ksr-primary is Ready and the source stays fenced: no pod of the shop or its agents in /,
+    );
+    assert.doesNotMatch(printed.out, /site is still down/);
+    // The figures, for the record of a run: the demo's own lines go to the test's pipe, not the console.
+    const steps = /^steps: .*$/m.exec(printed.out)?.[0] ?? "";
+    process.stdout.write(
+      `      unplanned: RTO ${rto}, status.dataLossWindow ${dataLoss}, writer's log ${writer[1]} s (${lostOrders} orders); ${steps}\n`,
+    );
   });
 
   it("removes the shop at the end, leaving the cluster and the operator running", async () => {

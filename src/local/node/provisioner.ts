@@ -63,6 +63,18 @@ export type ProvisionDecision =
   | { action: "reject"; message: string }
   | { action: "provision"; node: string; pv: V1PersistentVolume; dataPath: string; block?: number };
 
+/** The PersistentVolume provisioned for a claim is named after the claim's uid. */
+const provisionedVolumeName = (claimUid: string) => `pvc-${claimUid}`;
+
+/**
+ * Where the data of a claim provisioned on NODE lives on the host: a directory (a Block claim: an
+ * image file). Tests and the demo read a volume there, as the site's disk, also while its node is down.
+ */
+export function claimDataPath(layout: NodeLayout, node: string, claimUid: string, block = false): string {
+  const name = provisionedVolumeName(claimUid);
+  return join(layout.volumes, node, block ? `${name}.img` : name);
+}
+
 /** What to do with a claim; pure, so the rules are table-tested. */
 export function decideProvisioning(
   claim: V1PersistentVolumeClaim,
@@ -93,8 +105,8 @@ export function decideProvisioning(
     return { action: "reject", message: (error as Error).message };
   }
   const block = claim.spec?.volumeMode === "Block";
-  const name = `pvc-${claim.metadata?.uid}`;
-  const dataPath = join(layout.volumes, node, block ? `${name}.img` : name);
+  const name = provisionedVolumeName(claim.metadata?.uid ?? "");
+  const dataPath = claimDataPath(layout, node, claim.metadata?.uid ?? "", block);
   const pv: V1PersistentVolume = {
     apiVersion: "v1",
     kind: "PersistentVolume",
