@@ -33,6 +33,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { kubectlDr } from "../fixture/kubectl-dr.js";
 import { prepareNamespaces, volumeDir as volumeDirOf } from "../fixture/machine-suite.js";
+import { activeStep, killLeaderAt } from "../fixture/leader-killer.js";
 import { useOperator } from "../fixture/operator.js";
 import { treesDiffer } from "../fixture/tree-compare.js";
 import { appendSmall, fastPolicy, writerStatefulSet } from "../fixture/writer.js";
@@ -308,7 +309,36 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
     );
     await status();
     await write(2);
-    const run = await runDr("reprotect", plan, "--wait");
+    // The leader dies while the first machine reverses: the reprotect still reverses each once.
+    const killer = await killLeaderAt(client, {
+      operatorNamespace: cluster.operatorNamespace,
+      namespace: ns,
+      name: "forward-again",
+      moments: ["Reverse"],
+      momentOf: (found, next) => {
+        const active = activeStep(found);
+        return active?.action === next ? active.name : undefined;
+      },
+    });
+    let run: string;
+    try {
+      run = await runDr("reprotect", plan, "--name", "forward-again", "--wait");
+    } finally {
+      killer.stop();
+    }
+    assert.deepEqual(
+      killer.kills.map((kill) => kill.step),
+      ["writers/reverse/alpha"],
+    );
+    const reversed = (await client.get(failoverRuns, run, ns))?.status?.steps ?? [];
+    assert.deepEqual(
+      reversed.map((step) => [step.name, step.phase, step.attempts]),
+      [
+        ["validate", "Succeeded", 1],
+        ["writers/reverse/alpha", "Succeeded", 1],
+        ["writers/reverse/beta", "Succeeded", 1],
+      ],
+    );
     const forward = await waitMachines("Protected forward", (found) => found.status?.phase === "Protected");
     for (const found of forward)
       assert.deepEqual(
