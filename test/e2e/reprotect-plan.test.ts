@@ -126,6 +126,15 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
     ((await client.get(failoverRuns, run, ns))?.status?.steps ?? [])
       .filter((step) => step.action === "Reverse")
       .map((step) => step.message ?? "");
+  /** A commit releases the recovered machines' points: at least one of each writer. */
+  const assertCommitReleased = async (run: string) => {
+    const commit = ((await client.get(failoverRuns, run, ns))?.status?.steps ?? []).find((s) => s.action === "Commit");
+    const released = Number(/; (\d+) recovery points? released with their journal;/.exec(commit?.message ?? "")?.[1]);
+    assert.ok(
+      released >= writers.length,
+      `the commit released ${released} points: ${commit?.message ?? "no commit step"}`,
+    );
+  };
   /** Bytes of a stream's journal segments and moved-out entries on a master target's journal claim. */
   const journalBytes = async (masterTarget: string, namespace: string, site: Site, stream: string) => {
     const root = join(await volumeDir(journalClaimName(masterTarget), namespace, site), "journals", stream);
@@ -193,10 +202,13 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
     await status();
     const run = await runDr("failover", plan, "--planned", "--wait");
     await runningOn(target, "recovery");
-    assert.equal((await dr("commit", run, "--wait")).code, 0);
-    await waitMachines("FailedOver", (found) => found.status?.phase === "FailedOver");
     for (const name of writers)
       assert.ok((await journalBytes(forwardTarget(), target, "recovery", streamId(claimOf(name)))) > 0);
+    assert.equal((await dr("commit", run, "--wait")).code, 0);
+    await waitMachines("FailedOver", (found) => found.status?.phase === "FailedOver");
+    await assertCommitReleased(run);
+    for (const name of writers)
+      assert.equal(await journalBytes(forwardTarget(), target, "recovery", streamId(claimOf(name))), 0);
   });
 
   it("reprotects the plan: both reverse into one master target on the original site, and epoch 0's points go", async () => {
@@ -225,9 +237,12 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
     assert.deepEqual(claims.sort(), [journalClaimName(reverseTarget()), ...writers.map(claimOf)].sort());
     await volumesEqual([target, "recovery"], [ns, "primary"]);
 
-    // The points of epoch 0 were released with their journal at the old master target.
+    // The failover's commit released the points of epoch 0 with their journal at the old master target.
     for (const message of await reverseStepMessages(run))
-      assert.match(message, /recovery points? of epoch 0 \(data-\w+-0\) (was|were) released with their journal/);
+      assert.match(
+        message,
+        /no recovery point of epoch 0 \(data-\w+-0\) was left .*: the failover's commit released them/,
+      );
     for (const name of writers)
       assert.equal(await journalBytes(forwardTarget(), target, "recovery", streamId(claimOf(name))), 0);
     // What the machines list now are points of the new epoch, taken on the original site.
@@ -307,6 +322,9 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
       "FailedOver back",
       (found) => found.status?.activeSite === "primary" && found.status.phase === "FailedOver",
     );
+    await assertCommitReleased(failback);
+    for (const name of writers)
+      assert.equal(await journalBytes(reverseTarget(), ns, "primary", epochStreamId(claimOf(name), 1)), 0);
     await status();
     await write(2);
     // The leader dies while the first machine reverses: the reprotect still reverses each once.
@@ -351,7 +369,10 @@ describe("reprotect of a plan: two machines, one reverse master target, drills a
       );
     for (const message of await reverseStepMessages(run)) {
       assert.match(message, /only differing blocks were sent/);
-      assert.match(message, /recovery points? of epoch 1 \(data-\w+-0\.e1\) (was|were) released/);
+      assert.match(
+        message,
+        /no recovery point of epoch 1 \(data-\w+-0\.e1\) was left .*: the failover's commit released them/,
+      );
     }
     for (const name of writers)
       assert.equal(await journalBytes(reverseTarget(), ns, "primary", epochStreamId(claimOf(name), 1)), 0);

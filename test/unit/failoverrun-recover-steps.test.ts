@@ -5,7 +5,7 @@
 import { strict as assert } from "node:assert";
 import type { FailoverRun, ProtectedMachine } from "../../src/api/types.js";
 import type { StepWork } from "../../src/controllers/failoverrun/machine.js";
-import { recoverStep, stopStep } from "../../src/controllers/failoverrun/steps/builtin.js";
+import { commitStep, recoverStep, stopStep } from "../../src/controllers/failoverrun/steps/builtin.js";
 import type { RecoveryPointAccess, VolumePointsReply } from "../../src/controllers/failoverrun/steps/replicas.js";
 import type { StepContext } from "../../src/controllers/failoverrun/steps/types.js";
 import { Consistency } from "../../src/gen/ksr/replication/v1/replication.js";
@@ -127,5 +127,36 @@ describe("recover and stop steps before they act", () => {
     const outcome = await stopStep.execute(contextFor(run, work, afterRollback, { machine: reversed, client }));
     assert.equal(outcome.state, "Succeeded");
     assert.deepEqual(asked, [`shop/${db.spec.source.workloadRef.name}`]);
+  });
+});
+
+describe("the commit step", () => {
+  const commitWork: StepWork = { step: { name: "commit", action: "Commit", phase: "Running" } };
+  const run = newRun({ type: "Planned", machineRef: { name: "db" }, commit: true });
+  const withRelease = (releaseEpoch: RecoveryPointAccess["releaseEpoch"]): StepContext => {
+    const base = contextFor(run, commitWork, afterRollback);
+    return { ...base, replicas: { ...base.replicas, releaseEpoch } };
+  };
+
+  it("releases the recovered machine's points of its current epoch, with their journal", async () => {
+    const asked: number[] = [];
+    const outcome = await commitStep.execute(
+      withRelease((_, replication) => {
+        asked.push(replication.epoch);
+        return Promise.resolve([{ machineId: "data-db-0", points: 3, journalBytes: 0 }]);
+      }),
+    );
+    assert.equal(outcome.state, "Succeeded");
+    assert.deepEqual(asked, [0]);
+    assert.match(outcome.message ?? "", /^failover committed; 3 recovery points released with their journal; /);
+  });
+
+  it("commits when the master target cannot be reached, saying the next reprotect releases the points", async () => {
+    const outcome = await commitStep.execute(withRelease(() => Promise.reject(new Error("connect ECONNREFUSED"))));
+    assert.equal(outcome.state, "Succeeded");
+    assert.match(
+      outcome.message ?? "",
+      /0 recovery points released with their journal \(the points of db \(.*: connect ECONNREFUSED\) stay until kubectl dr reprotect releases them\)/,
+    );
   });
 });

@@ -19,7 +19,7 @@ import {
 import { protectedMachines } from "../../../api/types.js";
 import { directionOf } from "../../protectedmachine/direction.js";
 import type { StepOutcome } from "../machine.js";
-import { drillNamespaceOf } from "../machine.js";
+import { drillNamespaceOf, runMachines } from "../machine.js";
 import { deleteHydratorSecrets, ensureIsolation, recoverDrill } from "./drill.js";
 import { dataLossMs, selectPoints, type Selection } from "./points.js";
 import { replicatedState, replicatedVolumes, replicationAnnotation, replicationRecord } from "./replicas.js";
@@ -278,13 +278,33 @@ export const stopStep: StepExecutor = {
   },
 };
 
+/**
+ * A committed failover cannot go back to another point (ASR: commit deletes the recovery points):
+ * the points of each recovered machine are released with their journal at its master target.
+ * Repeating it releases nothing more. A master target that cannot be reached does not hold the
+ * commit back: the next reprotect releases what is left.
+ */
 export const commitStep: StepExecutor = {
-  execute() {
-    return Promise.resolve({
+  async execute(context) {
+    let points = 0;
+    const kept: string[] = [];
+    for (const name of runMachines(context.run, context.plan)) {
+      const machine = context.machines.get(name);
+      if (machine === undefined) continue;
+      const replication = directionOf(machine);
+      try {
+        for (const stream of await context.replicas.releaseEpoch(machine, replication)) points += stream.points;
+      } catch (error) {
+        kept.push(`${name} (${replication.targetNamespace}: ${(error as Error).message})`);
+      }
+    }
+    const releasedNote = `${points === 1 ? "1 recovery point" : `${points} recovery points`} released with their journal`;
+    const keptNote =
+      kept.length === 0 ? "" : ` (the points of ${kept.join(", ")} stay until kubectl dr reprotect releases them)`;
+    return {
       state: "Succeeded",
-      message:
-        "failover committed; the replicas now serve the recovered workloads (kubectl dr reprotect replicates them back)",
-    });
+      message: `failover committed; ${releasedNote}${keptNote}; the replicas now serve the recovered workloads (kubectl dr reprotect replicates them back)`,
+    };
   },
 };
 

@@ -96,9 +96,15 @@ async function releaseEnded(
   try {
     const released = await context.replicas.releaseEpoch(machine, ended);
     const points = released.reduce((total, stream) => total + stream.points, 0);
+    const streams = released.map((stream) => stream.machineId).join(", ");
+    if (points === 0)
+      return {
+        state: "Succeeded",
+        message: `no recovery point of epoch ${ended.epoch} (${streams}) was left at ${ended.targetNamespace} (${ended.targetSite}): the failover's commit released them`,
+      };
     return {
       state: "Succeeded",
-      message: `${points === 1 ? "the 1 recovery point" : `the ${points} recovery points`} of epoch ${ended.epoch} (${released.map((stream) => stream.machineId).join(", ")}) ${points === 1 ? "was" : "were"} released with their journal at ${ended.targetNamespace} (${ended.targetSite})`,
+      message: `${points === 1 ? "the 1 recovery point" : `the ${points} recovery points`} of epoch ${ended.epoch} (${streams}) ${points === 1 ? "was" : "were"} released with their journal at ${ended.targetNamespace} (${ended.targetSite})`,
     };
   } catch (error) {
     return {
