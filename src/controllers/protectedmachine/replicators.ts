@@ -113,19 +113,39 @@ async function ensureKeys(deps: ReplicatorDeps, machine: ProtectedMachine, plan:
         `the policy's encryption key (Secret ${home}/${ref.name}, key ${ref.key}) is missing or not 32 bytes`,
       );
   }
-  const labels = { ...commonLabels("master-target"), [replicatorLabel]: plan.masterTarget.name };
-  const source = await deps.client.get(secrets, name, namespace);
-  key ??= source?.data?.key ?? randomBytes(32).toString("base64");
-  const secret = (ns: string): Secret => ({
+  await ensureSharedKey(deps.client, {
+    name,
+    namespace,
+    copyNamespace: plan.masterTarget.namespace,
+    labels: { ...commonLabels("master-target"), [replicatorLabel]: plan.masterTarget.name },
+    ...(key === undefined ? {} : { key }),
+  });
+}
+
+/**
+ * The key Secret in the source namespace, created unless there, and its copy beside the master
+ * target. The copy takes the key the source Secret holds once created, never this call's own:
+ * machines sharing the pair reconcile concurrently, and each would otherwise copy the key it made
+ * up while another's won the source (the master target would then refuse every frame).
+ */
+export async function ensureSharedKey(
+  client: KubeClient,
+  options: { name: string; namespace: string; copyNamespace: string; labels: Record<string, string>; key?: string },
+): Promise<void> {
+  const { name, namespace, copyNamespace, labels } = options;
+  const secret = (ns: string, key: string): Secret => ({
     apiVersion: "v1",
     kind: "Secret",
     type: "Opaque",
     metadata: { name, namespace: ns, labels },
     data: { key },
   });
-  await apply(deps.client, secrets, secret(namespace), source, "keep");
-  const copy = await deps.client.get(secrets, name, plan.masterTarget.namespace);
-  await apply(deps.client, secrets, secret(plan.masterTarget.namespace), copy, "keep");
+  const source = await client.get(secrets, name, namespace);
+  const proposed = options.key ?? source?.data?.key ?? randomBytes(32).toString("base64");
+  await apply(client, secrets, secret(namespace, proposed), source, "keep");
+  const key = (await client.get(secrets, name, namespace))?.data?.key ?? proposed;
+  const copy = await client.get(secrets, name, copyNamespace);
+  await apply(client, secrets, secret(copyNamespace, key), copy, "keep");
 }
 
 export interface Placed {
