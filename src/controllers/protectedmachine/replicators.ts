@@ -142,8 +142,12 @@ export async function ensureSharedKey(
   });
   const source = await client.get(secrets, name, namespace);
   const proposed = options.key ?? source?.data?.key ?? randomBytes(32).toString("base64");
-  await apply(client, secrets, secret(namespace, proposed), source, "keep");
-  const key = (await client.get(secrets, name, namespace))?.data?.key ?? proposed;
+  const written = await apply(client, secrets, secret(namespace, proposed), source, "keep");
+  // Read again only when another reconcile created it between our read and our create.
+  const key =
+    written === "created"
+      ? proposed
+      : (source?.data?.key ?? (await client.get(secrets, name, namespace))?.data?.key ?? proposed);
   const copy = await client.get(secrets, name, copyNamespace);
   await apply(client, secrets, secret(copyNamespace, key), copy, "keep");
 }
