@@ -243,6 +243,43 @@ describe("the resync on the reconcile's clock", () => {
     );
   });
 
+  it("holds a requested resync under a closed window before ordering it, so the agent never starts it early", async () => {
+    const deps = recordingDeps();
+    const { context } = await at("2026-12-01T12:00:00Z"); // Tuesday: fridayNight is closed
+    const requestedAt = "2026-12-01T11:59:59Z";
+    // Just protected: the hold was never placed, and nothing is required yet.
+    const observed = await driveResync(
+      deps,
+      machine(undefined, requestedAt),
+      plan(fridayNight),
+      [volume({ resyncRequired: false, resyncHeld: false })],
+      0,
+      context,
+    );
+    assert.equal(observed.status?.state, "Waiting");
+    assert.deepEqual(deps.calls, ["hold db-data", "request db-data"]);
+  });
+
+  it("drops a waiting resync that is no longer required, with an Event, and keeps the request it served", async () => {
+    const deps = recordingDeps();
+    const { context } = await at("2026-12-01T12:00:00Z");
+    const waiting: ResyncStatus = { state: "Waiting", requestedAt: "2026-12-01T11:00:00Z", reason: "window closed" };
+    const observed = await driveResync(
+      deps,
+      machine(waiting, waiting.requestedAt),
+      plan(fridayNight),
+      [volume({ resyncRequired: false, resyncHeld: true })],
+      0,
+      context,
+    );
+    assert.deepEqual(observed.status, { requestedAt: "2026-12-01T11:00:00Z" });
+    assert.equal(observed.waiting, undefined);
+    assert.deepEqual(
+      observed.events.map((event) => `${event.type} ${event.reason}`),
+      ["Normal ResyncNoLongerNeeded"],
+    );
+  });
+
   it("refuses a window in a time zone the operator does not know, naming the field, and holds nothing", async () => {
     const deps = recordingDeps();
     const { context } = await at("2026-12-01T12:00:00Z");
@@ -271,7 +308,7 @@ describe("the resync on the reconcile's clock", () => {
     );
     assert.equal(first.status?.state, "Running");
     assert.equal(first.status.requestedAt, requestedAt);
-    assert.deepEqual(deps.calls, ["request db-data", "release db-data"]);
+    assert.deepEqual(deps.calls, ["release db-data", "request db-data"]);
     assert.deepEqual(
       first.events.map((event) => event.reason),
       ["ResyncRequested"],

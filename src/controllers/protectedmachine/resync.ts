@@ -69,8 +69,8 @@ export async function driveResync(
   let served = previous;
   let ordered = false;
   if (requested !== undefined && requested !== previous?.requestedAt) {
-    // The request makes a resync needed, as a lost cache would; the policy says when it runs.
-    for (const stream of streams) await deps.replicators.requestResync(processServer, stream.machineId);
+    // The request makes a resync needed, as a lost cache would; the policy says when it runs
+    // (ordered below, once the hold is in place).
     served = {
       ...(previous?.completionTime === undefined ? {} : { completionTime: previous.completionTime }),
       requestedAt: requested,
@@ -95,8 +95,10 @@ export async function driveResync(
   // A request is served until its resync completed: Manual lets it run, and only it.
   const serving = served?.requestedAt !== undefined && served.requestedAt === requested && served.state !== "Completed";
   const held = mode === "Manual" ? !serving : window !== undefined && !inWindow(window, now);
+  // Hold before ordering: an agent that heard of the resync before its hold would start it at once.
   for (const stream of streams)
     if (stream.control?.resyncHeld !== held) await deps.replicators.holdResync(processServer, stream.machineId, held);
+  if (ordered) for (const stream of streams) await deps.replicators.requestResync(processServer, stream.machineId);
 
   const needed = ordered || controls.some((control) => control?.resyncRequired === true);
   const running = controls.some((control) => control?.syncing === true);
@@ -173,6 +175,20 @@ export async function driveResync(
       ],
     };
   }
+  if (served?.state === "Waiting")
+    // Whatever made it needed is gone without a resync this operator saw run: nothing waits any more.
+    return {
+      status: carried,
+      events: [
+        ...events,
+        {
+          type: "Normal",
+          reason: "ResyncNoLongerNeeded",
+          action: "Resync",
+          note: "the process server requires no resync any more: replication goes on",
+        },
+      ],
+    };
   return { ...(served === undefined ? {} : { status: served }), events };
 }
 
