@@ -63,10 +63,19 @@ export interface Manifest {
   object: KubeObject & Record<string, unknown>;
 }
 
+/** The operator's leader-election flags, as given (checked by the CLI before they get here). */
+export interface LeaderElectionFlags {
+  leaseDuration: string;
+  renewDeadline: string;
+  retryPeriod: string;
+}
+
 export interface InstallOptions {
   namespace: string;
   image: string;
   replicas: number;
+  /** Absent: the operator's defaults. */
+  leaderElection?: LeaderElectionFlags;
   /** The operator's configuration file (notifications), already checked; absent leaves the ConfigMap alone. */
   config?: string;
 }
@@ -134,6 +143,13 @@ function operatorDeployment(options: InstallOptions): KubeObject & Record<string
                 String(operatorHealthPort),
                 "--replicator-image",
                 options.image,
+                ...(options.leaderElection === undefined
+                  ? []
+                  : [
+                      ...["--lease-duration", options.leaderElection.leaseDuration],
+                      ...["--renew-deadline", options.leaderElection.renewDeadline],
+                      ...["--retry-period", options.leaderElection.retryPeriod],
+                    ]),
               ],
               env: [
                 { name: "POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },

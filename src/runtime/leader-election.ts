@@ -29,11 +29,7 @@ export const leases = resourceType<Lease>({
   namespaced: true,
 });
 
-export interface LeaderElectionOptions {
-  leaseName: string;
-  leaseNamespace: string;
-  /** Unique per process; defaults to hostname + pid in the manager. */
-  identity: string;
+export interface LeaderElectionTiming {
   /** How long others wait after the last renewal they saw before taking over. */
   leaseDurationMs: number;
   /** A leader that has not renewed for this long steps down. Must be below leaseDurationMs. */
@@ -42,8 +38,21 @@ export interface LeaderElectionOptions {
   retryPeriodMs: number;
 }
 
+export interface LeaderElectionOptions extends LeaderElectionTiming {
+  leaseName: string;
+  leaseNamespace: string;
+  /** Unique per process; defaults to hostname + pid in the manager. */
+  identity: string;
+}
+
 export function validateLeaderElection(options: LeaderElectionOptions): void {
-  const { leaseDurationMs, renewDeadlineMs, retryPeriodMs } = options;
+  validateLeaderElectionTiming(options);
+  if (options.identity === "") throw new Error("leader election: identity must not be empty");
+}
+
+/** A leader steps down (renewDeadline) before anyone may take over (leaseDuration). */
+export function validateLeaderElectionTiming(timing: LeaderElectionTiming): void {
+  const { leaseDurationMs, renewDeadlineMs, retryPeriodMs } = timing;
   if (!(leaseDurationMs > renewDeadlineMs)) {
     throw new Error(
       `leader election: leaseDuration (${leaseDurationMs} ms) must exceed renewDeadline (${renewDeadlineMs} ms)`,
@@ -55,7 +64,6 @@ export function validateLeaderElection(options: LeaderElectionOptions): void {
     );
   }
   if (leaseDurationMs < 1000) throw new Error(`leader election: leaseDuration must be at least 1000 ms`);
-  if (options.identity === "") throw new Error("leader election: identity must not be empty");
 }
 
 export class LeaderElector {

@@ -10,7 +10,6 @@ import { join } from "node:path";
 import { protectedMachines, replicationPolicies, type ProtectedMachine } from "../../src/api/types.js";
 import {
   KubeClient,
-  leases,
   namespaces,
   persistentVolumeClaims,
   pods,
@@ -21,9 +20,9 @@ import {
   type KubeObject,
   type StatefulSet,
 } from "../../src/runtime/index.js";
-import { leaseName } from "../../src/install/manifests.js";
 import { revocationListName } from "../../src/controllers/certificates/secret-issuer.js";
 import { policyDurationMs } from "../../src/controllers/replicationpolicy/flags.js";
+import { killLeader } from "../fixture/leader-killer.js";
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { volumeDir as claimVolumeDir } from "../fixture/machine-suite.js";
@@ -371,10 +370,7 @@ describe("ProtectedMachine end to end (e2e)", function () {
     const started = performance.now();
     await client.create(protectedMachines, machine("big", "big"));
     await waitPhase("big", "InitialReplication");
-    const holder = (await client.get(leases, leaseName, cluster.operatorNamespace))?.spec?.holderIdentity ?? "";
-    const pid = Number(holder.slice(holder.lastIndexOf("_") + 1));
-    assert.ok(Number.isInteger(pid) && pid > 1, `a pid in the lease holder ${holder}`);
-    process.kill(pid, "SIGKILL");
+    await killLeader(client, cluster.operatorNamespace);
     const done = await waitPhase("big", "Protected", 6 * 60_000);
     process.stdout.write(
       `      apply → Protected, 100 MiB, leader killed on the way: ${Math.round(performance.now() - started)} ms\n`,

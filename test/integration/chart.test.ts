@@ -8,6 +8,7 @@ import {
   defaultNamespace,
   projectImage,
 } from "../../src/install/manifests.js";
+import { defaultLeaderElection } from "../../src/cli/commands/leader-election-flags.js";
 import { parseOperatorConfig } from "../../src/notifications/config.js";
 import { chartDir, helm, helmBinary, renderChart, type RenderedObject } from "../fixture/tools.js";
 
@@ -252,6 +253,14 @@ describe("Helm chart", function () {
       assert.deepEqual(args.slice(0, 3), ["operator", "--namespace=$(POD_NAMESPACE)", "--health-port=8080"]);
       const image = (chartDeployment.spec as { template: PodTemplate }).template.spec.containers[0]?.image;
       assert.ok(args.includes(`--replicator-image=${String(image)}`), `the replicators do not run ${String(image)}`);
+      // The chart's leader-election values default to what `ksr install` passes by default.
+      const { leaseDuration, renewDeadline, retryPeriod } = defaultLeaderElection;
+      for (const arg of [
+        `--lease-duration=${leaseDuration}`,
+        `--renew-deadline=${renewDeadline}`,
+        `--retry-period=${retryPeriod}`,
+      ])
+        assert.ok(args.includes(arg), `${arg} in ${args.join(" ")}`);
     });
   });
 });

@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { clusterRules, namespaceRules, rbacTable } from "../../src/install/rbac.js";
 import { podProblem } from "../../src/install/install.js";
-import { imageFlag, operatorManifests } from "../../src/install/manifests.js";
+import { defaultLeaderElection, leaderElectionTiming } from "../../src/cli/commands/leader-election-flags.js";
+import { imageFlag, operatorManifests, type LeaderElectionFlags } from "../../src/install/manifests.js";
 import { siteLabel } from "../../src/local/node/layout.js";
 import type { Pod } from "../../src/runtime/index.js";
 import { packageRoot } from "../../src/util/package-root.js";
@@ -140,5 +141,57 @@ describe("--image and --replicator-image", () => {
   for (const bad of ["", "kube site recovery", "kube-site-recovery:", "registry.example/"])
     it(`refuses "${bad}", naming the flag`, () => {
       assert.throws(() => imageFlag(bad, "--replicator-image"), /^Error: --replicator-image: image .* is not a valid/);
+    });
+});
+
+describe("--lease-duration, --renew-deadline and --retry-period (ksr install and ksr operator)", () => {
+  it("passes ksr install's timing to the operator's arguments, and none without it", () => {
+    const args = (leaderElection?: LeaderElectionFlags) =>
+      (
+        operatorManifests({
+          namespace: "ksr-system",
+          image: "kube-site-recovery",
+          replicas: 2,
+          ...(leaderElection === undefined ? {} : { leaderElection }),
+        }).find((m) => m.type.kind === "Deployment")?.object as unknown as DeploymentShape
+      ).spec.template.spec.containers[0]?.args ?? [];
+    const given = args({ leaseDuration: "8s", renewDeadline: "6s", retryPeriod: "1s" });
+    for (const [flag, value] of [
+      ["--lease-duration", "8s"],
+      ["--renew-deadline", "6s"],
+      ["--retry-period", "1s"],
+    ] as const)
+      assert.equal(given[given.indexOf(flag) + 1], value, flag);
+    assert.ok(!args().includes("--lease-duration"));
+  });
+
+  it("accepts the defaults and a faster takeover", () => {
+    assert.deepEqual(leaderElectionTiming(defaultLeaderElection), {
+      leaseDurationMs: 15_000,
+      renewDeadlineMs: 10_000,
+      retryPeriodMs: 2000,
+    });
+    assert.equal(
+      leaderElectionTiming({ leaseDuration: "8s", renewDeadline: "6s", retryPeriod: "1s" }).leaseDurationMs,
+      8000,
+    );
+  });
+
+  const bad: { flags: Partial<LeaderElectionFlags>; message: RegExp }[] = [
+    {
+      flags: { leaseDuration: "soon" },
+      message: /^Error: --lease-duration must be a duration such as 15s or 2m, got "soon"$/,
+    },
+    { flags: { retryPeriod: "0s" }, message: /^Error: --retry-period must be a duration/ },
+    {
+      flags: { leaseDuration: "10s" },
+      message:
+        /^Error: --lease-duration, --renew-deadline, --retry-period: .*leaseDuration \(10000 ms\) must exceed renewDeadline \(10000 ms\)/,
+    },
+    { flags: { renewDeadline: "2s" }, message: /renewDeadline \(2000 ms\) must exceed 1\.2 × retryPeriod \(2000 ms\)/ },
+  ];
+  for (const { flags, message } of bad)
+    it(`refuses ${JSON.stringify(flags)}, naming the flags`, () => {
+      assert.throws(() => leaderElectionTiming({ ...defaultLeaderElection, ...flags }), message);
     });
 });

@@ -5,10 +5,11 @@ import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { Command } from "commander";
 import { install, uninstall, waitForOperator, type Progress } from "../../install/install.js";
-import { defaultNamespace, imageFlag, projectImage } from "../../install/manifests.js";
+import { defaultNamespace, imageFlag, projectImage, type LeaderElectionFlags } from "../../install/manifests.js";
 import { defaultClusterDir } from "../../local/cluster.js";
 import { parseOperatorConfig } from "../../notifications/config.js";
 import { durationMs } from "../../util/duration.js";
+import { leaderElectionTiming, withLeaderElection } from "./leader-election-flags.js";
 
 /** --kubeconfig, else $KUBECONFIG, else ~/.kube/config, else the `ksr local` cluster's. */
 export function loadKubeConfig(path: string | undefined): KubeConfig {
@@ -68,8 +69,11 @@ function operatorConfigFile(path: string): string {
 }
 
 export function installCommands(): Command[] {
-  const installCommand = new Command("install")
-    .description("install or update the CRDs, the operator's RBAC and its Deployment (idempotent)")
+  const installCommand = withLeaderElection(
+    new Command("install").description(
+      "install or update the CRDs, the operator's RBAC and its Deployment (idempotent)",
+    ),
+  )
     .option("--kubeconfig <file>", "cluster to install into (default: $KUBECONFIG, ~/.kube/config, or `ksr local`'s)")
     .option("--namespace <ns>", "namespace of the operator", defaultNamespace)
     .option(
@@ -85,19 +89,24 @@ export function installCommands(): Command[] {
     .option("--wait", "wait until every replica is available and one holds the lease")
     .option("--timeout <duration>", "how long --wait waits", "5m")
     .action(
-      async (options: {
-        kubeconfig?: string;
-        namespace: string;
-        image: string;
-        replicas: string;
-        config?: string;
-        wait?: boolean;
-        timeout: string;
-      }) => {
+      async (
+        options: LeaderElectionFlags & {
+          kubeconfig?: string;
+          namespace: string;
+          image: string;
+          replicas: string;
+          config?: string;
+          wait?: boolean;
+          timeout: string;
+        },
+      ) => {
+        leaderElectionTiming(options);
+        const { leaseDuration, renewDeadline, retryPeriod } = options;
         const settings = {
           namespace: options.namespace,
           image: imageFlag(options.image, "--image"),
           replicas: replicaCount(options.replicas),
+          leaderElection: { leaseDuration, renewDeadline, retryPeriod },
           ...(options.config === undefined ? {} : { config: operatorConfigFile(options.config) }),
         };
         const kubeConfig = loadKubeConfig(options.kubeconfig);

@@ -15,22 +15,20 @@ import {
   operatorName,
   imageFlag,
   projectImage,
+  type LeaderElectionFlags,
 } from "../../install/manifests.js";
 import { parsePort } from "../../local/ports.js";
 import { operatorConfigMapName, readOperatorConfig } from "../../notifications/config.js";
 import { Notifier } from "../../notifications/notifier.js";
 import { createLogger, Manager } from "../../runtime/index.js";
-import { durationMs } from "../../util/duration.js";
-
-function duration(value: string, flag: string): number {
-  const ms = durationMs(value);
-  if (ms === undefined || ms <= 0) throw new Error(`${flag} must be a duration such as 15s or 2m, got "${value}"`);
-  return ms;
-}
+import { leaderElectionTiming, withLeaderElection } from "./leader-election-flags.js";
 
 export function operatorCommand(): Command {
-  return new Command("operator")
-    .description("run the operator: reconcile the dr.ksr.io kinds (normally as the ksr-operator Deployment)")
+  return withLeaderElection(
+    new Command("operator").description(
+      "run the operator: reconcile the dr.ksr.io kinds (normally as the ksr-operator Deployment)",
+    ),
+  )
     .option("--kubeconfig <file>", "kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
     .option(
       "--namespace <ns>",
@@ -38,9 +36,6 @@ export function operatorCommand(): Command {
       process.env.POD_NAMESPACE ?? defaultNamespace,
     )
     .option("--health-port <port>", "port of /metrics, /healthz and /readyz", String(operatorHealthPort))
-    .option("--lease-duration <duration>", "how long a standby waits after the leader's last renewal", "15s")
-    .option("--renew-deadline <duration>", "a leader that cannot renew for this long steps down", "10s")
-    .option("--retry-period <duration>", "pause between lease attempts", "2s")
     .option(
       "--replicator-image <image>",
       "image of the replicator pods and drill hydrators it places (ksr install and the chart pass the operator's own)",
@@ -52,16 +47,15 @@ export function operatorCommand(): Command {
       operatorConfigMapName,
     )
     .action(
-      async (options: {
-        kubeconfig?: string;
-        namespace: string;
-        healthPort: string;
-        leaseDuration: string;
-        renewDeadline: string;
-        retryPeriod: string;
-        replicatorImage: string;
-        configMap: string;
-      }) => {
+      async (
+        options: LeaderElectionFlags & {
+          kubeconfig?: string;
+          namespace: string;
+          healthPort: string;
+          replicatorImage: string;
+          configMap: string;
+        },
+      ) => {
         const replicatorImage = imageFlag(options.replicatorImage, "--replicator-image");
         const kubeConfig = new KubeConfig();
         if (options.kubeconfig === undefined) kubeConfig.loadFromDefault();
@@ -75,9 +69,7 @@ export function operatorCommand(): Command {
             leaseName,
             leaseNamespace: options.namespace,
             ...(process.env.POD_NAME === undefined ? {} : { identity: `${process.env.POD_NAME}_${process.pid}` }),
-            leaseDurationMs: duration(options.leaseDuration, "--lease-duration"),
-            renewDeadlineMs: duration(options.renewDeadline, "--renew-deadline"),
-            retryPeriodMs: duration(options.retryPeriod, "--retry-period"),
+            ...leaderElectionTiming(options),
           },
           health: { port: parsePort(options.healthPort, "--health-port") },
         });
