@@ -502,7 +502,7 @@ export function kubectlDrProgram(): Command {
   ).action((run: string, step: string, _options, command: Command) => approve(command, run, step));
 
   waitOptions(
-    sub("commit", "make a failover final (reprotect frees its points)").argument("<run>", "FailoverRun name"),
+    sub("commit", "make a failover final; its recovery points are released").argument("<run>", "FailoverRun name"),
   ).action((run: string, _options, command: Command) => setFlag(command, run, "commit"));
   waitOptions(sub("cleanup", "end a drill: delete what it created").argument("<run>", "FailoverRun name")).action(
     (run: string, _options, command: Command) => setFlag(command, run, "cleanup"),
