@@ -21,7 +21,7 @@ import {
 import { eventually } from "../fixture/eventually.js";
 import { ksr } from "../fixture/ksr-cli.js";
 import { killLeader } from "../fixture/leader-killer.js";
-import { forgetOperator, installArgs, useOperator } from "../fixture/operator.js";
+import { forgetOperator, useOperator } from "../fixture/operator.js";
 import { httpText } from "./local-node-helpers.js";
 
 describe("operator installed by ksr install (e2e)", function () {
@@ -96,7 +96,7 @@ describe("operator installed by ksr install (e2e)", function () {
 
   it("re-running ksr install changes nothing", async () => {
     const before = await client.get(deployments, operatorName, cluster.operatorNamespace);
-    const again = await ksr(installArgs(cluster.state.kubeconfig));
+    const again = await ksr(["install", "--kubeconfig", cluster.state.kubeconfig]);
     assert.equal(again.code, 0, again.stderr);
     const after = await client.get(deployments, operatorName, cluster.operatorNamespace);
     assert.equal(after?.metadata.resourceVersion, before?.metadata.resourceVersion);
